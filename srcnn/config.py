@@ -1,0 +1,104 @@
+"""Typed, strict configuration for the model, patches, training and tiling.
+
+Every block is a frozen pydantic model with `extra="forbid"`: a typo in a flow parameter,
+a CLI flag or `deployments/prefect.yaml` is an error, never silently ignored. Flows take
+these as parameters, the CLI builds them, and the deployments reuse them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """SRCNN f1-f2-f3 with n1, n2 filters; valid convolutions (Dong et al., TPAMI 2016)."""
+
+    f1: int = Field(9, ge=1, le=15)
+    f2: int = Field(5, ge=1, le=15)
+    f3: int = Field(5, ge=1, le=15)
+    n1: int = Field(64, ge=1, le=256)
+    n2: int = Field(32, ge=1, le=256)
+    # Predict the residual over the bicubic input (same cost, trains much faster).
+    residual: bool = True
+
+    @model_validator(mode="after")
+    def _odd_kernels(self) -> ModelConfig:
+        for name in ("f1", "f2", "f3"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name}={getattr(self, name)}: kernel sizes must be odd")
+        return self
+
+    @classmethod
+    def from_arch(cls, arch: str, **kwargs) -> ModelConfig:
+        """Build from the paper's notation, e.g. "9-5-5"."""
+        match = re.fullmatch(r"(\d+)-(\d+)-(\d+)", arch.strip())
+        if not match:
+            raise ValueError(f"arch {arch!r}: expected the form f1-f2-f3, e.g. 9-5-5")
+        f1, f2, f3 = (int(g) for g in match.groups())
+        return cls(f1=f1, f2=f2, f3=f3, **kwargs)
+
+    @property
+    def arch(self) -> str:
+        return f"{self.f1}-{self.f2}-{self.f3}"
+
+    @property
+    def receptive_field(self) -> int:
+        return self.f1 + self.f2 + self.f3 - 2
+
+    @property
+    def border(self) -> int:
+        """Pixels lost per side by the valid convolutions (the receptive-field radius)."""
+        return (self.receptive_field - 1) // 2
+
+    @property
+    def macs_per_pixel(self) -> int:
+        return self.f1**2 * self.n1 + self.f2**2 * self.n1 * self.n2 + self.f3**2 * self.n2
+
+
+class PatchConfig(StrictModel):
+    """How LR/HR training pairs are cut from a collection of images."""
+
+    scale: int = Field(3, ge=2, le=8)
+    patch_size: int = Field(33, ge=8, le=512)
+    stride: int = Field(14, ge=1, le=512)
+    # Fraction of *source images* held out for validation (split by image, never by patch).
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Patches per Zarr chunk (the unit of a training read) and chunks per shard (one object).
+    chunk_patches: int = Field(512, ge=1)
+    shard_chunks: int = Field(8, ge=1)
+    # Images per Dask task when reading sources.
+    images_per_task: int = Field(8, ge=1)
+
+    @property
+    def shard_patches(self) -> int:
+        return self.chunk_patches * self.shard_chunks
+
+
+class TrainConfig(StrictModel):
+    """Optimisation settings; the model is described by ModelConfig."""
+
+    epochs: int = Field(10, ge=1)
+    # Optional cap on optimiser steps per epoch (None: one pass over the training patches).
+    steps_per_epoch: int | None = Field(None, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    augment: bool = True  # random flips and 90° rotations of each batch
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Stop early after this many minutes of training (None: run all epochs).
+    max_minutes: float | None = Field(None, gt=0)
+
+
+class TileConfig(StrictModel):
+    """Tiled inference: tile_size is the output side of one tile, in pixels."""
+
+    tile_size: int = Field(512, ge=16, le=8192)

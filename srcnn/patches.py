@@ -1,0 +1,47 @@
+"""Patch extraction: a regular grid of LR/HR patch pairs from one image.
+
+Positions are (y, x) of a patch's top-left corner in the mod-cropped HR image; the LR patch
+is the same window of the degraded-then-bicubic-upscaled image (`color.training_pair`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from srcnn.color import mod_crop, training_pair
+
+
+def grid_positions(height: int, width: int, size: int, stride: int) -> np.ndarray:
+    """(N, 2) int32 top-left corners of every size x size window on a stride grid, row-major."""
+    if height < size or width < size:
+        return np.zeros((0, 2), dtype=np.int32)
+    ys = np.arange(0, height - size + 1, stride, dtype=np.int32)
+    xs = np.arange(0, width - size + 1, stride, dtype=np.int32)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([yy.ravel(), xx.ravel()], axis=1)
+
+
+def patch_count(width: int, height: int, scale: int, size: int, stride: int) -> int:
+    """How many patches an image of this size yields (after the mod-crop to `scale`)."""
+    h, w = height - height % scale, width - width % scale
+    return len(grid_positions(h, w, size, stride))
+
+
+def crop_patches(image: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size) windows of an (H, W) array at `positions`."""
+    windows = sliding_window_view(image, (size, size))  # (H - size + 1, W - size + 1, s, s)
+    return windows[positions[:, 0], positions[:, 1]]
+
+
+def image_patches(hr: Image.Image, scale: int, size: int, stride: int,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lr, hr, positions): (N, size, size) float32 Y patches and their (N, 2) positions."""
+    lr_y, hr_y = training_pair(hr, scale)
+    positions = grid_positions(*hr_y.shape, size, stride)
+    return crop_patches(lr_y, positions, size), crop_patches(hr_y, positions, size), positions
+
+
+def hr_size(img: Image.Image, scale: int) -> tuple[int, int]:
+    return mod_crop(img, scale).size

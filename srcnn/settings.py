@@ -1,0 +1,47 @@
+"""Environment settings (URIs, endpoints, credentials), read once at the edge.
+
+Values come from environment variables prefixed `SRCNN_` (e.g. `SRCNN_MLFLOW_TRACKING_URI`)
+or a `.env` file. S3 credentials follow the standard AWS variables (`AWS_ACCESS_KEY_ID`, ...),
+which s3fs reads itself; only the endpoint is ours to pass on. Nothing here is ever logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SRCNN_", env_file=".env", extra="ignore")
+
+    # Where the embedded defaults keep their state (SQLite file, artifacts, demo output).
+    home: Path = Field(default_factory=lambda: Path.cwd())
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+    # S3-compatible endpoint (MinIO, moto, ...); falls back to AWS_ENDPOINT_URL.
+    s3_endpoint_url: str | None = None
+    dask_address: str | None = None
+    dask_workers: int = Field(2, ge=1)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    def storage_options(self, url: str) -> dict:
+        """fsspec storage options for `url` (endpoint for s3://, nothing for local paths)."""
+        if url.startswith(("s3://", "s3a://")):
+            endpoint = self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+            return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+        return {}
+
+
+def get_settings() -> Settings:
+    """Read the environment now (not cached: tests and services may change it)."""
+    return Settings()

@@ -1,0 +1,167 @@
+"""The Zarr v3 patch store: the data contract between `build-patches` and training.
+
+Layout (patch index first, chunked along it, sharded so object storage sees few objects):
+    lr        (N, P, P) float16   bicubic-upscaled degraded Y in [0, 1] (network input)
+    hr        (N, P, P) float16   original Y in [0, 1] (target)
+    source    (N,)      int32     index into attrs["sources"]
+    position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
+Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
+the sources and settings) and hold the split by source image. A store is published by writing
+`complete: true` last; readers refuse a store without it, so none sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from srcnn import __version__
+from srcnn.config import PatchConfig
+from srcnn.settings import get_settings
+from srcnn.storage import filesystem, is_local
+
+STORE_FORMAT = 1
+ARRAYS = ("lr", "hr", "source", "position")
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One source image of the store: where its patches are and which split it is in."""
+
+    key: str
+    fingerprint: str
+    width: int
+    height: int
+    offset: int
+    n_patches: int
+    split: str  # "train" or "val"
+
+
+class IncompleteStoreError(RuntimeError):
+    pass
+
+
+def zarr_store(url: str, read_only: bool = False):
+    if is_local(url):
+        return LocalStore(filesystem(url)[1], read_only=read_only)
+    return FsspecStore.from_url(url, storage_options=get_settings().storage_options(url),
+                                read_only=read_only)
+
+
+def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
+    """Identity of a build: the source set (keys + ETags/mtimes) and the settings that shape it."""
+    payload = {
+        "format": STORE_FORMAT,
+        "sources": sources,
+        "config": config.model_dump(exclude={"images_per_task"}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def split_of(key: str, val_fraction: float) -> str:
+    """Stable split by source image: a hash of the key, so adding images never moves others."""
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+    return "val" if u < val_fraction else "train"
+
+
+def assign_splits(keys: list[str], val_fraction: float) -> dict[str, str]:
+    """Split by hash; with a non-zero fraction, at least one val and one train image."""
+    splits = {k: split_of(k, val_fraction) for k in keys}
+    if val_fraction > 0 and len(keys) >= 2:
+        ranked = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+        if "val" not in splits.values():
+            splits[ranked[0]] = "val"
+        if "train" not in splits.values():
+            splits[ranked[-1]] = "train"
+    return splits
+
+
+def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict) -> None:
+    """Create (or replace) the arrays, not yet published (`complete: false`)."""
+    root = zarr.open_group(zarr_store(url), mode="w", zarr_format=3)
+    p, c, s = config.patch_size, config.chunk_patches, config.shard_patches
+    n = max(n_patches, 1)  # zarr needs a non-empty shard shape even for an empty store
+    for name, shape, dtype in (
+        ("lr", (n_patches, p, p), "float16"),
+        ("hr", (n_patches, p, p), "float16"),
+        ("source", (n_patches,), "int32"),
+        ("position", (n_patches, 2), "int32"),
+    ):
+        inner = (min(c, n),) + shape[1:]
+        outer = (min(s, n),) + shape[1:]
+        root.create_array(name, shape=shape, dtype=dtype, chunks=inner, shards=outer)
+    root.attrs.update({**attrs, "complete": False})
+
+
+def write_region(url: str, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write patches [start, start + n) of every array: one whole shard per call."""
+    root = zarr.open_group(zarr_store(url), mode="r+")
+    for name in ARRAYS:
+        data = arrays[name]
+        root[name][start : start + len(data)] = data
+
+
+def publish(url: str, attrs: dict) -> None:
+    root = zarr.open_group(zarr_store(url), mode="r+")
+    root.attrs.update({**attrs, "complete": True})
+
+
+def store_attrs(url: str) -> dict | None:
+    """The root attributes, or None where there is no store."""
+    try:
+        return dict(zarr.open_group(zarr_store(url, read_only=True), mode="r").attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return None
+
+
+def base_attrs(config: PatchConfig, fingerprint: str) -> dict:
+    return {
+        "format": STORE_FORMAT,
+        "code_version": __version__,
+        "scale": config.scale,
+        "patch_size": config.patch_size,
+        "stride": config.stride,
+        "val_fraction": config.val_fraction,
+        "color_space": "Y of ITU-R BT.601 YCbCr, float in [0, 1]",
+        "degradation": "PIL bicubic downscale (antialiased), 8-bit, PIL bicubic upscale",
+        "augmentation": "none",
+        "fingerprint": fingerprint,
+    }
+
+
+class PatchStore:
+    """A published patch store opened for reading."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.root = zarr.open_group(zarr_store(url, read_only=True), mode="r")
+        self.attrs = dict(self.root.attrs)
+        if not self.attrs.get("complete"):
+            raise IncompleteStoreError(f"patch store {url}: not complete (still building or failed)")
+        self.sources = [SourceEntry(**s) for s in self.attrs["sources"]]
+
+    def __len__(self) -> int:
+        return self.root["lr"].shape[0]
+
+    def array(self, name: str) -> zarr.Array:
+        return self.root[name]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Patch indices of one split, from the per-image ranges (contiguous per image)."""
+        ranges = [np.arange(s.offset, s.offset + s.n_patches) for s in self.sources if s.split == split]
+        return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lr, hr) float16 arrays of one split, read whole (for stores that fit in memory)."""
+        idx = self.split_indices(split)
+        lr, hr = self.root["lr"][:], self.root["hr"][:]
+        return lr[idx], hr[idx]
+
+
+def entries_as_attrs(entries: list[SourceEntry]) -> list[dict]:
+    return [asdict(e) for e in entries]

@@ -1,0 +1,144 @@
+"""The training loop: MSE on the valid (centre) region, Adam, cosine learning rate.
+
+It knows nothing about MLflow or Prefect: progress goes out through `on_epoch`, a callback
+that the caller implements (the train task logs to MLflow with an explicit run id).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from srcnn.config import TrainConfig
+from srcnn.inference import resolve_device
+from srcnn.model import SRCNN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    step: int
+    train_loss: float
+    val_psnr: float
+    lr: float
+    elapsed_s: float
+    patches_per_s: float
+
+
+@dataclass
+class TrainResult:
+    model: SRCNN  # the best model by validation PSNR
+    best_epoch: int
+    best_val_psnr: float
+    history: list[EpochReport] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    device: str = "cpu"
+
+
+@dataclass
+class PatchTensors:
+    """LR inputs and HR targets, (N, 1, P, P) float16 (compact in memory; cast per batch)."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, lr: np.ndarray, hr: np.ndarray) -> PatchTensors:
+        return cls(torch.from_numpy(np.ascontiguousarray(lr, np.float16))[:, None],
+                   torch.from_numpy(np.ascontiguousarray(hr, np.float16))[:, None])
+
+    def __len__(self) -> int:
+        return self.lr.shape[0]
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips/rotations of the last two axes (k in 0..7)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def centre(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border : x.shape[-2] - border, border : x.shape[-1] - border] if border else x
+
+
+@torch.no_grad()
+def evaluate_psnr(model: SRCNN, data: PatchTensors, device: torch.device,
+                  batch_size: int = 512) -> float:
+    """PSNR (dB, peak 1) over all valid-region pixels of a set of patches."""
+    model.eval()
+    b = model.config.border
+    se, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        x = data.lr[i : i + batch_size].to(device).float()
+        y = centre(data.hr[i : i + batch_size].to(device).float(), b)
+        pred = model(x.contiguous(memory_format=torch.channels_last)).clamp(0, 1)
+        se += float(((pred - y) ** 2).sum())
+        count += y.numel()
+    model.train()
+    return 10 * math.log10(count / se) if se > 0 else float("inf")
+
+
+def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    b = model.config.border
+    steps_per_epoch = config.steps_per_epoch or max(1, len(train_data) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    loss_fn = nn.MSELoss()
+    best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
+    start, step = time.perf_counter(), 0
+    for epoch in range(1, config.epochs + 1):
+        epoch_start, loss_sum = time.perf_counter(), 0.0
+        for _ in range(steps_per_epoch):
+            idx = torch.randint(len(train_data), (config.batch_size,), generator=gen)
+            x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
+            y = train_data.hr[idx].to(device, non_blocking=True).float()
+            if config.augment:
+                k = int(torch.randint(8, (1,), generator=gen))
+                x, y = dihedral(x, k), dihedral(y, k)
+            pred = model(x.contiguous(memory_format=torch.channels_last))  # (B, 1, P-2b, P-2b)
+            loss = loss_fn(pred, centre(y, b))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item()
+            step += 1
+        elapsed = time.perf_counter() - start
+        report = EpochReport(
+            epoch=epoch, step=step, train_loss=loss_sum / steps_per_epoch,
+            val_psnr=evaluate_psnr(model, val_data, device), lr=sched.get_last_lr()[0],
+            elapsed_s=elapsed,
+            patches_per_s=steps_per_epoch * config.batch_size / (time.perf_counter() - epoch_start),
+        )
+        best.history.append(report)
+        log.info("epoch %d: loss %.5f, val PSNR %.3f dB, %.0f patches/s", epoch,
+                 report.train_loss, report.val_psnr, report.patches_per_s)
+        if report.val_psnr > best.best_val_psnr:
+            best.model, best.best_epoch, best.best_val_psnr = copy.deepcopy(model), epoch, report.val_psnr
+        if on_epoch:
+            on_epoch(report)
+        if config.max_minutes and elapsed > config.max_minutes * 60:
+            log.info("stopping after %.1f min (max_minutes=%s)", elapsed / 60, config.max_minutes)
+            break
+    best.elapsed_s = time.perf_counter() - start
+    best.model = best.model.cpu().eval()
+    return best
