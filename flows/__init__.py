@@ -1,0 +1,7 @@
+"""Prefect flows: build-patches, train-srcnn, register-best, upscale-bucket, srcnn-pipeline."""
+
+import os
+
+# Route the library's `logging` records into Prefect's run logs (must precede the import of prefect).
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "srcnn")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

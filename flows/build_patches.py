@@ -1,0 +1,25 @@
+"""Flow `build-patches`: an image collection (any fsspec URL) -> a Zarr v3 patch store."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from srcnn.config import PatchConfig
+from srcnn.patch_build import BuildReport
+from tasks.patches import build_store
+
+
+@flow(name="build-patches", log_prints=True)
+def build_patches(source: str, store: str, patches: PatchConfig = PatchConfig(),
+                  dask_address: str | None = None, force: bool = False) -> BuildReport:
+    """Cut LR/HR patch pairs from every image under `source` into the store at `store`.
+
+    Rebuilding with the same sources and settings does no work.
+    """
+    return build_store(source, store, patches, dask_address, force)
+
+
+if __name__ == "__main__":
+    import sys
+
+    build_patches(sys.argv[1], sys.argv[2])

@@ -1,0 +1,168 @@
+"""`srcnn`: start the pipeline's flows ad hoc from the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
+from srcnn.config import ModelConfig, PatchConfig, TileConfig, TrainConfig
+from srcnn.settings import get_settings
+
+app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+Scale = Annotated[int, typer.Option("--scale", "-s", help="Upscaling factor.", min=2, max=8)]
+
+
+def _echo_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def patches(
+    source: Annotated[str, typer.Argument(help="Image collection: folder or fsspec URL.")],
+    store: Annotated[str, typer.Argument(help="Zarr patch store to write (folder or URL).")],
+    scale: Scale = 3,
+    patch_size: Annotated[int, typer.Option(help="HR patch side in pixels.")] = 33,
+    stride: Annotated[int, typer.Option(help="Grid stride in pixels.")] = 14,
+    val_fraction: Annotated[float, typer.Option(help="Share of source images held out.")] = 0.1,
+    dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
+) -> None:
+    """Build a patch store (flow build-patches)."""
+    from flows.build_patches import build_patches
+
+    config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride,
+                         val_fraction=val_fraction)
+    report = build_patches(source, store, config, dask_address, force)
+    _echo_json(vars(report))
+
+
+@app.command()
+def train(
+    store: Annotated[str, typer.Argument(help="Patch store built by `srcnn patches`.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    arch: Annotated[str, typer.Option(help="f1-f2-f3 kernel sizes.")] = "9-5-5",
+    steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this long.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    eval_dataset: Annotated[Optional[list[str]], typer.Option(help="Benchmark folder (repeat).")] = None,
+    run_name: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
+    from flows.train_srcnn import train_srcnn
+
+    training = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                           lr=lr, max_minutes=max_minutes, seed=seed, device=device)
+    result = train_srcnn(store, ModelConfig.from_arch(arch), training, eval_dataset, run_name)
+    typer.echo(result["table"])
+    typer.echo(f"MLflow run: {result['run_id']}")
+
+
+@app.command()
+def register(
+    scale: Scale = 3,
+    run_id: Annotated[Optional[str], typer.Option(help="Run to register (default: best).")] = None,
+) -> None:
+    """Register the best run; move `champion` only to a better model (flow register-best)."""
+    from flows.register_best import register_best
+
+    _echo_json(register_best(scale, run_id))
+
+
+@app.command()
+def upscale(
+    input: Annotated[str, typer.Argument(help="Input folder or fsspec URL prefix.")],
+    output: Annotated[str, typer.Argument(help="Output folder or fsspec URL prefix.")],
+    scale: Scale = 3,
+    model: Annotated[str, typer.Option(
+        help="champion | challenger | pretrained | models:/ URI | model folder.")] = "champion",
+    tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 512,
+    shard_size: Annotated[int, typer.Option(help="Images per Prefect task.")] = 32,
+    include: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to take.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to skip.")] = None,
+) -> None:
+    """Upscale every image under INPUT into OUTPUT (flow upscale-bucket)."""
+    from flows.upscale_bucket import UpscaleFailures, upscale_bucket
+
+    try:
+        summary = upscale_bucket(input, output, scale, model, TileConfig(tile_size=tile_size),
+                                 shard_size, include, exclude)
+    except UpscaleFailures as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{summary['done']} images upscaled x{scale} with {summary['model']} -> {output}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="champion | pretrained | models:/ URI | folder.")],
+    dataset: Annotated[list[str], typer.Option(help="Benchmark folder (repeat for several).")],
+    scale: Scale = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Per-image JSON instead of a table.")] = False,
+) -> None:
+    """Mean PSNR/SSIM of a model and of bicubic by the standard protocol."""
+    from srcnn.evaluation import evaluate_model, format_table, scores_json
+    from srcnn.tracking import make_client, resolve_model
+
+    needs_registry = not (model == "pretrained" or "/" in model and not model.startswith(
+        ("models:/", "runs:/")))
+    client = make_client(get_settings()) if needs_registry else None
+    loaded = resolve_model(model, scale, client)
+    scores = evaluate_model(loaded.model, dataset, scale)
+    typer.echo(scores_json(scores, per_image=True) if as_json else
+               f"model {loaded.source} ({loaded.model.config.arch})\n{format_table(scores)}")
+
+
+@app.command()
+def pipeline(
+    workdir: Annotated[str, typer.Option(help="Where the demo keeps its files.")] = "demo-output",
+    source: Annotated[Optional[str], typer.Option(help="Training images (default: demo photos).")] = None,
+    upscale_input: Annotated[Optional[str], typer.Option(help="Images to upscale at the end.")] = None,
+    scale: Scale = 3,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the demo's epochs.")] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option()] = None,
+) -> None:
+    """Run the whole chain: patches -> train -> register -> upscale (what `make demo` runs)."""
+    from flows.pipeline import DEMO_TRAINING, srcnn_pipeline
+
+    overrides = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items()
+                 if v is not None}
+    training = DEMO_TRAINING.model_copy(update=overrides)
+    s = srcnn_pipeline(workdir, source, scale, ModelConfig(), training, upscale_input)
+    settings = get_settings()
+    lines = [
+        "",
+        "== SRCNN pipeline finished ==",
+        f"patch store   : {s['patch_store']} ({s['n_patches']} patches)",
+        f"MLflow run    : {s['run_id']}",
+        f"registered    : {s['registration'].get('name')} v{s['registration'].get('version')}"
+        f" (champion: {'this one' if s['registration'].get('promoted') else 'an earlier, better one'})",
+        f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
+    ]
+    for e in s["evaluation"]:
+        lines.append(f"PSNR {e['dataset']} x{e['scale']}: SRCNN {e['psnr']:.2f} dB vs bicubic "
+                     f"{e['bicubic_psnr']:.2f} dB ({e['psnr'] - e['bicubic_psnr']:+.2f} dB)")
+    if "holdout_psnr" in s and not any(e["dataset"] == "holdout" for e in s["evaluation"]):
+        h = s["holdout_psnr"]
+        lines.append(f"PSNR held-out photos x{scale}: SRCNN {h['srcnn']:.2f} dB vs bicubic "
+                     f"{h['bicubic']:.2f} dB ({h['srcnn'] - h['bicubic']:+.2f} dB)")
+    lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {settings.tracking_uri}")
+    typer.echo("\n".join(lines))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("srcnn").setLevel(logging.INFO)
+    app()
+
+
+if __name__ == "__main__":
+    main()

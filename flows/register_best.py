@@ -1,0 +1,28 @@
+"""Flow `register-best`: register the best evaluated run of a scale; move `champion` only if
+it beats the current champion. With no training runs at all, seed the shipped weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger
+
+from tasks.registry import best_run, register_run, seed
+
+
+@flow(name="register-best", log_prints=True)
+def register_best(scale: int = 3, run_id: str | None = None) -> dict:
+    """Register `run_id` (default: the best finished run of `scale` by selection PSNR)."""
+    logger = get_run_logger()
+    run_id = run_id or best_run(scale)
+    if run_id is None:
+        logger.warning("no evaluated training runs for x%d: seeding the shipped weights", scale)
+        reg = seed(scale)
+        return asdict(reg) if reg else {}
+    return asdict(register_run(run_id, scale))
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(register_best(int(sys.argv[1]) if len(sys.argv) > 1 else 3))

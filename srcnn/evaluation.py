@@ -1,0 +1,54 @@
+"""Benchmark evaluation: Set5/Set14-style tables of model vs bicubic vs the paper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from srcnn.inference import luma_upscaler, prepare
+from srcnn.metrics import SetScore, score_dataset
+from srcnn.model import SRCNN
+
+
+def evaluate_model(model: SRCNN, datasets: list[str | Path], scale: int,
+                   tile_size: int = 1024) -> list[SetScore]:
+    """Score `model` on each benchmark folder at `scale` by the standard protocol."""
+    upscale = luma_upscaler(prepare(model, "cpu"), tile_size)
+    return [score_dataset(d, scale, upscale) for d in datasets]
+
+
+def format_table(scores: list[SetScore]) -> str:
+    """A Markdown table: per set and scale, model and bicubic PSNR/SSIM, the paper's PSNR."""
+    lines = [
+        "| set | scale | PSNR (dB) | SSIM | bicubic PSNR | bicubic SSIM | paper SRCNN PSNR | vs paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in scores:
+        paper = s.paper_psnr
+        delta = f"{s.psnr - paper:+.2f}" if paper else "–"
+        lines.append(
+            f"| {s.dataset} | x{s.scale} | {s.psnr:.2f} | {s.ssim:.4f} | {s.bicubic_psnr:.2f} | "
+            f"{s.bicubic_ssim:.4f} | {paper if paper else '–'} | {delta} |"
+        )
+    return "\n".join(lines)
+
+
+def scores_json(scores: list[SetScore], per_image: bool = False) -> str:
+    out = []
+    for s in scores:
+        row = s.summary()
+        if per_image:
+            row["images"] = [vars(i) for i in s.images]
+        out.append(row)
+    return json.dumps(out, indent=2)
+
+
+def metric_key(dataset: str, scale: int, what: str = "psnr") -> str:
+    return f"{dataset.lower()}_x{scale}_{what}"
+
+
+def selection_psnr(scores: list[SetScore]) -> float:
+    """The number models are ranked by: mean PSNR over the benchmark sets evaluated."""
+    if not scores:
+        raise ValueError("no evaluation scores to rank a model by")
+    return sum(s.psnr for s in scores) / len(scores)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over `srcnn` that add retries, logging and artifacts."""

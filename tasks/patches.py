@@ -1,0 +1,27 @@
+"""Task: build a patch store (Dask does the per-image work inside)."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from srcnn.cluster import dask_client
+from srcnn.config import PatchConfig
+from srcnn.patch_build import BuildReport, build_patch_store
+from srcnn.settings import get_settings
+
+
+@task(name="build-patch-store", retries=1, retry_delay_seconds=5)
+def build_store(source: str, store: str, config: PatchConfig, dask_address: str | None = None,
+                force: bool = False) -> BuildReport:
+    settings = get_settings()
+    logger = get_run_logger()
+    with dask_client(dask_address or settings.dask_address, settings.dask_workers):
+        report = build_patch_store(source, store, config, force=force)
+    logger.info("patch store %s: %d patches from %d images (%s)", store, report.n_patches,
+                report.n_images, "built" if report.built else "already up to date")
+    if report.skipped:
+        logger.warning("skipped %d images: %s", len(report.skipped), report.skipped)
+        create_table_artifact(report.skipped, key="skipped-images",
+                              description=f"Images skipped while building {store}")
+    return report

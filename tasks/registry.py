@@ -1,0 +1,61 @@
+"""Tasks: pick the best training run, register it, move `champion` only to a better model."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from srcnn.settings import get_settings
+from srcnn.tracking import (
+    TRAIN_EXPERIMENT,
+    Registration,
+    make_client,
+    register,
+    seed_registry,
+)
+
+LINEAGE_TAGS = ("arch", "code_version", "patch_store", "patch_store_fingerprint",
+                "prefect_flow_run_id", "device")
+
+
+@task(name="find-best-run")
+def best_run(scale: int) -> str | None:
+    """The finished training run of this scale with the highest selection PSNR."""
+    client = make_client(get_settings())
+    exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
+                      "and metrics.selection_psnr > 0",
+        order_by=["metrics.selection_psnr DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@task(name="register-model")
+def register_run(run_id: str, scale: int) -> Registration:
+    """Register a run's model with its metrics, evaluation table and lineage."""
+    logger = get_run_logger()
+    client = make_client(get_settings())
+    run = client.get_run(run_id)
+    metrics = run.data.metrics
+    if "selection_psnr" not in metrics:
+        raise ValueError(f"run {run_id}: has no selection_psnr metric (evaluate it first)")
+    tags = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("_psnr", "_ssim"))}
+    tags |= {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags}
+    tags["run_id"] = run_id
+    table = client.download_artifacts(run_id, "evaluation/table.md")
+    with open(table) as f:
+        description = f"SRCNN {run.data.tags.get('arch', '')} x{scale}, run {run_id}\n\n{f.read()}"
+    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description)
+    logger.info("%s v%s: selection PSNR %.3f dB, %s", reg.name, reg.version, reg.selection_psnr,
+                "promoted to champion" if reg.promoted else
+                f"kept champion v{reg.previous_champion} ({reg.previous_psnr:.3f} dB)")
+    return reg
+
+
+@task(name="seed-registry")
+def seed(scale: int) -> Registration | None:
+    """With an empty registry, register the shipped weights as the first champion."""
+    return seed_registry(make_client(get_settings()), get_settings(), scale)

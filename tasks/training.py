@@ -1,0 +1,119 @@
+"""Tasks: train a model from a patch store and evaluate it, logging both to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from prefect import get_run_logger, runtime, task
+from prefect.artifacts import create_markdown_artifact
+
+from srcnn import __version__, plots
+from srcnn.color import bicubic_upscale, degrade, mod_crop
+from srcnn.config import ModelConfig, TrainConfig
+from srcnn.evaluation import evaluate_model, format_table, metric_key, selection_psnr
+from srcnn.inference import prepare, upscale_rgb
+from srcnn.metrics import list_dataset
+from srcnn.model import SRCNN
+from srcnn.settings import get_settings
+from srcnn.store import PatchStore
+from srcnn.tracking import (
+    TRAIN_EXPERIMENT,
+    MetricLogger,
+    ensure_experiment,
+    log_model,
+    make_client,
+    resolve_model,
+)
+from srcnn.train import PatchTensors, train
+from srcnn.weights import LoadedModel
+
+
+def _flat(prefix: str, cfg) -> dict[str, str]:
+    return {f"{prefix}.{k}": str(v) for k, v in cfg.model_dump().items()}
+
+
+@task(name="train-model")
+def train_model(store: str, model: ModelConfig, training: TrainConfig,
+                run_name: str | None = None) -> str:
+    """Train on the store's train split, select on its val split; returns the MLflow run id."""
+    logger = get_run_logger()
+    settings = get_settings()
+    client = make_client(settings)
+    patches = PatchStore(store)
+    scale = int(patches.attrs["scale"])
+    tags = {
+        "scale": str(scale),
+        "arch": model.arch,
+        "code_version": __version__,
+        "patch_store": store,
+        "patch_store_fingerprint": patches.attrs["fingerprint"],
+        "prefect_flow_run_id": str(runtime.flow_run.id or ""),
+    }
+    run = client.create_run(ensure_experiment(client, TRAIN_EXPERIMENT, settings),
+                            run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        for key, value in {**_flat("model", model), **_flat("train", training),
+                           "patch_size": patches.attrs["patch_size"],
+                           "stride": patches.attrs["stride"], "scale": scale,
+                           "n_patches": len(patches)}.items():
+            client.log_param(run_id, key, value)
+        train_set = PatchTensors.from_numpy(*patches.load("train"))
+        val_set = PatchTensors.from_numpy(*patches.load("val"))
+        if len(val_set) == 0:  # a one-image collection: select on the training patches
+            val_set = train_set
+        logger.info("training %s x%d on %d patches (%d val), torch threads %d", model.arch, scale,
+                    len(train_set), len(val_set), torch.get_num_threads())
+        result = train(SRCNN(model), train_set, val_set, training, MetricLogger(client, run_id))
+        client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)
+        client.log_metric(run_id, "train_seconds", result.elapsed_s)
+        client.set_tag(run_id, "device", result.device)
+        log_model(client, run_id, LoadedModel(result.model, scale, run_id,
+                                              {"arch": model.arch, "run_id": run_id}))
+        client.log_image(run_id, plots.learning_curves(result.history), "plots/learning_curves.png")
+        client.log_image(run_id, plots.filter_grid(result.model), "plots/filters.png")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    logger.info("run %s: best val PSNR %.3f dB at epoch %d", run_id, result.best_val_psnr,
+                result.best_epoch)
+    return run_id
+
+
+@task(name="evaluate")
+def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
+    """Score the run's model on benchmark folders; log metrics, the table and sample crops."""
+    logger = get_run_logger()
+    client = make_client(get_settings())
+    loaded = resolve_model(f"runs:/{run_id}/model", scale, client)
+    scores = evaluate_model(loaded.model, datasets, scale)
+    table = format_table(scores)
+    for s in scores:
+        client.log_metric(run_id, metric_key(s.dataset, scale), s.psnr)
+        client.log_metric(run_id, metric_key(s.dataset, scale, "ssim"), s.ssim)
+        client.log_metric(run_id, metric_key(s.dataset, scale, "bicubic_psnr"), s.bicubic_psnr)
+    selection = selection_psnr(scores)
+    client.log_metric(run_id, "selection_psnr", selection)
+    client.log_text(run_id, table, "evaluation/table.md")
+    _log_crops(client, run_id, loaded.model, datasets, scale)
+    create_markdown_artifact(table, key=f"evaluation-x{scale}", description=f"run {run_id}")
+    logger.info("evaluation of run %s:\n%s", run_id, table)
+    return {"run_id": run_id, "selection_psnr": selection, "table": table,
+            "scores": [s.summary() for s in scores]}
+
+
+def _log_crops(client, run_id: str, model: SRCNN, datasets: list[str], scale: int) -> None:
+    """HR / bicubic / SRCNN centre crops for the first image of each set."""
+    net = prepare(model, "cpu")
+    for directory in datasets:
+        path = list_dataset(directory)[0]
+        with Image.open(path) as img:
+            hr = mod_crop(img.convert("RGB"), scale)
+        lr = degrade(hr, scale)
+        panels = {"HR": hr, "bicubic": bicubic_upscale(lr, scale), "SRCNN": upscale_rgb(net, lr, scale)}
+        panels = {k: plots.centre_crop(v, 128) for k, v in panels.items()}
+        figure = plots.comparison(panels, f"{Path(directory).name}/{path.name} x{scale}")
+        client.log_image(run_id, figure, f"plots/crops_{Path(directory).name}.png")
