@@ -1,0 +1,108 @@
+"""Each flow runs for real: Prefect API server, Dask LocalCluster, MLflow on temporary SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from flows.build_patches import build_patches
+from flows.register_best import register_best
+from flows.train_srcnn import train_srcnn
+from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
+from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.store import PatchStore
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+QUICK = TrainConfig(epochs=2, steps_per_epoch=40, batch_size=64)
+TINY = ModelConfig.from_arch("9-1-5", n1=16, n2=8)
+
+
+def client(home) -> MlflowClient:
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture
+def store(small_collection, tmp_path) -> str:
+    url = str(tmp_path / "patches.zarr")
+    report = build_patches(str(small_collection), url, PatchConfig(scale=3, val_fraction=0.34))
+    assert report.built and report.n_patches == len(PatchStore(url))
+    return url
+
+
+def test_build_patches_flow(store):
+    again = build_patches(PatchStore(store).attrs["source_url"], store,
+                          PatchConfig(scale=3, val_fraction=0.34))
+    assert not again.built
+
+
+def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, set5):
+    ml = client(mlflow_home)
+    good = train_srcnn(store, ModelConfig(), QUICK, [str(set5)], run_name="good")
+    run = ml.get_run(good["run_id"])
+    assert run.info.status == "FINISHED"
+    history = ml.get_metric_history(good["run_id"], "val_psnr")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.metrics["set5_x3_psnr"] == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
+    assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs["fingerprint"]
+    assert run.data.params["model.f2"] == "5" and run.data.params["train.epochs"] == "2"
+    artifacts = {a.path for a in ml.list_artifacts(good["run_id"])}
+    assert {"model", "plots", "evaluation"} <= artifacts
+    plots = {a.path for a in ml.list_artifacts(good["run_id"], "plots")}
+    assert {"plots/learning_curves.png", "plots/filters.png", "plots/crops_Set5.png"} <= plots
+
+    reg = register_best(3, good["run_id"])
+    assert reg["promoted"] and reg["name"] == "srcnn-x3"
+    champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
+    assert str(champion.version) == str(reg["version"])
+    assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
+    assert champion.tags["patch_store_fingerprint"] and "| Set5 | x3 |" in champion.description
+
+    # A far worse model (one step at a tiny learning rate) is registered but not promoted.
+    bad = train_srcnn(store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7),
+                      [str(set5)], run_name="bad")
+    assert bad["selection_psnr"] < good["selection_psnr"]
+    reg2 = register_best(3, bad["run_id"])
+    assert not reg2["promoted"] and reg2["previous_champion"] == champion.version
+    assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
+    assert str(ml.get_model_version_by_alias("srcnn-x3", "challenger").version) == str(reg2["version"])
+    # Without a run id, register-best picks the best run: the champion again, no new version.
+    reg3 = register_best(3)
+    assert reg3["version"] == reg["version"] and not reg3["promoted"]
+    assert len(ml.search_model_versions("name = 'srcnn-x3'")) == 2
+
+
+def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
+    trained = train_srcnn(store, TINY, QUICK, [str(set5)])
+    register_best(3, trained["run_id"])
+    inp, out = tmp_path / "in", tmp_path / "out"
+    (inp / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (31, 47, 3), dtype=np.uint8)).save(inp / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 16), dtype=np.uint8)).save(inp / "nested/grey.png")
+    Image.fromarray(rng.integers(0, 255, (25, 19, 4), dtype=np.uint8)).save(inp / "alpha.png")
+    Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(inp / "photo.jpg")
+    summary = upscale_bucket(str(inp), str(out), 3, "champion", shard_size=2)
+    assert summary["done"] == 4 and summary["failed"] == 0
+    assert summary["model"].startswith("models:/srcnn-x3/")
+    expect = {"a.png": ((141, 93), "RGB"), "nested/grey.png": ((48, 60), "L"),
+              "alpha.png": ((57, 75), "RGBA"), "photo.jpg": ((90, 90), "RGB")}
+    for key, (size, mode) in expect.items():
+        with Image.open(out / key) as img:
+            assert (img.size, img.mode) == (size, mode), key
+    assert Image.open(out / "photo.jpg").format == "JPEG"
+    report = json.loads((out / REPORT_KEY).read_text())
+    assert sorted(i["key"] for i in report["items"]) == sorted(expect)
+
+    # A bad file fails only itself; the flow ends failed after finishing the rest.
+    (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(UpscaleFailures, match="broken.png"):
+        upscale_bucket(str(inp), str(tmp_path / "out2"), 3, "champion")
+    assert (tmp_path / "out2" / "a.png").exists() and not (tmp_path / "out2" / "broken.png").exists()
+    with pytest.raises(ValueError, match="may not lie inside"):
+        upscale_bucket(str(inp), str(inp / "sub"), 3, "champion")

@@ -1,0 +1,55 @@
+"""The SRCNN module and its typed config."""
+
+import pydantic
+import pytest
+import torch
+
+from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.model import SRCNN
+from srcnn.weights import load_model, save_model
+
+
+@pytest.mark.parametrize("arch,rf", [("9-1-5", 13), ("9-3-5", 15), ("9-5-5", 17)])
+def test_valid_convolutions_shrink_by_receptive_field(arch, rf):
+    cfg = ModelConfig.from_arch(arch)
+    assert cfg.receptive_field == rf
+    out = SRCNN(cfg)(torch.rand(2, 1, 33, 40))
+    assert out.shape == (2, 1, 33 - rf + 1, 40 - rf + 1)
+
+
+def test_paper_costs():
+    assert ModelConfig.from_arch("9-5-5").macs_per_pixel == 57_184  # ~57K (DESIGN.md)
+    assert ModelConfig.from_arch("9-1-5").macs_per_pixel == 8_032  # ~8K weights
+
+
+def test_residual_net_starts_near_its_input():
+    x = torch.rand(1, 1, 40, 40)
+    model = SRCNN(ModelConfig())
+    b = model.config.border
+    assert torch.allclose(model(x), x[..., b:-b, b:-b], atol=1e-2)
+
+
+def test_config_is_strict():
+    with pytest.raises(pydantic.ValidationError):
+        ModelConfig(f1=9, n3=3)  # typo: unknown field
+    with pytest.raises(pydantic.ValidationError):
+        ModelConfig(f2=4)  # even kernel
+    with pytest.raises(ValueError, match="f1-f2-f3"):
+        ModelConfig.from_arch("955")
+    with pytest.raises(pydantic.ValidationError):
+        PatchConfig(scale=1)
+    with pytest.raises(pydantic.ValidationError):
+        TrainConfig(epochs=0)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = SRCNN(ModelConfig.from_arch("9-1-5", n1=16, n2=8))
+    save_model(model, 4, str(tmp_path / "m"), {"note": "x"})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_model(str(tmp_path / "m"))
+    assert loaded.scale == 4 and loaded.metadata == {"note": "x"}
+    assert loaded.model.config == model.config
+    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model(str(tmp_path))

@@ -1,0 +1,24 @@
+"""The chained pipeline on the demo's own settings: the model it trains beats bicubic."""
+
+import pytest
+from PIL import Image
+
+from flows.pipeline import DEMO_TRAINING, srcnn_pipeline
+
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
+
+
+def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
+    summary = srcnn_pipeline(str(tmp_path / "demo"), training=DEMO_TRAINING,
+                             eval_datasets=[str(set5)])
+    (set5_score,) = summary["evaluation"]
+    assert set5_score["dataset"] == "Set5" and set5_score["scale"] == 3
+    assert set5_score["bicubic_psnr"] == pytest.approx(30.40, abs=0.02)
+    assert set5_score["psnr"] > set5_score["bicubic_psnr"] + 0.5
+    assert summary["registration"]["promoted"]
+    assert summary["holdout_psnr"]["srcnn"] > summary["holdout_psnr"]["bicubic"]
+    outputs = sorted((tmp_path / "demo" / "upscaled-x3").glob("*.png"))
+    assert [p.name for p in outputs] == ["chelsea.png", "coffee.png", "rocket.png"]
+    for out in outputs:
+        lr = Image.open(tmp_path / "demo" / "lr-x3" / out.name)
+        assert Image.open(out).size == (lr.width * 3, lr.height * 3)
