@@ -10,6 +10,7 @@ import typer
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from srcnn.config import ModelConfig, PatchConfig, TileConfig, TrainConfig
+from srcnn.presets import get_preset
 from srcnn.settings import get_settings
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
@@ -32,12 +33,16 @@ def patches(
     val_fraction: Annotated[float, typer.Option(help="Share of source images held out.")] = 0.1,
     dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
+    preset: Annotated[Optional[str], typer.Option(help="Recipe x2|x3|x4 (sets all of the above but the paths).")] = None,
 ) -> None:
     """Build a patch store (flow build-patches)."""
     from flows.build_patches import build_patches
 
-    config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride,
-                         val_fraction=val_fraction)
+    if preset:
+        config = get_preset(preset).patches
+    else:
+        config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride,
+                             val_fraction=val_fraction)
     report = build_patches(source, store, config, dask_address, force)
     _echo_json(vars(report))
 
@@ -55,13 +60,24 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     eval_dataset: Annotated[Optional[list[str]], typer.Option(help="Benchmark folder (repeat).")] = None,
     run_name: Annotated[Optional[str], typer.Option()] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Recipe x2|x3|x4 (model and training).")] = None,
+    probe_dataset: Annotated[Optional[str], typer.Option(
+        help="Benchmark folder scored every epoch (time to the paper's PSNR).")] = None,
 ) -> None:
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     from flows.train_srcnn import train_srcnn
 
-    training = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                           lr=lr, max_minutes=max_minutes, seed=seed, device=device)
-    result = train_srcnn(store, ModelConfig.from_arch(arch), training, eval_dataset, run_name)
+    if preset:
+        recipe = get_preset(preset)
+        model, training = recipe.model, recipe.training.model_copy(update={"device": device})
+        if max_minutes is not None:
+            training = training.model_copy(update={"max_minutes": max_minutes})
+    else:
+        model = ModelConfig.from_arch(arch)
+        training = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch,
+                               batch_size=batch_size, lr=lr, max_minutes=max_minutes, seed=seed,
+                               device=device)
+    result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset)
     typer.echo(result["table"])
     typer.echo(f"MLflow run: {result['run_id']}")
 

@@ -75,6 +75,17 @@ class PatchConfig(StrictModel):
     shard_chunks: int = Field(8, ge=1)
     # Images per Dask task when reading sources.
     images_per_task: int = Field(8, ge=1)
+    # Downscaled copies of each *training* image (e.g. 1.0, 0.9, 0.8, 0.7, 0.6 as in FSRCNN);
+    # validation images are used at their own size only.
+    augment_scales: tuple[float, ...] = (1.0,)
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> PatchConfig:
+        if not self.augment_scales or any(not 0.2 <= f <= 1.0 for f in self.augment_scales):
+            raise ValueError(f"augment_scales {self.augment_scales}: each in [0.2, 1.0]")
+        if len(set(self.augment_scales)) != len(self.augment_scales):
+            raise ValueError(f"augment_scales {self.augment_scales}: repeated factor")
+        return self
 
     @property
     def shard_patches(self) -> int:

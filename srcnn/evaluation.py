@@ -52,3 +52,19 @@ def selection_psnr(scores: list[SetScore]) -> float:
     if not scores:
         raise ValueError("no evaluation scores to rank a model by")
     return sum(s.psnr for s in scores) / len(scores)
+
+
+class TimeToQuality:
+    """Per-epoch probe on a benchmark set: PSNR now, and the wall time at which it first
+    reached `target` (e.g. the paper's Set5 number)."""
+
+    def __init__(self, dataset: str | Path, scale: int, target: float | None):
+        self.dataset, self.scale, self.target = dataset, scale, target
+        self.reached_at_s: float | None = None
+
+    def __call__(self, model: SRCNN, elapsed_s: float) -> float:
+        net = prepare(model, "cpu") if next(model.parameters()).device.type == "cpu" else model
+        psnr = score_dataset(self.dataset, self.scale, luma_upscaler(net, 1024)).psnr
+        if self.reached_at_s is None and self.target is not None and psnr >= self.target:
+            self.reached_at_s = elapsed_s
+        return psnr

@@ -18,7 +18,7 @@ import numpy as np
 
 from srcnn.config import PatchConfig
 from srcnn.images import BadImageError, read_image
-from srcnn.patches import image_patches, patch_count
+from srcnn.patches import image_patches, patch_count, resized_size
 from srcnn.storage import join, list_images
 from srcnn.store import (
     SourceEntry,
@@ -109,7 +109,8 @@ def write_shard(store_url: str, source_url: str, plan: ShardPlan, entries: list[
     for piece in plan.pieces:
         entry = entries[piece.entry]
         img = read_image(join(source_url, entry.key), entry.key)
-        lr, hr, pos = image_patches(img, config.scale, config.patch_size, config.stride)
+        lr, hr, pos = image_patches(img, config.scale, config.patch_size, config.stride,
+                                    entry.factor)
         sl = slice(piece.start, piece.stop)
         parts["lr"].append(lr[sl].astype(np.float16))
         parts["hr"].append(hr[sl].astype(np.float16))
@@ -137,7 +138,8 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
     existing = store_attrs(store_url)
     if not force and existing and existing.get("complete") and existing.get("fingerprint") == fingerprint:
         log.info("patch store %s is up to date (fingerprint %s)", store_url, fingerprint[:12])
-        return BuildReport(store_url, int(existing["n_patches"]), len(existing["sources"]),
+        n_images = len({s["key"] for s in existing["sources"]})
+        return BuildReport(store_url, int(existing["n_patches"]), n_images,
                            existing.get("skipped", []), False, fingerprint)
 
     keys = list(sources)
@@ -149,12 +151,18 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
     if not good:
         raise ValueError(f"image collection {source_url}: no usable images ({skipped})")
     splits = assign_splits([i.key for i in good], config.val_fraction)
-    offsets = np.concatenate([[0], np.cumsum([i.n_patches for i in good])]).astype(int)
-    entries = [
-        SourceEntry(i.key, sources[i.key], i.width, i.height, int(off), i.n_patches, splits[i.key])
-        for i, off in zip(good, offsets[:-1])
-    ]
-    total = int(offsets[-1])
+    entries = []
+    offset = 0
+    for info in good:
+        factors = config.augment_scales if splits[info.key] == "train" else (1.0,)
+        for factor in factors:
+            w, h = resized_size(info.width, info.height, factor)
+            n = patch_count(w, h, config.scale, config.patch_size, config.stride)
+            if n:
+                entries.append(SourceEntry(info.key, sources[info.key], w, h, offset, n,
+                                           splits[info.key], factor))
+                offset += n
+    total = offset
     attrs = base_attrs(config, fingerprint) | {
         "n_patches": total,
         "source_url": source_url,
@@ -169,5 +177,5 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
         raise RuntimeError(f"patch store {store_url}: wrote {sum(written)} of {total} patches")
     publish(store_url, attrs)
     log.info("patch store %s: %d patches from %d images (%d skipped)",
-             store_url, total, len(entries), len(skipped))
-    return BuildReport(store_url, total, len(entries), skipped, True, fingerprint)
+             store_url, total, len(good), len(skipped))
+    return BuildReport(store_url, total, len(good), skipped, True, fingerprint)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from srcnn.color import mod_crop, training_pair
+from srcnn.color import bicubic_resize, training_pair
 
 
 def grid_positions(height: int, width: int, size: int, stride: int) -> np.ndarray:
@@ -35,13 +35,20 @@ def crop_patches(image: np.ndarray, positions: np.ndarray, size: int) -> np.ndar
     return windows[positions[:, 0], positions[:, 1]]
 
 
-def image_patches(hr: Image.Image, scale: int, size: int, stride: int,
+def resized_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    return (width, height) if factor == 1.0 else (round(width * factor), round(height * factor))
+
+
+def image_patches(hr: Image.Image, scale: int, size: int, stride: int, factor: float = 1.0,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lr, hr, positions): (N, size, size) float32 Y patches and their (N, 2) positions."""
+    """(lr, hr, positions): (N, size, size) float32 Y patches and their (N, 2) positions.
+
+    With `factor` < 1 the HR image is first bicubically downscaled (data augmentation).
+    """
+    if factor != 1.0:
+        hr = bicubic_resize(hr.convert("RGB"), resized_size(hr.width, hr.height, factor))
     lr_y, hr_y = training_pair(hr, scale)
     positions = grid_positions(*hr_y.shape, size, stride)
     return crop_patches(lr_y, positions, size), crop_patches(hr_y, positions, size), positions
 
 
-def hr_size(img: Image.Image, scale: int) -> tuple[int, int]:
-    return mod_crop(img, scale).size

@@ -40,6 +40,7 @@ class SourceEntry:
     offset: int
     n_patches: int
     split: str  # "train" or "val"
+    factor: float = 1.0  # downscale applied before cutting patches (augmentation)
 
 
 class IncompleteStoreError(RuntimeError):
@@ -129,7 +130,8 @@ def base_attrs(config: PatchConfig, fingerprint: str) -> dict:
         "val_fraction": config.val_fraction,
         "color_space": "Y of ITU-R BT.601 YCbCr, float in [0, 1]",
         "degradation": "PIL bicubic downscale (antialiased), 8-bit, PIL bicubic upscale",
-        "augmentation": "none",
+        "augmentation": {"downscaled_copies": list(config.augment_scales),
+                         "note": "flips/rotations are applied at training time"},
         "fingerprint": fingerprint,
     }
 

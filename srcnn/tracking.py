@@ -53,7 +53,7 @@ class MetricLogger:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def __call__(self, r: EpochReport) -> None:
+    def __call__(self, r: EpochReport, model=None) -> None:
         for key in ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s"):
             self.client.log_metric(self.run_id, key, float(getattr(r, key)), step=r.epoch)
 

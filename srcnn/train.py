@@ -88,8 +88,22 @@ def evaluate_psnr(model: SRCNN, data: PatchTensors, device: torch.device,
     return 10 * math.log10(count / se) if se > 0 else float("inf")
 
 
+def _progress(step: int, total_steps: int, elapsed_s: float, budget_s: float | None) -> float:
+    """Fraction of the schedule done: by steps, or by time when a time budget binds first."""
+    by_steps = step / total_steps
+    return max(by_steps, elapsed_s / budget_s) if budget_s else by_steps
+
+
+def _learning_rate(config: TrainConfig, progress: float) -> float:
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
-          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochReport, SRCNN], None] | None = None) -> TrainResult:
+    """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
+    on the training device: a callback may run it, e.g. on a benchmark set)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -98,16 +112,20 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
     steps_per_epoch = config.steps_per_epoch or max(1, len(train_data) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    budget_s = config.max_minutes * 60 if config.max_minutes else None
     loss_fn = nn.MSELoss()
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
     start, step = time.perf_counter(), 0
+    lr = config.lr
     for epoch in range(1, config.epochs + 1):
-        epoch_start, loss_sum = time.perf_counter(), 0.0
+        epoch_start, loss_sum, epoch_steps = time.perf_counter(), 0.0, 0
         for _ in range(steps_per_epoch):
+            progress = _progress(step, total_steps, time.perf_counter() - start, budget_s)
+            if progress >= 1.0:
+                break
+            lr = _learning_rate(config, progress)
+            for group in opt.param_groups:
+                group["lr"] = lr
             idx = torch.randint(len(train_data), (config.batch_size,), generator=gen)
             x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
             y = train_data.hr[idx].to(device, non_blocking=True).float()
@@ -119,15 +137,16 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             loss_sum += loss.item()
             step += 1
+            epoch_steps += 1
+        if epoch_steps == 0:
+            break
         elapsed = time.perf_counter() - start
         report = EpochReport(
-            epoch=epoch, step=step, train_loss=loss_sum / steps_per_epoch,
-            val_psnr=evaluate_psnr(model, val_data, device), lr=sched.get_last_lr()[0],
-            elapsed_s=elapsed,
-            patches_per_s=steps_per_epoch * config.batch_size / (time.perf_counter() - epoch_start),
+            epoch=epoch, step=step, train_loss=loss_sum / epoch_steps,
+            val_psnr=evaluate_psnr(model, val_data, device), lr=lr, elapsed_s=elapsed,
+            patches_per_s=epoch_steps * config.batch_size / (time.perf_counter() - epoch_start),
         )
         best.history.append(report)
         log.info("epoch %d: loss %.5f, val PSNR %.3f dB, %.0f patches/s", epoch,
@@ -135,10 +154,8 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
         if report.val_psnr > best.best_val_psnr:
             best.model, best.best_epoch, best.best_val_psnr = copy.deepcopy(model), epoch, report.val_psnr
         if on_epoch:
-            on_epoch(report)
-        if config.max_minutes and elapsed > config.max_minutes * 60:
-            log.info("stopping after %.1f min (max_minutes=%s)", elapsed / 60, config.max_minutes)
-            break
+            on_epoch(report, model.eval())
+            model.train()
     best.elapsed_s = time.perf_counter() - start
     best.model = best.model.cpu().eval()
     return best

@@ -12,9 +12,15 @@ from prefect.artifacts import create_markdown_artifact
 from srcnn import __version__, plots
 from srcnn.color import bicubic_upscale, degrade, mod_crop
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.evaluation import evaluate_model, format_table, metric_key, selection_psnr
+from srcnn.evaluation import (
+    TimeToQuality,
+    evaluate_model,
+    format_table,
+    metric_key,
+    selection_psnr,
+)
 from srcnn.inference import prepare, upscale_rgb
-from srcnn.metrics import list_dataset
+from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
 from srcnn.settings import get_settings
 from srcnn.store import PatchStore
@@ -36,8 +42,12 @@ def _flat(prefix: str, cfg) -> dict[str, str]:
 
 @task(name="train-model")
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
-                run_name: str | None = None) -> str:
-    """Train on the store's train split, select on its val split; returns the MLflow run id."""
+                run_name: str | None = None, probe_dataset: str | None = None) -> str:
+    """Train on the store's train split, select on its val split; returns the MLflow run id.
+
+    With `probe_dataset` (e.g. Set5), its PSNR is logged every epoch (`probe_psnr`) with the
+    wall time at which it first reaches the paper's number (`time_to_paper_s`).
+    """
     logger = get_run_logger()
     settings = get_settings()
     client = make_client(settings)
@@ -66,7 +76,19 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
             val_set = train_set
         logger.info("training %s x%d on %d patches (%d val), torch threads %d", model.arch, scale,
                     len(train_set), len(val_set), torch.get_num_threads())
-        result = train(SRCNN(model), train_set, val_set, training, MetricLogger(client, run_id))
+        metrics = MetricLogger(client, run_id)
+        probe = TimeToQuality(probe_dataset, scale, PAPER_PSNR.get(Path(probe_dataset).name, {})
+                              .get(scale)) if probe_dataset else None
+
+        def on_epoch(report, net):
+            metrics(report)
+            if probe:
+                client.log_metric(run_id, "probe_psnr", probe(net, report.elapsed_s),
+                                  step=report.epoch)
+
+        result = train(SRCNN(model), train_set, val_set, training, on_epoch)
+        if probe and probe.reached_at_s is not None:
+            client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
         client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)
         client.log_metric(run_id, "train_seconds", result.elapsed_s)
         client.set_tag(run_id, "device", result.device)
