@@ -138,6 +138,34 @@ def evaluate(
 
 
 @app.command()
+def export(
+    model: Annotated[str, typer.Option(help="champion | models:/ URI | runs:/ID/model | folder.")],
+    to: Annotated[str, typer.Option(help="Destination model folder (or fsspec URL).")],
+    scale: Scale = 3,
+    dataset: Annotated[Optional[list[str]], typer.Option(
+        help="Benchmark folders to score and record with the weights.")] = None,
+) -> None:
+    """Copy a model to a folder (safetensors + config), with its evaluation recorded beside it.
+
+    This is how the weights shipped in `srcnn/pretrained/` are produced.
+    """
+    from srcnn.evaluation import evaluate_model, format_table, selection_psnr
+    from srcnn.tracking import SELECTION_TAG, make_client, resolve_model
+    from srcnn.weights import save_model
+
+    client = make_client(get_settings()) if not model.startswith("/") else None
+    loaded = resolve_model(model, scale, client)
+    metadata = {**loaded.metadata, "exported_from": loaded.source}
+    if dataset:
+        scores = evaluate_model(loaded.model, dataset, scale)
+        metadata |= {SELECTION_TAG: round(selection_psnr(scores), 4),
+                     "evaluation": [s.summary() for s in scores]}
+        typer.echo(format_table(scores))
+    save_model(loaded.model, scale, to, metadata)
+    typer.echo(f"exported {loaded.source} -> {to}")
+
+
+@app.command()
 def pipeline(
     workdir: Annotated[str, typer.Option(help="Where the demo keeps its files.")] = "demo-output",
     source: Annotated[Optional[str], typer.Option(help="Training images (default: demo photos).")] = None,

@@ -67,6 +67,7 @@ def list_images(url: str, include: list[str] | None = None,
     """
     fs, root = filesystem(url)
     root = root.rstrip("/")
+    fs.invalidate_cache()  # object stores cache listings; a listing must be current
     if not fs.isdir(root):
         raise FileNotFoundError(f"image collection {url}: not found or not a folder")
     found = {}

@@ -65,3 +65,63 @@ def small_collection(tmp_path, t91) -> Path:
     for name in ("t1.png", "t2.png", "t3.png", "t10.png", "t20.png", "t30.png"):
         shutil.copy(t91 / name, folder / name)
     return folder
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint on loopback: moto in server mode, as s3fs's own test suite runs it.
+
+    The environment points s3fs (and Dask workers started later) at it with dummy credentials.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto server did not start")
+        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "SRCNN_S3_ENDPOINT_URL": endpoint}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket; returns (s3fs filesystem, bucket name)."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(name)
+    return fs, name
