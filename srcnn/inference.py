@@ -1,25 +1,35 @@
-"""Tiled inference over a whole image, exact for any tile size.
+"""Tiled inference over a whole image: exact for any tile size, memory bounded by the tile.
 
-The Y channel is padded once at the image border by the receptive-field radius b (edge
-replication); each tile's input is its output window plus a halo of b on every side, so the
-valid convolutions see exactly the pixels they would see in one whole-image pass.
+Reference (`upscale_rgb`): bicubic-upscale the whole LR image, pad its Y once at the image
+border by the receptive-field radius b (edge replication), run the valid convolutions.
+
+Tiled (`upscale_rgb_tiled`, what the pipeline runs): each output tile takes a window of the
+LR image with a margin, upscales only that window and cuts out the tile plus a halo of b. PIL's
+bicubic weights for an output pixel depend only on its position and the input pixels within
+2 LR pixels of it, so with a margin of ceil(b / s) + 3 LR pixels the window reproduces the
+whole-image values exactly; the net then sees exactly what it would in one whole-image pass.
+Working memory is a few tile-sized buffers; only the 8-bit output image is image-sized.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from srcnn.color import bicubic_upscale, rgb_to_ycbcr, to_float, ycbcr_to_rgb
+from srcnn.color import bicubic_resize, bicubic_upscale, rgb_to_ycbcr, to_float, ycbcr_to_rgb
 from srcnn.model import SRCNN
+
+# Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
+_Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0
 
 
 @dataclass(frozen=True)
 class Tile:
-    """Output window [y0, y1) x [x0, x1); its input is [y0, y1 + 2b) x [x0, x1 + 2b) padded."""
+    """Output window [y0, y1) x [x0, x1)."""
 
     y0: int
     y1: int
@@ -44,18 +54,27 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def prepare(model: SRCNN, device: str = "auto") -> SRCNN:
+    """Eval mode, on the device, channels_last (the fast layout for these convolutions)."""
+    return model.eval().to(resolve_device(device)).to(memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
+def run_net(model: SRCNN, window: np.ndarray) -> np.ndarray:
+    """(h + 2b, w + 2b) float32 Y -> (h, w) float32 Y."""
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None, None].to(device)
+    return model(x.contiguous(memory_format=torch.channels_last))[0, 0].float().cpu().numpy()
+
+
 def upscale_luma(model: SRCNN, y: np.ndarray, tile_size: int = 512) -> np.ndarray:
     """Run the net over a bicubic-upscaled (H, W) Y image in [0, 1]; returns (H, W) float32."""
     b = model.config.border
-    device = next(model.parameters()).device
     padded = np.pad(y.astype(np.float32, copy=False), b, mode="edge")  # (H + 2b, W + 2b)
     out = np.empty(y.shape, dtype=np.float32)
     for t in plan_tiles(*y.shape, tile_size):
-        window = padded[t.y0 : t.y1 + 2 * b, t.x0 : t.x1 + 2 * b]
-        x = torch.from_numpy(np.ascontiguousarray(window))[None, None].to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        out[t.y0 : t.y1, t.x0 : t.x1] = model(x)[0, 0].float().cpu().numpy()
+        out[t.y0 : t.y1, t.x0 : t.x1] = run_net(model, padded[t.y0 : t.y1 + 2 * b,
+                                                              t.x0 : t.x1 + 2 * b])
     return out
 
 
@@ -64,14 +83,60 @@ def luma_upscaler(model: SRCNN, tile_size: int = 512):
     return lambda y: upscale_luma(model, y, tile_size)
 
 
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def upscale_rgb(model: SRCNN, lr: Image.Image, scale: int, tile_size: int = 512) -> Image.Image:
-    """Super-resolve an 8-bit RGB image: the net on Y, bicubic Cb and Cr."""
+    """Reference path: whole-image bicubic, the net on Y, bicubic Cb and Cr (8-bit RGB)."""
     ycbcr = rgb_to_ycbcr(to_float(bicubic_upscale(lr, scale)))
     ycbcr[..., 0] = upscale_luma(model, ycbcr[..., 0], tile_size)
-    rgb = np.clip(ycbcr_to_rgb(ycbcr), 0.0, 1.0)
-    return Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), "RGB")
+    return Image.fromarray(_to_uint8(ycbcr_to_rgb(ycbcr)), "RGB")
 
 
-def prepare(model: SRCNN, device: str = "auto") -> SRCNN:
-    """Eval mode, on the device, channels_last (the fast layout for these convolutions)."""
-    return model.eval().to(resolve_device(device)).to(memory_format=torch.channels_last)
+def _window(lr: Image.Image, t: Tile, scale: int, halo: int) -> tuple[Image.Image, int, int]:
+    """The LR crop covering output tile `t` plus `halo`, with a margin that makes its bicubic
+    upscale exact; returns (upscaled crop, its output-space origin y, x)."""
+    margin = math.ceil(halo / scale) + 3
+    ly0, lx0 = max(0, t.y0 // scale - margin), max(0, t.x0 // scale - margin)
+    ly1 = min(lr.height, -(-t.y1 // scale) + margin)
+    lx1 = min(lr.width, -(-t.x1 // scale) + margin)
+    crop = lr.crop((lx0, ly0, lx1, ly1))
+    # Same sampling grid as the whole image: crop origins are whole LR pixels.
+    return bicubic_resize(crop, (crop.width * scale, crop.height * scale)), ly0 * scale, lx0 * scale
+
+
+def _halo_cut(plane: np.ndarray, t: Tile, oy: int, ox: int, b: int, size: tuple[int, int]) -> np.ndarray:
+    """Rows/cols [t.y0 - b, t.y1 + b) of the whole image from a window at (oy, ox), with edge
+    replication outside the image (as the reference pads the whole image once)."""
+    h, w = size
+    ys = np.clip(np.arange(t.y0 - b, t.y1 + b), 0, h - 1) - oy
+    xs = np.clip(np.arange(t.x0 - b, t.x1 + b), 0, w - 1) - ox
+    return plane[np.ix_(ys, xs)]
+
+
+def upscale_rgb_tiled(model: SRCNN, lr: Image.Image, scale: int, tile_size: int = 512) -> Image.Image:
+    """Exactly `upscale_rgb`, with working memory bounded by the tile size."""
+    b = model.config.border
+    h, w = lr.height * scale, lr.width * scale
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for t in plan_tiles(h, w, tile_size):
+        up, oy, ox = _window(lr, t, scale, b)
+        ycbcr = rgb_to_ycbcr(to_float(up))
+        y = run_net(model, _halo_cut(ycbcr[..., 0], t, oy, ox, b, (h, w)))
+        cbcr = ycbcr[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox, 1:]
+        out[t.y0 : t.y1, t.x0 : t.x1] = _to_uint8(ycbcr_to_rgb(np.dstack([y, cbcr])))
+    return Image.fromarray(out, "RGB")
+
+
+def upscale_grey_float(model: SRCNN, lr: np.ndarray, scale: int, tile_size: int = 512) -> np.ndarray:
+    """(H, W) float32 grey in [0, 1] (e.g. 16-bit data / 65535) -> (sH, sW) float32 in [0, 1]."""
+    b = model.config.border
+    img = Image.fromarray(lr.astype(np.float32), "F")
+    h, w = img.height * scale, img.width * scale
+    out = np.empty((h, w), dtype=np.float32)
+    for t in plan_tiles(h, w, tile_size):
+        up, oy, ox = _window(img, t, scale, b)
+        y = np.asarray(up, dtype=np.float32) * _Y_SPAN + _Y_LO
+        out[t.y0 : t.y1, t.x0 : t.x1] = run_net(model, _halo_cut(y, t, oy, ox, b, (h, w)))
+    return np.clip((out - _Y_LO) / _Y_SPAN, 0.0, 1.0)

@@ -6,7 +6,14 @@ import torch
 from PIL import Image
 
 from srcnn.config import ModelConfig
-from srcnn.inference import plan_tiles, prepare, upscale_luma, upscale_rgb
+from srcnn.inference import (
+    plan_tiles,
+    prepare,
+    upscale_grey_float,
+    upscale_luma,
+    upscale_rgb,
+    upscale_rgb_tiled,
+)
 from srcnn.model import SRCNN
 
 
@@ -42,3 +49,24 @@ def test_tiled_luma_matches_whole_pass_float():
     y = np.random.default_rng(1).random((45, 70)).astype(np.float32)
     model = random_model(1, residual=True)
     assert np.allclose(upscale_luma(model, y, 13), upscale_luma(model, y, 1000), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale,tile", [(3, 16), (3, 41), (2, 23), (4, 50), (3, 4096)])
+def test_memory_bounded_tiling_equals_whole_image(scale, tile):
+    rng = np.random.default_rng(scale)
+    lr = Image.fromarray(rng.integers(0, 256, (29, 47, 3), dtype=np.uint8), "RGB")
+    model = random_model(2, residual=True)
+    whole = np.asarray(upscale_rgb(model, lr, scale, tile_size=10_000))
+    tiled = np.asarray(upscale_rgb_tiled(model, lr, scale, tile_size=tile))
+    assert tiled.shape == (29 * scale, 47 * scale, 3)
+    assert np.array_equal(whole, tiled)
+
+
+def test_grey_float_tiling_matches_to_float_rounding():
+    # PIL's float ("F") bicubic normalises weights in float: windows agree to ~1e-7, not bit-exact.
+    lr = np.random.default_rng(3).random((23, 31)).astype(np.float32)
+    model = random_model(4, residual=True)
+    a = upscale_grey_float(model, lr, 3, tile_size=17)
+    b = upscale_grey_float(model, lr, 3, tile_size=1000)
+    assert a.shape == (69, 93) and np.allclose(a, b, atol=1e-5)
+    assert 0.0 <= a.min() and a.max() <= 1.0
