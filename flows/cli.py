@@ -101,20 +101,37 @@ def upscale(
     model: Annotated[str, typer.Option(
         help="champion | challenger | pretrained | models:/ URI | model folder.")] = "champion",
     tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 512,
-    shard_size: Annotated[int, typer.Option(help="Images per Prefect task.")] = 32,
+    shard_size: Annotated[int, typer.Option(help="Images per Prefect task.")] = 64,
+    concurrency: Annotated[int, typer.Option(help="Images in flight per shard.")] = 1,
     include: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to take.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to skip.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Redo outputs that are current.")] = False,
+    output_format: Annotated[Optional[str], typer.Option(
+        help="PNG | JPEG | WEBP | TIFF | BMP (default: the input's).")] = None,
+    jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
+    max_pixels: Annotated[int, typer.Option(help="Refuse larger inputs.")] = 100_000_000,
 ) -> None:
     """Upscale every image under INPUT into OUTPUT (flow upscale-bucket)."""
-    from flows.upscale_bucket import UpscaleFailures, upscale_bucket
+    from tqdm import tqdm
 
-    try:
-        summary = upscale_bucket(input, output, scale, model, TileConfig(tile_size=tile_size),
-                                 shard_size, include, exclude)
-    except UpscaleFailures as exc:
-        typer.echo(f"FAILED: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{summary['done']} images upscaled x{scale} with {summary['model']} -> {output}")
+    from flows.upscale_bucket import UpscaleFailures, upscale_bucket
+    from srcnn.storage import list_images
+    from tasks.upscale import set_progress
+
+    total = len(list_images(input, include, exclude))
+    with tqdm(total=total, unit="img", desc="upscale", disable=None) as bar:
+        set_progress(bar)
+        try:
+            summary = upscale_bucket(input, output, scale, model, TileConfig(tile_size=tile_size),
+                                     shard_size, concurrency, include, exclude, overwrite,
+                                     output_format, jpeg_quality, max_pixels)
+        except UpscaleFailures as exc:
+            typer.echo(f"FAILED: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        finally:
+            set_progress(None)
+    typer.echo(f"{summary['done']} upscaled, {summary['skipped']} already current, "
+               f"{summary['failed']} failed (x{scale}, {summary['model']}) -> {output}")
 
 
 @app.command()

@@ -23,28 +23,37 @@ class BadImageError(ValueError):
         self.reason = reason
 
 
-def decode_image(data: bytes, key: str) -> Image.Image:
-    """Decode fully (so truncation is caught here) and apply the EXIF orientation."""
+def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode fully (so truncation is caught here) and apply the EXIF orientation.
+
+    Images over `max_pixels` (default: Pillow's MAX_IMAGE_PIXELS) are refused before decoding.
+    """
     if not data:
         raise BadImageError(key, "empty file (0 bytes)")
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            if limit and img.width * img.height > limit:
+                raise BadImageError(key, f"too large: {img.width}x{img.height} pixels exceeds "
+                                         f"the limit of {limit} (decompression-bomb guard)")
             img.load()
-    except Image.DecompressionBombError as exc:
-        raise BadImageError(key, f"too large: {exc}") from exc
-    except Image.DecompressionBombWarning as exc:
+            if getattr(img, "n_frames", 1) > 1:
+                raise BadImageError(key, f"animated image ({img.n_frames} frames) not supported")
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImageError(key, f"too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(key, f"not a readable image ({exc})") from exc
     return ImageOps.exif_transpose(img)
 
 
-def read_image(url: str, key: str | None = None) -> Image.Image:
+def read_image(url: str, key: str | None = None, max_pixels: int | None = None) -> Image.Image:
     with open_url(url, "rb") as f:
         data = f.read()
-    return decode_image(data, key or url)
+    return decode_image(data, key or url, max_pixels)
 
 
 def encode_image(img: Image.Image, fmt: str, **params) -> bytes:

@@ -47,7 +47,9 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        # Hidden name: a listing (list_images skips dot-files) never picks up a leftover.
+        head, tail = os.path.split(path)
+        tmp = os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

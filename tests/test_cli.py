@@ -62,5 +62,5 @@ def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     result = CliRunner().invoke(app, ["upscale", str(inp), str(tmp_path / "out"), "--scale", "3",
                                       "--model", model_dir, "--tile-size", "32"])
     assert result.exit_code == 0, result.output
-    assert "2 images upscaled" in result.output
+    assert "2 upscaled, 0 already current, 0 failed" in result.output
     assert Image.open(tmp_path / "out" / "y.png").size == (102, 63)
