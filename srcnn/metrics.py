@@ -16,13 +16,13 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.storage import IMAGE_SUFFIXES
 
 # Dong et al. (TPAMI 2016), Table 4 / 5: SRCNN 9-5-5 trained on ImageNet; Y-channel PSNR.
 PAPER_PSNR: dict[str, dict[int, float]] = {
     "Set5": {2: 36.66, 3: 32.75, 4: 30.49},
     "Set14": {2: 32.45, 3: 29.30, 4: 27.50},
 }
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 def _shave(y: np.ndarray, border: int) -> np.ndarray:

@@ -64,10 +64,6 @@ def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> None:
         client.log_artifacts(run_id, tmp, "model")
 
 
-def log_text(client: MlflowClient, run_id: str, text: str, name: str) -> None:
-    client.log_text(run_id, text, name)
-
-
 @dataclass(frozen=True)
 class Registration:
     name: str

@@ -124,7 +124,7 @@ def upscale_pil(model: SRCNN, img: Image.Image, scale: int, tile_size: int) -> I
     return out
 
 
-def _save_params(img: Image.Image, out: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
+def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
     params: dict = {"quality": options.jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
     if icc := img.info.get("icc_profile"):
         params["icc_profile"] = icc
@@ -150,7 +150,7 @@ def upscale_object(model: SRCNN, model_ref: str, input_url: str, output_url: str
         img = read_image(join(input_url, key), key, max_pixels=options.max_pixels)
         out = _fit_format(upscale_pil(model, img, options.scale, options.tile_size), fmt)
         dst = join(output_url, output_key(key, options.output_format))
-        write_image(out, dst, fmt, **_save_params(img, out, fmt, options))
+        write_image(out, dst, fmt, **_save_params(img, fmt, options))
         token = options.token(fingerprint, model_ref)
         write_bytes_atomic(join(output_url, RECORDS, f"{key}@{token}"), b"")
         fs, _ = filesystem(output_url)
