@@ -105,6 +105,8 @@ class TrainConfig(StrictModel):
     augment: bool = True  # random flips and 90° rotations of each batch
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast on CUDA (ignored on the CPU, where float32 is faster for these convs).
+    bf16: bool = True
     # Stop early after this many minutes of training (None: run all epochs).
     max_minutes: float | None = Field(None, gt=0)
 

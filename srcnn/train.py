@@ -113,6 +113,13 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     budget_s = config.max_minutes * 60 if config.max_minutes else None
+    use_bf16 = config.bf16 and device.type == "cuda"
+    if device.type == "cuda":  # keep the patches on the GPU: batches are then gathered there
+        train_data = PatchTensors(train_data.lr.to(device), train_data.hr.to(device))
+        val_data = PatchTensors(val_data.lr.to(device), val_data.hr.to(device))
+        gen_device = device
+    else:
+        gen_device = torch.device("cpu")
     loss_fn = nn.MSELoss()
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
     start, step = time.perf_counter(), 0
@@ -126,14 +133,15 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
             lr = _learning_rate(config, progress)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = torch.randint(len(train_data), (config.batch_size,), generator=gen)
+            idx = torch.randint(len(train_data), (config.batch_size,), generator=gen).to(gen_device)
             x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
             y = train_data.hr[idx].to(device, non_blocking=True).float()
             if config.augment:
                 k = int(torch.randint(8, (1,), generator=gen))
                 x, y = dihedral(x, k), dihedral(y, k)
-            pred = model(x.contiguous(memory_format=torch.channels_last))  # (B, 1, P-2b, P-2b)
-            loss = loss_fn(pred, centre(y, b))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(x.contiguous(memory_format=torch.channels_last))  # (B,1,P-2b,P-2b)
+            loss = loss_fn(pred.float(), centre(y, b))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
