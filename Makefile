@@ -31,3 +31,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf demo-output mlflow.db mlartifacts .prefect
+
+# Register the deployments of deployments/prefect.yaml with a running Prefect server
+# (infra/compose.yaml starts one): `PREFECT_API_URL=http://localhost:4200/api make deploy`.
+WORK_POOL ?= srcnn-process
+deploy: $(STAMP)
+	@test -n "$$PREFECT_API_URL" || { echo "deploy: set PREFECT_API_URL, e.g. http://localhost:4200/api" >&2; exit 1; }
+	@out=$$($(VENV)/bin/prefect work-pool create $(WORK_POOL) --type process 2>&1) || \
+	  echo "$$out" | grep -q "already exists" || { echo "$$out" >&2; exit 1; }
+	$(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
