@@ -14,7 +14,9 @@ def build_patches(source: str, store: str, patches: PatchConfig = PatchConfig(),
                   dask_address: str | None = None, force: bool = False) -> BuildReport:
     """Cut LR/HR patch pairs from every image under `source` into the store at `store`.
 
-    Rebuilding with the same sources and settings does no work.
+    Rebuilding with the same sources and settings does no work; re-running a build that
+    failed or was killed half-way finishes it, writing only the shards still missing.
+    `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask scheduler.
     """
     return build_store(source, store, patches, dask_address, force)
 

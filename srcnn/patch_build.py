@@ -3,9 +3,12 @@
 Two passes of coarse Dask tasks (one per group of images, one per shard):
 1. `inspect_group` decodes each image (catching unreadable, truncated or too-small files) and
    counts its patches; `plan_shards` (pure) turns the counts into shard-aligned regions.
-2. `write_shard` extracts the patches of exactly one shard and writes that region, so parallel
-   writes need no locks and a retried task rewrites only its own shard.
-The store is published (`complete: true`) only when every shard is written.
+2. `write_shard` extracts the patches of exactly one shard, writes that region, then the
+   shard's completion marker, so parallel writes need no locks and a retried task rewrites
+   only its own shard.
+The store is published (`complete: true`) only when every shard has its marker. A build that
+died half-way (or had a shard fail) resumes on re-run: same fingerprint, same arrays, and only
+the shards without a marker are written (`srcnn.store.open_for_build`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from srcnn.store import (
     assign_splits,
     base_attrs,
     build_fingerprint,
-    create_store,
     entries_as_attrs,
+    open_for_build,
     publish,
+    read_markers,
     store_attrs,
+    write_marker,
     write_region,
 )
 
@@ -69,6 +74,29 @@ class BuildReport:
     skipped: list[dict]
     built: bool  # False when the store was already up to date
     fingerprint: str
+    shards_written: int = 0  # shards this run wrote
+    shards_reused: int = 0  # shards a failed or killed earlier run of the same build had written
+    resumed: bool = False  # True when an unpublished store of the same build was resumed
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything the write pass needs, computed by the driver from the inspection pass."""
+
+    fingerprint: str
+    entries: list[SourceEntry]
+    skipped: list[dict]
+    n_images: int
+    shards: list[ShardPlan]
+    attrs: dict
+
+    @property
+    def n_patches(self) -> int:
+        return self.shards[-1].stop if self.shards else 0
+
+
+class ShardWriteError(RuntimeError):
+    """Some shards failed; the others are written and marked, so a re-run redoes only these."""
 
 
 def inspect_group(source_url: str, keys: list[str], config: PatchConfig) -> list[ImageInfo]:
@@ -104,13 +132,16 @@ def plan_shards(counts: list[int], shard_patches: int) -> list[ShardPlan]:
 
 
 def write_shard(store_url: str, source_url: str, plan: ShardPlan, entries: list[SourceEntry],
-                config: PatchConfig) -> int:
+                config: PatchConfig, fingerprint: str) -> int:
+    """Extract and write the patches of one shard, then its completion marker."""
     parts: dict[str, list[np.ndarray]] = {"lr": [], "hr": [], "source": [], "position": []}
     for piece in plan.pieces:
         entry = entries[piece.entry]
         img = read_image(join(source_url, entry.key), entry.key)
         lr, hr, pos = image_patches(img, config.scale, config.patch_size, config.stride,
                                     entry.factor)
+        if len(pos) != entry.n_patches:  # the image changed since it was inspected
+            raise RuntimeError(f"{entry.key}: {len(pos)} patches, inspected {entry.n_patches}")
         sl = slice(piece.start, piece.stop)
         parts["lr"].append(lr[sl].astype(np.float16))
         parts["hr"].append(hr[sl].astype(np.float16))
@@ -118,16 +149,80 @@ def write_shard(store_url: str, source_url: str, plan: ShardPlan, entries: list[
         parts["source"].append(np.full(piece.stop - piece.start, piece.entry, dtype=np.int32))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     write_region(store_url, plan.start, arrays)
+    write_marker(store_url, plan.index, plan.start, plan.stop, fingerprint)
     return plan.stop - plan.start
+
+
+def _write_shard_outcome(store_url: str, source_url: str, plan: ShardPlan,
+                         entries: list[SourceEntry], config: PatchConfig,
+                         fingerprint: str) -> tuple[int, str | None]:
+    """`write_shard`, but a failure comes back as a value, so one bad shard does not cancel
+    the others: every shard that can be written is, and the driver raises after all ran."""
+    try:
+        return write_shard(store_url, source_url, plan, entries, config, fingerprint), None
+    except Exception as exc:  # re-raised by the driver as ShardWriteError, with this reason
+        log.exception("shard %d failed", plan.index)
+        return 0, f"shard {plan.index}: {type(exc).__name__}: {exc}"
 
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def plan_entries(infos: list[ImageInfo], sources: dict[str, str], config: PatchConfig,
+                 ) -> list[SourceEntry]:
+    """One entry per (usable image, augmentation factor), with contiguous patch offsets."""
+    good = [i for i in infos if i.error is None]
+    splits = assign_splits([i.key for i in good], config.val_fraction)
+    entries, offset = [], 0
+    for info in good:
+        factors = config.augment_scales if splits[info.key] == "train" else (1.0,)
+        for factor in factors:
+            w, h = resized_size(info.width, info.height, factor)
+            n = patch_count(w, h, config.scale, config.patch_size, config.stride)
+            if n:
+                entries.append(SourceEntry(info.key, sources[info.key], w, h, offset, n,
+                                           splits[info.key], factor))
+                offset += n
+    return entries
+
+
+def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
+               fingerprint: str) -> BuildPlan:
+    """Pass 1: inspect every image with Dask, then plan the entries and shards (pure)."""
+    groups = _chunks(list(sources), config.images_per_task)
+    infos = [i for g in dask.compute(*[dask.delayed(inspect_group)(source_url, g, config)
+                                       for g in groups]) for i in g]
+    skipped = [{"key": i.key, "reason": i.error} for i in infos if i.error is not None]
+    n_images = sum(i.error is None for i in infos)
+    if not n_images:
+        raise ValueError(f"image collection {source_url}: no usable images ({skipped})")
+    entries = plan_entries(infos, sources, config)
+    shards = plan_shards([e.n_patches for e in entries], config.shard_patches)
+    attrs = base_attrs(config, fingerprint) | {
+        "n_patches": sum(e.n_patches for e in entries),
+        "source_url": source_url,
+        "sources": entries_as_attrs(entries),
+        "skipped": skipped,
+    }
+    return BuildPlan(fingerprint, entries, skipped, n_images, shards, attrs)
+
+
+def pending_shards(store_url: str, plan: BuildPlan) -> list[ShardPlan]:
+    """The shards of `plan` without a completion marker of this very build."""
+    markers = read_markers(store_url)
+
+    def done(shard: ShardPlan) -> bool:
+        m = markers.get(shard.index)
+        return bool(m) and (m["fingerprint"], m["start"], m["stop"]) == (
+            plan.fingerprint, shard.start, shard.stop)
+
+    return [s for s in plan.shards if not done(s)]
+
+
 def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
                       include: list[str] | None = None, force: bool = False) -> BuildReport:
-    """Build (or confirm up to date) the patch store of `source_url` at `store_url`.
+    """Build (or confirm up to date, or finish) the patch store of `source_url` at `store_url`.
 
     Runs on whatever Dask scheduler is active (a distributed Client, if one is set).
     """
@@ -142,40 +237,26 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
         return BuildReport(store_url, int(existing["n_patches"]), n_images,
                            existing.get("skipped", []), False, fingerprint)
 
-    keys = list(sources)
-    groups = _chunks(keys, config.images_per_task)
-    infos = [i for g in dask.compute(*[dask.delayed(inspect_group)(source_url, g, config)
-                                       for g in groups]) for i in g]
-    good = [i for i in infos if i.error is None]
-    skipped = [{"key": i.key, "reason": i.error} for i in infos if i.error is not None]
-    if not good:
-        raise ValueError(f"image collection {source_url}: no usable images ({skipped})")
-    splits = assign_splits([i.key for i in good], config.val_fraction)
-    entries = []
-    offset = 0
-    for info in good:
-        factors = config.augment_scales if splits[info.key] == "train" else (1.0,)
-        for factor in factors:
-            w, h = resized_size(info.width, info.height, factor)
-            n = patch_count(w, h, config.scale, config.patch_size, config.stride)
-            if n:
-                entries.append(SourceEntry(info.key, sources[info.key], w, h, offset, n,
-                                           splits[info.key], factor))
-                offset += n
-    total = offset
-    attrs = base_attrs(config, fingerprint) | {
-        "n_patches": total,
-        "source_url": source_url,
-        "sources": entries_as_attrs(entries),
-        "skipped": skipped,
-    }
-    create_store(store_url, total, config, attrs)
-    plans = plan_shards([e.n_patches for e in entries], config.shard_patches)
-    written = dask.compute(*[dask.delayed(write_shard)(store_url, source_url, p, entries, config)
-                             for p in plans])
-    if sum(written) != total:
-        raise RuntimeError(f"patch store {store_url}: wrote {sum(written)} of {total} patches")
-    publish(store_url, attrs)
-    log.info("patch store %s: %d patches from %d images (%d skipped)",
-             store_url, total, len(good), len(skipped))
-    return BuildReport(store_url, total, len(good), skipped, True, fingerprint)
+    plan = plan_build(source_url, sources, config, fingerprint)
+    resumed = open_for_build(store_url, plan.n_patches, config, plan.attrs, resume=not force)
+    todo = pending_shards(store_url, plan) if resumed else plan.shards
+    if resumed:
+        log.info("patch store %s: resuming build %s, %d of %d shards left", store_url,
+                 fingerprint[:12], len(todo), len(plan.shards))
+    outcomes = dask.compute(*[dask.delayed(_write_shard_outcome)(
+        store_url, source_url, s, plan.entries, config, fingerprint) for s in todo])
+    errors = [e for _, e in outcomes if e]
+    if errors:
+        raise ShardWriteError(f"patch store {store_url}: {len(errors)} of {len(todo)} shards "
+                              f"failed (re-run to resume): " + "; ".join(errors))
+    missing = pending_shards(store_url, plan)
+    if missing:
+        raise ShardWriteError(f"patch store {store_url}: shards without a completion marker: "
+                              f"{[s.index for s in missing]}")
+    publish(store_url, plan.attrs)
+    log.info("patch store %s: %d patches from %d images (%d skipped, %d shards written, "
+             "%d reused)", store_url, plan.n_patches, plan.n_images, len(plan.skipped),
+             len(todo), len(plan.shards) - len(todo))
+    return BuildReport(store_url, plan.n_patches, plan.n_images, plan.skipped, True, fingerprint,
+                       shards_written=len(todo), shards_reused=len(plan.shards) - len(todo),
+                       resumed=resumed)

@@ -1,4 +1,8 @@
-"""Task: build a patch store (Dask does the per-image work inside)."""
+"""Task: build a patch store (Dask does the per-image work inside).
+
+A retry is cheap: the build resumes, writing only the shards the failed attempt did not mark
+as done (`srcnn.patch_build`), so a flaky read or a lost worker costs one shard, not the build.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ def build_store(source: str, store: str, config: PatchConfig, dask_address: str 
         report = build_patch_store(source, store, config, force=force)
     logger.info("patch store %s: %d patches from %d images (%s)", store, report.n_patches,
                 report.n_images, "built" if report.built else "already up to date")
+    if report.resumed:
+        logger.info("resumed an unfinished build: %d shards written, %d kept from before",
+                    report.shards_written, report.shards_reused)
     if report.skipped:
         logger.warning("skipped %d images: %s", len(report.skipped), report.skipped)
         create_table_artifact(report.skipped, key="skipped-images",

@@ -1,18 +1,37 @@
 """Patch extraction and the Zarr store, built through a real Dask LocalCluster."""
 
+import json
 import math
+import os
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 from PIL import Image
 
+from srcnn import patch_build
 from srcnn.cluster import dask_client
 from srcnn.color import training_pair
 from srcnn.config import PatchConfig
-from srcnn.patch_build import build_patch_store, plan_shards
+from srcnn.patch_build import (
+    ShardWriteError,
+    build_patch_store,
+    plan_build,
+    plan_shards,
+    write_shard,
+)
 from srcnn.patches import grid_positions, patch_count
-from srcnn.store import IncompleteStoreError, PatchStore, create_store
+from srcnn.storage import list_images
+from srcnn.store import (
+    IncompleteStoreError,
+    PatchStore,
+    build_fingerprint,
+    create_store,
+    open_for_build,
+    read_markers,
+    store_attrs,
+)
 
 
 def test_t91_patch_count_matches_paper(t91):
@@ -123,3 +142,99 @@ def test_unpublished_store_is_refused(tmp_path):
     create_store(url, 10, _config(), {"sources": []})
     with pytest.raises(IncompleteStoreError, match="not complete"):
         PatchStore(url)
+
+
+def assert_same_store(url: str, ref_url: str) -> None:
+    """Every array and attribute equal (so no duplicates, holes or stale patches)."""
+    store, ref = PatchStore(url), PatchStore(ref_url)
+    assert store.attrs == ref.attrs
+    for name in ("lr", "hr", "source", "position"):
+        np.testing.assert_array_equal(store.array(name)[:], ref.array(name)[:], err_msg=name)
+
+
+def _marker_times(url: str) -> dict[int, int]:
+    return {int(p.stem.split("-")[1]): p.stat().st_mtime_ns
+            for p in (Path(url) / "_build").glob("shard-*.json")}
+
+
+def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, dask_cluster,
+                                                  monkeypatch):
+    """One image becomes unreadable between inspection and writing (as a flaky disk or
+    bucket would do): its shards fail, every other shard is written and marked, the store
+    stays unpublished; the re-run writes exactly the failed shards and equals a clean build."""
+    victim = small_collection / "t10.png"
+    data, stat = victim.read_bytes(), victim.stat()
+    real_plan_shards = patch_build.plan_shards
+
+    def plan_then_break_image(counts, shard_patches):  # runs in the driver after inspection
+        victim.write_bytes(data[: len(data) // 3])
+        return real_plan_shards(counts, shard_patches)
+
+    url = str(tmp_path / "store.zarr")
+    monkeypatch.setattr(patch_build, "plan_shards", plan_then_break_image)
+    with pytest.raises(ShardWriteError, match="t10.png"):
+        build_patch_store(str(small_collection), url, _config())
+    monkeypatch.undo()
+    with pytest.raises(IncompleteStoreError):
+        PatchStore(url)
+    attrs = store_attrs(url)
+    (t10,) = [s for s in attrs["sources"] if s["key"] == "t10.png"]
+    shard = _config().shard_patches
+    n_shards = math.ceil(attrs["n_patches"] / shard)
+    failed = {i for i in range(n_shards)
+              if i * shard < t10["offset"] + t10["n_patches"] and t10["offset"] < (i + 1) * shard}
+    before = _marker_times(url)
+    assert failed and before and set(before) == set(range(n_shards)) - failed
+
+    victim.write_bytes(data)  # the image is back, unchanged (same size and mtime)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    report = build_patch_store(str(small_collection), url, _config())
+    assert report.built and report.resumed and report.fingerprint == attrs["fingerprint"]
+    assert (report.shards_written, report.shards_reused) == (len(failed), len(before))
+    after = _marker_times(url)
+    assert set(after) == set(range(n_shards))
+    assert {i: after[i] for i in before} == before  # reused shards were not rewritten
+    clean = str(tmp_path / "clean.zarr")
+    build_patch_store(str(small_collection), clean, _config())
+    assert_same_store(url, clean)
+    assert not build_patch_store(str(small_collection), url, _config()).built
+
+
+def test_changed_build_recreates_half_written_store(small_collection, tmp_path):
+    """A half-written store of another build is not resumed: its markers go with it."""
+    url = str(tmp_path / "store.zarr")
+    source = str(small_collection)
+    with dask.config.set(scheduler="sync"):
+        old = _config(stride=20)
+        plan = plan_build(source, list_images(source), old,
+                          build_fingerprint(list_images(source), old))
+        open_for_build(url, plan.n_patches, old, plan.attrs)
+        write_shard(url, source, plan.shards[0], plan.entries, old, plan.fingerprint)
+        report = build_patch_store(source, url, _config())
+    assert not report.resumed and report.shards_reused == 0
+    markers = read_markers(url)
+    assert {m["fingerprint"] for m in markers.values()} == {report.fingerprint}
+    assert len(markers) == report.shards_written == math.ceil(
+        report.n_patches / _config().shard_patches)
+
+
+def test_killed_build_resumes_on_s3(small_collection, tmp_path, s3_bucket):
+    """A build killed after some shards (the pure pieces called directly, as the workers
+    would) resumes on S3 through the same code path: only the other shards are written."""
+    fs, bucket = s3_bucket
+    url, source, config = f"s3://{bucket}/x3.zarr", str(small_collection), _config()
+    with dask.config.set(scheduler="sync"):  # the S3 endpoint lives in this process's env
+        sources = list_images(source)
+        plan = plan_build(source, sources, config, build_fingerprint(sources, config))
+        assert not open_for_build(url, plan.n_patches, config, plan.attrs)
+        for shard in plan.shards[::2]:
+            write_shard(url, source, shard, plan.entries, config, plan.fingerprint)
+        done = {s.index: json.loads(fs.cat(f"{bucket}/x3.zarr/_build/shard-{s.index:06d}.json"))
+                for s in plan.shards[::2]}
+        report = build_patch_store(source, url, config)
+        assert report.resumed and report.shards_reused == len(done)
+        assert report.shards_written == len(plan.shards) - len(done)
+        markers = read_markers(url)
+        assert {i: markers[i] for i in done} == done  # untouched: same write time
+        build_patch_store(source, str(tmp_path / "clean.zarr"), config)
+    assert_same_store(url, str(tmp_path / "clean.zarr"))

@@ -1,0 +1,132 @@
+"""Patch-store build figures on this machine, measured side by side in one run:
+
+1. build throughput on T91 at x3 (patches/s), on the default LocalCluster (2 workers);
+2. the speed-up of 2 Dask workers over 1 on T91 with downscaled copies (augment 1.0..0.6), a
+   collection that keeps one worker busy for 20 s or more; the runs alternate 1, 2, 2, 1, ...
+   so that a drift in the machine's speed hits both sides alike;
+3. the number of objects a T91 x3 store writes to S3 (a moto server on loopback).
+
+    python benchmarks/patches.py [--t91 DIR] [--stride 14] [--repeats 1] [--skip-s3]
+
+Cluster start-up is outside the timings; everything from listing the sources to publishing
+the store is inside. Each build writes a fresh store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from srcnn.cluster import dask_client
+from srcnn.config import PatchConfig
+from srcnn.patch_build import BuildReport, build_patch_store
+
+DEFAULT_T91 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T91"
+AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def timed_build(source: str, store: str, config: PatchConfig, n_workers: int,
+                ) -> tuple[BuildReport, float]:
+    with dask_client(n_workers=n_workers) as client:
+        client.wait_for_workers(n_workers)
+        start = time.perf_counter()
+        report = build_patch_store(source, store, config, force=True)
+        seconds = time.perf_counter() - start
+    assert report.built and report.shards_written > 0
+    return report, seconds
+
+
+def throughput(source: str, workdir: Path) -> None:
+    report, seconds = timed_build(source, str(workdir / "t91-x3.zarr"), PatchConfig(scale=3), 2)
+    print(f"T91 x3 build, 2 workers: {report.n_patches} patches from {report.n_images} images "
+          f"in {seconds:.1f} s = {report.n_patches / seconds:,.0f} patches/s "
+          f"({report.shards_written} shards)")
+
+
+def speedup(source: str, workdir: Path, stride: int, repeats: int) -> None:
+    config = PatchConfig(scale=3, stride=stride, augment_scales=AUGMENT)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    n = 0
+    for r in range(repeats):
+        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            report, seconds = timed_build(source, str(workdir / f"aug-{r}-{workers}.zarr"),
+                                          config, workers)
+            times[workers].append(seconds)
+            n = report.n_patches
+            print(f"  {workers} worker{'s' if workers > 1 else ''}: {seconds:.1f} s "
+                  f"({n / seconds:,.0f} patches/s)")
+    t1, t2 = (sum(times[w]) / len(times[w]) for w in (1, 2))
+    print(f"T91 x3, stride {stride}, augment {','.join(map(str, AUGMENT))}: {n} patches; "
+          f"1 worker {t1:.1f} s, 2 workers {t2:.1f} s: speed-up {t1 / t2:.2f}x "
+          f"(target >= 1.7x; 1 worker busy >= 20 s: {'yes' if t1 >= 20 else 'NO'})")
+
+
+class _RequestCounter(logging.Handler):
+    def __init__(self, needle: str):
+        super().__init__()
+        self.needle, self.messages = needle, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.needle in message:
+            self.messages.append(message)
+
+
+def s3_objects(source: str) -> None:
+    """Serve S3 from moto on loopback (in this process: the build's writes come from the
+    worker processes), point the workers at it through the environment, count the objects."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    puts = _RequestCounter('"PUT ')
+    werkzeug = logging.getLogger("werkzeug")  # moto's HTTP server logs every request here
+    werkzeug.addHandler(puts)
+    werkzeug.propagate = False
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1", "SRCNN_S3_ENDPOINT_URL": endpoint})
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        fs.mkdir(bucket)
+        report, seconds = timed_build(source, f"s3://{bucket}/t91-x3.zarr", PatchConfig(scale=3), 2)
+        objects = fs.find(f"{bucket}/t91-x3.zarr")
+        prefix = f"/{bucket}/t91-x3.zarr/"
+        put_requests = sum(prefix in m for m in puts.messages)
+        kinds = Counter("completion markers" if "/_build/" in o else
+                        "metadata (zarr.json)" if o.endswith("zarr.json") else "shards"
+                        for o in objects)
+        print(f"T91 x3 store on S3 (moto): {len(objects)} objects for {report.n_patches} "
+              f"patches ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), "
+              f"{put_requests} PUT requests; built in {seconds:.1f} s")
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--t91", default=str(DEFAULT_T91))
+    parser.add_argument("--stride", type=int, default=14)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip-s3", action="store_true")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; Dask workers are processes with one thread each")
+    with tempfile.TemporaryDirectory(prefix="bench-patches-") as tmp:
+        throughput(args.t91, Path(tmp))
+        speedup(args.t91, Path(tmp), args.stride, args.repeats)
+    if not args.skip_s3:
+        s3_objects(args.t91)
+
+
+if __name__ == "__main__":
+    main()
