@@ -63,6 +63,8 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Recipe x2|x3|x4 (model and training).")] = None,
     probe_dataset: Annotated[Optional[str], typer.Option(
         help="Benchmark folder scored every epoch (time to the paper's PSNR).")] = None,
+    init_model: Annotated[Optional[str], typer.Option(
+        help="Start from these weights (champion, models:/..., runs:/ID/model, folder).")] = None,
 ) -> None:
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     from flows.train_srcnn import train_srcnn
@@ -72,12 +74,15 @@ def train(
         model, training = recipe.model, recipe.training.model_copy(update={"device": device})
         if max_minutes is not None:
             training = training.model_copy(update={"max_minutes": max_minutes})
+        if lr != 1e-3:
+            training = training.model_copy(update={"lr": lr})
     else:
         model = ModelConfig.from_arch(arch)
         training = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch,
                                batch_size=batch_size, lr=lr, max_minutes=max_minutes, seed=seed,
                                device=device)
-    result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset)
+    result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
+                         init_model)
     typer.echo(result["table"])
     typer.echo(f"MLflow run: {result['run_id']}")
 

@@ -42,11 +42,13 @@ def _flat(prefix: str, cfg) -> dict[str, str]:
 
 @task(name="train-model")
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
-                run_name: str | None = None, probe_dataset: str | None = None) -> str:
+                run_name: str | None = None, probe_dataset: str | None = None,
+                init_model: str | None = None) -> str:
     """Train on the store's train split, select on its val split; returns the MLflow run id.
 
     With `probe_dataset` (e.g. Set5), its PSNR is logged every epoch (`probe_psnr`) with the
     wall time at which it first reaches the paper's number (`time_to_paper_s`).
+    With `init_model` (any model reference), training starts from those weights (fine-tuning).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -86,7 +88,15 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
                 client.log_metric(run_id, "probe_psnr", probe(net, report.elapsed_s),
                                   step=report.epoch)
 
-        result = train(SRCNN(model), train_set, val_set, training, on_epoch)
+        net = SRCNN(model)
+        if init_model:
+            start = resolve_model(init_model, scale, client)
+            if start.model.config != model:
+                raise ValueError(f"init model {init_model}: its config {start.model.config} "
+                                 f"differs from {model}")
+            net.load_state_dict(start.model.state_dict())
+            client.set_tag(run_id, "init_model", start.source)
+        result = train(net, train_set, val_set, training, on_epoch)
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
         client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)

@@ -1,0 +1,193 @@
+"""upscale-bucket figures, measured side by side in one run (this machine is noisy):
+
+1. model compute: SRCNN 9-5-5 GFLOP/s on a 2-Mpx image vs this machine's float32 matmul rate;
+2. speed-up of tiled whole-image inference over the seed approach (33x33 patches one by one);
+3. flow throughput on 200 small images in S3 (moto server) vs a bare in-process loop;
+4. peak memory of a 6000x4000 input at x3 with a small tile (in a child process).
+
+    python benchmarks/upscale.py [--skip-big] [--images 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+import torch
+from PIL import Image
+
+from srcnn.config import ModelConfig
+from srcnn.inference import prepare, run_net, upscale_rgb_tiled
+from srcnn.model import SRCNN
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    return 2 * n**3 / best_of(lambda: torch.mm(a, b), 5) / 1e9
+
+
+def model_gflops(model: SRCNN, h: int, w: int, tile: int) -> tuple[float, float]:
+    """(GFLOP/s of the net over an h x w image in tiles, seconds)."""
+    b = model.config.border
+    y = np.random.default_rng(0).random((h + 2 * b, w + 2 * b), dtype=np.float32)
+
+    def run():
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                run_net(model, y[y0 : min(y0 + tile, h) + 2 * b, x0 : min(x0 + tile, w) + 2 * b])
+
+    run()
+    seconds = best_of(run, 2)
+    return 2 * model.config.macs_per_pixel * h * w / seconds / 1e9, seconds
+
+
+def seed_loop_seconds_per_px(model: SRCNN, size: int = 33) -> float:
+    """The seed approach: every 33x33 patch through the net alone (17x17 out for 9-5-5)."""
+    b = model.config.border
+    out = size - 2 * b
+    y = np.random.default_rng(1).random((8 * out + 2 * b, 8 * out + 2 * b), dtype=np.float32)
+
+    def run():
+        for i in range(8):
+            for j in range(8):
+                run_net(model, y[i * out : i * out + size, j * out : j * out + size])
+
+    run()
+    return best_of(run, 2) / (64 * out * out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flow_vs_loop(model_dir: str, n_images: int) -> None:
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1", "SRCNN_S3_ENDPOINT_URL": endpoint})
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        import s3fs
+        from prefect.testing.utilities import prefect_test_harness
+
+        from flows.upscale_bucket import upscale_bucket
+        from srcnn.images import read_image, write_image
+        from srcnn.storage import list_images
+        from srcnn.upscale import upscale_pil
+        from srcnn.weights import load_model
+
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+        fs.mkdir("bench")
+        rng = np.random.default_rng(0)
+        for i in range(n_images):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "PNG")
+            fs.pipe(f"bench/in/{i:04d}.png", buf.getvalue())
+
+        def bare_loop():
+            model = prepare(load_model(model_dir).model, "cpu")
+            for key in list_images("s3://bench/in"):
+                img = read_image(f"s3://bench/in/{key}", key)
+                write_image(upscale_pil(model, img, 3, 512), f"s3://bench/loop/{key}", "PNG")
+
+        with prefect_test_harness(server_startup_timeout=180):
+            upscale_bucket("s3://bench/in", "s3://bench/warm", 3, model_dir)  # warm-up
+            results = {"loop": [], "flow": []}
+            for attempt in range(2):  # interleaved, best of two each
+                results["loop"].append(best_of(bare_loop, 1))
+                results["flow"].append(best_of(lambda: upscale_bucket(
+                    "s3://bench/in", "s3://bench/flow", 3, model_dir, overwrite=True), 1))
+        loop, flow = min(results["loop"]), min(results["flow"])
+        print(f"3. {n_images} images 128x96 -> x3 over S3 (moto): bare loop {loop:.2f} s "
+              f"({n_images / loop:.1f} img/s), flow {flow:.2f} s ({n_images / flow:.1f} img/s): "
+              f"flow/loop throughput {loop / flow:.2f} (target >= 0.8)")
+    finally:
+        moto.terminate()
+
+
+BIG_CHILD = """
+import resource, sys, time
+from PIL import Image
+import numpy as np
+from srcnn.inference import prepare, upscale_rgb_tiled
+from srcnn.weights import load_model
+model = prepare(load_model(sys.argv[1]).model, "cpu")
+lr = Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8))
+t = time.perf_counter()
+out = upscale_rgb_tiled(model, lr, 3, int(sys.argv[2]))
+print(out.size, f"{time.perf_counter() - t:.1f}", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def big_image(model_dir: str, tile: int) -> None:
+    out = subprocess.run([sys.executable, "-c", BIG_CHILD, model_dir, str(tile)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    size, seconds, rss_kb = " ".join(out[:2]), out[2], int(out[3])
+    print(f"4. 6000x4000 RGB at x3 -> {size}, tile {tile}: {seconds} s, peak RSS "
+          f"{rss_kb / 2**20:.2f} GiB (the 8-bit output alone is "
+          f"{18000 * 12000 * 3 / 2**30:.2f} GiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-flow", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = prepare(SRCNN(ModelConfig()), "cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peak = matmul_gflops()
+    conv, seconds = model_gflops(model, 1200, 1600, 512)
+    whole, _ = model_gflops(model, 1200, 1600, 4096)
+    peak_after = matmul_gflops()
+    peak = max(peak, peak_after)
+    print(f"1. matmul {peak:.1f} GFLOP/s; SRCNN 9-5-5 on 1600x1200 (1.92 Mpx): tile 512 "
+          f"{conv:.1f} GFLOP/s ({seconds:.2f} s), one tile {whole:.1f} GFLOP/s: ratio "
+          f"{conv / peak:.2f} / {whole / peak:.2f} (target >= 0.8)")
+    per_px_seed = seed_loop_seconds_per_px(model)
+    per_px_tiled = seconds / (1200 * 1600)
+    print(f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "
+          f"{1 / per_px_tiled / 1e6:.3f} Mpx/s: speed-up {per_px_seed / per_px_tiled:.1f}x "
+          "(target >= 20x)")
+    with tempfile.TemporaryDirectory() as tmp:
+        from srcnn.weights import save_model
+
+        save_model(SRCNN(ModelConfig()), 3, tmp)
+        if not args.skip_flow:
+            flow_vs_loop(tmp, args.images)
+        if not args.skip_big:
+            big_image(tmp, 256)
+    print(f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()
