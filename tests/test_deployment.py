@@ -1,0 +1,133 @@
+"""End to end as a service: a real Prefect server and process worker, deployed with `make deploy`.
+
+`prefect server start` on loopback (own PREFECT_HOME and SQLite file), `make deploy` registers
+deployments/prefect.yaml, a `prefect worker start --pool srcnn-process` picks up
+`prefect deployment run upscale-bucket/nightly`, which upscales images in a bucket on the moto
+S3 server. Checks the flow run's final state through the API, every output object, and the
+schedules registered on the training deployment. Run alone with `pytest -m deployment`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from servers import BIN, ROOT, free_port, run, service
+
+from flows.upscale_bucket import REPORT_KEY
+from srcnn.config import ModelConfig
+from srcnn.model import SRCNN
+from srcnn.weights import save_model
+
+pytestmark = pytest.mark.deployment
+
+POOL = "srcnn-process"
+DEPLOYMENTS = {"upscale-bucket/nightly", "build-patches/t91", "train-srcnn/nightly-x3",
+               "register-best/x3"}
+# Input key -> (height, width, PIL mode); nested keys keep their folders in the output.
+IMAGES = {"a.png": (20, 30, "RGB"), "nested/grey.png": (17, 23, "L"), "c.png": (31, 12, "RGB")}
+
+
+def prefect_env(home: Path, api: str) -> dict[str, str]:
+    """The test's environment without its PREFECT_* settings, pointed at our server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env | {"PREFECT_HOME": str(home), "PREFECT_API_URL": api, "DO_NOT_TRACK": "1",
+                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+@contextmanager
+def api_client(api: str):
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        yield client
+
+
+def put_images(fs, prefix: str) -> None:
+    rng = np.random.default_rng(0)
+    for key, (h, w, mode) in IMAGES.items():
+        shape = (h, w, 3) if mode == "RGB" else (h, w)
+        with fs.open(f"{prefix}/{key}", "wb") as f:
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(f, format="PNG")
+
+
+def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket):
+    fs, bucket = s3_bucket
+    put_images(fs, f"{bucket}/in")
+    model_dir = tmp_path / "model"
+    save_model(SRCNN(ModelConfig.from_arch("9-1-5", n1=8, n2=4)), 3, str(model_dir))
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(tmp_path / "prefect-home", api)
+    server_env = env | {
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"}
+    # No scheduler service: the nightly schedules are registered but create no runs here.
+    server_argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                   str(port), "--no-ui", "--no-scheduler", "--analytics-off"]
+    with service("prefect-server", server_argv, server_env, tmp_path, f"{api}/health", 180) as srv:
+        # Exactly `make deploy` (creates the pool, deploys all); twice: the second run finds
+        # the pool already there and updates the deployments in place.
+        make = ["make", "--no-print-directory", f"VENV={sys.prefix}",
+                "-o", f"{sys.prefix}/.installed", "deploy"]
+        for _ in range(2):
+            run(make, env, 180, also=(srv,))
+
+        with api_client(api) as client:
+            pool = client.read_work_pool(POOL)
+            assert pool.type == "process"
+            deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d
+                           for d in client.read_deployments()}
+            assert set(deployments) == DEPLOYMENTS
+            assert {d.work_pool_name for d in deployments.values()} == {POOL}
+            train = client.read_deployment_by_name("train-srcnn/nightly-x3")
+            upscale = client.read_deployment_by_name("upscale-bucket/nightly")
+        schedules = [(s.schedule.cron, s.schedule.timezone, s.active) for s in train.schedules]
+        assert schedules == [("0 1 * * *", "UTC", True)]
+        assert [(s.schedule.cron, s.active) for s in upscale.schedules] == [("0 2 * * *", True)]
+        # The project folder is resolved on the worker at run time, not frozen at deploy time.
+        assert "{{ $SRCNN_PROJECT_DIR }}" in json.dumps(upscale.pull_steps)
+
+        worker_env = env | {
+            "SRCNN_PROJECT_DIR": str(ROOT),
+            "SRCNN_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "SRCNN_MLFLOW_ARTIFACT_ROOT": (tmp_path / "mlartifacts").as_uri(),
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        }
+        assert worker_env["SRCNN_S3_ENDPOINT_URL"] and worker_env["AWS_ACCESS_KEY_ID"]
+        worker_dir = tmp_path / "worker"  # not the project: the pull step must move there
+        worker_dir.mkdir()
+        worker_argv = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--limit", "1"]
+        with service("prefect-worker", worker_argv, worker_env, tmp_path, cwd=worker_dir) as wrk:
+            wrk.wait_log("started!", 120)
+            params = {"input": f"s3://{bucket}/in", "output": f"s3://{bucket}/out",
+                      "model": str(model_dir), "shard_size": 2}
+            done = run([str(BIN / "prefect"), "deployment", "run", "upscale-bucket/nightly",
+                        "--params", json.dumps(params), "--watch", "--watch-timeout", "300"],
+                       env, 360, also=(srv, wrk))
+
+        match = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
+        assert match, done.stdout
+        run_id = match.group(1)
+        with api_client(api) as client:
+            flow_run = client.read_flow_run(UUID(run_id))
+        assert flow_run.state.is_completed(), (flow_run.state, wrk.tail())
+        assert flow_run.deployment_id == upscale.id
+        assert flow_run.parameters["input"] == params["input"]
+        assert flow_run.parameters["scale"] == 3  # the deployment's default, merged in
+
+    for key, (h, w, mode) in IMAGES.items():
+        with fs.open(f"{bucket}/out/{key}", "rb") as f, Image.open(f) as img:
+            assert (img.size, img.mode) == ((3 * w, 3 * h), mode), key
+    report = json.loads(fs.cat(f"{bucket}/out/{REPORT_KEY}"))
+    assert report["flow_run_id"] == run_id and report["done"] == len(IMAGES)
+    assert report["model"] == str(model_dir)
+    assert sorted(item["key"] for item in report["items"]) == sorted(IMAGES)

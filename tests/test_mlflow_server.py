@@ -1,0 +1,108 @@
+"""MLflow as a service: a real `mlflow server` (SQLite backend, artifacts proxied to the moto S3
+server), the real train-srcnn and register-best flows logging through it, then a reviewer's
+view of the champion with an MlflowClient on the server's URL and the objects in the bucket."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from servers import BIN, free_port, service
+
+from flows.build_patches import build_patches
+from flows.register_best import register_best
+from flows.train_srcnn import train_srcnn
+from srcnn import __version__
+from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.store import PatchStore
+from srcnn.tracking import TRAIN_EXPERIMENT, resolve_model
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+TINY = ModelConfig.from_arch("9-1-5", n1=16, n2=8)
+QUICK = TrainConfig(epochs=2, steps_per_epoch=20, batch_size=32)
+PREFIX = "mlflow"  # artifacts live under s3://<bucket>/mlflow/
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, s3_bucket, monkeypatch, set5):
+    """`mlflow server` on a free loopback port; the flows' settings point at it."""
+    _, bucket = s3_bucket
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ) | {"MLFLOW_S3_ENDPOINT_URL": os.environ["SRCNN_S3_ENDPOINT_URL"]}
+    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination", f"s3://{bucket}/{PREFIX}"]
+    with service("mlflow-server", argv, env, tmp_path, f"{url}/health", 120) as server:
+        monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", url)
+        # Proxied artifacts: the client talks HTTP to the server, which writes to S3.
+        monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/srcnn")
+        monkeypatch.setenv("SRCNN_EVAL_DATASETS", str(set5))
+        yield url, server
+
+
+def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, small_collection,
+                                                  tmp_path, set5):
+    fs, bucket = s3_bucket
+    url, server = mlflow_server
+    store = str(tmp_path / "patches.zarr")
+    patches = PatchConfig(scale=3, val_fraction=0.34)  # validation split by source image
+    assert build_patches(str(small_collection), store, patches).built
+    try:
+        trained = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="served")
+        reg = register_best(3, trained["run_id"])
+    except Exception as exc:  # the server's side of the story, if it has one
+        raise AssertionError(f"flow failed: {exc!r}\n{server.tail()}") from exc
+    run_id, psnr = trained["run_id"], trained["scores"][0]["psnr"]
+    assert reg["promoted"] and reg["name"] == "srcnn-x3"
+
+    # A reviewer's view, through the server only.
+    ml = MlflowClient(tracking_uri=url, registry_uri=url)
+    champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
+    assert str(champion.version) == str(reg["version"]) and champion.run_id == run_id
+    assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(psnr, abs=1e-3)
+    assert float(champion.tags["selection_psnr"]) == pytest.approx(trained["selection_psnr"],
+                                                                   abs=1e-3)
+    assert "| Set5 | x3 |" in champion.description and run_id in champion.description
+    assert champion.tags["patch_store_fingerprint"] == PatchStore(store).attrs["fingerprint"]
+    assert champion.tags["code_version"] == __version__
+    flow_run_id = champion.tags["prefect_flow_run_id"]
+    assert flow_run_id
+    with get_client(sync_client=True) as client:  # the tag names the train-srcnn flow run
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        assert client.read_flow(flow_run.flow_id).name == "train-srcnn"
+
+    run = ml.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/srcnn/" + TRAIN_EXPERIMENT)
+    assert run.data.metrics["set5_x3_psnr"] == pytest.approx(psnr, abs=1e-3)
+    assert [m.step for m in ml.get_metric_history(run_id, "val_psnr")] == [1, 2]
+
+    def listed(path: str) -> set[str]:
+        return {a.path for a in ml.list_artifacts(run_id, path)}
+
+    assert {"model/model.safetensors", "model/config.json"} <= listed("model")
+    plots = listed("plots")
+    assert {"plots/learning_curves.png", "plots/filters.png", "plots/crops_Set5.png"} <= plots
+    assert listed("evaluation") == {"evaluation/table.md"}
+    table = ml.download_artifacts(run_id, "evaluation/table.md", str(tmp_path))
+    assert "| Set5 | x3 |" in Path(table).read_text()
+
+    # The objects really are in the bucket, under the run's artifact folder.
+    run_prefix = f"{bucket}/{PREFIX}/srcnn/{TRAIN_EXPERIMENT}/{run_id}/artifacts"
+    objects = {key.removeprefix(run_prefix + "/") for key in fs.find(run_prefix)}
+    expected = {"model/model.safetensors", "model/config.json", "evaluation/table.md"} | plots
+    assert expected <= objects, sorted(objects)
+    size = fs.size(f"{run_prefix}/model/model.safetensors")
+    assert size == next(a.file_size for a in ml.list_artifacts(run_id, "model")
+                        if a.path == "model/model.safetensors") > 0
+
+    # And the registered model loads back through the server, as upscale-bucket would load it.
+    loaded = resolve_model("champion", 3, ml)
+    assert loaded.source == f"models:/srcnn-x3/{champion.version}"
+    assert loaded.model.config == TINY
