@@ -14,6 +14,7 @@ and the network's convolutions release it too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -195,6 +196,7 @@ class PatchStream:
         largest = max((len(b.rows) for b in self.blocks), default=0)
         self.capacity = min(self.buffer_patches + largest, len(self.indices))
         self.peak_buffered = 0  # most patches the buffer held (over all epochs so far)
+        self.patch_shape = tuple(self._lr.shape[1:])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -212,7 +214,7 @@ class PatchStream:
     def epoch_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch's batches as (B, P, P) float16 arrays, in this thread."""
         rng = np.random.default_rng([self.seed, epoch])
-        buffer = ShuffleBuffer(self.capacity, self._lr.shape[1:], rng)
+        buffer = ShuffleBuffer(self.capacity, self.patch_shape, rng)
         try:
             for b in rng.permutation(len(self.blocks)):
                 buffer.add(*self.read_block(self.blocks[b]))
@@ -232,22 +234,18 @@ class PatchStream:
         last batch is completed from the next epoch's first)."""
         if not len(self):
             raise ValueError(f"patch store {self.store.url}: split {self.split!r} is empty")
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
-        have, epoch = 0, start_epoch
-        while True:
-            for lr, hr in self.epoch_batches(epoch):
-                if not pending and len(lr) == self.batch_size:  # the usual case: no copy
-                    yield _as_tensors(lr, hr)
-                    continue
-                pending.append((lr, hr))
+        b, lr_parts, hr_parts, have = self.batch_size, [], [], 0
+        for epoch in itertools.count(start_epoch):
+            for lr, hr in self.epoch_batches(epoch):  # each at most b, so one yield at most
+                lr_parts.append(lr)
+                hr_parts.append(hr)
                 have += len(lr)
-                while have >= self.batch_size:
-                    lr_all = np.concatenate([p[0] for p in pending])
-                    hr_all = np.concatenate([p[1] for p in pending])
-                    yield _as_tensors(lr_all[: self.batch_size], hr_all[: self.batch_size])
-                    rest = (lr_all[self.batch_size :], hr_all[self.batch_size :])
-                    pending, have = ([rest] if len(rest[0]) else []), len(rest[0])
-            epoch += 1
+                if have >= b:
+                    lr, hr = (np.concatenate(p) if len(p) > 1 else p[0]
+                              for p in (lr_parts, hr_parts))
+                    yield _as_tensors(lr[:b], hr[:b])
+                    have -= b
+                    lr_parts, hr_parts = ([lr[b:]], [hr[b:]]) if have else ([], [])
 
     def endless(self, start_epoch: int = 0) -> Prefetcher:
         """Batches of exactly `batch_size` forever, read ahead in a thread."""
@@ -255,11 +253,22 @@ class PatchStream:
 
 
 class _Side:
-    def __init__(self, owner: StreamedPatches, name: str):
-        self.owner, self.name = owner, name
+    """`data.lr` or `data.hr` of a StreamedPatches; `.to(device)` gives one whose batches go
+    to that device (train() on CUDA wraps `data.lr.to(device)` in a new PatchTensors)."""
+
+    def __init__(self, owner: StreamedPatches, name: str, device: torch.device | None = None):
+        self.owner, self.name, self.device = owner, name, device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.owner), 1, *self.owner.stream.patch_shape)
+
+    def to(self, device, **_) -> _Side:
+        return _Side(self.owner, self.name, torch.device(device))
 
     def __getitem__(self, key) -> torch.Tensor:
-        return self.owner._get(self.name, key)
+        batch = self.owner._get(self.name, key)
+        return batch.to(self.device, non_blocking=True) if self.device else batch
 
 
 class StreamedPatches:
@@ -300,7 +309,8 @@ class StreamedPatches:
             self._pending = (key, hr)
             self.batches_served += 1
             return lr
-        if self._pending is None or self._pending[0] is not key:
+        if self._pending is None or not (self._pending[0] is key or torch.equal(
+                torch.as_tensor(self._pending[0]).cpu(), torch.as_tensor(key).cpu())):
             raise RuntimeError("StreamedPatches: hr must be read with the same indices as lr")
         hr, self._pending = self._pending[1], None
         return hr

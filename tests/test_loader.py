@@ -87,7 +87,8 @@ def test_shuffle_buffer_draws_each_patch_once():
     assert sorted(first[:, 0].tolist() + rest[:, 0].tolist()) == list(range(10))
 
 
-@pytest.mark.parametrize("split,batch,buffer", [("train", 16, 50), ("val", 7, 5), ("train", 500, 1)])
+@pytest.mark.parametrize("split,batch,buffer",
+                         [("train", 16, 50), ("val", 7, 5), ("train", 500, 1)])
 def test_every_patch_once_per_epoch(small_store, split, batch, buffer):
     stream = PatchStream(small_store, split, batch, buffer_patches=buffer)
     expected = PatchStore(small_store).split_indices(split)
@@ -182,4 +183,11 @@ def test_training_data_whole_or_streamed_and_train_runs_on_stream(small_store):
     assert len(result.history) == 2 and streamed.batches_served == 14
     with pytest.raises(ValueError, match="batch of 8"):
         streamed.lr[torch.zeros(8, dtype=torch.long)]
+    # What train() does on CUDA: wrap `.to(device)` views in a PatchTensors and index that.
+    on_device = PatchTensors(streamed.lr.to("cpu"), streamed.hr.to("cpu"))
+    idx = torch.randint(len(on_device), (16,))
+    assert len(on_device) == len(whole)
+    ids(on_device.lr[idx], on_device.hr[idx.clone()])
+    with pytest.raises(RuntimeError, match="same indices"):
+        on_device.lr[idx], on_device.hr[idx + 1]
     streamed.close()
