@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     dask_address: str | None = None
     dask_workers: int = Field(2, ge=1)
+    # Patch stores larger than this are streamed into training instead of loaded whole.
+    train_memory_budget_mb: int = Field(2048, ge=0)
 
     @property
     def tracking_uri(self) -> str:

@@ -32,7 +32,8 @@ from srcnn.tracking import (
     make_client,
     resolve_model,
 )
-from srcnn.train import PatchTensors, train
+from srcnn.loader import training_data
+from srcnn.train import train
 from srcnn.weights import LoadedModel
 
 
@@ -72,12 +73,17 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
                            "stride": patches.attrs["stride"], "scale": scale,
                            "n_patches": len(patches)}.items():
             client.log_param(run_id, key, value)
-        train_set = PatchTensors.from_numpy(*patches.load("train"))
-        val_set = PatchTensors.from_numpy(*patches.load("val"))
+        # Whole in memory when the store fits the budget, else streamed with prefetch.
+        budget = settings.train_memory_budget_mb * 2**20
+        train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
+                                  memory_budget=budget)
+        val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget)
         if len(val_set) == 0:  # a one-image collection: select on the training patches
             val_set = train_set
-        logger.info("training %s x%d on %d patches (%d val), torch threads %d", model.arch, scale,
-                    len(train_set), len(val_set), torch.get_num_threads())
+        logger.info("training %s x%d on %d patches (%d val, %s), torch threads %d", model.arch,
+                    scale, len(train_set), len(val_set), type(train_set).__name__,
+                    torch.get_num_threads())
+        client.set_tag(run_id, "training_input", type(train_set).__name__)
         metrics = MetricLogger(client, run_id)
         probe = TimeToQuality(probe_dataset, scale, PAPER_PSNR.get(Path(probe_dataset).name, {})
                               .get(scale)) if probe_dataset else None
@@ -96,7 +102,11 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
                                  f"differs from {model}")
             net.load_state_dict(start.model.state_dict())
             client.set_tag(run_id, "init_model", start.source)
-        result = train(net, train_set, val_set, training, on_epoch)
+        try:
+            result = train(net, train_set, val_set, training, on_epoch)
+        finally:
+            for data in (train_set, val_set):
+                getattr(data, "close", lambda: None)()
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
         client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)

@@ -106,3 +106,11 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     assert (tmp_path / "out2" / "a.png").exists() and not (tmp_path / "out2" / "broken.png").exists()
     with pytest.raises(ValueError, match="may not lie inside"):
         upscale_bucket(str(inp), str(inp / "sub"), 3, "champion")
+
+
+def test_training_streams_a_store_over_the_memory_budget(store, mlflow_home, set5, monkeypatch):
+    monkeypatch.setenv("SRCNN_TRAIN_MEMORY_BUDGET_MB", "0")  # every store is "too large"
+    result = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="streamed")
+    run = client(mlflow_home).get_run(result["run_id"])
+    assert run.data.tags["training_input"] == "StreamedPatches"
+    assert run.info.status == "FINISHED" and run.data.metrics["best_val_psnr"] > 20
