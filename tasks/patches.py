@@ -9,13 +9,15 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+
 from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
 from srcnn.patch_build import BuildReport, build_patch_store
 from srcnn.settings import get_settings
+from tasks import NETWORK_RETRIES
 
 
-@task(name="build-patch-store", retries=1, retry_delay_seconds=5)
+@task(name="build-patch-store", **NETWORK_RETRIES)
 def build_store(source: str, store: str, config: PatchConfig, dask_address: str | None = None,
                 force: bool = False) -> BuildReport:
     settings = get_settings()

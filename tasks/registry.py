@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+
 from srcnn.settings import get_settings
 from srcnn.tracking import (
     TRAIN_EXPERIMENT,
@@ -12,12 +13,13 @@ from srcnn.tracking import (
     register,
     seed_registry,
 )
+from tasks import NETWORK_RETRIES
 
 LINEAGE_TAGS = ("arch", "code_version", "patch_store", "patch_store_fingerprint",
                 "prefect_flow_run_id", "device")
 
 
-@task(name="find-best-run")
+@task(name="find-best-run", **NETWORK_RETRIES)
 def best_run(scale: int) -> str | None:
     """The finished training run of this scale with the highest selection PSNR."""
     client = make_client(get_settings())
@@ -33,7 +35,7 @@ def best_run(scale: int) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-@task(name="register-model")
+@task(name="register-model", **NETWORK_RETRIES)
 def register_run(run_id: str, scale: int) -> Registration:
     """Register a run's model with its metrics, evaluation table and lineage."""
     logger = get_run_logger()
@@ -55,7 +57,7 @@ def register_run(run_id: str, scale: int) -> Registration:
     return reg
 
 
-@task(name="seed-registry")
+@task(name="seed-registry", **NETWORK_RETRIES)
 def seed(scale: int) -> Registration | None:
     """With an empty registry, register the shipped weights as the first champion."""
     return seed_registry(make_client(get_settings()), get_settings(), scale)

@@ -20,6 +20,7 @@ from srcnn.evaluation import (
     selection_psnr,
 )
 from srcnn.inference import prepare, upscale_rgb
+from srcnn.loader import training_data
 from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
 from srcnn.settings import get_settings
@@ -32,9 +33,9 @@ from srcnn.tracking import (
     make_client,
     resolve_model,
 )
-from srcnn.loader import training_data
 from srcnn.train import train
 from srcnn.weights import LoadedModel
+from tasks import NETWORK_RETRIES
 
 
 def _flat(prefix: str, cfg) -> dict[str, str]:
@@ -125,7 +126,7 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
     return run_id
 
 
-@task(name="evaluate")
+@task(name="evaluate", **NETWORK_RETRIES)
 def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
     """Score the run's model on benchmark folders; log metrics, the table and sample crops."""
     logger = get_run_logger()

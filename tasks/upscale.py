@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import get_run_logger, task
 
+
 from srcnn.inference import prepare
 from srcnn.settings import get_settings
 from srcnn.storage import list_images
 from srcnn.tracking import CHALLENGER, CHAMPION, make_client, resolve_model, seed_registry
 from srcnn.upscale import ItemResult, UpscaleOptions, list_records, upscale_object
 from srcnn.weights import LoadedModel
+from tasks import NETWORK_RETRIES
 
 _progress = {"bar": None, "lock": threading.Lock()}
 
@@ -33,18 +35,18 @@ def _needs_registry(ref: str) -> bool:
     return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
 
 
-@task(name="list-images", retries=3, retry_delay_seconds=2)
+@task(name="list-images", **NETWORK_RETRIES)
 def list_inputs(input_url: str, include: list[str] | None = None,
                 exclude: list[str] | None = None) -> dict[str, str]:
     return list_images(input_url, include, exclude)
 
 
-@task(name="list-records", retries=3, retry_delay_seconds=2)
+@task(name="list-records", **NETWORK_RETRIES)
 def list_outputs(output_url: str) -> dict[str, set[str]]:
     return list_records(output_url)
 
 
-@task(name="resolve-model")
+@task(name="resolve-model", **NETWORK_RETRIES)
 def resolve(ref: str, scale: int) -> str:
     """Turn a reference into a concrete one (`champion` -> `models:/srcnn-x3/4`), so every
     shard loads the same version; seeds an empty registry with the shipped weights."""
@@ -69,7 +71,7 @@ def cached_model(ref: str, scale: int) -> LoadedModel:
     return loaded
 
 
-@task(name="upscale-shard", retries=2, retry_delay_seconds=5)
+@task(name="upscale-shard", **NETWORK_RETRIES)
 def upscale_shard(model_ref: str, input_url: str, output_url: str, inputs: dict[str, str],
                   records: dict[str, set[str]], options: UpscaleOptions,
                   concurrency: int = 1) -> list[ItemResult]:
