@@ -27,3 +27,32 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[Clie
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         log.info("started a Dask LocalCluster with %d workers", n_workers)
         yield client
+
+
+def current_worker() -> str | None:
+    """The address of the Dask worker running this code, or None outside a worker."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
+
+
+def gpu_workers(client: Client) -> list[str]:
+    """Workers that advertise a `GPU` resource (`dask worker --resources GPU=1`)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [addr for addr, w in workers.items() if w.get("resources", {}).get("GPU", 0) >= 1]
+
+
+def run_on_gpu_worker(address: str | None, fn, *args):
+    """Run `fn(*args)` on a GPU worker of the cluster at `address` when it has one (asking
+    the scheduler for the `GPU` resource), here otherwise."""
+    if not address:
+        return fn(*args)
+    with Client(address) as client:
+        if not gpu_workers(client):
+            log.info("no GPU workers at %s: running here", address)
+            return fn(*args)
+        log.info("running %s on a GPU worker at %s", getattr(fn, "__name__", fn), address)
+        return client.submit(fn, *args, resources={"GPU": 1}, pure=False).result()

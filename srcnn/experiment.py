@@ -1,0 +1,120 @@
+"""One training run, recorded in MLflow: the unit that the `train-model` task runs locally or
+ships to a Dask GPU worker. It takes an MLflow client from the settings of the process it runs
+in (never MLflow's hidden active run) and imports neither Prefect nor MLflow itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from srcnn import __version__, plots
+from srcnn.cluster import current_worker
+from srcnn.config import ModelConfig, TrainConfig
+from srcnn.evaluation import TimeToQuality
+from srcnn.loader import training_data
+from srcnn.metrics import PAPER_PSNR
+from srcnn.model import SRCNN
+from srcnn.settings import get_settings
+from srcnn.store import PatchStore
+from srcnn.tracking import (
+    TRAIN_EXPERIMENT,
+    MetricLogger,
+    ensure_experiment,
+    log_model,
+    make_client,
+    resolve_model,
+)
+from srcnn.train import train
+from srcnn.weights import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def _flat(prefix: str, cfg) -> dict[str, str]:
+    return {f"{prefix}.{k}": str(v) for k, v in cfg.model_dump().items()}
+
+
+def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: str | None = None,
+              probe_dataset: str | None = None, init_model: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+    """Train on the store's train split, select on its val split; returns the MLflow run id.
+
+    With `probe_dataset` (e.g. Set5), its PSNR is logged every epoch (`probe_psnr`) with the
+    wall time at which it first reaches the paper's number (`time_to_paper_s`).
+    With `init_model` (any model reference), training starts from those weights (fine-tuning).
+    """
+    settings = get_settings()
+    client = make_client(settings)
+    patches = PatchStore(store)
+    scale = int(patches.attrs["scale"])
+    tags = {
+        "scale": str(scale),
+        "arch": model.arch,
+        "code_version": __version__,
+        "patch_store": store,
+        "patch_store_fingerprint": patches.attrs["fingerprint"],
+        "dask_worker": current_worker() or "none",
+        **(tags or {}),
+    }
+    run = client.create_run(ensure_experiment(client, TRAIN_EXPERIMENT, settings),
+                            run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        for key, value in {**_flat("model", model), **_flat("train", training),
+                           "patch_size": patches.attrs["patch_size"],
+                           "stride": patches.attrs["stride"], "scale": scale,
+                           "n_patches": len(patches)}.items():
+            client.log_param(run_id, key, value)
+        # Whole in memory when the store fits the budget, else streamed with prefetch.
+        budget = settings.train_memory_budget_mb * 2**20
+        train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
+                                  memory_budget=budget)
+        val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget)
+        if len(val_set) == 0:  # a one-image collection: select on the training patches
+            val_set = train_set
+        log.info("training %s x%d on %d patches (%d val, %s), torch threads %d", model.arch,
+                    scale, len(train_set), len(val_set), type(train_set).__name__,
+                    torch.get_num_threads())
+        client.set_tag(run_id, "training_input", type(train_set).__name__)
+        metrics = MetricLogger(client, run_id)
+        probe = TimeToQuality(probe_dataset, scale, PAPER_PSNR.get(Path(probe_dataset).name, {})
+                              .get(scale)) if probe_dataset else None
+
+        def on_epoch(report, net):
+            metrics(report)
+            if probe:
+                client.log_metric(run_id, "probe_psnr", probe(net, report.elapsed_s),
+                                  step=report.epoch)
+
+        net = SRCNN(model)
+        if init_model:
+            start = resolve_model(init_model, scale, client)
+            if start.model.config != model:
+                raise ValueError(f"init model {init_model}: its config {start.model.config} "
+                                 f"differs from {model}")
+            net.load_state_dict(start.model.state_dict())
+            client.set_tag(run_id, "init_model", start.source)
+        try:
+            result = train(net, train_set, val_set, training, on_epoch)
+        finally:
+            for data in (train_set, val_set):
+                getattr(data, "close", lambda: None)()
+        if probe and probe.reached_at_s is not None:
+            client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
+        client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)
+        client.log_metric(run_id, "train_seconds", result.elapsed_s)
+        client.set_tag(run_id, "device", result.device)
+        log_model(client, run_id, LoadedModel(result.model, scale, run_id,
+                                              {"arch": model.arch, "run_id": run_id}))
+        client.log_image(run_id, plots.learning_curves(result.history), "plots/learning_curves.png")
+        client.log_image(run_id, plots.filter_grid(result.model), "plots/filters.png")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    log.info("run %s: best val PSNR %.3f dB at epoch %d", run_id, result.best_val_psnr,
+                result.best_epoch)
+    return run_id
