@@ -81,6 +81,19 @@ def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> 
         return None
 
 
+def comparable_scores(new: dict[str, str], old: dict[str, str], scale: int,
+                      selection: float) -> tuple[float, float]:
+    """(new, old) mean PSNR over the benchmark sets both versions carry (`set5_x3_psnr`, ...);
+    the stored selection PSNR when they share none."""
+    suffix = f"_x{scale}_psnr"
+    shared = sorted(k for k in new if k.endswith(suffix) and k in old
+                    and not k.endswith("bicubic_psnr") and k != "val_psnr")
+    if shared:
+        return (sum(float(new[k]) for k in shared) / len(shared),
+                sum(float(old[k]) for k in shared) / len(shared))
+    return selection, float(old.get(SELECTION_TAG, "-inf"))
+
+
 def register(client: MlflowClient, run_id: str, scale: int, selection: float,
              tags: dict[str, str], description: str) -> Registration:
     """Register the run's model; move `champion` to it only if it beats the current one."""
@@ -99,7 +112,9 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
             tags={**tags, SELECTION_TAG: f"{selection:.4f}"}, description=description,
         )
     current = champion_version(client, name)
-    previous = float(current.tags.get(SELECTION_TAG, "-inf")) if current else None
+    previous = None
+    if current is not None:  # compare on the benchmark sets both were scored on
+        selection, previous = comparable_scores(tags, current.tags, scale, selection)
     if current is not None and str(current.version) == str(mv.version):
         return Registration(name, mv.version, False, selection, current.version, previous)
     promoted = current is None or (current.version != mv.version and selection > previous)
@@ -162,5 +177,9 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     log_model(client, run.info.run_id, loaded)
     client.set_terminated(run.info.run_id)
     selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
-    return register(client, run.info.run_id, scale, selection, {"source": "pretrained"},
+    tags = {"source": "pretrained"}
+    for row in loaded.metadata.get("evaluation", []):
+        tags[f"{row['dataset'].lower()}_x{scale}_psnr"] = f"{row['psnr']:.4f}"
+        tags[f"{row['dataset'].lower()}_x{scale}_ssim"] = f"{row['ssim']:.4f}"
+    return register(client, run.info.run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).")

@@ -1,0 +1,40 @@
+"""The weights shipped inside the package: they load, they are good, they seed the registry."""
+
+import pytest
+from mlflow import MlflowClient
+
+from srcnn.settings import get_settings
+from srcnn.tracking import make_client, resolve_model, seed_registry
+from srcnn.weights import load_model, pretrained_dir
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shipped_weights_load_and_are_small(scale):
+    loaded = load_model(pretrained_dir(scale))
+    assert loaded.scale == scale
+    assert loaded.model.config.macs_per_pixel <= 57_184  # no more expensive than 9-5-5
+    assert loaded.metadata["selection_psnr"] > 0 and loaded.metadata["evaluation"]
+
+
+def test_empty_registry_is_seeded_with_shipped_weights(mlflow_home):
+    client = make_client(get_settings())
+    reg = seed_registry(client, get_settings(), 3)
+    assert reg is not None and reg.promoted
+    assert seed_registry(client, get_settings(), 3) is None  # only when empty
+    uri = f"sqlite:///{mlflow_home / 'mlflow.db'}"
+    version = MlflowClient(uri, uri).get_model_version_by_alias("srcnn-x3", "champion")
+    assert version.tags["source"] == "pretrained"
+    loaded = resolve_model("champion", 3, client)
+    assert loaded.source == f"models:/srcnn-x3/{version.version}"
+
+
+def test_champion_comparison_uses_shared_benchmark_sets():
+    from srcnn.tracking import comparable_scores
+
+    champion = {"set5_x3_psnr": "32.39", "set14_x3_psnr": "29.05", "selection_psnr": "30.72"}
+    # Scored on Set5 only: compared on Set5, not against the Set5+Set14 mean.
+    new = {"set5_x3_psnr": "32.10", "set5_x3_bicubic_psnr": "30.40", "val_psnr": "26.6"}
+    assert comparable_scores(new, champion, 3, 32.10) == (32.10, 32.39)
+    both = {"set5_x3_psnr": "32.50", "set14_x3_psnr": "29.00"}
+    assert comparable_scores(both, champion, 3, 30.75) == (30.75, 30.72)
+    assert comparable_scores({}, champion, 3, 31.0) == (31.0, 30.72)  # nothing shared
