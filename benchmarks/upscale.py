@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from srcnn.config import ModelConfig
-from srcnn.inference import prepare, run_net, upscale_rgb_tiled
+from srcnn.inference import prepare, run_net
 from srcnn.model import SRCNN
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from prefect import flow, get_run_logger
 
 from flows.build_patches import build_patches
@@ -17,26 +15,17 @@ from flows.datasets import default_eval_datasets
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import upscale_bucket
-from srcnn.color import luma, mod_crop
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.demo_data import HOLDOUT_IMAGES, TRAIN_IMAGES, export_low_res, export_photos
-from srcnn.metrics import psnr_y
-from srcnn.color import bicubic_upscale
+from srcnn.demo_data import (
+    HOLDOUT_IMAGES,
+    TRAIN_IMAGES,
+    export_low_res,
+    export_photos,
+    holdout_psnr,
+)
 
 # A few minutes on a 2-core CPU: enough to beat bicubic clearly, far from the paper's recipe.
 DEMO_TRAINING = TrainConfig(epochs=8, steps_per_epoch=150, batch_size=128, lr=1e-3, max_minutes=4)
-
-
-def holdout_psnr(hr_dir: Path, lr_dir: Path, sr_dir: Path, scale: int) -> tuple[float, float]:
-    """Mean Y-PSNR (shave = scale) of the SR outputs and of bicubic against the originals."""
-    sr_scores, bic_scores = [], []
-    for lr_path in sorted(lr_dir.glob("*.png")):
-        hr = luma(mod_crop(Image.open(hr_dir / lr_path.name).convert("RGB"), scale))
-        sr = luma(Image.open(sr_dir / lr_path.name).convert("RGB"))
-        bic = luma(bicubic_upscale(Image.open(lr_path).convert("RGB"), scale))
-        sr_scores.append(psnr_y(hr, sr, scale))
-        bic_scores.append(psnr_y(hr, bic, scale))
-    return float(np.mean(sr_scores)), float(np.mean(bic_scores))
 
 
 @flow(name="srcnn-pipeline", log_prints=True)

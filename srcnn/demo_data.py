@@ -7,9 +7,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from srcnn.color import degrade
+from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.metrics import psnr_y
 
 # Natural photographs among skimage's bundled images (no synthetic charts or text scans).
 TRAIN_IMAGES = (
@@ -49,3 +51,15 @@ def export_low_res(hr_paths: list[Path], folder: str | Path, scale: int) -> list
             degrade(img.convert("RGB"), scale).save(dst)
         out.append(dst)
     return out
+
+
+def holdout_psnr(hr_dir: Path, lr_dir: Path, sr_dir: Path, scale: int) -> tuple[float, float]:
+    """Mean Y-PSNR (shave = scale) of the SR outputs and of bicubic against the originals."""
+    sr_scores, bic_scores = [], []
+    for lr_path in sorted(lr_dir.glob("*.png")):
+        hr = luma(mod_crop(Image.open(hr_dir / lr_path.name).convert("RGB"), scale))
+        sr = luma(Image.open(sr_dir / lr_path.name).convert("RGB"))
+        bic = luma(bicubic_upscale(Image.open(lr_path).convert("RGB"), scale))
+        sr_scores.append(psnr_y(hr, sr, scale))
+        bic_scores.append(psnr_y(hr, bic, scale))
+    return float(np.mean(sr_scores)), float(np.mean(bic_scores))
