@@ -15,17 +15,20 @@ from srcnn.cluster import dask_client
 from srcnn.color import training_pair
 from srcnn.config import PatchConfig
 from srcnn.patch_build import (
+    Piece,
     ShardWriteError,
     build_patch_store,
+    piece_patches,
     plan_build,
     plan_shards,
     write_shard,
 )
-from srcnn.patches import grid_positions, patch_count
+from srcnn.patches import grid_positions, image_patches, patch_count, resized_size
 from srcnn.storage import list_images
 from srcnn.store import (
     IncompleteStoreError,
     PatchStore,
+    SourceEntry,
     build_fingerprint,
     create_store,
     open_for_build,
@@ -60,6 +63,19 @@ def test_plan_shards_partition_every_patch_once(counts, shard):
     for entry, ranges in seen.items():
         covered = [i for a, b in sorted(ranges) for i in range(a, b)]
         assert covered == list(range(counts[entry]))
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.7])
+def test_piece_patches_equal_image_patches(small_collection, factor):
+    """The writer's fast path (crop one piece from float16 planes) is the reference cut."""
+    img = Image.open(small_collection / "t2.png")
+    lr, hr, pos = image_patches(img, 3, 33, 7, factor)
+    w, h = resized_size(img.width, img.height, factor)
+    entry = SourceEntry("t2.png", "fp", w, h, 0, len(pos), "train", factor)
+    got = piece_patches(img, entry, Piece(0, 5, len(pos) - 3), PatchConfig(scale=3, stride=7))
+    for a, b in zip(got, (lr[5:-3].astype(np.float16), hr[5:-3].astype(np.float16), pos[5:-3])):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.fixture(scope="module")
