@@ -5,3 +5,5 @@ import os
 # Route the library's `logging` records into Prefect's run logs (must precede the import of prefect).
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "srcnn")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Library logs from an upscale shard's worker threads carry no run context: print, don't warn.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
