@@ -227,6 +227,8 @@ def pipeline(
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("srcnn").setLevel(logging.INFO)
+    for noisy in ("distributed", "mlflow", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
 
 
