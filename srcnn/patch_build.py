@@ -35,6 +35,7 @@ from srcnn.store import (
     entries_as_attrs,
     open_for_build,
     publish,
+    read_marker,
     read_markers,
     store_attrs,
     write_marker,
@@ -155,13 +156,23 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
             crop_patches(hr_y.astype(np.float16), pos, config.patch_size), pos)
 
 
+def _marks(marker: dict | None, shard: ShardPlan, fingerprint: str) -> bool:
+    """Whether `marker` records `shard` as written by build `fingerprint`."""
+    return bool(marker) and (marker["fingerprint"], marker["start"], marker["stop"]) == (
+        fingerprint, shard.start, shard.stop)
+
+
 def write_shard(store_url: str, source_url: str, plan: ShardPlan,
                 entries: Mapping[int, SourceEntry] | list[SourceEntry], config: PatchConfig,
                 fingerprint: str) -> int:
     """Extract and write the patches of one shard, then its completion marker.
 
     `entries` needs only the entries of this shard's pieces (the driver sends just those).
+    A shard already marked by this build is left alone: when a worker dies, Dask reruns the
+    tasks whose results it held, and those shards are written already.
     """
+    if _marks(read_marker(store_url, plan.index), plan, fingerprint):
+        return plan.stop - plan.start
     fs, root = filesystem(source_url)  # once per shard: settings are read on every call
     parts: dict[str, list[np.ndarray]] = {"lr": [], "hr": [], "source": [], "position": []}
     for piece in plan.pieces:
@@ -236,13 +247,7 @@ def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
 def pending_shards(store_url: str, plan: BuildPlan) -> list[ShardPlan]:
     """The shards of `plan` without a completion marker of this very build."""
     markers = read_markers(store_url)
-
-    def done(shard: ShardPlan) -> bool:
-        m = markers.get(shard.index)
-        return bool(m) and (m["fingerprint"], m["start"], m["stop"]) == (
-            plan.fingerprint, shard.start, shard.stop)
-
-    return [s for s in plan.shards if not done(s)]
+    return [s for s in plan.shards if not _marks(markers.get(s.index), s, plan.fingerprint)]
 
 
 def build_patch_store(source_url: str, store_url: str, config: PatchConfig,

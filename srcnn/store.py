@@ -140,6 +140,15 @@ def write_marker(url: str, shard: int, start: int, stop: int, fingerprint: str) 
     write_bytes_atomic(marker_url(url, shard), json.dumps(record).encode())
 
 
+def read_marker(url: str, shard: int) -> dict | None:
+    """The completion marker of one shard, or None where it has none."""
+    fs, path = filesystem(marker_url(url, shard))
+    try:
+        return json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
 def read_markers(url: str) -> dict[int, dict]:
     """{shard index: marker record} of every completion marker in the store (one listing)."""
     fs, path = filesystem(url)

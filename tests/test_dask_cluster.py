@@ -6,12 +6,14 @@ other machines; each is started in its own process group and ended by that group
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,25 +60,35 @@ def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen, log: Path) 
     pytest.fail(f"dask scheduler did not start:\n{log.read_text()}")
 
 
-@pytest.fixture
-def dask_scheduler_with_two_workers(tmp_path):
-    """(address, worker logs) of a scheduler and two single-threaded workers on loopback."""
-    scheduler_file = tmp_path / "scheduler.json"
+@contextlib.contextmanager
+def dask_processes(folder: Path, n_workers: int = 2) -> Iterator[tuple[str, dict]]:
+    """(address, {worker name: its process}) of a scheduler and single-threaded workers on
+    loopback, each in its own process group (so a test can kill one); all ended on exit."""
+    scheduler_file = folder / "scheduler.json"
     procs = []
     try:
-        log = tmp_path / "scheduler.log"
+        log = folder / "scheduler.log"
         procs.append(_start(["scheduler", "--host", "127.0.0.1", "--port", "0",
                              "--no-dashboard", "--scheduler-file", str(scheduler_file)], log))
         address = _scheduler_address(scheduler_file, procs[0], log)
-        for i in range(2):
-            procs.append(_start(["worker", address, "--nworkers", "1", "--nthreads", "1",
-                                 "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
-                                 "--local-directory", str(tmp_path / f"w{i}")],
-                                tmp_path / f"worker{i}.log"))
-        yield address
+        workers = {}
+        for i in range(n_workers):
+            workers[f"w{i}"] = _start(["worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--host", "127.0.0.1", "--no-dashboard", "--name",
+                                       f"w{i}", "--local-directory", str(folder / f"w{i}")],
+                                      folder / f"worker{i}.log")
+            procs.append(workers[f"w{i}"])
+        yield address, workers
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+@pytest.fixture
+def dask_scheduler_with_two_workers(tmp_path):
+    """The address of a scheduler and two single-threaded workers on loopback."""
+    with dask_processes(tmp_path) as (address, _):
+        yield address
 
 
 def test_build_through_existing_scheduler(dask_scheduler_with_two_workers, small_collection,
