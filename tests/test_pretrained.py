@@ -3,6 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
+from srcnn.evaluation import evaluate_model
 from srcnn.settings import get_settings
 from srcnn.tracking import make_client, resolve_model, seed_registry
 from srcnn.weights import load_model, pretrained_dir
@@ -14,6 +15,13 @@ def test_shipped_weights_load_and_are_small(scale):
     assert loaded.scale == scale
     assert loaded.model.config.macs_per_pixel <= 57_184  # no more expensive than 9-5-5
     assert loaded.metadata["selection_psnr"] > 0 and loaded.metadata["evaluation"]
+
+
+def test_shipped_x3_beats_bicubic_on_set5_by_2db(set5):
+    model = resolve_model("pretrained", 3, None).model
+    (score,) = evaluate_model(model, [set5], 3)
+    assert score.bicubic_psnr == pytest.approx(30.40, abs=0.02)
+    assert score.psnr >= score.bicubic_psnr + 2.0, score.summary()
 
 
 def test_empty_registry_is_seeded_with_shipped_weights(mlflow_home):
