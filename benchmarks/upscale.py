@@ -45,7 +45,7 @@ def matmul_gflops(n: int = 2048) -> float:
     return 2 * n**3 / best_of(lambda: torch.mm(a, b), 5) / 1e9
 
 
-def model_gflops(model: SRCNN, h: int, w: int, tile: int) -> tuple[float, float]:
+def model_gflops(model: SRCNN, h: int, w: int, tile: int, bf16: bool = False) -> tuple[float, float]:
     """(GFLOP/s of the net over an h x w image in tiles, seconds)."""
     b = model.config.border
     y = np.random.default_rng(0).random((h + 2 * b, w + 2 * b), dtype=np.float32)
@@ -53,7 +53,8 @@ def model_gflops(model: SRCNN, h: int, w: int, tile: int) -> tuple[float, float]
     def run():
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
-                run_net(model, y[y0 : min(y0 + tile, h) + 2 * b, x0 : min(x0 + tile, w) + 2 * b])
+                run_net(model, y[y0 : min(y0 + tile, h) + 2 * b, x0 : min(x0 + tile, w) + 2 * b],
+                        bf16)
 
     run()
     seconds = best_of(run, 2)
@@ -168,16 +169,19 @@ def main() -> None:
     peak = matmul_gflops()
     conv, seconds = model_gflops(model, 1200, 1600, 512)
     whole, _ = model_gflops(model, 1200, 1600, 4096)
+    bf16, bf16_seconds = model_gflops(model, 1200, 1600, 512, bf16=True)
     peak_after = matmul_gflops()
     peak = max(peak, peak_after)
     print(f"1. matmul {peak:.1f} GFLOP/s; SRCNN 9-5-5 on 1600x1200 (1.92 Mpx): tile 512 "
           f"{conv:.1f} GFLOP/s ({seconds:.2f} s), one tile {whole:.1f} GFLOP/s: ratio "
-          f"{conv / peak:.2f} / {whole / peak:.2f} (target >= 0.8)")
+          f"{conv / peak:.2f} / {whole / peak:.2f} (target >= 0.8); --precision bf16, tile 512: "
+          f"{bf16:.1f} GFLOP/s, ratio {bf16 / peak:.2f}")
     per_px_seed = seed_loop_seconds_per_px(model)
     per_px_tiled = seconds / (1200 * 1600)
     print(f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "
           f"{1 / per_px_tiled / 1e6:.3f} Mpx/s: speed-up {per_px_seed / per_px_tiled:.1f}x "
-          "(target >= 20x)")
+          f"(target >= 20x); bf16 tiled {1200 * 1600 / bf16_seconds / 1e6:.3f} Mpx/s: "
+          f"{per_px_seed * 1200 * 1600 / bf16_seconds:.1f}x")
     with tempfile.TemporaryDirectory() as tmp:
         from srcnn.weights import save_model
 

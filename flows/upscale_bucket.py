@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Literal
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
@@ -45,12 +46,14 @@ def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champi
                    tile: TileConfig = TileConfig(), shard_size: int = 64, concurrency: int = 1,
                    include: list[str] | None = None, exclude: list[str] | None = None,
                    overwrite: bool = False, output_format: str | None = None,
-                   jpeg_quality: int = 95, max_pixels: int = 100_000_000) -> dict:
+                   jpeg_quality: int = 95, max_pixels: int = 100_000_000,
+                   precision: Literal["fp32", "bf16"] = "fp32") -> dict:
     """Upscale every image under `input` into `output`; fails at the end if any image failed."""
     logger = get_run_logger()
     check_prefixes(input, output)
     options = UpscaleOptions(scale=scale, tile_size=tile.tile_size, output_format=output_format,
-                             jpeg_quality=jpeg_quality, max_pixels=max_pixels)
+                             jpeg_quality=jpeg_quality, max_pixels=max_pixels,
+                             precision=precision)
     inputs = list_inputs(input, include, exclude)
     records = list_outputs(output)
     model_ref = resolve(model, scale)

@@ -70,3 +70,15 @@ def test_grey_float_tiling_matches_to_float_rounding():
     b = upscale_grey_float(model, lr, 3, tile_size=1000)
     assert a.shape == (69, 93) and np.allclose(a, b, atol=1e-5)
     assert 0.0 <= a.min() and a.max() <= 1.0
+
+
+@pytest.mark.parametrize("tile", [19, 64])
+def test_bf16_tiling_is_exact_and_close_to_fp32(tile):
+    rng = np.random.default_rng(5)
+    lr = Image.fromarray(rng.integers(0, 256, (33, 51, 3), dtype=np.uint8), "RGB")
+    model = random_model(6, residual=True)
+    whole = np.asarray(upscale_rgb(model, lr, 3, tile_size=10_000, bf16=True))
+    tiled = np.asarray(upscale_rgb_tiled(model, lr, 3, tile_size=tile, bf16=True))
+    assert np.array_equal(whole, tiled)
+    fp32 = np.asarray(upscale_rgb(model, lr, 3, tile_size=10_000))
+    assert np.abs(fp32.astype(int) - whole).max() <= 8  # bf16 rounding, not a different result

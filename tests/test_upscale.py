@@ -87,6 +87,18 @@ def test_every_kind_of_image_round_trips(tmp_path):
     assert Image.open(tmp_path / "out" / "icc.png").info.get("icc_profile") == icc
 
 
+def test_bf16_precision_is_an_option_of_its_own(tmp_path):
+    Image.fromarray(rand(14, 21, 3)).save(tmp_path / "a.png")
+    fp32, bf16 = UpscaleOptions(scale=2), UpscaleOptions(scale=2, precision="bf16")
+    assert fp32.token("etag", "m") != bf16.token("etag", "m")  # a precision change redoes outputs
+    for name, options in (("fp32", fp32), ("bf16", bf16)):
+        result = upscale_object(tiny_model(), "m", str(tmp_path), str(tmp_path / name), "a.png",
+                                "etag", options)
+        assert result.status == "done"
+    a, b = (np.asarray(Image.open(tmp_path / n / "a.png"), dtype=int) for n in ("fp32", "bf16"))
+    assert a.shape == b.shape == (28, 42, 3) and np.abs(a - b).max() <= 8
+
+
 def _bad_corpus(folder: Path) -> dict[str, str]:
     """{key: words the failure reason must contain}."""
     folder.mkdir(parents=True, exist_ok=True)
