@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from loopback_s3 import loopback_s3
 from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
 from srcnn.patch_build import BuildReport, build_patch_store
@@ -90,19 +91,12 @@ def s3_objects(source: str) -> None:
     """Serve S3 from moto on loopback (in this process: the build's writes come from the
     worker processes), point the workers at it through the environment, count the objects."""
     import s3fs
-    from moto.server import ThreadedMotoServer
 
     puts = _RequestCounter('"PUT ')
     werkzeug = logging.getLogger("werkzeug")  # moto's HTTP server logs every request here
     werkzeug.addHandler(puts)
     werkzeug.propagate = False
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                           "AWS_DEFAULT_REGION": "us-east-1", "SRCNN_S3_ENDPOINT_URL": endpoint})
+    with loopback_s3() as endpoint:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         fs.mkdir(bucket)
@@ -116,8 +110,6 @@ def s3_objects(source: str) -> None:
         print(f"T91 x3 store on S3 (moto): {len(objects)} objects for {report.n_patches} "
               f"patches ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), "
               f"{put_requests} PUT requests; built in {seconds:.1f} s")
-    finally:
-        server.stop()
 
 
 def main() -> None:

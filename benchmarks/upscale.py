@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import numpy as np
 import torch
 from PIL import Image
 
+from loopback_s3 import loopback_s3
 from srcnn.config import ModelConfig
 from srcnn.inference import prepare, run_net
 from srcnn.model import SRCNN
@@ -76,26 +74,8 @@ def seed_loop_seconds_per_px(model: SRCNN, size: int = 33) -> float:
     return best_of(run, 2) / (64 * out * out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def flow_vs_loop(model_dir: str, n_images: int) -> None:
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1", "SRCNN_S3_ENDPOINT_URL": endpoint})
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with loopback_s3() as endpoint:
         import s3fs
         from prefect.testing.utilities import prefect_test_harness
 
@@ -130,8 +110,6 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
         print(f"3. {n_images} images 128x96 -> x3 over S3 (moto): bare loop {loop:.2f} s "
               f"({n_images / loop:.1f} img/s), flow {flow:.2f} s ({n_images / flow:.1f} img/s): "
               f"flow/loop throughput {loop / flow:.2f} (target >= 0.8)")
-    finally:
-        moto.terminate()
 
 
 BIG_CHILD = """

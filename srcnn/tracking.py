@@ -144,7 +144,7 @@ def download_model(client: MlflowClient, uri: str) -> LoadedModel:
 def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedModel:
     """A model reference: `champion`/`challenger` (registry alias), `pretrained`
     (shipped weights), a `models:/` URI, or a model folder (path or URL)."""
-    if ref == "pretrained":
+    if ref in ("pretrained", f"pretrained:x{scale}"):  # the second is its recorded source
         return load_model(pretrained_dir(scale), source=f"pretrained:x{scale}")
     if ref in (CHAMPION, CHALLENGER):
         ref = f"models:/{registered_name(scale)}@{ref}"

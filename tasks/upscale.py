@@ -63,8 +63,6 @@ def resolve(ref: str, scale: int) -> str:
 @functools.lru_cache(maxsize=4)
 def cached_model(ref: str, scale: int) -> LoadedModel:
     """The model, loaded once per worker process."""
-    if ref.startswith("pretrained:"):
-        ref = "pretrained"
     client = make_client(get_settings()) if _needs_registry(ref) else None
     loaded = resolve_model(ref, scale, client)
     loaded.model = prepare(loaded.model, "auto")
