@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,16 +56,28 @@ def resolve(ref: str, scale: int) -> str:
         seed_registry(client, settings, scale)
     loaded = resolve_model(ref, scale, client)
     logger.info("model %s -> %s (%s)", ref, loaded.source, loaded.model.config.arch)
-    return loaded.source if loaded.source.startswith(("models:/", "pretrained:")) else ref
+    concrete = loaded.source if loaded.source.startswith(("models:/", "pretrained:")) else ref
+    _remember(concrete, scale, loaded)  # shards in this process reuse it: no second download
+    return concrete
 
 
-@functools.lru_cache(maxsize=4)
+_models: dict[tuple[str, int], LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def _remember(ref: str, scale: int, loaded: LoadedModel) -> LoadedModel:
+    loaded.model = prepare(loaded.model, "auto")
+    with _models_lock:
+        return _models.setdefault((ref, scale), loaded)
+
+
 def cached_model(ref: str, scale: int) -> LoadedModel:
     """The model, loaded once per worker process."""
+    with _models_lock:
+        if (ref, scale) in _models:
+            return _models[(ref, scale)]
     client = make_client(get_settings()) if _needs_registry(ref) else None
-    loaded = resolve_model(ref, scale, client)
-    loaded.model = prepare(loaded.model, "auto")
-    return loaded
+    return _remember(ref, scale, resolve_model(ref, scale, client))
 
 
 @task(name="upscale-shard", **NETWORK_RETRIES)
