@@ -1,75 +1,161 @@
-"""Training throughput (patches/s and output pixels/s) on this machine, and time to the
-paper's Set5 PSNR for a preset, measured side by side in one run.
+"""Training throughput (patches/s and output pixels/s) and time to the paper's Set5 PSNR for a
+preset, on the CPU or a CUDA GPU, measured side by side in one run.
 
-    python benchmarks/train_speed.py --store STORE33 --store STORE48 [--minutes 1]
+    python benchmarks/train_speed.py --store STORE33 --store STORE48 [--steps 60]
+    python benchmarks/train_speed.py --images T91 --preset x3 --throughput
     python benchmarks/train_speed.py --store STORE --preset x3 --minutes 15 --set5 DIR
+    python benchmarks/train_speed.py --images T91 --preset x3 --minutes 2 --set5 DIR --save OUT
+
+`--images` cuts the preset's patches in memory (no Zarr store: the split and the downscaled
+copies are those `build-patches` makes), so the script runs where only torch is installed,
+e.g. a GPU machine. `--save` writes the best model (by validation PSNR on the held-out training
+images) whenever it improves, loadable as `--model OUT` and exportable with `srcnn export`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
+from pathlib import Path
 
 import torch
+from PIL import Image
 
-from srcnn.config import ModelConfig, TrainConfig
+from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.evaluation import TimeToQuality
-from srcnn.metrics import PAPER_PSNR
+from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
+from srcnn.patches import collection_patches
 from srcnn.presets import get_preset
-from srcnn.store import PatchStore
 from srcnn.train import PatchTensors, train
+from srcnn.weights import save_model
 
 
-def throughput(store_url: str, model: ModelConfig, steps: int, batch: int, device: str) -> None:
-    store = PatchStore(store_url)
-    data = PatchTensors.from_numpy(*store.load("train"))
-    config = TrainConfig(epochs=1, steps_per_epoch=steps, batch_size=batch, device=device)
-    start = time.perf_counter()
-    result = train(SRCNN(model), data, data, config)
-    seconds = time.perf_counter() - start
-    p = store.attrs["patch_size"]
-    out = (p - 2 * model.border) ** 2
-    rate = result.history[-1].patches_per_s
-    print(f"{store_url}: patch {p}, batch {batch}, {rate:.0f} patches/s, "
-          f"{rate * out / 1e6:.2f} M output px/s ({seconds:.1f} s, device {result.device})")
+def load_patches(args: argparse.Namespace, patches: PatchConfig,
+                 ) -> tuple[PatchTensors, PatchTensors, int]:
+    """(train, val, patch size) from a Zarr store or, with --images, cut in memory."""
+    if args.images:
+        images = {p.name: Image.open(p).convert("RGB") for p in list_dataset(args.images)}
+        split = collection_patches(images, patches.scale, patches.patch_size,
+                                   args.stride or patches.stride, patches.val_fraction,
+                                   patches.augment_scales)
+        return (PatchTensors.from_numpy(*split["train"]), PatchTensors.from_numpy(*split["val"]),
+                patches.patch_size)
+    from srcnn.store import PatchStore  # Zarr only where a store is used
+
+    store = PatchStore(args.store[0])
+    return (PatchTensors.from_numpy(*store.load("train")),
+            PatchTensors.from_numpy(*store.load("val")), store.attrs["patch_size"])
 
 
-def time_to_paper(store_url: str, preset: str, minutes: float, set5: str, device: str) -> None:
-    recipe = get_preset(preset)
+def throughput(data: PatchTensors, patch: int, model: ModelConfig, steps: int, batch: int,
+               device: str, bf16: bool = True) -> float:
+    config = TrainConfig(epochs=2, steps_per_epoch=steps, batch_size=batch, device=device,
+                         bf16=bf16)
+    val = PatchTensors(data.lr[:256], data.hr[:256])
+    result = train(SRCNN(model), data, val, config)
+    rate = result.history[-1].patches_per_s  # the second epoch: warm
+    out = (patch - 2 * model.border) ** 2
+    print(f"  patch {patch}, batch {batch}, {'bf16' if bf16 else 'fp32'}: {rate:,.0f} patches/s, "
+          f"{rate * out / 1e6:.1f} M output px/s, "
+          f"~{rate * out * model.macs_per_pixel * 6 / 1e12:.2f} TFLOP/s (device {result.device})")
+    return rate
+
+
+def time_to_paper(args: argparse.Namespace) -> None:
+    recipe = get_preset(args.preset)
     scale = recipe.patches.scale
-    store = PatchStore(store_url)
-    train_set = PatchTensors.from_numpy(*store.load("train"))
-    val_set = PatchTensors.from_numpy(*store.load("val"))
-    probe = TimeToQuality(set5, scale, PAPER_PSNR["Set5"][scale])
-    log = []
-    config = recipe.training.model_copy(update={"max_minutes": minutes, "device": device})
-    result = train(SRCNN(recipe.model), train_set, val_set, config,
-                   lambda r, m: log.append((r.elapsed_s, probe(m, r.elapsed_s))))
-    for elapsed, psnr in log:
-        print(f"  {elapsed / 60:5.1f} min  Set5 x{scale} {psnr:.3f} dB")
-    reached = (f"{probe.reached_at_s / 60:.1f} min" if probe.reached_at_s is not None
-               else f"not reached in {result.elapsed_s / 60:.1f} min")
-    print(f"{preset}: paper Set5 {probe.target} dB: {reached}; best {max(p for _, p in log):.3f} dB")
+    train_set, val_set, _ = load_patches(args, recipe.patches)
+    print(f"{args.preset}: {len(train_set)} training patches, {len(val_set)} validation patches")
+    probe = TimeToQuality(args.set5, scale, PAPER_PSNR["Set5"][scale]) if args.set5 else None
+    update = {"max_minutes": args.minutes, "device": args.device, "epochs": 100_000}
+    if args.steps_per_epoch:
+        update["steps_per_epoch"] = args.steps_per_epoch
+    if args.batch:
+        update["batch_size"] = args.batch
+    if args.lr:
+        update["lr"] = args.lr
+    if args.fp32:  # no bf16 autocast, and no TF32 in cuDNN/cuBLAS: the CPU's arithmetic
+        update["bf16"] = False
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    config = recipe.training.model_copy(update=update)
+    best_val = -math.inf
+    log: list[dict] = []
+
+    def on_epoch(report, model) -> None:
+        nonlocal best_val
+        row = {"epoch": report.epoch, "elapsed_s": round(report.elapsed_s, 2),
+               "val_psnr": round(report.val_psnr, 4), "patches_per_s": round(report.patches_per_s)}
+        if probe:
+            row["set5_psnr"] = round(probe(model, report.elapsed_s), 4)
+        log.append(row)
+        print(json.dumps(row), flush=True)
+        if args.save and report.val_psnr > best_val:
+            best_val = report.val_psnr
+            save_model(model, scale, args.save, {
+                "recipe": f"--preset {args.preset}", "trained_for_s": round(report.elapsed_s, 1),
+                "epoch": report.epoch, "val_psnr": report.val_psnr,
+                "set5_probe_psnr": row.get("set5_psnr"), "device": torch.cuda.get_device_name()
+                if torch.cuda.is_available() and args.device != "cpu" else "cpu",
+                "training": config.model_dump(), "tf32": torch.backends.cudnn.allow_tf32, "stride": args.stride or recipe.patches.stride})
+
+    start = time.perf_counter()
+    result = train(SRCNN(recipe.model), train_set, val_set, config, on_epoch)
+    print(f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
+          f"({time.perf_counter() - start:.0f} s with evaluation), best val "
+          f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}")
+    if probe:
+        reached = (f"{probe.reached_at_s:.0f} s ({probe.reached_at_s / 60:.2f} min)"
+                   if probe.reached_at_s is not None
+                   else f"not reached in {result.elapsed_s / 60:.1f} min")
+        best = max(r["set5_psnr"] for r in log)
+        print(f"{args.preset}: time to the paper's Set5 x{scale} {probe.target} dB: {reached}; "
+              f"best probe {best:.3f} dB")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", action="append", required=True)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", action="append", help="a patch store (repeat to compare)")
+    source.add_argument("--images", help="a folder of training images, cut in memory")
     parser.add_argument("--preset")
+    parser.add_argument("--throughput", action="store_true",
+                        help="with --images and --preset: patches/s, fp32 and bf16")
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--set5")
+    parser.add_argument("--save", help="folder for the best model of a --preset run")
+    parser.add_argument("--stride", type=int, help="override the preset's patch stride")
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--fp32", action="store_true", help="train in full float32 on CUDA")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CUDA {'yes' if torch.cuda.is_available() else 'no'}")
-    if args.preset:
-        time_to_paper(args.store[0], args.preset, args.minutes, args.set5, args.device)
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "no"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA {cuda}")
+    if args.preset and args.throughput:
+        recipe = get_preset(args.preset)
+        data, _, patch = load_patches(args, recipe.patches)
+        gpu = torch.cuda.is_available() and args.device != "cpu"
+        for batch in ([args.batch] if args.batch else [64, 256]):
+            for bf16 in (False, True) if gpu else (False,):  # bf16 autocast is CUDA-only here
+                throughput(data, patch, recipe.model, args.steps, batch, args.device, bf16)
         return
+    if args.preset:
+        time_to_paper(args)
+        return
+    from srcnn.store import PatchStore
+
     for url in args.store:
-        throughput(url, ModelConfig(), args.steps, args.batch, args.device)
+        store = PatchStore(url)
+        data = PatchTensors.from_numpy(*store.load("train"))
+        print(url)
+        throughput(data, store.attrs["patch_size"], ModelConfig(), args.steps, args.batch or 64,
+                   args.device)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def patches(
     store: Annotated[str, typer.Argument(help="Zarr patch store to write (folder or URL).")],
     scale: Scale = 3,
     patch_size: Annotated[int, typer.Option(help="HR patch side in pixels.")] = 33,
-    stride: Annotated[int, typer.Option(help="Grid stride in pixels.")] = 14,
+    stride: Annotated[Optional[int], typer.Option(
+        help="Grid stride in pixels (default 14; with --preset, overrides its stride).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of source images held out.")] = 0.1,
     dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
@@ -40,8 +41,10 @@ def patches(
 
     if preset:
         config = get_preset(preset).patches
+        if stride is not None:  # e.g. --stride 8 on a GPU, which gets through 4x the patches
+            config = config.model_copy(update={"stride": stride})
     else:
-        config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride,
+        config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride or 14,
                              val_fraction=val_fraction)
     report = build_patches(source, store, config, dask_address, force)
     _echo_json(vars(report))

@@ -109,6 +109,10 @@ class TrainConfig(StrictModel):
     bf16: bool = True
     # Stop early after this many minutes of training (None: run all epochs).
     max_minutes: float | None = Field(None, gt=0)
+    # Divergence guard: when validation PSNR falls this many dB below the best epoch's (e.g. the
+    # ReLUs died and the net collapsed to its bicubic input), go back to the best epoch's model
+    # and optimiser state and halve the learning rate (None: off).
+    rollback_db: float | None = Field(0.3, gt=0)
 
 
 class TileConfig(StrictModel):

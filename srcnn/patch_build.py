@@ -25,11 +25,10 @@ from PIL import Image
 from srcnn.color import bicubic_resize, training_pair
 from srcnn.config import PatchConfig
 from srcnn.images import BadImageError, decode_image, read_image
-from srcnn.patches import crop_patches, grid_positions, patch_count, resized_size
+from srcnn.patches import assign_splits, crop_patches, grid_positions, patch_count, resized_size
 from srcnn.storage import filesystem, join, list_images
 from srcnn.store import (
     SourceEntry,
-    assign_splits,
     base_attrs,
     build_fingerprint,
     entries_as_attrs,

@@ -6,6 +6,8 @@ is the same window of the degraded-then-bicubic-upscaled image (`color.training_
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
@@ -31,6 +33,8 @@ def patch_count(width: int, height: int, scale: int, size: int, stride: int) -> 
 
 def crop_patches(image: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
     """(N, size, size) windows of an (H, W) array at `positions`."""
+    if len(positions) == 0:
+        return np.zeros((0, size, size), dtype=image.dtype)
     windows = sliding_window_view(image, (size, size))  # (H - size + 1, W - size + 1, s, s)
     return windows[positions[:, 0], positions[:, 1]]
 
@@ -52,3 +56,39 @@ def image_patches(hr: Image.Image, scale: int, size: int, stride: int, factor: f
     return crop_patches(lr_y, positions, size), crop_patches(hr_y, positions, size), positions
 
 
+def split_of(key: str, val_fraction: float) -> str:
+    """Stable split by source image: a hash of the key, so adding images never moves others."""
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+    return "val" if u < val_fraction else "train"
+
+
+def assign_splits(keys: list[str], val_fraction: float) -> dict[str, str]:
+    """Split by hash; with a non-zero fraction, at least one val and one train image."""
+    splits = {k: split_of(k, val_fraction) for k in keys}
+    if val_fraction > 0 and len(keys) >= 2:
+        ranked = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+        if "val" not in splits.values():
+            splits[ranked[0]] = "val"
+        if "train" not in splits.values():
+            splits[ranked[-1]] = "train"
+    return splits
+
+
+def collection_patches(images: dict[str, Image.Image], scale: int, size: int, stride: int,
+                       val_fraction: float, augment_scales: tuple[float, ...] = (1.0,),
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """In-memory {split: (lr, hr)} float16 patches of a small collection, split by source image
+    exactly as `build-patches` splits a store (downscaled copies for training images only).
+
+    For collections that fit in memory (T91 is ~10 MB) where no Zarr store is wanted."""
+    splits = assign_splits(sorted(images), val_fraction)
+    out: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], [])}
+    for key in sorted(images):
+        split = splits[key]
+        for factor in augment_scales if split == "train" else (1.0,):
+            lr, hr, _ = image_patches(images[key], scale, size, stride, factor)
+            out[split][0].append(lr.astype(np.float16))
+            out[split][1].append(hr.astype(np.float16))
+    empty = np.zeros((0, size, size), np.float16)
+    return {s: (np.concatenate(lr) if lr else empty, np.concatenate(hr) if hr else empty)
+            for s, (lr, hr) in out.items()}

@@ -25,7 +25,7 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
         patches=PatchConfig(scale=scale, patch_size=48, stride=16, val_fraction=0.1,
                             augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
         model=ModelConfig(f1=9, f2=5, f3=5, n1=64, n2=32, residual=True),
-        training=TrainConfig(epochs=60, steps_per_epoch=250, batch_size=64, lr=1e-3,
+        training=TrainConfig(epochs=60, steps_per_epoch=250, batch_size=64, lr=5e-4,
                              lr_schedule="cosine", augment=True, seed=scale,
                              max_minutes=minutes),
     )

@@ -74,24 +74,6 @@ def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def split_of(key: str, val_fraction: float) -> str:
-    """Stable split by source image: a hash of the key, so adding images never moves others."""
-    u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
-    return "val" if u < val_fraction else "train"
-
-
-def assign_splits(keys: list[str], val_fraction: float) -> dict[str, str]:
-    """Split by hash; with a non-zero fraction, at least one val and one train image."""
-    splits = {k: split_of(k, val_fraction) for k in keys}
-    if val_fraction > 0 and len(keys) >= 2:
-        ranked = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
-        if "val" not in splits.values():
-            splits[ranked[0]] = "val"
-        if "train" not in splits.values():
-            splits[ranked[-1]] = "train"
-    return splits
-
-
 def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict) -> None:
     """Create (or replace) the arrays, not yet published (`complete: false`)."""
     root = zarr.open_group(zarr_store(url), mode="w", zarr_format=3)

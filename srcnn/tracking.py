@@ -56,6 +56,8 @@ class MetricLogger:
     def __call__(self, r: EpochReport, model=None) -> None:
         for key in ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s"):
             self.client.log_metric(self.run_id, key, float(getattr(r, key)), step=r.epoch)
+        if r.rolled_back:  # diverged this epoch: went back to the best one, lr halved
+            self.client.log_metric(self.run_id, "rolled_back", 1.0, step=r.epoch)
 
 
 def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> None:

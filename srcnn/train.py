@@ -7,6 +7,7 @@ that the caller implements (the train task logs to MLflow with an explicit run i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ class EpochReport:
     lr: float
     elapsed_s: float
     patches_per_s: float
+    rolled_back: bool = False  # diverged: training went on from the best epoch, lr halved
 
 
 @dataclass
@@ -94,10 +96,10 @@ def _progress(step: int, total_steps: int, elapsed_s: float, budget_s: float | N
     return max(by_steps, elapsed_s / budget_s) if budget_s else by_steps
 
 
-def _learning_rate(config: TrainConfig, progress: float) -> float:
+def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) -> float:
     if config.lr_schedule == "constant":
-        return config.lr
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return config.lr * factor
+    return config.lr * factor * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
@@ -117,23 +119,27 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
     if device.type == "cuda":  # keep the patches on the GPU: batches are then gathered there
         train_data = PatchTensors(train_data.lr.to(device), train_data.hr.to(device))
         val_data = PatchTensors(val_data.lr.to(device), val_data.hr.to(device))
-        gen_device = device
+        # batch indices drawn on the GPU: a host->device copy per step would sync every step
+        index_gen = torch.Generator(device=device).manual_seed(config.seed)
     else:
-        gen_device = torch.device("cpu")
+        index_gen = gen
     loss_fn = nn.MSELoss()
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
+    best_opt_state = copy.deepcopy(opt.state_dict())
     start, step = time.perf_counter(), 0
-    lr = config.lr
+    lr, lr_factor = config.lr, 1.0
     for epoch in range(1, config.epochs + 1):
-        epoch_start, loss_sum, epoch_steps = time.perf_counter(), 0.0, 0
+        epoch_start, epoch_steps = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for _ in range(steps_per_epoch):
             progress = _progress(step, total_steps, time.perf_counter() - start, budget_s)
             if progress >= 1.0:
                 break
-            lr = _learning_rate(config, progress)
+            lr = _learning_rate(config, progress, lr_factor)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = torch.randint(len(train_data), (config.batch_size,), generator=gen).to(gen_device)
+            idx = torch.randint(len(train_data), (config.batch_size,), generator=index_gen,
+                                device=index_gen.device)
             x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
             y = train_data.hr[idx].to(device, non_blocking=True).float()
             if config.augment:
@@ -145,22 +151,33 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
             step += 1
             epoch_steps += 1
         if epoch_steps == 0:
             break
-        elapsed = time.perf_counter() - start
+        train_loss = float(loss_sum) / epoch_steps  # waits for the epoch's queued GPU work
+        now = time.perf_counter()
         report = EpochReport(
-            epoch=epoch, step=step, train_loss=loss_sum / epoch_steps,
-            val_psnr=evaluate_psnr(model, val_data, device), lr=lr, elapsed_s=elapsed,
-            patches_per_s=epoch_steps * config.batch_size / (time.perf_counter() - epoch_start),
+            epoch=epoch, step=step, train_loss=train_loss,
+            val_psnr=evaluate_psnr(model, val_data, device), lr=lr, elapsed_s=now - start,
+            patches_per_s=epoch_steps * config.batch_size / (now - epoch_start),
         )
-        best.history.append(report)
         log.info("epoch %d: loss %.5f, val PSNR %.3f dB, %.0f patches/s", epoch,
                  report.train_loss, report.val_psnr, report.patches_per_s)
         if report.val_psnr > best.best_val_psnr:
             best.model, best.best_epoch, best.best_val_psnr = copy.deepcopy(model), epoch, report.val_psnr
+            best_opt_state = copy.deepcopy(opt.state_dict())
+        elif (config.rollback_db is not None
+              and not report.val_psnr >= best.best_val_psnr - config.rollback_db):  # NaN too
+            log.warning("epoch %d: val PSNR %.3f dB is %.2f dB below epoch %d's: diverged; going "
+                        "on from epoch %d with the learning rate halved", epoch, report.val_psnr,
+                        best.best_val_psnr - report.val_psnr, best.best_epoch, best.best_epoch)
+            model.load_state_dict(best.model.state_dict())
+            opt.load_state_dict(best_opt_state)
+            lr_factor /= 2
+            report = dataclasses.replace(report, rolled_back=True)
+        best.history.append(report)
         if on_epoch:
             on_epoch(report, model.eval())
             model.train()
