@@ -43,7 +43,15 @@ def matmul_gflops(n: int = 2048) -> float:
     return 2 * n**3 / best_of(lambda: torch.mm(a, b), 5) / 1e9
 
 
-def model_gflops(model: SRCNN, h: int, w: int, tile: int, bf16: bool = False) -> tuple[float, float]:
+def eager_net(model: SRCNN, window: np.ndarray, bf16: bool = False) -> np.ndarray:
+    """`run_net` as it was before `SRCNN.infer`: the plain module (autocast for bf16)."""
+    x = torch.from_numpy(np.ascontiguousarray(window))[None, None]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(x.contiguous(memory_format=torch.channels_last))[0, 0].float().numpy()
+
+
+def model_gflops(model: SRCNN, h: int, w: int, tile: int, bf16: bool = False,
+                 net=run_net) -> tuple[float, float]:
     """(GFLOP/s of the net over an h x w image in tiles, seconds)."""
     b = model.config.border
     y = np.random.default_rng(0).random((h + 2 * b, w + 2 * b), dtype=np.float32)
@@ -51,8 +59,8 @@ def model_gflops(model: SRCNN, h: int, w: int, tile: int, bf16: bool = False) ->
     def run():
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
-                run_net(model, y[y0 : min(y0 + tile, h) + 2 * b, x0 : min(x0 + tile, w) + 2 * b],
-                        bf16)
+                net(model, y[y0 : min(y0 + tile, h) + 2 * b, x0 : min(x0 + tile, w) + 2 * b],
+                    bf16)
 
     run()
     seconds = best_of(run, 2)
@@ -60,15 +68,18 @@ def model_gflops(model: SRCNN, h: int, w: int, tile: int, bf16: bool = False) ->
 
 
 def seed_loop_seconds_per_px(model: SRCNN, size: int = 33) -> float:
-    """The seed approach: every 33x33 patch through the net alone (17x17 out for 9-5-5)."""
+    """The seed approach: every 33x33 patch through the plain module alone (17x17 out for
+    9-5-5), float32, as the walking skeleton's first version ran it."""
     b = model.config.border
     out = size - 2 * b
     y = np.random.default_rng(1).random((8 * out + 2 * b, 8 * out + 2 * b), dtype=np.float32)
 
+    @torch.inference_mode()
     def run():
         for i in range(8):
             for j in range(8):
-                run_net(model, y[i * out : i * out + size, j * out : j * out + size])
+                patch = y[i * out : i * out + size, j * out : j * out + size]
+                model(torch.from_numpy(np.ascontiguousarray(patch))[None, None]).numpy()
 
     run()
     return best_of(run, 2) / (64 * out * out)
@@ -148,12 +159,16 @@ def main() -> None:
     conv, seconds = model_gflops(model, 1200, 1600, 512)
     whole, _ = model_gflops(model, 1200, 1600, 4096)
     bf16, bf16_seconds = model_gflops(model, 1200, 1600, 512, bf16=True)
+    eager, _ = model_gflops(model, 1200, 1600, 512, net=eager_net)
+    eager_bf16, _ = model_gflops(model, 1200, 1600, 512, bf16=True, net=eager_net)
     peak_after = matmul_gflops()
     peak = max(peak, peak_after)
     print(f"1. matmul {peak:.1f} GFLOP/s; SRCNN 9-5-5 on 1600x1200 (1.92 Mpx): tile 512 "
           f"{conv:.1f} GFLOP/s ({seconds:.2f} s), one tile {whole:.1f} GFLOP/s: ratio "
           f"{conv / peak:.2f} / {whole / peak:.2f} (target >= 0.8); --precision bf16, tile 512: "
           f"{bf16:.1f} GFLOP/s, ratio {bf16 / peak:.2f}")
+    print(f"   plain nn.Module forward (before SRCNN.infer), tile 512: {eager:.1f} GFLOP/s, "
+          f"ratio {eager / peak:.2f}; under bf16 autocast {eager_bf16:.1f} GFLOP/s")
     per_px_seed = seed_loop_seconds_per_px(model)
     per_px_tiled = seconds / (1200 * 1600)
     print(f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "

@@ -53,17 +53,17 @@ def patches(
 @app.command()
 def train(
     store: Annotated[str, typer.Argument(help="Patch store built by `srcnn patches`.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10).")] = None,
     arch: Annotated[str, typer.Option(help="f1-f2-f3 kernel sizes.")] = "9-5-5",
     steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch.")] = None,
-    batch_size: Annotated[int, typer.Option()] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[Optional[int], typer.Option(help="Default 128.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 1e-3).")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this long.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[Optional[int], typer.Option(help="Default 0.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     eval_dataset: Annotated[Optional[list[str]], typer.Option(help="Benchmark folder (repeat).")] = None,
     run_name: Annotated[Optional[str], typer.Option()] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Recipe x2|x3|x4 (model and training).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Recipe x2|x3|x4 (model and training; options given override it).")] = None,
     probe_dataset: Annotated[Optional[str], typer.Option(
         help="Benchmark folder scored every epoch (time to the paper's PSNR).")] = None,
     init_model: Annotated[Optional[str], typer.Option(
@@ -72,18 +72,14 @@ def train(
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     from flows.train_srcnn import train_srcnn
 
-    if preset:
+    given = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                                "batch_size": batch_size, "lr": lr, "max_minutes": max_minutes,
+                                "seed": seed, "device": device}.items() if v is not None}
+    if preset:  # the recipe, with any option given on the command line taking precedence
         recipe = get_preset(preset)
-        model, training = recipe.model, recipe.training.model_copy(update={"device": device})
-        if max_minutes is not None:
-            training = training.model_copy(update={"max_minutes": max_minutes})
-        if lr != 1e-3:
-            training = training.model_copy(update={"lr": lr})
+        model, training = recipe.model, recipe.training.model_copy(update=given)
     else:
-        model = ModelConfig.from_arch(arch)
-        training = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch,
-                               batch_size=batch_size, lr=lr, max_minutes=max_minutes, seed=seed,
-                               device=device)
+        model, training = ModelConfig.from_arch(arch), TrainConfig(**given)
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
                          init_model)
     typer.echo(result["table"])

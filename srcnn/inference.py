@@ -68,8 +68,7 @@ def run_net(model: SRCNN, window: np.ndarray, bf16: bool = False) -> np.ndarray:
     """
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None, None].to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model(x.contiguous(memory_format=torch.channels_last))
+    out = model.infer(x.contiguous(memory_format=torch.channels_last), bf16)
     return out[0, 0].float().cpu().numpy()
 
 

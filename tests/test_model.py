@@ -53,3 +53,24 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("arch", ["9-5-5", "9-1-5", "9-3-5"])
+def test_fast_inference_path_computes_forward(arch):
+    """`infer` (oneDNN conv+ReLU fusion, depthwise last layer) is `forward`, to rounding."""
+    from srcnn.inference import prepare
+    from srcnn.model import _FUSED_CONV_RELU
+
+    assert _FUSED_CONV_RELU  # the pinned torch has the fused op: the fast path is what runs
+    torch.manual_seed(0)
+    model = prepare(SRCNN(ModelConfig.from_arch(arch)), "cpu")
+    with torch.no_grad():  # a last layer of trained magnitude, not the near-zero init
+        model.conv3.weight.normal_(0, 0.05)
+        model.conv3.bias.fill_(0.01)
+    x = torch.rand(2, 1, 77, 63).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = model(x)
+        fast, half = model.infer(x), model.infer(x, bf16=True)
+    assert fast.shape == half.shape == ref.shape and fast.dtype == half.dtype == torch.float32
+    assert (fast - ref).abs().max() < 1e-5
+    assert 0 < (half - ref).abs().max() < 0.05  # bfloat16 convolutions: close, not equal
