@@ -50,6 +50,17 @@ def patches(
     _echo_json(vars(report))
 
 
+def training_configs(preset: str | None, arch: str, options: dict,
+                     ) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's model and training settings (or the defaults), with every option given on
+    the command line (not None) taking precedence."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if preset:
+        recipe = get_preset(preset)
+        return recipe.model, TrainConfig(**(recipe.training.model_dump() | given))
+    return ModelConfig.from_arch(arch), TrainConfig(**given)
+
+
 @app.command()
 def train(
     store: Annotated[str, typer.Argument(help="Patch store built by `srcnn patches`.")],
@@ -72,14 +83,9 @@ def train(
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     from flows.train_srcnn import train_srcnn
 
-    given = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch,
-                                "batch_size": batch_size, "lr": lr, "max_minutes": max_minutes,
-                                "seed": seed, "device": device}.items() if v is not None}
-    if preset:  # the recipe, with any option given on the command line taking precedence
-        recipe = get_preset(preset)
-        model, training = recipe.model, recipe.training.model_copy(update=given)
-    else:
-        model, training = ModelConfig.from_arch(arch), TrainConfig(**given)
+    model, training = training_configs(preset, arch, {
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr,
+        "max_minutes": max_minutes, "seed": seed, "device": device})
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
                          init_model)
     typer.echo(result["table"])

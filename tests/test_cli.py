@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 from PIL import Image
@@ -64,3 +65,20 @@ def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     assert result.exit_code == 0, result.output
     assert "2 upscaled, 0 already current, 0 failed" in result.output
     assert Image.open(tmp_path / "out" / "y.png").size == (102, 63)
+
+
+def test_train_options_override_the_preset_and_are_validated():
+    from flows.cli import training_configs
+    from srcnn.presets import get_preset
+
+    recipe = get_preset("x3")
+    model, training = training_configs("x3", "9-1-5", {"lr": 2e-4, "max_minutes": 7.0,
+                                                       "batch_size": None, "device": "cpu"})
+    assert model == recipe.model  # the preset's net, not --arch's default
+    assert (training.lr, training.max_minutes, training.device) == (2e-4, 7.0, "cpu")
+    assert training.batch_size == recipe.training.batch_size  # not given: the preset's
+    assert training.rollback_db == recipe.training.rollback_db
+    model, training = training_configs(None, "9-1-5", {"epochs": 3, "lr": None})
+    assert model.arch == "9-1-5" and training.epochs == 3 and training.lr == 1e-3
+    with pytest.raises(pydantic.ValidationError):
+        training_configs("x3", "9-5-5", {"lr": -1.0})

@@ -31,6 +31,10 @@ def test_plan_tiles_cover_exactly_once(h, w, tile):
         assert t.y1 - t.y0 <= tile and t.x1 - t.x0 <= tile
         cover[t.y0 : t.y1, t.x0 : t.x1] += 1
     assert (cover == 1).all()
+    tiles = plan_tiles(h, w, tile)  # the fewest tiles, of near-equal sizes (no thin slivers)
+    assert len(tiles) == -(-h // tile) * -(-w // tile)
+    heights, widths = {t.y1 - t.y0 for t in tiles}, {t.x1 - t.x0 for t in tiles}
+    assert max(heights) - min(heights) <= 1 and max(widths) - min(widths) <= 1
 
 
 @pytest.mark.parametrize("tile", [16, 23, 50, 97])
