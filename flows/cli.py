@@ -110,7 +110,7 @@ def upscale(
     scale: Scale = 3,
     model: Annotated[str, typer.Option(
         help="champion | challenger | pretrained | models:/ URI | model folder.")] = "champion",
-    tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 512,
+    tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 256,
     shard_size: Annotated[int, typer.Option(help="Images per Prefect task.")] = 64,
     concurrency: Annotated[int, typer.Option(help="Images in flight per shard.")] = 1,
     include: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to take.")] = None,

@@ -39,7 +39,7 @@ class UpscaleOptions(StrictModel):
     """What shapes an output (and so its record token), besides the model and the input."""
 
     scale: int = 3
-    tile_size: int = 512
+    tile_size: int = 256
     output_format: str | None = None  # None: the input's format
     jpeg_quality: int = 95
     max_pixels: int = 100_000_000  # input decompression-bomb limit (Pillow's check)
