@@ -23,7 +23,13 @@ from srcnn.patch_build import (
     plan_shards,
     write_shard,
 )
-from srcnn.patches import grid_positions, image_patches, patch_count, resized_size
+from srcnn.patches import (
+    collection_patches,
+    grid_positions,
+    image_patches,
+    patch_count,
+    resized_size,
+)
 from srcnn.storage import list_images
 from srcnn.store import (
     IncompleteStoreError,
@@ -88,6 +94,23 @@ def _config(**kw):
     # Awkward chunk sizes (pangeo-forge style): shards straddle images.
     return PatchConfig(scale=3, chunk_patches=11, shard_chunks=3, images_per_task=2,
                        val_fraction=0.34, **kw)
+
+
+def test_in_memory_patches_equal_the_store(small_collection, tmp_path, dask_cluster):
+    """`collection_patches` (GPU machines without Zarr) cuts what `build-patches` stores: the
+    same split by source image, the same downscaled copies, the same patches."""
+    config = _config(augment_scales=(1.0, 0.8))
+    url = str(tmp_path / "store.zarr")
+    build_patch_store(str(small_collection), url, config)
+    store = PatchStore(url)
+    images = {p.name: Image.open(p).convert("RGB") for p in sorted(small_collection.glob("*.png"))}
+    memory = collection_patches(images, 3, config.patch_size, config.stride, config.val_fraction,
+                                config.augment_scales)
+    for split in ("train", "val"):
+        lr, hr = store.load(split)
+        assert len(lr) > 0
+        np.testing.assert_array_equal(lr, memory[split][0])  # same order, too
+        np.testing.assert_array_equal(hr, memory[split][1])
 
 
 def test_build_store_counts_positions_and_split(small_collection, tmp_path, dask_cluster):
