@@ -28,7 +28,7 @@ from srcnn.evaluation import TimeToQuality
 from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
 from srcnn.patches import collection_patches
-from srcnn.presets import get_preset
+from srcnn.presets import get_preset, training_config
 from srcnn.train import PatchTensors, train
 from srcnn.weights import save_model
 
@@ -70,17 +70,12 @@ def time_to_paper(args: argparse.Namespace) -> None:
     train_set, val_set, _ = load_patches(args, recipe.patches)
     print(f"{args.preset}: {len(train_set)} training patches, {len(val_set)} validation patches")
     probe = TimeToQuality(args.set5, scale, PAPER_PSNR["Set5"][scale]) if args.set5 else None
-    update = {"max_minutes": args.minutes, "device": args.device, "epochs": 100_000}
-    if args.steps_per_epoch:
-        update["steps_per_epoch"] = args.steps_per_epoch
-    if args.batch:
-        update["batch_size"] = args.batch
-    if args.lr:
-        update["lr"] = args.lr
     if args.fp32:  # no bf16 autocast, and no TF32 in cuDNN/cuBLAS: the CPU's arithmetic
-        update["bf16"] = False
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    config = recipe.training.model_copy(update=update)
+    config = training_config(args.preset, {
+        "max_minutes": args.minutes, "device": args.device, "epochs": 100_000,
+        "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch, "lr": args.lr,
+        "bf16": False if args.fp32 else None})
     best_val = -math.inf
     log: list[dict] = []
 

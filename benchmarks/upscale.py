@@ -23,8 +23,7 @@ import torch
 from PIL import Image
 
 from loopback_s3 import loopback_s3
-from srcnn.config import ModelConfig
-from srcnn.config import TileConfig
+from srcnn.config import ModelConfig, TileConfig
 from srcnn.inference import plan_tiles, prepare, run_net
 from srcnn.model import SRCNN
 

@@ -10,7 +10,7 @@ import typer
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from srcnn.config import ModelConfig, PatchConfig, TileConfig, TrainConfig
-from srcnn.presets import get_preset
+from srcnn.presets import get_preset, training_config
 from srcnn.settings import get_settings
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
@@ -44,8 +44,8 @@ def patches(
         if stride is not None:  # e.g. --stride 8 on a GPU, which gets through 4x the patches
             config = config.model_copy(update={"stride": stride})
     else:
-        config = PatchConfig(scale=scale, patch_size=patch_size, stride=stride or 14,
-                             val_fraction=val_fraction)
+        config = PatchConfig(scale=scale, patch_size=patch_size, val_fraction=val_fraction,
+                             **({"stride": stride} if stride is not None else {}))
     report = build_patches(source, store, config, dask_address, force)
     _echo_json(vars(report))
 
@@ -54,11 +54,8 @@ def training_configs(preset: str | None, arch: str, options: dict,
                      ) -> tuple[ModelConfig, TrainConfig]:
     """The preset's model and training settings (or the defaults), with every option given on
     the command line (not None) taking precedence."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if preset:
-        recipe = get_preset(preset)
-        return recipe.model, TrainConfig(**(recipe.training.model_dump() | given))
-    return ModelConfig.from_arch(arch), TrainConfig(**given)
+    model = get_preset(preset).model if preset else ModelConfig.from_arch(arch)
+    return model, training_config(preset, options)
 
 
 @app.command()

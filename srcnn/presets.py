@@ -38,3 +38,10 @@ def get_preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise ValueError(f"preset {name!r}: choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def training_config(preset: str | None, options: dict) -> TrainConfig:
+    """The preset's training settings (or the defaults), with every option that is given (not
+    None) taking precedence; validated."""
+    base = get_preset(preset).training.model_dump() if preset else {}
+    return TrainConfig(**(base | {k: v for k, v in options.items() if v is not None}))
