@@ -28,7 +28,7 @@ from srcnn.evaluation import TimeToQuality
 from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
 from srcnn.patches import collection_patches
-from srcnn.presets import get_preset, training_config
+from srcnn.presets import get_preset, model_config, training_config
 from srcnn.train import PatchTensors, train
 from srcnn.weights import save_model
 
@@ -97,7 +97,7 @@ def time_to_paper(args: argparse.Namespace) -> None:
                 "training": config.model_dump(), "tf32": torch.backends.cudnn.allow_tf32, "stride": args.stride or recipe.patches.stride})
 
     start = time.perf_counter()
-    result = train(SRCNN(recipe.model), train_set, val_set, config, on_epoch)
+    result = train(SRCNN(model_config(args.preset, args.arch, args.n1, args.n2)), train_set, val_set, config, on_epoch)
     print(f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
           f"({time.perf_counter() - start:.0f} s with evaluation), best val "
           f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}")
@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--set5")
     parser.add_argument("--save", help="folder for the best model of a --preset run")
+    parser.add_argument("--arch", help="another net than the preset's, e.g. 9-5-5, 3-3-3-3-3")
+    parser.add_argument("--n1", type=int)
+    parser.add_argument("--n2", type=int)
     parser.add_argument("--stride", type=int, help="override the preset's patch stride")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--lr", type=float)

@@ -10,7 +10,7 @@ import typer
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from srcnn.config import ModelConfig, PatchConfig, TileConfig, TrainConfig
-from srcnn.presets import get_preset, training_config
+from srcnn.presets import get_preset, model_config, training_config
 from srcnn.settings import get_settings
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
@@ -50,19 +50,21 @@ def patches(
     _echo_json(vars(report))
 
 
-def training_configs(preset: str | None, arch: str, options: dict,
+def training_configs(preset: str | None, net: dict, options: dict,
                      ) -> tuple[ModelConfig, TrainConfig]:
     """The preset's model and training settings (or the defaults), with every option given on
-    the command line (not None) taking precedence."""
-    model = get_preset(preset).model if preset else ModelConfig.from_arch(arch)
-    return model, training_config(preset, options)
+    the command line (not None) taking precedence; `net` holds arch, n1 and n2."""
+    return model_config(preset, **net), training_config(preset, options)
 
 
 @app.command()
 def train(
     store: Annotated[str, typer.Argument(help="Patch store built by `srcnn patches`.")],
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10).")] = None,
-    arch: Annotated[str, typer.Option(help="f1-f2-f3 kernel sizes.")] = "9-5-5",
+    arch: Annotated[Optional[str], typer.Option(
+        help="Kernel sizes f1-f2-f3 (default 9-5-5), or deeper: 3-3-3-3-3 repeats f2.")] = None,
+    n1: Annotated[Optional[int], typer.Option(help="First-layer filters (default 64).")] = None,
+    n2: Annotated[Optional[int], typer.Option(help="Filters of the middle layers (default 32).")] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Default 128.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 1e-3).")] = None,
@@ -80,7 +82,7 @@ def train(
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     from flows.train_srcnn import train_srcnn
 
-    model, training = training_configs(preset, arch, {
+    model, training = training_configs(preset, {"arch": arch, "n1": n1, "n2": n2}, {
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr,
         "max_minutes": max_minutes, "seed": seed, "device": device})
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,

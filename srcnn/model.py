@@ -1,4 +1,4 @@
-"""The SRCNN network: three valid convolutions on the luminance channel.
+"""The SRCNN network: valid convolutions on the luminance channel (three, as in the paper).
 
 Input: (B, 1, H, W) bicubic-upscaled Y in [0, 1]. Output: (B, 1, H - 2b, W - 2b) with
 b = `config.border`, the receptive-field radius (valid convolutions, as in the paper).
@@ -19,31 +19,42 @@ class SRCNN(nn.Module):
     """Dong et al., "Image Super-Resolution Using Deep Convolutional Networks" (TPAMI 2016).
 
     Args:
-        config: kernel sizes f1, f2, f3 and filter counts n1, n2; with `residual`, the net
-            predicts the difference to the (centre of the) bicubic input, at the same cost.
+        config: kernel sizes f1, f2, f3, filter counts n1, n2 and the depth (layers
+            conv1 ... conv{depth}); with `residual`, the net predicts the difference to the
+            (centre of the) bicubic input, at the same cost.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.conv1 = nn.Conv2d(1, config.n1, config.f1)
-        self.conv2 = nn.Conv2d(config.n1, config.n2, config.f2)
-        self.conv3 = nn.Conv2d(config.n2, 1, config.f3)
+        c = config.channels
+        for i, f in enumerate(config.kernels):  # conv1, conv2, conv3 for the paper's net
+            self.add_module(f"conv{i + 1}", nn.Conv2d(c[i], c[i + 1], f))
         self.reset_parameters()
+
+    @property
+    def hidden(self) -> list[nn.Conv2d]:
+        """The convolutions followed by a ReLU (all but the last)."""
+        return [getattr(self, f"conv{i}") for i in range(1, self.config.depth)]
+
+    @property
+    def last(self) -> nn.Conv2d:
+        return getattr(self, f"conv{self.config.depth}")
 
     def reset_parameters(self) -> None:
         # He init for the ReLU layers; a small last layer so training starts near bicubic
         # in residual mode (https://arxiv.org/abs/1502.01852).
-        for conv in (self.conv1, self.conv2):
+        for conv in self.hidden:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
-        nn.init.normal_(self.conv3.weight, std=1e-3 / math.sqrt(self.config.n2))
-        nn.init.zeros_(self.conv3.bias)
+        nn.init.normal_(self.last.weight, std=1e-3 / math.sqrt(self.config.n2))
+        nn.init.zeros_(self.last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv1(x))  # (B, n1, H - f1 + 1, W - f1 + 1)
-        h = torch.relu(self.conv2(h))  # (B, n2, ...)
-        return self._output(self.conv3(h), x)  # (B, 1, H - 2b, W - 2b)
+        h = x
+        for conv in self.hidden:  # (B, n1, H - f1 + 1, W - f1 + 1), then (B, n2, ...)
+            h = torch.relu(conv(h))
+        return self._output(self.last(h), x)  # (B, 1, H - 2b, W - 2b)
 
     def _output(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.config.residual:
@@ -68,15 +79,15 @@ class SRCNN(nn.Module):
         dtype = torch.bfloat16 if bf16 else torch.float32
         conv_relu = torch.ops.mkldnn._convolution_pointwise
         h = x.to(dtype)
-        for conv in (self.conv1, self.conv2):
+        for conv in self.hidden:
             h = conv_relu(h, conv.weight.to(dtype), conv.bias.to(dtype), [0, 0], [1, 1], [1, 1],
                           1, "relu", [], "")
         if bf16:
-            out = F.conv2d(h, self.conv3.weight.to(dtype), self.conv3.bias.to(dtype)).float()
+            out = F.conv2d(h, self.last.weight.to(dtype), self.last.bias.to(dtype)).float()
         else:
             n2, f3 = self.config.n2, self.config.f3
-            taps = self.conv3.weight.reshape(n2, 1, f3, f3)  # n2 depthwise filters
-            out = F.conv2d(h, taps, groups=n2).sum(1, keepdim=True) + self.conv3.bias.view(1, 1, 1, 1)
+            taps = self.last.weight.reshape(n2, 1, f3, f3)  # n2 depthwise filters
+            out = F.conv2d(h, taps, groups=n2).sum(1, keepdim=True) + self.last.bias.view(1, 1, 1, 1)
         return self._output(out, x.float())
 
 

@@ -1,7 +1,7 @@
 """Named training recipes (`--preset x3`): patch, model and training settings per scale.
 
-Measured choices (see benchmarks/ and the MLflow runs): residual learning over the bicubic
-input, He initialisation, Adam with a cosine-decayed learning rate, random flips/rotations per
+Measured choices (see benchmarks/ and the MLflow runs): a deeper, narrower net at 9-5-5's cost,
+residual learning over the bicubic input, He initialisation, Adam with a cosine-decayed learning rate, random flips/rotations per
 batch, downscaled copies of the training images (FSRCNN's 1.0-0.6), and larger patches than the
 paper's 33 so that less of each forward pass is lost to the valid-convolution border.
 """
@@ -24,7 +24,10 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
     return Recipe(
         patches=PatchConfig(scale=scale, patch_size=48, stride=16, val_fraction=0.1,
                             augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
-        model=ModelConfig(f1=9, f2=5, f3=5, n1=64, n2=32, residual=True),
+        # Eight 3x3 layers of 32 filters: 9-5-5's receptive field (17) and cost (55,872 vs
+        # 57,184 multiply-adds per pixel), and far faster to train: Set5 x3 32.72 dB after 13
+        # minutes on one CPU thread, where 9-5-5 reached 32.63 after two hours.
+        model=ModelConfig.from_arch("3-3-3-3-3-3-3-3", n1=32, n2=32, residual=True),
         training=TrainConfig(epochs=60, steps_per_epoch=250, batch_size=64, lr=5e-4,
                              lr_schedule="cosine", augment=True, seed=scale,
                              max_minutes=minutes),
@@ -38,6 +41,18 @@ def get_preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise ValueError(f"preset {name!r}: choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def model_config(preset: str | None, arch: str | None = None, n1: int | None = None,
+                 n2: int | None = None) -> ModelConfig:
+    """The preset's net (or the paper's 9-5-5), with the kernel sizes (`arch`, e.g. "9-5-5" or
+    "3-3-3-3-3") and filter counts that are given taking precedence; validated."""
+    base = get_preset(preset).model if preset else ModelConfig()
+    filters = {k: v for k, v in (("n1", n1), ("n2", n2)) if v is not None}
+    if arch is not None:
+        return ModelConfig.from_arch(arch, **{"n1": base.n1, "n2": base.n2,
+                                              "residual": base.residual} | filters)
+    return ModelConfig(**(base.model_dump() | filters))
 
 
 def training_config(preset: str | None, options: dict) -> TrainConfig:

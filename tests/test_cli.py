@@ -72,13 +72,21 @@ def test_train_options_override_the_preset_and_are_validated():
     from srcnn.presets import get_preset
 
     recipe = get_preset("x3")
-    model, training = training_configs("x3", "9-1-5", {"lr": 2e-4, "max_minutes": 7.0,
-                                                       "batch_size": None, "device": "cpu"})
-    assert model == recipe.model  # the preset's net, not --arch's default
+    no_net = {"arch": None, "n1": None, "n2": None}
+    model, training = training_configs("x3", no_net, {"lr": 2e-4, "max_minutes": 7.0,
+                                                      "batch_size": None, "device": "cpu"})
+    assert model == recipe.model  # the preset's net
     assert (training.lr, training.max_minutes, training.device) == (2e-4, 7.0, "cpu")
     assert training.batch_size == recipe.training.batch_size  # not given: the preset's
     assert training.rollback_db == recipe.training.rollback_db
-    model, training = training_configs(None, "9-1-5", {"epochs": 3, "lr": None})
+    model, training = training_configs(None, no_net | {"arch": "9-1-5"}, {"epochs": 3, "lr": None})
     assert model.arch == "9-1-5" and training.epochs == 3 and training.lr == 1e-3
+    assert (model.n1, model.n2) == (64, 32)  # the paper's filter counts
+    model, _ = training_configs("x3", {"arch": "9-5-5", "n1": None, "n2": 16}, {})
+    assert (model.arch, model.n1, model.n2) == ("9-5-5", recipe.model.n1, 16)  # given: it wins
+    model, _ = training_configs(None, no_net | {"arch": "3-3-3-3-3", "n1": 24}, {})
+    assert (model.depth, model.n1, model.n2, model.macs_per_pixel) == (5, 24, 32, 25_848)
     with pytest.raises(pydantic.ValidationError):
-        training_configs("x3", "9-5-5", {"lr": -1.0})
+        training_configs("x3", no_net, {"lr": -1.0})
+    with pytest.raises(ValueError, match="one kernel size"):
+        training_configs(None, no_net | {"arch": "9-3-1-5"}, {})

@@ -17,10 +17,10 @@ from srcnn.inference import (
 from srcnn.model import SRCNN
 
 
-def random_model(seed: int = 0, residual: bool = False) -> SRCNN:
+def random_model(seed: int = 0, residual: bool = False, arch: str = "9-5-5") -> SRCNN:
     torch.manual_seed(seed)
-    model = SRCNN(ModelConfig(residual=residual))
-    torch.nn.init.normal_(model.conv3.weight, std=0.05)  # not the near-identity init
+    model = SRCNN(ModelConfig.from_arch(arch, residual=residual))
+    torch.nn.init.normal_(model.last.weight, std=0.05)  # not the near-identity init
     return prepare(model, "cpu")
 
 
@@ -55,11 +55,13 @@ def test_tiled_luma_matches_whole_pass_float():
     assert np.allclose(upscale_luma(model, y, 13), upscale_luma(model, y, 1000), atol=1e-6)
 
 
-@pytest.mark.parametrize("scale,tile", [(3, 16), (3, 41), (2, 23), (4, 50), (3, 4096)])
-def test_memory_bounded_tiling_equals_whole_image(scale, tile):
+@pytest.mark.parametrize("scale,tile,arch", [(3, 16, "9-5-5"), (3, 41, "9-5-5"), (2, 23, "9-5-5"),
+                                             (4, 50, "9-5-5"), (3, 4096, "9-5-5"),
+                                             (3, 19, "3-3-3-3-3-3-3-3"), (4, 23, "9-3-3-5")])
+def test_memory_bounded_tiling_equals_whole_image(scale, tile, arch):
     rng = np.random.default_rng(scale)
     lr = Image.fromarray(rng.integers(0, 256, (29, 47, 3), dtype=np.uint8), "RGB")
-    model = random_model(2, residual=True)
+    model = random_model(2, residual=True, arch=arch)
     whole = np.asarray(upscale_rgb(model, lr, scale, tile_size=10_000))
     tiled = np.asarray(upscale_rgb_tiled(model, lr, scale, tile_size=tile))
     assert tiled.shape == (29 * scale, 47 * scale, 3)

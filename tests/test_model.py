@@ -9,17 +9,27 @@ from srcnn.model import SRCNN
 from srcnn.weights import load_model, save_model
 
 
-@pytest.mark.parametrize("arch,rf", [("9-1-5", 13), ("9-3-5", 15), ("9-5-5", 17)])
+DEEP = "3-3-3-3-3-3-3-3"  # eight 3x3 layers: the receptive field of 9-5-5
+
+
+@pytest.mark.parametrize("arch,rf", [("9-1-5", 13), ("9-3-5", 15), ("9-5-5", 17), ("9-1-1-5", 13),
+                                     (DEEP, 17)])
 def test_valid_convolutions_shrink_by_receptive_field(arch, rf):
-    cfg = ModelConfig.from_arch(arch)
-    assert cfg.receptive_field == rf
-    out = SRCNN(cfg)(torch.rand(2, 1, 33, 40))
+    cfg = ModelConfig.from_arch(arch, n1=8, n2=8)
+    assert cfg.receptive_field == rf and cfg.arch == arch
+    model = SRCNN(cfg)
+    assert len(list(model.children())) == cfg.depth == arch.count("-") + 1
+    out = model(torch.rand(2, 1, 33, 40))
     assert out.shape == (2, 1, 33 - rf + 1, 40 - rf + 1)
 
 
 def test_paper_costs():
     assert ModelConfig.from_arch("9-5-5").macs_per_pixel == 57_184  # ~57K (DESIGN.md)
     assert ModelConfig.from_arch("9-1-5").macs_per_pixel == 8_032  # ~8K weights
+    # 9 + 6 * 9 * 32 + 9 (x32 channels in and out): no more than 9-5-5
+    assert ModelConfig.from_arch(DEEP, n1=32, n2=32).macs_per_pixel == 55_872
+    deep = SRCNN(ModelConfig.from_arch(DEEP, n1=32, n2=32))  # MACs = weights x output pixels
+    assert sum(c.weight.numel() for c in deep.children()) == 55_872
 
 
 def test_residual_net_starts_near_its_input():
@@ -36,14 +46,17 @@ def test_config_is_strict():
         ModelConfig(f2=4)  # even kernel
     with pytest.raises(ValueError, match="f1-f2-f3"):
         ModelConfig.from_arch("955")
+    with pytest.raises(ValueError, match="one kernel size"):
+        ModelConfig.from_arch("9-3-1-5")
     with pytest.raises(pydantic.ValidationError):
         PatchConfig(scale=1)
     with pytest.raises(pydantic.ValidationError):
         TrainConfig(epochs=0)
 
 
-def test_save_load_round_trip(tmp_path):
-    model = SRCNN(ModelConfig.from_arch("9-1-5", n1=16, n2=8))
+@pytest.mark.parametrize("arch", ["9-1-5", "3-3-3-3-3"])
+def test_save_load_round_trip(tmp_path, arch):
+    model = SRCNN(ModelConfig.from_arch(arch, n1=16, n2=8))
     save_model(model, 4, str(tmp_path / "m"), {"note": "x"})
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_model(str(tmp_path / "m"))
@@ -55,7 +68,7 @@ def test_save_load_round_trip(tmp_path):
         load_model(str(tmp_path))
 
 
-@pytest.mark.parametrize("arch", ["9-5-5", "9-1-5", "9-3-5"])
+@pytest.mark.parametrize("arch", ["9-5-5", "9-1-5", "9-3-5", DEEP])
 def test_fast_inference_path_computes_forward(arch):
     """`infer` (oneDNN conv+ReLU fusion, depthwise last layer) is `forward`, to rounding."""
     from srcnn.inference import prepare
@@ -65,8 +78,8 @@ def test_fast_inference_path_computes_forward(arch):
     torch.manual_seed(0)
     model = prepare(SRCNN(ModelConfig.from_arch(arch)), "cpu")
     with torch.no_grad():  # a last layer of trained magnitude, not the near-zero init
-        model.conv3.weight.normal_(0, 0.05)
-        model.conv3.bias.fill_(0.01)
+        model.last.weight.normal_(0, 0.05)
+        model.last.bias.fill_(0.01)
     x = torch.rand(2, 1, 77, 63).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         ref = model(x)
