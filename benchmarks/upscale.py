@@ -1,6 +1,7 @@
 """upscale-bucket figures, measured side by side in one run (this machine is noisy):
 
-1. model compute: SRCNN 9-5-5 GFLOP/s on a 2-Mpx image vs this machine's float32 matmul rate;
+1. model compute: SRCNN 9-5-5 GFLOP/s on a 2-Mpx image vs this machine's float32 matmul rate
+   (and the presets' deeper net at the same cost);
 2. speed-up of tiled whole-image inference over the seed approach (33x33 patches one by one);
 3. flow throughput on 200 small images in S3 (moto server) vs a bare in-process loop;
 4. peak memory of a 6000x4000 input at x3 with a small tile (in a child process).
@@ -26,6 +27,7 @@ from loopback_s3 import loopback_s3
 from srcnn.config import ModelConfig, TileConfig
 from srcnn.inference import plan_tiles, prepare, run_net
 from srcnn.model import SRCNN
+from srcnn.presets import get_preset
 
 
 REPEATS = 5  # best of: this machine is noisy
@@ -174,6 +176,15 @@ def main() -> None:
           f"{tile}: {bf16:.1f} GFLOP/s, ratio {bf16 / peak:.2f}")
     print(f"   plain nn.Module forward (before SRCNN.infer), tile {tile}: {eager:.1f} GFLOP/s, "
           f"ratio {eager / peak:.2f}; under bf16 autocast {eager_bf16:.1f} GFLOP/s")
+    preset = get_preset("x3").model  # the net of the shipped weights and the recipe
+    if preset != model.config:
+        deep = prepare(SRCNN(preset), "cpu")
+        d_conv, d_seconds = model_gflops(deep, 1200, 1600, tile)
+        d_bf16, d_bf16_seconds = model_gflops(deep, 1200, 1600, tile, bf16=True)
+        print(f"   the presets' net {preset.arch} x{preset.n2} ({preset.macs_per_pixel:,} MACs/px),"
+              f" tile {tile}: fp32 {d_conv:.1f} GFLOP/s, ratio {d_conv / peak:.2f}, "
+              f"{1200 * 1600 / d_seconds / 1e6:.3f} Mpx/s ({seconds / d_seconds:.2f}x 9-5-5's); "
+              f"bf16 {d_bf16:.1f} GFLOP/s, {1200 * 1600 / d_bf16_seconds / 1e6:.3f} Mpx/s")
     per_px_seed = seed_loop_seconds_per_px(model)
     per_px_tiled = seconds / (1200 * 1600)
     print(f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "
