@@ -30,7 +30,8 @@ def main() -> None:
             continue
         start = time.perf_counter()
         scores += evaluate_model(loaded.model, sets, scale)
-        meta = {k: loaded.metadata.get(k) for k in ("train_seconds", "exported_from", "recipe")}
+        meta = {k: loaded.metadata[k] for k in ("trained_for_s", "time_to_paper_s", "device",
+                                                "exported_from", "recipe") if k in loaded.metadata}
         print(f"x{scale}: {loaded.model.config.arch}, {loaded.model.config.macs_per_pixel} "
               f"MACs/px, evaluated in {time.perf_counter() - start:.1f} s; {json.dumps(meta)}")
     print(format_table(scores))
