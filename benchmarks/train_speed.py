@@ -97,7 +97,8 @@ def time_to_paper(args: argparse.Namespace) -> None:
                 "training": config.model_dump(), "tf32": torch.backends.cudnn.allow_tf32, "stride": args.stride or recipe.patches.stride})
 
     start = time.perf_counter()
-    result = train(SRCNN(model_config(args.preset, args.arch, args.n1, args.n2)), train_set, val_set, config, on_epoch)
+    net = SRCNN(model_config(args.preset, args.arch, args.n1, args.n2))
+    result = train(net, train_set, val_set, config, on_epoch)
     print(f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
           f"({time.perf_counter() - start:.0f} s with evaluation), best val "
           f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}")
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--set5")
     parser.add_argument("--save", help="folder for the best model of a --preset run")
-    parser.add_argument("--arch", help="another net than the preset's, e.g. 9-5-5, 3-3-3-3-3")
+    parser.add_argument("--arch", help="another net than the preset's, e.g. 9-5-5 (with --preset)")
     parser.add_argument("--n1", type=int)
     parser.add_argument("--n2", type=int)
     parser.add_argument("--stride", type=int, help="override the preset's patch stride")
@@ -141,7 +142,8 @@ def main() -> None:
         gpu = torch.cuda.is_available() and args.device != "cpu"
         for batch in ([args.batch] if args.batch else [64, 256]):
             for bf16 in (False, True) if gpu else (False,):  # bf16 autocast is CUDA-only here
-                throughput(data, patch, recipe.model, args.steps, batch, args.device, bf16)
+                throughput(data, patch, model_config(args.preset, args.arch, args.n1, args.n2),
+                           args.steps, batch, args.device, bf16)
         return
     if args.preset:
         time_to_paper(args)
