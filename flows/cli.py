@@ -110,37 +110,41 @@ def upscale(
     model: Annotated[str, typer.Option(
         help="champion | challenger | pretrained | models:/ URI | model folder.")] = "champion",
     tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 256,
-    shard_size: Annotated[int, typer.Option(help="Images per Prefect task.")] = 64,
-    concurrency: Annotated[int, typer.Option(help="Images in flight per shard.")] = 1,
+    chunk_size: Annotated[int, typer.Option(
+        help="Images per Dask task and manifest, on average (keep it fixed for a bucket).")] = 64,
     include: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to take.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to skip.")] = None,
+    prefix: Annotated[Optional[list[str]], typer.Option(
+        help="Only this sub-prefix of INPUT (repeat; each is listed in parallel).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo outputs that are current.")] = False,
     output_format: Annotated[Optional[str], typer.Option(
-        help="PNG | JPEG | WEBP | TIFF | BMP (default: the input's).")] = None,
+        help="PNG | JPEG | WEBP | TIFF | BMP | GIF (default: the input's).")] = None,
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     max_pixels: Annotated[int, typer.Option(help="Refuse larger inputs.")] = 100_000_000,
     precision: Annotated[str, typer.Option(
         help="fp32 | bf16 (bf16 convolutions: faster on AMX CPUs and GPUs, PSNR within 0.05 dB).")] = "fp32",
+    dask_address: Annotated[Optional[str], typer.Option(
+        help="Existing Dask scheduler (default: SRCNN_DASK_ADDRESS, else a LocalCluster).")] = None,
 ) -> None:
     """Upscale every image under INPUT into OUTPUT (flow upscale-bucket)."""
-    from tqdm import tqdm
+    from pydantic import ValidationError
 
     from flows.upscale_bucket import UpscaleFailures, upscale_bucket
-    from srcnn.storage import list_images
-    from tasks.upscale import set_progress
+    from srcnn.upscale import UpscaleOptions
 
-    total = len(list_images(input, include, exclude))
-    with tqdm(total=total, unit="img", desc="upscale", disable=None) as bar:
-        set_progress(bar)
-        try:
-            summary = upscale_bucket(input, output, scale, model, TileConfig(tile_size=tile_size),
-                                     shard_size, concurrency, include, exclude, overwrite,
-                                     output_format, jpeg_quality, max_pixels, precision)
-        except UpscaleFailures as exc:
-            typer.echo(f"FAILED: {exc}", err=True)
-            raise typer.Exit(1) from exc
-        finally:
-            set_progress(None)
+    try:  # one clear error before any work
+        UpscaleOptions(scale=scale, tile_size=tile_size, output_format=output_format,
+                       jpeg_quality=jpeg_quality, max_pixels=max_pixels, precision=precision)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                           for e in exc.errors())) from exc
+    try:
+        summary = upscale_bucket(input, output, scale, model, TileConfig(tile_size=tile_size),
+                                 chunk_size, include, exclude, overwrite, output_format,
+                                 jpeg_quality, max_pixels, precision, dask_address, prefix)
+    except UpscaleFailures as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"{summary['done']} upscaled, {summary['skipped']} already current, "
                f"{summary['failed']} failed (x{scale}, {summary['model']}) -> {output}")
 

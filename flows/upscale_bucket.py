@@ -1,29 +1,48 @@
 """Flow `upscale-bucket`: run a model over every image under an input prefix and write the
-results under an output prefix (same relative key and format), one Prefect task per shard.
+results under an output prefix (same relative key and format), on a Dask cluster.
 
-Re-runs skip outputs that are current (same input ETag/hash, model version and options) and
-redo stale ones; a killed run started again completes the rest. The run ends with a report
-(a Prefect table artifact and a JSON manifest under `_srcnn/` in the output) and its final
-state is Failed if any image failed, after every other image is done.
+The driver streams: partitions of the bucket are listed in parallel, page by page, and cut
+into chunks (one Dask task and one manifest each) and shards (one Prefect task run each, a
+few hundred per run whatever the bucket's size) as keys arrive (`srcnn.planning`). At most
+`MAX_SHARDS_IN_FLIGHT` shards are out at a time; the driver keeps only counts and the first
+failures. Workers hold the model (`srcnn.cluster.ModelPlugin`); GPU workers get the chunks
+when the cluster has any. Re-runs skip outputs that are current (same input, same weights,
+same options) and redo stale ones; a killed run started again completes the rest. The run ends
+with per-shard JSON Lines reports and a small summary under `_srcnn/` in the output, a Prefect
+artifact, and the state Failed if any image failed, after every other image is done.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict
+import time
+from collections import deque
 from typing import Literal
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
+from srcnn.cluster import dask_client, gpu_workers, model_on_workers
 from srcnn.config import TileConfig
-from srcnn.storage import join, write_bytes_atomic
-from srcnn.upscale import ItemResult, UpscaleOptions, output_key, plan
-from tasks.upscale import list_inputs, list_outputs, resolve, upscale_shard
+from srcnn.planning import plan
+from srcnn.settings import get_settings
+from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
+from srcnn.upscale import (
+    MAX_FAILURES_SHOWN,
+    REPORTS,
+    Job,
+    OutputFormat,
+    ShardSummary,
+    UpscaleOptions,
+    output_key,
+)
+from tasks.upscale import resolve, upscale_shard, write_summary
 
-REPORT_KEY = "_srcnn/upscale-report.json"
-ARTIFACT_ROWS = 500  # the table artifact lists failures first, then a sample
+REPORT_KEY = "_srcnn/upscale-report.json"  # the latest run's summary
+MAX_SHARDS_IN_FLIGHT = 3
 
 
 class UpscaleFailures(RuntimeError):
@@ -31,71 +50,113 @@ class UpscaleFailures(RuntimeError):
 
 
 def check_prefixes(input_url: str, output_url: str) -> None:
-    a, b = input_url.rstrip("/") + "/", output_url.rstrip("/") + "/"
-    if b.startswith(a) or a.startswith(b):
-        raise ValueError(f"output {output_url}: may not lie inside the input {input_url} "
-                         "(or contain it)")
+    if nested(input_url, output_url):
+        raise ValueError(f"output {output_url}: may not be, lie inside or contain the input "
+                         f"{input_url}")
 
 
-def _shards(keys: list[str], size: int) -> list[list[str]]:
-    return [keys[i : i + size] for i in range(0, len(keys), size)]
+def partitions(input_url: str, prefixes: list[str] | None) -> list:
+    """Page sources that together list the bucket: each named prefix, or each first-level
+    folder plus the objects at the top level."""
+    if prefixes:
+        return [functools.partial(iter_pages, input_url, p) for p in sorted(set(prefixes))]
+    return [functools.partial(iter_pages, input_url, "", False)] + [
+        functools.partial(iter_pages, input_url, p) for p in top_prefixes(input_url)]
 
 
-@flow(name="upscale-bucket", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="upscale-bucket", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
 def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champion",
-                   tile: TileConfig = TileConfig(), shard_size: int = 64, concurrency: int = 1,
+                   tile: TileConfig = TileConfig(), chunk_size: int = 64,
                    include: list[str] | None = None, exclude: list[str] | None = None,
-                   overwrite: bool = False, output_format: str | None = None,
+                   overwrite: bool = False, output_format: OutputFormat | None = None,
                    jpeg_quality: int = 95, max_pixels: int = 100_000_000,
-                   precision: Literal["fp32", "bf16"] = "fp32") -> dict:
-    """Upscale every image under `input` into `output`; fails at the end if any image failed."""
+                   precision: Literal["fp32", "bf16"] = "fp32",
+                   dask_address: str | None = None, prefixes: list[str] | None = None) -> dict:
+    """Upscale every image under `input` into `output`; fails at the end if any image failed.
+
+    `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask cluster (a
+    LocalCluster sized to this machine otherwise). `prefixes` limits the run to these
+    sub-prefixes of `input`, each listed in parallel (e.g. 0..f for hashed key names).
+    `chunk_size` (images per Dask task and manifest, on average) is part of how outputs are
+    recorded: keep it fixed for a bucket, or its outputs are redone once.
+    """
     logger = get_run_logger()
+    started = time.perf_counter()
     check_prefixes(input, output)
     options = UpscaleOptions(scale=scale, tile_size=tile.tile_size, output_format=output_format,
                              jpeg_quality=jpeg_quality, max_pixels=max_pixels,
                              precision=precision)
-    inputs = list_inputs(input, include, exclude)
-    records = list_outputs(output)
-    model_ref = resolve(model, scale)
-    todo, current = plan(inputs, records, model_ref, options, overwrite)
-    logger.info("%d images: %d to do, %d current (skipped) with %s", len(inputs), len(todo),
-                len(current), model_ref)
-    futures = [
-        upscale_shard.submit(model_ref, input, output, {k: inputs[k] for k in shard},
-                             {k: records[k] for k in shard if k in records}, options, concurrency)
-        for shard in _shards(todo, shard_size)
-    ]
-    results: list[ItemResult] = [r for f in futures for r in f.result()]
-    results += [ItemResult(k, "skipped", "current", join(output, output_key(k, output_format)))
-                for k in current]
-    summary = _report(input, output, model_ref, scale, results)
-    logger.info("upscaled %d, skipped %d, failed %d of %d images with %s into %s",
-                summary["done"], summary["skipped"], summary["failed"], len(inputs), model_ref,
-                output)
-    if summary["failed"]:
-        failed = [f"{r.key}: {r.reason}" for r in results if r.status == "failed"]
-        raise UpscaleFailures(f"{summary['failed']} of {len(inputs)} images failed: "
-                              f"{failed[:20]}{' ...' if len(failed) > 20 else ''}")
+    spec = resolve(model, scale)
+    run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
+    job = Job(input, output, options, spec.source, spec.digest, run_id, overwrite)
+    totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
+              "shards": 0}
+    failures: list[str] = []
+    settings = get_settings()
+    with dask_client(dask_address or settings.dask_address, settings.dask_workers,
+                     gpu=True) as client, model_on_workers(client, spec) as plugin:
+        resources = {"GPU": 1} if gpu_workers(client) else None
+        logger.info("model %s (weights %s) on %d Dask workers%s", spec.source, spec.digest[:12],
+                    len(client.nthreads()), ", GPU workers only" if resources else "")
+        shards = plan(partitions(input, prefixes), chunk_size,
+                      keep=lambda k: is_image_key(k) and selected(k, include, exclude),
+                      output_key=lambda k: output_key(k, output_format))
+        in_flight: deque = deque()
+        for shard in shards:
+            # quote(): Prefect passes the chunks through as they are, without walking them
+            in_flight.append(upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin,
+                                                  resources))
+            if len(in_flight) >= MAX_SHARDS_IN_FLIGHT:
+                _add(totals, failures, in_flight.popleft().result(), logger)
+        while in_flight:
+            _add(totals, failures, in_flight.popleft().result(), logger)
+    wall = time.perf_counter() - started
+    summary = {"input": input, "output": output, "model": spec.source,
+               "weights": spec.digest, "scale": scale, "flow_run_id": run_id, **totals,
+               "wall_seconds": round(wall, 3),
+               "images_per_s": round((totals["done"] + totals["skipped"]) / wall, 2),
+               "output_mpx_per_s": round(totals["pixels"] / wall / 1e6, 3),
+               "reports": join(output, REPORTS, run_id), "failures": failures}
+    _publish(summary, output, run_id)
+    logger.info("upscaled %d, skipped %d, failed %d images in %d shards with %s into %s",
+                totals["done"], totals["skipped"], totals["failed"], totals["shards"],
+                spec.source, output)
+    if totals["failed"]:
+        total = totals["done"] + totals["skipped"] + totals["failed"]
+        raise UpscaleFailures(f"{totals['failed']} of {total} images failed (first "
+                              f"{len(failures)}: {'; '.join(failures)}); see {summary['reports']}")
     return summary
 
 
-def _report(input: str, output: str, model_ref: str, scale: int,
-            results: list[ItemResult]) -> dict:
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    run_id = str(runtime.flow_run.id or "adhoc")
-    summary = {"input": input, "output": output, "model": model_ref, "scale": scale,
-               "flow_run_id": run_id, **counts,
-               "items": sorted((asdict(r) for r in results), key=lambda r: r["key"])}
+def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:
+    totals["done"] += s.done
+    totals["skipped"] += s.skipped
+    totals["failed"] += s.failed
+    totals["pixels"] += s.pixels
+    totals["worker_seconds"] = round(totals["worker_seconds"] + s.seconds, 3)
+    totals["shards"] += 1
+    failures.extend(s.failures[: MAX_FAILURES_SHOWN - len(failures)])
+    logger.info("%d images so far: %d done, %d current, %d failed", totals["done"] +
+                totals["skipped"] + totals["failed"], totals["done"], totals["skipped"],
+                totals["failed"])
+
+
+def _publish(summary: dict, output: str, run_id: str) -> None:
     body = json.dumps(summary, indent=2).encode()
-    write_bytes_atomic(join(output, f"_srcnn/reports/{run_id}.json"), body)
-    write_bytes_atomic(join(output, REPORT_KEY), body)
-    rows = sorted(results, key=lambda r: (r.status != "failed", r.key))[:ARTIFACT_ROWS]
-    create_table_artifact([asdict(r) for r in rows], key="upscale-report",
-                          description=f"{input} -> {output} with {model_ref}: {counts}")
-    return summary
+    write_summary([join(output, REPORTS, run_id, "summary.json"), join(output, REPORT_KEY)], body)
+    counts = {k: summary[k] for k in ("done", "skipped", "failed")}
+    rows = [{"key": f.partition(": ")[0], "reason": f.partition(": ")[2]}
+            for f in summary["failures"]] or [{"key": "-", "reason": "no failures"}]
+    create_table_artifact(rows, key="upscale-report",
+                          description=f"{summary['input']} -> {summary['output']} with "
+                                      f"{summary['model']}: {counts}, "
+                                      f"{summary['images_per_s']} images/s; failures (first "
+                                      f"{MAX_FAILURES_SHOWN}) below, all in "
+                                      f"{summary['reports']}")
 
 
 if __name__ == "__main__":
     import sys
 
-    print({k: v for k, v in upscale_bucket(sys.argv[1], sys.argv[2]).items() if k != "items"})
+    print({k: v for k, v in upscale_bucket(sys.argv[1], sys.argv[2]).items()})

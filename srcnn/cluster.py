@@ -1,38 +1,56 @@
-"""Dask's distributed client, at the edge: a LocalCluster by default, or an existing scheduler."""
+"""Dask's distributed client, at the edge: a LocalCluster by default, or an existing scheduler;
+the worker plugin that holds a model on each worker; GPU workers found by their resource."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Iterator
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin, get_worker
+
+from srcnn.weights import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[Client]:
-    """A Client that `dask.compute` uses while the context is open."""
+def dask_client(address: str | None = None, n_workers: int | None = None,
+                gpu: bool = False) -> Iterator[Client]:
+    """A Client (the default one while the context is open) on the scheduler at `address`, or
+    on a LocalCluster sized to this machine: one single-threaded worker process per core, or,
+    with `gpu` and CUDA here, one worker that offers the `GPU` resource."""
     if address:
         with Client(address) as client:
             log.info("using Dask scheduler at %s (%d workers now)", address,
                      len(client.nthreads()))
             yield client
         return
+    resources = None
+    if gpu and _cuda_available():
+        n_workers, resources = 1, {"GPU": 1}
+    n_workers = n_workers or os.cpu_count() or 1
     # One thread per worker process: the per-image work is GIL-bound Python and PIL.
     # dashboard_address=None still binds :8787 in this distributed release, so two clusters on
     # one machine (tests, a benchmark beside a build) would collide; ":0" takes a free port.
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        log.info("started a Dask LocalCluster with %d workers", n_workers)
+                      dashboard_address=":0", resources=resources) as cluster, \
+            Client(cluster) as client:
+        log.info("started a Dask LocalCluster with %d workers%s", n_workers,
+                 " (GPU)" if resources else "")
         yield client
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def current_worker() -> str | None:
     """The address of the Dask worker running this code, or None outside a worker."""
-    from distributed import get_worker
-
     try:
         return get_worker().address
     except ValueError:
@@ -56,3 +74,66 @@ def run_on_gpu_worker(address: str | None, fn, *args):
             return fn(*args)
         log.info("running %s on a GPU worker at %s", getattr(fn, "__name__", fn), address)
         return client.submit(fn, *args, resources={"GPU": 1}, pure=False).result()
+
+
+class ModelPlugin(WorkerPlugin):
+    """Holds one model on each worker: rebuilt from its bytes on first use (no registry or
+    network access on the worker), on the worker's GPU when it offers one, and kept for every
+    later task of the run. Registered by name (`plugin_name`), removed when the run ends."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.name = plugin_name(spec)
+        self._model = None
+        self._lock = threading.Lock()
+        self._device = "cpu"
+
+    def setup(self, worker) -> None:
+        if worker.state.total_resources.get("GPU", 0) >= 1 and _cuda_available():
+            self._device = "cuda"
+
+    def __getstate__(self):  # the lock and a loaded model do not travel
+        return {"spec": self.spec, "name": self.name}
+
+    def __setstate__(self, state):
+        self.__init__(state["spec"])
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                from srcnn.inference import prepare
+
+                self._model = prepare(self.spec.build(), self._device)
+                log.info("worker loaded %s (%s) on %s", self.spec.source,
+                         self.spec.digest[:12], self._device)
+            return self._model
+
+
+def plugin_name(spec: ModelSpec) -> str:
+    return f"srcnn-model-{spec.digest[:16]}"
+
+
+def worker_model(name: str):
+    """The model of the plugin `name` on the Dask worker running this code."""
+    return get_worker().plugins[name].model
+
+
+@contextlib.contextmanager
+def model_on_workers(client: Client, spec: ModelSpec) -> Iterator[str]:
+    """Register the model's plugin on every worker (and on workers that join later);
+    yields its name; unregistered on the way out."""
+    plugin = ModelPlugin(spec)
+    client.register_plugin(plugin, name=plugin.name)
+    try:
+        yield plugin.name
+    finally:
+        with contextlib.suppress(Exception):  # a scheduler already gone has nothing to remove
+            client.unregister_worker_plugin(plugin.name)
+
+
+def upscale_chunk_task(plugin: str, job, chunk):
+    """Dask task: one chunk of a bucket upscale, with the worker's model."""
+    from srcnn.upscale import upscale_chunk
+
+    return upscale_chunk(worker_model(plugin), job, chunk)

@@ -13,6 +13,12 @@ from PIL import Image, ImageOps
 
 from srcnn.storage import open_url, write_bytes_atomic
 
+# Pillow's own bomb check reads a process-wide limit (and raises past twice it), which would
+# override a caller's larger `max_pixels`. `decode_image` makes the check itself, per call,
+# with Pillow's default limit unless told otherwise.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+Image.MAX_IMAGE_PIXELS = None
+
 
 class BadImageError(ValueError):
     """An input that cannot be used; `key` names it and `reason` says why."""
@@ -26,16 +32,17 @@ class BadImageError(ValueError):
 def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.Image:
     """Decode fully (so truncation is caught here) and apply the EXIF orientation.
 
-    Images over `max_pixels` (default: Pillow's MAX_IMAGE_PIXELS) are refused before decoding.
+    Images over `max_pixels` (default: Pillow's default limit, ~89 Mpx) are refused from
+    their header, before decoding; a larger `max_pixels` is honoured.
     """
     if not data:
         raise BadImageError(key, "empty file (0 bytes)")
-    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    limit = max_pixels or DEFAULT_MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if limit and img.width * img.height > limit:
+            if img.width * img.height > limit:
                 raise BadImageError(key, f"too large: {img.width}x{img.height} pixels exceeds "
                                          f"the limit of {limit} (decompression-bomb guard)")
             img.load()

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     # S3-compatible endpoint (MinIO, moto, ...); falls back to AWS_ENDPOINT_URL.
     s3_endpoint_url: str | None = None
     dask_address: str | None = None
-    dask_workers: int = Field(2, ge=1)
+    # Workers of the LocalCluster started when no scheduler is given (None: one per core).
+    dask_workers: int | None = Field(None, ge=1)
     # Patch stores larger than this are streamed into training instead of loaded whole.
     train_memory_budget_mb: int = Field(2048, ge=0)
 

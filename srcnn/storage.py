@@ -10,6 +10,8 @@ import fnmatch
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 import fsspec
@@ -83,6 +85,125 @@ def list_images(url: str, include: list[str] | None = None,
             continue
         found[key] = _fingerprint(info)
     return dict(sorted(found.items()))
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_SUFFIXES) and not posixpath.basename(key).startswith(".")
+
+
+def selected(key: str, include: list[str] | None, exclude: list[str] | None) -> bool:
+    """Glob filters over relative keys (`include`: any must match; `exclude`: none may)."""
+    if include and not any(fnmatch.fnmatch(key, p) for p in include):
+        return False
+    return not (exclude and any(fnmatch.fnmatch(key, p) for p in exclude))
+
+
+def canonical(url: str) -> tuple[str, str]:
+    """(filesystem kind, path) that names the same place however `url` is spelled: relative
+    or absolute, `./`, `..`, symlinks and `file://` on disks; with or without a trailing
+    slash and `s3://` vs `s3a://` on object stores (where `..` is a literal key segment)."""
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        return "file", os.path.realpath(os.path.abspath(path))
+    kind = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return kind, path.rstrip("/")
+
+
+def nested(a: str, b: str) -> bool:
+    """True when the prefixes `a` and `b` are the same place or one lies inside the other."""
+    (ka, pa), (kb, pb) = canonical(a), canonical(b)
+    if ka != kb:
+        return False
+    pa, pb = pa.rstrip("/") + "/", pb.rstrip("/") + "/"
+    return pa.startswith(pb) or pb.startswith(pa)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One stored object: its key relative to the listed root and its fingerprint."""
+
+    key: str
+    etag: str
+
+
+PAGE = 1000  # keys per listing page (S3's page size)
+
+
+def top_prefixes(url: str) -> list[str]:
+    """The first-level sub-prefixes (`"dir/"`) under `url`, sorted: the default partitions of
+    a listing (each is walked on its own, in parallel). O(number of directories)."""
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image collection {url}: not found or not a folder")
+        return sorted(e.name + "/" for e in os.scandir(root)
+                      if e.is_dir() and not e.name.startswith("."))
+    fs.invalidate_cache()
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"image collection {url}: not found or not a folder")
+    return sorted(posixpath.relpath(p, root) + "/" for p in fs.ls(root, detail=False)
+                  if fs.isdir(p))
+
+
+def iter_pages(url: str, prefix: str = "", recursive: bool = True) -> Iterator[list[Listed]]:
+    """Pages of the objects under `url`/`prefix` (all below it, or only its own level), in
+    key order (S3's byte order, reproduced on disks), fetched page by page: the caller never
+    holds more than a page. Fingerprints are ETags on S3, size and mtime on disks."""
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        yield from _pages(_walk_local(root, prefix, recursive))
+    elif "s3" in fs.protocol:
+        yield from _s3_pages(fs, root, prefix, recursive)
+    else:  # other fsspec filesystems: one listing call per partition, then paged
+        fs.invalidate_cache()
+        base = join(root, prefix) if prefix else root
+        infos = fs.find(base, detail=True, maxdepth=None if recursive else 1)
+        yield from _pages(Listed(posixpath.relpath(p, root), _fingerprint(i))
+                          for p, i in sorted(infos.items()))
+
+
+def _pages(items: Iterator[Listed]) -> Iterator[list[Listed]]:
+    page: list[Listed] = []
+    for item in items:
+        page.append(item)
+        if len(page) == PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _walk_local(root: str, prefix: str, recursive: bool) -> Iterator[Listed]:
+    """Files under root/prefix in S3 key order: a folder sorts as its name plus "/"."""
+    start = os.path.join(root, prefix) if prefix else root
+    if not os.path.isdir(start):
+        return
+    entries = sorted(os.scandir(start), key=lambda e: e.name + "/" if e.is_dir() else e.name)
+    for entry in entries:
+        if entry.is_dir():
+            if recursive:
+                yield from _walk_local(root, posixpath.join(prefix, entry.name), True)
+        elif entry.is_file():
+            st = entry.stat()
+            yield Listed(posixpath.join(prefix, entry.name), f"{st.st_size}-{st.st_mtime_ns}")
+
+
+def _s3_pages(fs, root: str, prefix: str, recursive: bool) -> Iterator[list[Listed]]:
+    bucket, _, base = root.partition("/")
+    base = f"{base}/" if base else ""
+    kwargs = {"Bucket": bucket, "Prefix": base + prefix, **({} if recursive else
+                                                          {"Delimiter": "/"})}
+    while True:  # S3's own pagination; each call is retried by s3fs on transient errors
+        out = fs.call_s3("list_objects_v2", **kwargs)
+        page = [Listed(c["Key"][len(base):], str(c["ETag"]).strip('"'))
+                for c in out.get("Contents", []) if not c["Key"].endswith("/")]
+        if page:
+            yield page
+        if not out.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = out["NextContinuationToken"]
 
 
 def _fingerprint(info: dict) -> str:

@@ -132,15 +132,17 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
 
 
 def download_model(client: MlflowClient, uri: str) -> LoadedModel:
-    """Load a `models:/name@alias`, `models:/name/version` or `runs:/id/model` model."""
+    """Load a `models:/name@alias`, `models:/name/version` or `runs:/id/model` model.
+
+    An alias is resolved to its version first, and that version is what is downloaded and
+    recorded: a promotion in between cannot mix two versions.
+    """
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    if uri.startswith("models:/") and alias:
+        uri = f"models:/{name}/{client.get_model_version_by_alias(name, alias).version}"
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        loaded = load_model(local, source=uri)
-    name, _, ref = uri.removeprefix("models:/").partition("@")
-    if uri.startswith("models:/") and ref:  # alias: record the concrete version it pointed at
-        version = client.get_model_version_by_alias(name, ref).version
-        loaded.source = f"models:/{name}/{version}"
-    return loaded
+        return load_model(local, source=uri)
 
 
 def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedModel:

@@ -1,20 +1,26 @@
-"""Batch upscaling of stored images: one image in, one image out, same key and format.
+"""Batch upscaling of stored images: one image in, one image out, same key (and format,
+unless told otherwise), written whole.
 
-Every output is written whole, then recorded: an empty marker object
-`_srcnn/records/<key>@<token>` where the token hashes the source's ETag (or size + mtime), the
-model version and the output options. One listing of the records tells which outputs are
-current, so a re-run skips them and redoes what is stale (new model, changed input); a run
-killed between an output and its record simply redoes that image (overwritten, never
-duplicated). A bad input fails only itself with a reason.
+Work comes in chunks (`srcnn.planning`), one Dask task each. A chunk keeps one *manifest*
+object, `_srcnn/manifests/<id>.json`, written after its outputs: for each key, the token of
+the output it holds, a hash of the input's fingerprint (ETag, or size + mtime), the exact
+weights (their digest, not a name) and the output options. A re-run reads one manifest per
+chunk and reads no input whose output is current; it redoes what is stale (new weights, a
+changed input). A chunk killed half-way has no new manifest: its images are redone whole
+(overwritten, never duplicated). A bad input fails only itself, with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import posixpath
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -24,42 +30,63 @@ from srcnn.config import StrictModel
 from srcnn.images import BadImageError, read_image, write_image
 from srcnn.inference import upscale_grey_float, upscale_rgb_tiled
 from srcnn.model import SRCNN
-from srcnn.storage import filesystem, join, write_bytes_atomic
+from srcnn.planning import Chunk
+from srcnn.storage import join, open_url, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-RECORDS = "_srcnn/records"
+MANIFESTS = "_srcnn/manifests"
+REPORTS = "_srcnn/reports"
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
            ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp",
-              "GIF": ".gif"}
+OutputFormat = Literal["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"]
+EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif",
+                              "WEBP": ".webp", "GIF": ".gif"}
+PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
+MAX_FAILURES_SHOWN = 20
 
 
 class UpscaleOptions(StrictModel):
-    """What shapes an output (and so its record token), besides the model and the input."""
+    """What shapes an output (and so its token), besides the weights and the input."""
 
     scale: int = 3
     tile_size: int = 256
-    output_format: str | None = None  # None: the input's format
+    output_format: OutputFormat | None = None  # None: the input's format
     jpeg_quality: int = 95
-    max_pixels: int = 100_000_000  # input decompression-bomb limit (Pillow's check)
+    max_pixels: int = 100_000_000  # inputs over this are refused from their header
     # bf16 convolutions (AMX CPUs, GPUs): PSNR within 0.05 dB of fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
 
-    def token(self, source_fingerprint: str, model_ref: str) -> str:
+    def token(self, source_fingerprint: str, weights_digest: str) -> str:
         # tile_size is left out on purpose: tiling is exact, it cannot change an output.
-        payload = "|".join([source_fingerprint, model_ref, str(self.scale),
+        payload = "|".join([source_fingerprint, weights_digest, str(self.scale),
                             str(self.output_format), str(self.jpeg_quality), self.precision])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
-class ItemResult:
-    key: str
-    status: str  # "done" | "skipped" | "failed"
-    reason: str = ""
-    output: str = ""
+class Job:
+    """What every chunk of one run shares."""
+
+    input_url: str
+    output_url: str
+    options: UpscaleOptions
+    model_source: str  # concrete: models:/srcnn-x3/4, pretrained:x3, a folder
+    weights_digest: str
+    run_id: str
+    overwrite: bool = False
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk did: counts, and a report line for each image done or failed."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    pixels: int = 0  # output pixels written
     seconds: float = 0.0
+    lines: list[dict] = field(default_factory=list)
 
 
 def check_key(key: str) -> str:
@@ -79,26 +106,11 @@ def output_key(key: str, output_format: str | None) -> str:
 
 def output_format_of(key: str, options: UpscaleOptions) -> str:
     if options.output_format:
-        if options.output_format not in EXTENSIONS:
-            raise ValueError(f"output format {options.output_format}: one of {sorted(EXTENSIONS)}")
         return options.output_format
     ext = posixpath.splitext(key)[1].lower()
     if ext not in FORMATS:
         raise BadImageError(key, f"unsupported file type {ext!r}")
     return FORMATS[ext]
-
-
-def list_records(output_url: str) -> dict[str, set[str]]:
-    """{key: tokens} of every output recorded under `output_url` (one listing)."""
-    fs, root = filesystem(join(output_url, RECORDS))
-    fs.invalidate_cache()
-    if not fs.exists(root):
-        return {}
-    records: dict[str, set[str]] = {}
-    for path in fs.find(root):
-        key, _, token = posixpath.relpath(path, root).rpartition("@")
-        records.setdefault(key, set()).add(token)
-    return records
 
 
 def upscale_pil(model: SRCNN, img: Image.Image, scale: int, tile_size: int,
@@ -143,41 +155,152 @@ def _fit_format(out: Image.Image, fmt: str) -> Image.Image:
     return out
 
 
-def upscale_object(model: SRCNN, model_ref: str, input_url: str, output_url: str, key: str,
-                   fingerprint: str, options: UpscaleOptions,
-                   stale: set[str] | None = None) -> ItemResult:
-    """Upscale one stored image, write it whole, then record it; failures are returned."""
-    start = time.perf_counter()
+def manifest_url(output_url: str, chunk_id: str) -> str:
+    return join(output_url, MANIFESTS, chunk_id[:2], f"{chunk_id}.json")
+
+
+def read_manifest(output_url: str, chunk_id: str) -> dict[str, str]:
+    """{key: token} of the outputs a chunk recorded (empty if it never finished)."""
     try:
-        check_key(key)
-        fmt = output_format_of(key, options)
-        img = read_image(join(input_url, key), key, max_pixels=options.max_pixels)
-        out = _fit_format(upscale_pil(model, img, options.scale, options.tile_size,
-                                      options.precision == "bf16"), fmt)
-        dst = join(output_url, output_key(key, options.output_format))
-        write_image(out, dst, fmt, **_save_params(img, fmt, options))
-        token = options.token(fingerprint, model_ref)
-        write_bytes_atomic(join(output_url, RECORDS, f"{key}@{token}"), b"")
-        fs, _ = filesystem(output_url)
-        for old in (stale or set()) - {token}:
-            fs.rm(filesystem(join(output_url, RECORDS, f"{key}@{old}"))[1])
-    except BadImageError as exc:
-        log.warning("failed %s", exc)
-        return ItemResult(key, "failed", exc.reason, seconds=time.perf_counter() - start)
-    except Exception as exc:  # one bad input fails only itself: recorded, never dropped
-        log.warning("failed %s: %s: %s", key, type(exc).__name__, exc)
-        return ItemResult(key, "failed", f"{type(exc).__name__}: {exc}",
-                          seconds=time.perf_counter() - start)
-    return ItemResult(key, "done", output=dst, seconds=time.perf_counter() - start)
+        with open_url(manifest_url(output_url, chunk_id), "rb") as f:
+            return json.loads(f.read())["tokens"]
+    except FileNotFoundError:
+        return {}
 
 
-def plan(inputs: dict[str, str], records: dict[str, set[str]], model_ref: str,
-         options: UpscaleOptions, overwrite: bool = False) -> tuple[list[str], list[str]]:
-    """(to do, current): an input is current when its record token matches."""
-    todo, current = [], []
-    for key, fingerprint in inputs.items():
-        if not overwrite and options.token(fingerprint, model_ref) in records.get(key, set()):
-            current.append(key)
+def _read(job: Job, key: str) -> tuple[Image.Image, str]:
+    check_key(key)
+    fmt = output_format_of(key, job.options)
+    return read_image(join(job.input_url, key), key, max_pixels=job.options.max_pixels), fmt
+
+
+def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str) -> str:
+    dst = join(job.output_url, output_key(key, job.options.output_format))
+    write_image(_fit_format(out, fmt), dst, fmt, **_save_params(img, fmt, job.options))
+    return dst
+
+
+def _failure(key: str, exc: Exception) -> str:
+    if isinstance(exc, BadImageError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator:
+    """(item, future of fn(item)) in order, with at most `depth` calls running ahead."""
+    pending: deque = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
+    """Upscale a chunk's images that are not current, write each output whole, then the
+    chunk's manifest (one PUT for the chunk; none when nothing changed). Reads run ahead of
+    the net and encodes/writes behind it, in threads; one bad image fails only itself."""
+    start = time.perf_counter()
+    opts = job.options
+    recorded = {} if job.overwrite else read_manifest(job.output_url, chunk.id)
+    tokens = {i.key: opts.token(i.etag, job.weights_digest) for i in chunk.items}
+    result = ChunkResult()
+    current: dict[str, str] = {}
+    todo = []
+    for item in chunk.items:
+        if item.error:
+            result.failed += 1
+            result.lines.append({"key": item.key, "status": "failed", "reason": item.error})
+        elif recorded.get(item.key) == tokens[item.key]:
+            result.skipped += 1
+            current[item.key] = tokens[item.key]
         else:
-            todo.append(key)
-    return todo, current
+            todo.append(item.key)
+    if todo:
+        with ThreadPoolExecutor(max_workers=2 * PREFETCH) as pool:
+            writes: deque[tuple[str, float, Future]] = deque()
+            for key, read in prefetch(pool, lambda k: _read(job, k), todo, PREFETCH):
+                t0 = time.perf_counter()
+                try:
+                    img, fmt = read.result()
+                    out = upscale_pil(model, img, opts.scale, opts.tile_size,
+                                      opts.precision == "bf16")
+                    result.pixels += out.width * out.height
+                    writes.append((key, t0, pool.submit(_write, job, key, img, out, fmt)))
+                except Exception as exc:  # one bad input fails only itself, with its reason
+                    _fail(result, key, exc, t0)
+                while len(writes) > PREFETCH or (writes and writes[0][2].done()):
+                    _finish(result, current, tokens, *writes.popleft())
+            while writes:
+                _finish(result, current, tokens, *writes.popleft())
+    if todo or set(recorded) != set(current):
+        body = {"chunk": chunk.id, "first": chunk.items[0].key, "weights": job.weights_digest,
+                "tokens": current}
+        write_bytes_atomic(manifest_url(job.output_url, chunk.id), json.dumps(body).encode())
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _fail(result: ChunkResult, key: str, exc: Exception, t0: float) -> None:
+    reason = _failure(key, exc)
+    log.warning("failed %s: %s", key, reason)
+    result.failed += 1
+    result.lines.append({"key": key, "status": "failed", "reason": reason,
+                         "seconds": round(time.perf_counter() - t0, 4)})
+
+
+def _finish(result: ChunkResult, current: dict, tokens: dict, key: str, t0: float,
+            write: Future) -> None:
+    try:
+        dst = write.result()
+    except Exception as exc:
+        _fail(result, key, exc, t0)
+        return
+    result.done += 1
+    current[key] = tokens[key]
+    result.lines.append({"key": key, "status": "done", "output": dst,
+                         "seconds": round(time.perf_counter() - t0, 4)})
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a shard reports back to the flow: counts and at most a few failures (the full
+    list is in its report)."""
+
+    index: int
+    done: int
+    skipped: int
+    failed: int
+    pixels: int
+    seconds: float  # worker time spent on the shard's chunks
+    failures: tuple[str, ...]
+    report: str | None  # the shard's JSON Lines report (None: nothing done or failed)
+
+
+def shard_report_url(job: Job, index: int) -> str:
+    return join(job.output_url, REPORTS, job.run_id, f"shard-{index:06d}.jsonl")
+
+
+def write_shard_report(job: Job, index: int, results: list[ChunkResult]) -> ShardSummary:
+    """One JSON Lines report for a shard (its images done or failed; current ones are only
+    counted), and the shard's summary."""
+    lines = sorted((line for r in results for line in r.lines), key=lambda x: x["key"])
+    url = shard_report_url(job, index) if lines else None
+    if url:
+        write_bytes_atomic(url, "".join(json.dumps(line) + "\n" for line in lines).encode())
+    failures = tuple(f"{x['key']}: {x['reason']}" for x in lines if x["status"] == "failed")
+    return ShardSummary(index, sum(r.done for r in results), sum(r.skipped for r in results),
+                        sum(r.failed for r in results), sum(r.pixels for r in results),
+                        sum(r.seconds for r in results), failures[:MAX_FAILURES_SHOWN], url)
+
+
+def report_lines(output_url: str, run_id: str) -> Iterator[dict]:
+    """Every line of a run's shard reports (images done or failed), shard by shard."""
+    from srcnn.storage import filesystem
+
+    fs, root = filesystem(join(output_url, REPORTS, run_id))
+    fs.invalidate_cache()
+    for path in sorted(p for p in fs.find(root) if p.endswith(".jsonl")):
+        for line in fs.cat_file(path).decode().splitlines():
+            yield json.loads(line)

@@ -6,6 +6,7 @@ A model directory (any fsspec URL) holds `model.safetensors` and `config.json`
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,10 +30,41 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
 
 
-def save_model(model: SRCNN, scale: int, url: str, metadata: dict | None = None) -> None:
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as bytes (safetensors + config): what a worker rebuilds it from, and `digest`,
+    the hash of exactly these weights that every output records (not a name or a path)."""
+
+    source: str  # where it came from, concrete: models:/srcnn-x3/4, pretrained:x3, a folder
+    scale: int
+    weights: bytes
+    config: dict
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256(self.weights)
+        h.update(json.dumps(self.config, sort_keys=True).encode())
+        return h.hexdigest()
+
+    def build(self) -> SRCNN:
+        model = SRCNN(ModelConfig(**self.config))
+        model.load_state_dict(load_tensors(self.weights))
+        return model.eval()
+
+
+def _state_bytes(model: SRCNN) -> bytes:
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save_tensors(state)
+
+
+def model_spec(loaded: LoadedModel) -> ModelSpec:
+    return ModelSpec(loaded.source, loaded.scale, _state_bytes(loaded.model),
+                     loaded.model.config.model_dump())
+
+
+def save_model(model: SRCNN, scale: int, url: str, metadata: dict | None = None) -> None:
     config = {"model": model.config.model_dump(), "scale": scale, **(metadata or {})}
-    write_bytes_atomic(join(url, WEIGHTS_FILE), save_tensors(state))
+    write_bytes_atomic(join(url, WEIGHTS_FILE), _state_bytes(model))
     write_bytes_atomic(join(url, CONFIG_FILE), json.dumps(config, indent=2).encode())
 
 

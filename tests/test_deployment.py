@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from servers import BIN, ROOT, free_port, run, service
 
 from flows.upscale_bucket import REPORT_KEY
+from srcnn.upscale import report_lines
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
 from srcnn.weights import save_model
@@ -109,7 +110,7 @@ def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket):
         with service("prefect-worker", worker_argv, worker_env, tmp_path, cwd=worker_dir) as wrk:
             wrk.wait_log("started!", 120)
             params = {"input": f"s3://{bucket}/in", "output": f"s3://{bucket}/out",
-                      "model": str(model_dir), "shard_size": 2}
+                      "model": str(model_dir), "chunk_size": 2}
             done = run([str(BIN / "prefect"), "deployment", "run", "upscale-bucket/nightly",
                         "--params", json.dumps(params), "--watch", "--watch-timeout", "300"],
                        env, 360, also=(srv, wrk))
@@ -130,4 +131,5 @@ def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket):
     report = json.loads(fs.cat(f"{bucket}/out/{REPORT_KEY}"))
     assert report["flow_run_id"] == run_id and report["done"] == len(IMAGES)
     assert report["model"] == str(model_dir)
-    assert sorted(item["key"] for item in report["items"]) == sorted(IMAGES)
+    lines = report_lines(f"s3://{bucket}/out", run_id)
+    assert sorted(item["key"] for item in lines) == sorted(IMAGES)

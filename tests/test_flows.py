@@ -13,6 +13,7 @@ from flows.build_patches import build_patches
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
+from srcnn.upscale import report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.store import PatchStore
 
@@ -87,7 +88,7 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     Image.fromarray(rng.integers(0, 255, (20, 16), dtype=np.uint8)).save(inp / "nested/grey.png")
     Image.fromarray(rng.integers(0, 255, (25, 19, 4), dtype=np.uint8)).save(inp / "alpha.png")
     Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(inp / "photo.jpg")
-    summary = upscale_bucket(str(inp), str(out), 3, "champion", shard_size=2)
+    summary = upscale_bucket(str(inp), str(out), 3, "champion", chunk_size=2)
     assert summary["done"] == 4 and summary["failed"] == 0
     assert summary["model"].startswith("models:/srcnn-x3/")
     expect = {"a.png": ((141, 93), "RGB"), "nested/grey.png": ((48, 60), "L"),
@@ -97,14 +98,16 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
             assert (img.size, img.mode) == (size, mode), key
     assert Image.open(out / "photo.jpg").format == "JPEG"
     report = json.loads((out / REPORT_KEY).read_text())
-    assert sorted(i["key"] for i in report["items"]) == sorted(expect)
+    lines = list(report_lines(str(out), report["flow_run_id"]))
+    assert sorted(i["key"] for i in lines) == sorted(expect)
+    assert {i["status"] for i in lines} == {"done"} and report["done"] == 4
 
     # A bad file fails only itself; the flow ends failed after finishing the rest.
     (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(UpscaleFailures, match="broken.png"):
         upscale_bucket(str(inp), str(tmp_path / "out2"), 3, "champion")
     assert (tmp_path / "out2" / "a.png").exists() and not (tmp_path / "out2" / "broken.png").exists()
-    with pytest.raises(ValueError, match="may not lie inside"):
+    with pytest.raises(ValueError, match="may not be, lie inside"):
         upscale_bucket(str(inp), str(inp / "sub"), 3, "champion")
 
 
