@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
-from srcnn.weights import ModelSpec
+from srcnn.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +137,10 @@ def upscale_chunk_task(plugin: str, job, chunk):
     from srcnn.upscale import upscale_chunk
 
     return upscale_chunk(worker_model(plugin), job, chunk)
+
+
+def resolve_spec(ref: str, scale: int):
+    """Dask task: `srcnn.tracking.resolve_spec` on a worker (MLflow and torch live there)."""
+    from srcnn.tracking import resolve_spec as resolve
+
+    return resolve(ref, scale)

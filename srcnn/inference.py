@@ -129,7 +129,12 @@ def _halo_cut(plane: np.ndarray, t: Tile, oy: int, ox: int, b: int, size: tuple[
 
 def upscale_rgb_tiled(model: SRCNN, lr: Image.Image, scale: int, tile_size: int = 512,
                       bf16: bool = False) -> Image.Image:
-    """Exactly `upscale_rgb`, with working memory bounded by the tile size."""
+    """Exactly `upscale_rgb`, with working memory bounded by the tile size. On CUDA the
+    whole pipeline runs on the device, many tiles per forward pass (`srcnn.gpu`)."""
+    if next(model.parameters()).device.type == "cuda":
+        from srcnn.gpu import upscale_rgb_cuda
+
+        return upscale_rgb_cuda(model, lr, scale, tile_size, bf16)
     b = model.config.border
     h, w = lr.height * scale, lr.width * scale
     out = np.empty((h, w, 3), dtype=np.uint8)

@@ -17,9 +17,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from srcnn.settings import Settings
+from srcnn.settings import Settings, get_settings
+from srcnn.spec import ModelSpec
 from srcnn.train import EpochReport
-from srcnn.weights import LoadedModel, load_model, pretrained_dir, save_model
+from srcnn.weights import LoadedModel, load_model, model_spec, pretrained_dir, save_model
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,20 @@ def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedMo
     if loaded.scale != scale:
         raise ValueError(f"model {ref}: trained for x{loaded.scale}, asked for x{scale}")
     return loaded
+
+
+def needs_registry(ref: str) -> bool:
+    return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
+
+
+def resolve_spec(ref: str, scale: int) -> ModelSpec:
+    """A reference as one concrete model in bytes (`champion` -> `models:/srcnn-x3/4`, resolved
+    once); seeds an empty registry with the shipped weights first."""
+    settings = get_settings()
+    client = make_client(settings) if needs_registry(ref) else None
+    if ref == CHAMPION:
+        seed_registry(client, settings, scale)
+    return model_spec(resolve_model(ref, scale, client))
 
 
 def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Registration | None:

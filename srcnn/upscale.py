@@ -15,23 +15,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 
 from srcnn.config import StrictModel
 from srcnn.images import BadImageError, read_image, write_image
-from srcnn.inference import upscale_grey_float, upscale_rgb_tiled
-from srcnn.model import SRCNN
 from srcnn.planning import Chunk
 from srcnn.storage import join, open_url, write_bytes_atomic
+
+if TYPE_CHECKING:  # the flow's driver imports this module and never needs torch
+    from srcnn.model import SRCNN
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def upscale_pil(model: SRCNN, img: Image.Image, scale: int, tile_size: int,
     """Super-resolve one decoded image of any common kind, keeping its kind:
     RGB, L, P (as RGB/RGBA), RGBA/LA (alpha upscaled bicubically and kept), 16-bit grey
     (stays 16-bit), CMYK (converted for the net and back)."""
+    from srcnn.inference import upscale_grey_float, upscale_rgb_tiled
+
     if getattr(img, "n_frames", 1) > 1:
         raise ValueError(f"animated image ({img.n_frames} frames) not supported")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -217,10 +221,13 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
             current[item.key] = tokens[item.key]
         else:
             todo.append(item.key)
+    # On a GPU the net is fast: decode and encode get as many threads as there are cores.
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    depth = max(PREFETCH, os.cpu_count() or 1) if on_gpu else PREFETCH
     if todo:
-        with ThreadPoolExecutor(max_workers=2 * PREFETCH) as pool:
+        with ThreadPoolExecutor(max_workers=2 * depth) as pool:
             writes: deque[tuple[str, float, Future]] = deque()
-            for key, read in prefetch(pool, lambda k: _read(job, k), todo, PREFETCH):
+            for key, read in prefetch(pool, lambda k: _read(job, k), todo, depth):
                 t0 = time.perf_counter()
                 try:
                     img, fmt = read.result()
@@ -230,7 +237,7 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
                     writes.append((key, t0, pool.submit(_write, job, key, img, out, fmt)))
                 except Exception as exc:  # one bad input fails only itself, with its reason
                     _fail(result, key, exc, t0)
-                while len(writes) > PREFETCH or (writes and writes[0][2].done()):
+                while len(writes) > depth or (writes and writes[0][2].done()):
                     _finish(result, current, tokens, *writes.popleft())
             while writes:
                 _finish(result, current, tokens, *writes.popleft())

@@ -6,7 +6,6 @@ A model directory (any fsspec URL) holds `model.safetensors` and `config.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +15,7 @@ from safetensors.torch import save as save_tensors
 
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
+from srcnn.spec import ModelSpec
 from srcnn.storage import join, open_url, write_bytes_atomic
 
 WEIGHTS_FILE = "model.safetensors"
@@ -28,28 +28,6 @@ class LoadedModel:
     scale: int
     source: str  # where it came from: a path, a models:/ URI, "pretrained"
     metadata: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model as bytes (safetensors + config): what a worker rebuilds it from, and `digest`,
-    the hash of exactly these weights that every output records (not a name or a path)."""
-
-    source: str  # where it came from, concrete: models:/srcnn-x3/4, pretrained:x3, a folder
-    scale: int
-    weights: bytes
-    config: dict
-
-    @property
-    def digest(self) -> str:
-        h = hashlib.sha256(self.weights)
-        h.update(json.dumps(self.config, sort_keys=True).encode())
-        return h.hexdigest()
-
-    def build(self) -> SRCNN:
-        model = SRCNN(ModelConfig(**self.config))
-        model.load_state_dict(load_tensors(self.weights))
-        return model.eval()
 
 
 def _state_bytes(model: SRCNN) -> bytes:

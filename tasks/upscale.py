@@ -6,32 +6,23 @@ from distributed import default_client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from srcnn.cluster import upscale_chunk_task
+from srcnn.cluster import resolve_spec, upscale_chunk_task
 from srcnn.planning import Chunk
-from srcnn.settings import get_settings
+from srcnn.spec import ModelSpec
 from srcnn.storage import write_bytes_atomic
-from srcnn.tracking import CHALLENGER, CHAMPION, make_client, resolve_model, seed_registry
 from srcnn.upscale import Job, ShardSummary, write_shard_report
-from srcnn.weights import ModelSpec, model_spec
 from tasks import NETWORK_RETRIES
 
 DASK_RETRIES = 2  # a chunk whose task raised (not a bad image: those fail alone) runs again
-
-
-def _needs_registry(ref: str) -> bool:
-    return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def resolve(ref: str, scale: int) -> ModelSpec:
     """Turn a reference into one concrete model (`champion` -> `models:/srcnn-x3/4`), download
     it once and return it as bytes with their digest: every worker gets exactly these weights,
-    and every output records their digest. Seeds an empty registry with the shipped weights."""
-    settings = get_settings()
-    client = make_client(settings) if _needs_registry(ref) else None
-    if ref == CHAMPION:
-        seed_registry(client, settings, scale)
-    spec = model_spec(resolve_model(ref, scale, client))
+    and every output records their digest. Runs on a Dask worker (which has torch and MLflow;
+    the driver stays lean), seeding an empty registry with the shipped weights."""
+    spec = default_client().submit(resolve_spec, ref, scale, pure=False).result()
     get_run_logger().info("model %s -> %s (%s, weights %s)", ref, spec.source,
                           spec.config, spec.digest[:12])
     return spec
