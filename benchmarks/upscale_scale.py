@@ -253,27 +253,54 @@ def gpu(n_images: int) -> None:
     for bf16 in (False, True):
         x = torch.rand(32, 1, 512 + 2 * b, 512 + 2 * b, device="cuda").contiguous(
             memory_format=torch.channels_last)
-        for _ in range(3):
-            model.infer(x, bf16)
-        torch.cuda.synchronize()
-        t0, reps = time.perf_counter(), 20
-        for _ in range(reps):
-            model.infer(x, bf16)
-        torch.cuda.synchronize()
+        # as upscale-bucket runs it: fp32 without TF32
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            for _ in range(3):
+                model.infer(x, bf16)
+            torch.cuda.synchronize()
+            t0, reps = time.perf_counter(), 20
+            for _ in range(reps):
+                model.infer(x, bf16)
+            torch.cuda.synchronize()
         rates[bf16] = reps * 32 * 512 * 512 / (time.perf_counter() - t0) / 1e6
         print(f"  bare forward, {'bf16' if bf16 else 'fp32'}: {rates[bf16]:,.0f} output Mpx/s "
               f"(batches of 32 tiles of 512 px)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = _gpu_inputs(Path(tmp) / "in", n_images)
-        for fmt in ("JPEG", "PNG"):
-            for bf16 in (True, False):
-                r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda")
-                print(f"  upscale-bucket worker path, GPU, {fmt}, {'bf16' if bf16 else 'fp32'}: "
-                      f"{r:,.1f} output Mpx/s = {r / rates[bf16]:.2f} of the bare forward rate",
-                      flush=True)
-        cpu = _gpu_path(Path(tmp), src[:4], "JPEG", False, "cpu")
+        _stages(model, Path(tmp) / "in", src[:16])
+        for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
+            r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda")
+            print(f"  upscale-bucket worker path, GPU, {fmt}, {'bf16' if bf16 else 'fp32'}: "
+                  f"{r:,.1f} output Mpx/s = {r / rates[bf16]:.2f} of the bare forward rate",
+                  flush=True)
+        cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu")
         print("  CPU path, one Dask worker process (one thread), JPEG, fp32: "
               f"{cpu:.2f} output Mpx/s", flush=True)
+
+
+def _stages(model, folder: Path, keys: list[str]) -> None:
+    """Seconds per image of each stage, one at a time in this process: where time goes."""
+    import torch
+
+    from srcnn.gpu import upscale_rgb_cuda
+    from srcnn.images import encode_image, read_image
+
+    imgs = [read_image(str(folder / k)) for k in keys]
+    t = {}
+    t0 = time.perf_counter()
+    imgs = [read_image(str(folder / k)) for k in keys]
+    t["read + decode"] = time.perf_counter() - t0
+    upscale_rgb_cuda(model, imgs[0], 3, 256, True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outs = [upscale_rgb_cuda(model, img, 3, 256, True) for img in imgs]
+    t["GPU pipeline (bf16), to host"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for out in outs:
+        encode_image(out, "JPEG", quality=95)
+    t["JPEG encode"] = time.perf_counter() - t0
+    print("  stages, ms per ~2-Mpx image: " + ", ".join(
+        f"{k} {v / len(keys) * 1e3:.1f}" for k, v in t.items()), flush=True)
 
 
 def _gpu_inputs(folder: Path, n: int) -> list[str]:
@@ -308,11 +335,12 @@ def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str) -> 
     chunks = [Chunk(f"c{i:04d}", tuple(Item(k, "e") for k in keys[i : i + 16]))
               for i in range(0, len(keys), 16)]
     resources = {"GPU": 1} if device == "cuda" else None
-    with dask_client(n_workers=1, gpu=device == "cuda") as client, \
+    with dask_client(n_workers=None if device == "cuda" else 1, gpu=device == "cuda") as client, \
             model_on_workers(client, spec) as plugin:
-        warm = client.submit(upscale_chunk_task, plugin, job, Chunk("warm", chunks[0].items[:2]),
-                             resources=resources, pure=False)
-        warm.result()
+        client.wait_for_workers(1)
+        client.gather([client.submit(upscale_chunk_task, plugin, job, Chunk(
+            f"warm{i}", chunks[0].items[:2]), resources=resources, pure=False, workers=[w])
+            for i, w in enumerate(client.nthreads())])  # each worker loads the model once
         t0 = time.perf_counter()
         futures = [client.submit(upscale_chunk_task, plugin, job, c, resources=resources,
                                  pure=False) for c in chunks]
@@ -344,7 +372,7 @@ def main() -> None:
     elif a.section == "scaling":
         scaling(a.images or 24)
     else:
-        gpu(a.images or 48)
+        gpu(a.images or 256)
 
 
 if __name__ == "__main__":

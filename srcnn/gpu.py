@@ -21,6 +21,7 @@ shapes, which the GPU test measures).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -42,26 +43,26 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
                     np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
+@functools.lru_cache(maxsize=64)
 def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, fixed-point weights), each (out_size, K): Pillow's `precompute_coeffs` and
-    `normalize_coeffs_8bpc` for an upscale (filter scale 1), taps past the edge weighted 0."""
+    `normalize_coeffs_8bpc` for an upscale (filter scale 1), taps past the edge weighted 0.
+    Cached: a bucket's images share a handful of sizes."""
     scale = in_size / out_size
-    support = 2.0 * max(scale, 1.0)
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
-    idx = np.zeros((out_size, ksize), dtype=np.int64)
-    weights = np.zeros((out_size, ksize), dtype=np.int64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        k = _bicubic((np.arange(xmax) + xmin - center + 0.5) / max(scale, 1.0))
-        total = k.sum()
-        if total != 0.0:
-            k = k / total
-        fixed = np.where(k < 0, k * (1 << PRECISION_BITS) - 0.5, k * (1 << PRECISION_BITS) + 0.5)
-        weights[xx, :xmax] = fixed.astype(np.int64)  # C's (int) cast: toward zero
-        idx[xx, :xmax] = np.arange(xmax) + xmin
-        idx[xx, xmax:] = xmin
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int): toward zero
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    x = np.arange(ksize)[None, :]
+    valid = x < xmax[:, None]
+    k = np.where(valid, _bicubic((x + xmin[:, None] - center[:, None] + 0.5) / filterscale), 0.0)
+    total = k.sum(1, keepdims=True)
+    k = np.where(total != 0.0, k / np.where(total != 0.0, total, 1.0), k)
+    one = float(1 << PRECISION_BITS)
+    weights = np.where(k < 0, k * one - 0.5, k * one + 0.5).astype(np.int64)
+    idx = np.where(valid, x + xmin[:, None], xmin[:, None])
     return idx, weights
 
 
@@ -76,6 +77,11 @@ def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> 
         acc = (taps * w[None, :, :, None]).sum(2)
     acc = (acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS
     return acc.clamp_(0, 255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _taps(h: int, w: int, scale: int, device: torch.device) -> _Taps:
+    return _Taps(h, w, scale, device)
 
 
 class _Taps:
@@ -101,7 +107,7 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
     h, w = lr.height * scale, lr.width * scale
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
-    taps = _Taps(lr.height, lr.width, scale, device)
+    taps = _taps(lr.height, lr.width, scale, device)
     wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
     to_ycc, offset = _matrix(_RGB_TO_YCBCR, device), _matrix(_YCBCR_OFFSET, device)
     to_rgb = _matrix(_YCBCR_TO_RGB, device)
@@ -134,8 +140,10 @@ def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> 
     tiles = padded.unfold(0, th + 2 * b, th).unfold(1, tw + 2 * b, tw)  # (ny, nx, th+2b, tw+2b)
     tiles = tiles.reshape(ny * nx, 1, th + 2 * b, tw + 2 * b)
     per_batch = max(1, MAX_BATCH_PIXELS // ((th + 2 * b) * (tw + 2 * b)))
-    outs = [model.infer(tiles[i : i + per_batch].contiguous(memory_format=torch.channels_last),
-                        bf16) for i in range(0, len(tiles), per_batch)]
+    # fp32 means fp32: no TF32 (10-bit mantissa, and rounding that changes with the tile shape)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        outs = [model.infer(tiles[i : i + per_batch].contiguous(
+            memory_format=torch.channels_last), bf16) for i in range(0, len(tiles), per_batch)]
     sr = torch.cat(outs)[:, 0].float()  # (ny * nx, th, tw)
     sr = sr.reshape(ny, nx, th, tw).permute(0, 2, 1, 3).reshape(ny * th, nx * tw)
     return sr[:hh, :ww]

@@ -221,9 +221,9 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
             current[item.key] = tokens[item.key]
         else:
             todo.append(item.key)
-    # On a GPU the net is fast: decode and encode get as many threads as there are cores.
+    # On a GPU the net is fast: decode and encode get the cores (shared by the GPU's workers).
     on_gpu = next(model.parameters()).device.type == "cuda"
-    depth = max(PREFETCH, os.cpu_count() or 1) if on_gpu else PREFETCH
+    depth = max(PREFETCH, (os.cpu_count() or 1) // 4) if on_gpu else PREFETCH
     if todo:
         with ThreadPoolExecutor(max_workers=2 * depth) as pool:
             writes: deque[tuple[str, float, Future]] = deque()
