@@ -301,6 +301,13 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
     t["JPEG encode"] = time.perf_counter() - t0
     print("  stages, ms per ~2-Mpx image: " + ", ".join(
         f"{k} {v / len(keys) * 1e3:.1f}" for k, v in t.items()), flush=True)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for img in imgs[:4]:
+            upscale_rgb_cuda(model, img, 3, 256, True)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    (Path(os.environ.get("OUT", "/tmp")) / "gpu-profile.txt").write_text(table)
 
 
 def _gpu_inputs(folder: Path, n: int) -> list[str]:

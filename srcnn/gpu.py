@@ -34,6 +34,7 @@ from srcnn.model import SRCNN
 PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
 BLOCK_PIXELS = 16 * 2**20  # output pixels per block of rows (bounds GPU memory)
 MAX_BATCH_PIXELS = 32 * 2**20  # input pixels per forward pass
+MIN_TILE = 512  # on the GPU memory is bounded by blocks; big tiles waste less on their halo
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -104,6 +105,7 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
     """`srcnn.inference.upscale_rgb` on the model's (CUDA) device, in batched blocks."""
     device = next(model.parameters()).device
     b = model.config.border
+    tile = max(tile, MIN_TILE)
     h, w = lr.height * scale, lr.width * scale
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
@@ -111,7 +113,9 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
     wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
     to_ycc, offset = _matrix(_RGB_TO_YCBCR, device), _matrix(_YCBCR_OFFSET, device)
     to_rgb = _matrix(_YCBCR_TO_RGB, device)
-    out = torch.empty((h, w, 3), dtype=torch.uint8, device=device)
+    # The result goes to pinned host memory block by block, asynchronously.
+    cuda = device.type == "cuda"
+    out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
     rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // tile * tile or tile))
     cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
     for y0 in range(0, h, rows):
@@ -125,8 +129,11 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
         sr = _net_tiles(model, y, tile, b, bf16)  # (rows, w)
         cbcr = ycc[b : b + y1 - y0, :, 1:]
         rgb_out = (torch.cat([sr[..., None], cbcr], -1) - offset) @ to_rgb.T
-        out[y0:y1] = (rgb_out.clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8)
-    return Image.fromarray(out.cpu().numpy(), "RGB")
+        out[y0:y1].copy_((rgb_out.clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8),
+                         non_blocking=True)
+    if cuda:
+        torch.cuda.current_stream(device).synchronize()
+    return Image.fromarray(out.numpy(), "RGB")
 
 
 def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> torch.Tensor:

@@ -51,10 +51,9 @@ def test_cuda_bicubic_is_pils_byte_for_byte():
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_cuda_batched_upscale_tiles_agree_and_match_the_cpu_path(bf16):
-    """Tiled == whole on the GPU up to float rounding: the same windows, but the convolution
-    algorithm cuDNN picks for each shape rounds differently, and a value on an 8-bit rounding
-    boundary can move by one level (the figures are printed); the GPU pipeline matches the
-    CPU one likewise."""
+    """Tiled == whole on the GPU: exactly in fp32 (no TF32); in bf16 the convolution algorithm
+    cuDNN picks for each shape rounds differently, and a value on an 8-bit rounding boundary
+    can move by one level (the figures are printed). The GPU pipeline matches the CPU one."""
     import numpy as np
 
     from srcnn.gpu import upscale_rgb_cuda
@@ -65,14 +64,15 @@ def test_cuda_batched_upscale_tiles_agree_and_match_the_cpu_path(bf16):
     lr = _photo(150, 230)
     gpu = prepare(load_model(pretrained_dir(3)).model, "cuda")
     whole = np.asarray(upscale_rgb_cuda(gpu, lr, 3, tile=4096, bf16=bf16), dtype=int)
-    for tile in (64, 200, 512):
+    for tile in (64, 200, 512, 1000):
         tiled = np.asarray(upscale_rgb_cuda(gpu, lr, 3, tile=tile, bf16=bf16), dtype=int)
         diff = np.abs(tiled - whole)
         print(f"bf16={bf16} tile {tile}: {np.count_nonzero(diff)} of {diff.size} values differ "
               f"from the whole-image pass, max {diff.max()}")
-        assert diff.max() <= 1 and np.count_nonzero(diff) <= 2e-3 * diff.size
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= (2e-3 if bf16 else 0) * diff.size
     cpu = np.asarray(upscale_rgb_tiled(prepare(model, "cpu"), lr, 3, 256, bf16), dtype=int)
     diff = np.abs(whole - cpu)
     print(f"bf16={bf16} GPU vs CPU: {np.count_nonzero(diff) / diff.size:.2e} differ, "
           f"max {diff.max()}")
-    assert diff.max() <= (2 if bf16 else 1) and np.count_nonzero(diff) <= 2e-2 * diff.size
+    # bf16 rounds differently on the two devices: one level, on a few % of the values
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= (0.1 if bf16 else 1e-4) * diff.size
