@@ -242,6 +242,7 @@ def scaling(n_images: int) -> None:
 def gpu(n_images: int) -> None:
     import torch
 
+    from srcnn.cluster import GPU_PROCESSES
     from srcnn.inference import prepare
     from srcnn.weights import load_model, pretrained_dir
 
@@ -270,7 +271,8 @@ def gpu(n_images: int) -> None:
         _stages(model, Path(tmp) / "in", src[:16])
         for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
             r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda")
-            print(f"  upscale-bucket worker path, GPU, {fmt}, {'bf16' if bf16 else 'fp32'}: "
+            print(f"  upscale-bucket worker path, GPU ({GPU_PROCESSES} worker processes), {fmt}, "
+                  f"{'bf16' if bf16 else 'fp32'}: "
                   f"{r:,.1f} output Mpx/s = {r / rates[bf16]:.2f} of the bare forward rate",
                   flush=True)
         cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu")

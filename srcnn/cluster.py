@@ -15,10 +15,10 @@ from srcnn.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-# Worker processes per GPU: Pillow decodes and encodes holding the GIL for much of the time
-# (~10 + 8 ms per 2-Mpx output on an H200 host), so one process feeds the GPU ~40 images/s;
-# eight share it (infra: `--nworkers 8`).
-GPU_PROCESSES = 8
+# Worker processes per GPU: Pillow encodes JPEG holding the GIL (~11 ms per 2-Mpx output on
+# an H200 host), so one process feeds the GPU ~90 images/s at most; four share it (measured on
+# an H200: 4 beat 8, whose CUDA contexts time-slice the GPU). infra: `--nworkers 4`.
+GPU_PROCESSES = 4
 
 
 @contextlib.contextmanager

@@ -139,8 +139,8 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
 def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> torch.Tensor:
     """(H + 2b, W + 2b) padded Y -> (H, W) net output, as equal tiles batched per forward."""
     hh, ww = y.shape[0] - 2 * b, y.shape[1] - 2 * b
-    th, tw = min(tile, hh), min(tile, ww)
-    ny, nx = -(-hh // th), -(-ww // tw)
+    ny, nx = -(-hh // tile), -(-ww // tile)
+    th, tw = -(-hh // ny), -(-ww // nx)  # near-equal tiles: under ny (nx) pixels of padding
     # Pad to whole tiles (zeros past the image only feed outputs past the image, cut below).
     padded = torch.zeros((ny * th + 2 * b, nx * tw + 2 * b), dtype=y.dtype, device=y.device)
     padded[: y.shape[0], : y.shape[1]] = y

@@ -223,7 +223,7 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
             todo.append(item.key)
     # On a GPU the net is fast: decode and encode get the cores (shared by the GPU's workers).
     on_gpu = next(model.parameters()).device.type == "cuda"
-    depth = max(PREFETCH, (os.cpu_count() or 1) // 8) if on_gpu else PREFETCH
+    depth = max(PREFETCH, (os.cpu_count() or 1) // 4) if on_gpu else PREFETCH
     if todo:
         with ThreadPoolExecutor(max_workers=2 * depth) as pool:
             writes: deque[tuple[str, float, Future]] = deque()
