@@ -76,7 +76,8 @@ def simulate_child(n_keys: int) -> dict:
     from srcnn.upscale import ChunkResult, Job, UpscaleOptions, manifest_url, write_shard_report
 
     parts = 16
-    sources = [_standin(p, n_keys // parts + (p < n_keys % parts)) for p in range(parts)]
+    sources = [(f"p{p:02d}/", _standin(p, n_keys // parts + (p < n_keys % parts)))
+               for p in range(parts)]
     job = Job("memory://in", "memory://out", UpscaleOptions(), "pretrained:x3", "0" * 64, "sim")
     fs, _ = filesystem("memory://out")
     totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
@@ -84,7 +85,7 @@ def simulate_child(n_keys: int) -> dict:
     failures: list[str] = []
     start = time.perf_counter()
     chunks = 0
-    for shard in plan(sources, 64, keep=lambda k: True, output_key=lambda k: k):
+    for shard in plan(sources, 64, keep=lambda k: True):
         results = []
         for chunk in shard.chunks:  # what each chunk's worker records and reports
             tokens = {i.key: job.options.token(i.etag, job.weights_digest) for i in chunk.items}

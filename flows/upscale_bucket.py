@@ -56,12 +56,12 @@ def check_prefixes(input_url: str, output_url: str) -> None:
 
 
 def partitions(input_url: str, prefixes: list[str] | None) -> list:
-    """Page sources that together list the bucket: each named prefix, or each first-level
-    folder plus the objects at the top level."""
+    """(name, page source) pairs that together list the bucket: each named prefix, or each
+    first-level folder plus the objects at the top level."""
     if prefixes:
-        return [functools.partial(iter_pages, input_url, p) for p in sorted(set(prefixes))]
-    return [functools.partial(iter_pages, input_url, "", False)] + [
-        functools.partial(iter_pages, input_url, p) for p in top_prefixes(input_url)]
+        return [(p, functools.partial(iter_pages, input_url, p)) for p in sorted(set(prefixes))]
+    return [("", functools.partial(iter_pages, input_url, "", False))] + [
+        (p, functools.partial(iter_pages, input_url, p)) for p in top_prefixes(input_url)]
 
 
 @flow(name="upscale-bucket", log_prints=True,
@@ -128,7 +128,7 @@ def _run(client, plugin: str, job: Job, input: str, output: str, chunk_size: int
     output_format = job.options.output_format
     shards = plan(partitions(input, prefixes), chunk_size,
                   keep=lambda k: is_image_key(k) and selected(k, include, exclude),
-                  output_key=lambda k: output_key(k, output_format))
+                  output_key=(lambda k: output_key(k, output_format)) if output_format else None)
     in_flight: deque = deque()
     for shard in shards:
         # quote(): Prefect passes the chunks through as they are, without walking them

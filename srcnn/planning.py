@@ -9,7 +9,10 @@ into *shards*:
   are content-defined: a chunk ends after a key whose hash is 0 modulo `chunk_size` (or at
   4 x `chunk_size` keys, or at the end of its partition), so the same listing always gives the
   same chunks, and adding or removing a key changes only the chunk it falls in. A chunk is
-  named by its first key, which is where its manifest is found again on the next run.
+  named by the boundary it starts after (its partition's start for the first), which is where
+  its manifest is found again on the next run: keys appended to a partition, or added to or
+  removed from inside a chunk, keep every name; adding or removing a boundary key (1 in
+  `chunk_size`) splits or merges two chunks, whose images are then redone once.
 - A shard is one Prefect task run: it grows with the number of keys seen so far (1 % of them,
   between `MIN_SHARD_KEYS` and `MAX_SHARD_KEYS`), so a flow run has a few hundred task runs
   whatever the bucket's size (`shard_count` gives the figure for N keys).
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from srcnn.storage import Listed
 
 MIN_SHARD_KEYS = 1024
-MAX_SHARD_KEYS = 65_536
+MAX_SHARD_KEYS = 262_144
 SHARD_GROWTH = 100  # a shard holds 1/SHARD_GROWTH of the keys seen before it
 MAX_CHUNK_FACTOR = 4
 
@@ -49,12 +52,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Chunk:
-    id: str  # hash of the first key: names the chunk's manifest
+    id: str  # hash of the boundary it starts after: names the chunk's manifest
     items: tuple[Item, ...]
 
 
-def chunk_id(first_key: str) -> str:
-    return hashlib.blake2b(first_key.encode(), digest_size=10).hexdigest()
+def chunk_id(after: str) -> str:
+    return hashlib.blake2b(after.encode(), digest_size=10).hexdigest()
 
 
 def is_boundary(key: str, chunk_size: int) -> bool:
@@ -63,11 +66,17 @@ def is_boundary(key: str, chunk_size: int) -> bool:
 
 
 class Chunker:
-    """Cuts one partition's keys (in key order) into content-defined chunks."""
+    """Cuts one partition's keys (in key order) into content-defined chunks.
 
-    def __init__(self, chunk_size: int):
+    A chunk is named by the boundary it starts after (the partition's name for the first):
+    adding or removing keys inside a chunk, or appending keys to a partition, keeps every
+    chunk's name; only adding or removing a boundary key (1 in `chunk_size`) splits or merges
+    the chunks around it."""
+
+    def __init__(self, chunk_size: int, partition: str = ""):
         self.chunk_size = chunk_size
         self.items: list[Item] = []
+        self.after = f"start of {partition!r}"
 
     def add(self, item: Item) -> Chunk | None:
         self.items.append(item)
@@ -79,8 +88,8 @@ class Chunker:
     def flush(self) -> Chunk | None:
         if not self.items:
             return None
-        chunk = Chunk(chunk_id(self.items[0].key), tuple(self.items))
-        self.items = []
+        chunk = Chunk(chunk_id(self.after), tuple(self.items))
+        self.after, self.items = self.items[-1].key, []
         return chunk
 
 
@@ -97,8 +106,6 @@ class CollisionCheck:
         self.window = {o: k for o, k in self.window.items()
                        if key.startswith(posixpath.splitext(k)[0] + ".")}
         out = self.output_key(key)
-        if out == key:
-            return item
         if (first := self.window.get(out)) is not None:
             return Item(key, item.etag, f"output key {out!r} is also the output of {first!r}: "
                                         f"two inputs, one output (rename one, or keep each "
@@ -170,13 +177,16 @@ def interleave(sources: list[Callable[[], Iterable[list[Listed]]]], workers: int
                 pages.get_nowait()
 
 
-def plan(partitions: list[Callable[[], Iterable[list[Listed]]]], chunk_size: int,
-         keep: Callable[[str], bool], output_key: Callable[[str], str],
+def plan(partitions: list[tuple[str, Callable[[], Iterable[list[Listed]]]]], chunk_size: int,
+         keep: Callable[[str], bool], output_key: Callable[[str], str] | None = None,
          listers: int = 8) -> Iterator[Shard]:
-    """Shards of chunks, cut from the partitions' pages as they arrive. `keep` filters keys
-    (image suffixes, include/exclude globs); `output_key` maps an input key to its output's."""
-    chunkers = [Chunker(chunk_size) for _ in partitions]
-    checks = [CollisionCheck(output_key) for _ in partitions]
+    """Shards of chunks, cut from the (name, page source) partitions' pages as they arrive
+    (a partition's name must be stable from run to run: it names its first chunk). `keep` filters keys
+    (image suffixes, include/exclude globs); `output_key` maps an input key to its output's
+    when they differ (None: each output keeps its input's key, so none can collide)."""
+    chunkers = [Chunker(chunk_size, name) for name, _ in partitions]
+    checks = [CollisionCheck(output_key) if output_key else (lambda item: item)
+              for _ in partitions]
     shard, seen = Shard(0, []), 0
 
     def take(chunk: Chunk | None) -> Shard | None:
@@ -191,7 +201,7 @@ def plan(partitions: list[Callable[[], Iterable[list[Listed]]]], chunk_size: int
             return full
         return None
 
-    for i, page in interleave(partitions, listers):
+    for i, page in interleave([source for _, source in partitions], listers):
         if page is None:  # the partition ended: its last chunk ends here
             if full := take(chunkers[i].flush()):
                 yield full

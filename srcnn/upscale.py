@@ -163,13 +163,15 @@ def manifest_url(output_url: str, chunk_id: str) -> str:
     return join(output_url, MANIFESTS, chunk_id[:2], f"{chunk_id}.json")
 
 
-def read_manifest(output_url: str, chunk_id: str) -> dict[str, str]:
-    """{key: token} of the outputs a chunk recorded (empty if it never finished)."""
+def read_manifest(output_url: str, chunk_id: str) -> tuple[dict[str, str], str]:
+    """({key: token} of the outputs a chunk recorded, the run that wrote the manifest);
+    empty if the chunk never finished."""
     try:
         with open_url(manifest_url(output_url, chunk_id), "rb") as f:
-            return json.loads(f.read())["tokens"]
+            body = json.loads(f.read())
     except FileNotFoundError:
-        return {}
+        return {}, ""
+    return body["tokens"], body.get("run", "")
 
 
 def _read(job: Job, key: str) -> tuple[Image.Image, str]:
@@ -207,7 +209,12 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
     the net and encodes/writes behind it, in threads; one bad image fails only itself."""
     start = time.perf_counter()
     opts = job.options
-    recorded = {} if job.overwrite else read_manifest(job.output_url, chunk.id)
+    recorded, by_run = read_manifest(job.output_url, chunk.id)
+    # This run wrote it: Dask re-ran the chunk (its result died with a worker), so its outputs
+    # are reported as done by this run, not as found current.
+    rerun = by_run == job.run_id
+    if job.overwrite and not rerun:
+        recorded = {}
     tokens = {i.key: opts.token(i.etag, job.weights_digest) for i in chunk.items}
     result = ChunkResult()
     current: dict[str, str] = {}
@@ -217,8 +224,13 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
             result.failed += 1
             result.lines.append({"key": item.key, "status": "failed", "reason": item.error})
         elif recorded.get(item.key) == tokens[item.key]:
-            result.skipped += 1
             current[item.key] = tokens[item.key]
+            if rerun:
+                result.done += 1
+                result.lines.append({"key": item.key, "status": "done", "output": join(
+                    job.output_url, output_key(item.key, opts.output_format)), "seconds": 0.0})
+            else:
+                result.skipped += 1
         else:
             todo.append(item.key)
     # On a GPU the net is fast: decode and encode get the cores (shared by the GPU's workers).
@@ -243,7 +255,7 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
                 _finish(result, current, tokens, *writes.popleft())
     if todo or set(recorded) != set(current):
         body = {"chunk": chunk.id, "first": chunk.items[0].key, "weights": job.weights_digest,
-                "tokens": current}
+                "run": job.run_id, "tokens": current}
         write_bytes_atomic(manifest_url(job.output_url, chunk.id), json.dumps(body).encode())
     result.seconds = time.perf_counter() - start
     return result

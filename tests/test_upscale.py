@@ -19,7 +19,8 @@ from PIL import Image, ImageCms
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
-from srcnn.upscale import RECORDS, UpscaleOptions, upscale_object
+from srcnn.planning import Chunk, Item
+from srcnn.upscale import MANIFESTS, Job, UpscaleOptions, report_lines, upscale_chunk
 from srcnn.weights import save_model
 
 RNG = np.random.default_rng(0)
@@ -67,14 +68,20 @@ def _kinds(folder: Path) -> dict[str, tuple]:
     }
 
 
+def job(tmp_path, out: str = "out", **options) -> Job:
+    return Job(str(tmp_path / "in"), str(tmp_path / out), UpscaleOptions(**options), "m",
+               "digest", "run")
+
+
+def chunk(*keys: str) -> Chunk:
+    return Chunk("c" + "0" * 19, tuple(Item(k, "etag") for k in keys))
+
+
 def test_every_kind_of_image_round_trips(tmp_path):
     expected = _kinds(tmp_path / "in")
-    options = UpscaleOptions(scale=2, tile_size=16)
-    model = tiny_model()
+    result = upscale_chunk(tiny_model(), job(tmp_path, scale=2, tile_size=16), chunk(*expected))
+    assert (result.done, result.failed) == (len(expected), 0), result.lines
     for key, (size, mode, fmt) in expected.items():
-        result = upscale_object(model, "m", str(tmp_path / "in"), str(tmp_path / "out"), key,
-                                "fp", options)
-        assert result.status == "done", (key, result.reason)
         with Image.open(tmp_path / "out" / key) as out:
             assert (out.size, out.mode, out.format) == (size, mode, fmt), key
     deep = np.asarray(Image.open(tmp_path / "out" / "deep.png"))
@@ -88,13 +95,14 @@ def test_every_kind_of_image_round_trips(tmp_path):
 
 
 def test_bf16_precision_is_an_option_of_its_own(tmp_path):
-    Image.fromarray(rand(14, 21, 3)).save(tmp_path / "a.png")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rand(14, 21, 3)).save(tmp_path / "in" / "a.png")
     fp32, bf16 = UpscaleOptions(scale=2), UpscaleOptions(scale=2, precision="bf16")
     assert fp32.token("etag", "m") != bf16.token("etag", "m")  # a precision change redoes outputs
-    for name, options in (("fp32", fp32), ("bf16", bf16)):
-        result = upscale_object(tiny_model(), "m", str(tmp_path), str(tmp_path / name), "a.png",
-                                "etag", options)
-        assert result.status == "done"
+    for name in ("fp32", "bf16"):
+        result = upscale_chunk(tiny_model(), job(tmp_path, name, scale=2, precision=name),
+                               chunk("a.png"))
+        assert result.done == 1
     a, b = (np.asarray(Image.open(tmp_path / n / "a.png"), dtype=int) for n in ("fp32", "bf16"))
     assert a.shape == b.shape == (28, 42, 3) and np.abs(a - b).max() <= 8
 
@@ -121,19 +129,31 @@ def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir):
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _kinds(inp)
     bad = _bad_corpus(inp)
-    kwargs = dict(scale=2, model=model_dir, shard_size=4, max_pixels=4000)
+    kwargs = dict(scale=2, model=model_dir, chunk_size=4, max_pixels=4000)
     with pytest.raises(UpscaleFailures) as failure:
         upscale_bucket(str(inp), str(out), **kwargs)
     assert "6 of 15 images failed" in str(failure.value)
     report = json.loads((out / REPORT_KEY).read_text())
-    status = {i["key"]: i for i in report["items"]}
+    assert (report["done"], report["failed"]) == (len(good), len(bad))
+    assert len(report["failures"]) == len(bad)  # the summary shows them (capped at 20)
+    status = {i["key"]: i for i in report_lines(str(out), report["flow_run_id"])}
     assert {k for k, v in status.items() if v["status"] == "done"} == set(good)
     for key, words in bad.items():
         assert status[key]["status"] == "failed" and words in status[key]["reason"], status[key]
         assert not (out / key).exists()
-    # Remove the bad files: a second run skips every current output and does nothing else.
+    # A second run over the same bucket skips every current output and retries the bad ones.
+    mtimes = {k: (out / k).stat().st_mtime_ns for k in good}
+    with pytest.raises(UpscaleFailures, match="6 of 15 images failed"):
+        upscale_bucket(str(inp), str(out), **kwargs)
+    again = json.loads((out / REPORT_KEY).read_text())
+    assert (again["done"], again["skipped"], again["failed"]) == (0, len(good), len(bad))
+    assert {k: (out / k).stat().st_mtime_ns for k in good} == mtimes
+    # Without the bad files every output is current (a removed key that ended a chunk merges
+    # two chunks, whose images are redone once: still none lost or failed).
     for key in bad:
         (inp / key).unlink()
+    cleaned = upscale_bucket(str(inp), str(out), **kwargs)
+    assert cleaned["failed"] == 0 and cleaned["done"] + cleaned["skipped"] == len(good)
     mtimes = {k: (out / k).stat().st_mtime_ns for k in good}
     again = upscale_bucket(str(inp), str(out), **kwargs)
     assert (again["done"], again["skipped"], again["failed"]) == (0, len(good), 0)
@@ -142,15 +162,33 @@ def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir):
     Image.fromarray(rand(12, 17, 3)).save(inp / "rgb.png")
     changed = upscale_bucket(str(inp), str(out), **kwargs)
     assert (changed["done"], changed["skipped"]) == (1, len(good) - 1)
-    # A new model version redoes everything; records are replaced, not accumulated.
+    # New weights redo everything; manifests are replaced in place, not added.
+    manifests = sorted((out / MANIFESTS).rglob("*.json"))
     save_model(tiny_model(seed=1), 2, model_dir + "-v2")
     new = upscale_bucket(str(inp), str(out), **{**kwargs, "model": model_dir + "-v2"})
     assert new["done"] == len(good) and new["skipped"] == 0
-    records = [p for p in (out / RECORDS).rglob("*") if p.is_file()]
-    assert len(records) == len(good)
+    assert sorted((out / MANIFESTS).rglob("*.json")) == manifests
+    recorded: list[str] = []
+    for path in manifests:
+        body = json.loads(path.read_text())
+        if body["run"] == new["flow_run_id"]:  # the others belong to chunks gone since
+            assert body["weights"] == new["weights"] != again["weights"]
+            recorded += list(body["tokens"])
+    assert sorted(recorded) == sorted(good)  # each image in one manifest
     forced = upscale_bucket(str(inp), str(out), **{**kwargs, "model": model_dir + "-v2",
                                                    "overwrite": True})
     assert forced["done"] == len(good)
+
+
+def recorded(out: Path) -> set[str]:
+    """Keys recorded as current in the manifests under `out`."""
+    keys: set[str] = set()
+    for path in (out / MANIFESTS).rglob("*.json") if (out / MANIFESTS).exists() else []:
+        try:
+            keys |= set(json.loads(path.read_text())["tokens"])
+        except (json.JSONDecodeError, FileNotFoundError):  # not there yet: written whole later
+            pass
+    return keys
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -164,22 +202,21 @@ def test_killed_run_completes_on_restart(tmp_path, model_dir):
         Image.fromarray(rand(160, 160, 3)).save(inp / f"img{i:02d}.png")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "upscale", str(inp), str(out),
-                             "--scale", "2", "--model", model_dir, "--shard-size", "2"],
+                             "--scale", "2", "--model", model_dir, "--chunk-size", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline:
-        done = list((out / RECORDS).glob("*")) if (out / RECORDS).exists() else []
-        if len(done) >= 5:
+        if len(recorded(out)) >= 5:
             break
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its LocalCluster's workers
     proc.wait()
-    first = len(list((out / RECORDS).glob("*")))
-    assert 5 <= first < n
-    summary = upscale_bucket(str(inp), str(out), scale=2, model=model_dir, shard_size=8)
-    assert summary["failed"] == 0 and summary["skipped"] >= first - 0
+    first = recorded(out)
+    assert 5 <= len(first) < n
+    summary = upscale_bucket(str(inp), str(out), scale=2, model=model_dir, chunk_size=2)
+    assert summary["failed"] == 0 and summary["skipped"] >= len(first)
     assert summary["done"] + summary["skipped"] == n
     outputs = sorted(p.name for p in out.glob("*.png"))
     assert outputs == sorted(p.name for p in inp.glob("*.png"))  # none missing, none extra
