@@ -235,6 +235,11 @@ def test_compose_services_fit_together():
     gpu = SERVICES["dask-worker-gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert "GPU=1" in gpu["command"][gpu["command"].index("--resources") + 1]
+    # upscale-bucket's chunks go there: processes sharing the GPU, as srcnn.cluster sizes them
+    from srcnn.cluster import GPU_PROCESSES
+
+    assert gpu["command"][gpu["command"].index("--nworkers") + 1] == str(GPU_PROCESSES)
+    assert gpu["environment"]["SRCNN_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
     assert "--artifacts-destination=s3://mlflow/" in SERVICES["mlflow"]["command"]
 
 
