@@ -69,11 +69,20 @@ def _standin(partition: int, n: int):
     return pages
 
 
-def simulate_child(n_keys: int) -> dict:
+def simulate_child(n_keys: int, records: bool) -> dict:
+    """The driver's part (planning, shards handed out, summaries added up), and with `records`
+    also the workers' record and report code run here on every chunk and shard."""
     from flows.upscale_bucket import _add
     from srcnn.planning import plan
     from srcnn.storage import filesystem
-    from srcnn.upscale import ChunkResult, Job, UpscaleOptions, manifest_url, write_shard_report
+    from srcnn.upscale import (
+        ChunkResult,
+        Job,
+        ShardSummary,
+        UpscaleOptions,
+        manifest_url,
+        write_shard_report,
+    )
 
     parts = 16
     sources = [(f"p{p:02d}/", _standin(p, n_keys // parts + (p < n_keys % parts)))
@@ -85,17 +94,25 @@ def simulate_child(n_keys: int) -> dict:
     failures: list[str] = []
     start = time.perf_counter()
     chunks = 0
+    in_flight: list = []
     for shard in plan(sources, 64, keep=lambda k: True):
+        chunks += len(shard.chunks)
+        in_flight = (in_flight + [shard])[-3:]  # the flow keeps three shards out
+        if not records:
+            _add(totals, failures, ShardSummary(shard.index, shard.n_keys, 0, 0, 0, 0.0, (),
+                                                None), _Quiet())
+            continue
         results = []
         for chunk in shard.chunks:  # what each chunk's worker records and reports
-            tokens = {i.key: job.options.token(i.etag, job.weights_digest) for i in chunk.items}
+            items = chunk.items
+            tokens = {i.key: job.options.token(i.etag, job.weights_digest) for i in items}
             fs.pipe_file(manifest_url("memory://out", chunk.id), json.dumps(
                 {"chunk": chunk.id, "tokens": tokens}).encode())
-            results.append(ChunkResult(done=len(chunk.items), lines=[
+            results.append(ChunkResult(done=len(items), lines=[
                 {"key": i.key, "status": "done", "output": f"memory://out/{i.key}",
-                 "seconds": 0.01} for i in chunk.items]))
-            chunks += 1
+                 "seconds": 0.01} for i in items]))
         summary = write_shard_report(job, shard.index, results)
+        del results
         fs.rm("/out", recursive=True)  # the simulated objects do not accumulate here
         _add(totals, failures, summary, _Quiet())
     seconds = time.perf_counter() - start
@@ -111,15 +128,20 @@ class _Quiet:
 def simulate(sizes: list[int]) -> None:
     from srcnn.planning import shard_count
 
-    print("== simulation: real planning, record and report code, stand-in listing")
-    print("| keys | planning keys/s | shards (Prefect task runs) | task runs per flow run | "
-          "chunks (Dask tasks, manifests) | driver peak RSS (MB) |")
+    print("== simulation: the real planning code driven by a stand-in listing (16 partitions)")
+    print("driver: planning, three shards in flight, summaries added up; + workers' code: the "
+          "same with each chunk's manifest and each shard's report built and written here")
+    print("| keys | planning keys/s | Prefect task runs per flow run (shards + 2) | chunks "
+          "(Dask tasks, manifests) | driver peak RSS (MB) | with workers' record + report "
+          "code: keys/s, peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for n in sizes:
-        r = child(["_simulate", str(n)])
-        assert r["keys"] == n and r["shards"] <= shard_count(n) + 1
-        print(f"| {n:,} | {r['keys_per_s']:,.0f} | {r['shards']} | {r['shards'] + 2} | "
-              f"{r['chunks']:,} | {r['peak_rss_mb']:.0f} |", flush=True)
+        r = child(["_simulate", str(n), "driver"])
+        w = child(["_simulate", str(n), "records"])
+        assert r["keys"] == w["keys"] == n and r["shards"] <= shard_count(n) + 1
+        print(f"| {n:,} | {r['keys_per_s']:,.0f} | {r['shards'] + 2} | {r['chunks']:,} | "
+              f"{r['peak_rss_mb']:.0f} | {w['keys_per_s']:,.0f}, {w['peak_rss_mb']:.0f} |",
+              flush=True)
 
 
 # -- real runs --------------------------------------------------------------------------------
@@ -364,14 +386,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
     if sys.argv[1] == "_simulate":
-        print(json.dumps(simulate_child(int(sys.argv[2]))))
+        print(json.dumps(simulate_child(int(sys.argv[2]), sys.argv[3] == "records")))
         return
     if sys.argv[1] == "_flow":
         print(json.dumps(flow_child(sys.argv[2], sys.argv[3])))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("section", choices=["simulate", "local", "s3", "scaling", "gpu"])
-    p.add_argument("--keys", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument("--keys", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--images", type=int)
     a = p.parse_args()

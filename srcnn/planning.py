@@ -50,10 +50,28 @@ class Item:
     error: str = ""
 
 
-@dataclass(frozen=True)
 class Chunk:
-    id: str  # hash of the boundary it starts after: names the chunk's manifest
-    items: tuple[Item, ...]
+    """A chunk's items, packed into one string (NUL never occurs in a key): a shard in flight
+    holds ~70 bytes per key instead of ~270 for item objects."""
+
+    __slots__ = ("id", "size", "_packed")
+
+    def __init__(self, id: str, items: Iterable[Item]):
+        self.id = id  # hash of the boundary it starts after: names the chunk's manifest
+        fields = [f"{i.key}\0{i.etag}\0{i.error}" for i in items]
+        self.size = len(fields)
+        self._packed = "\0".join(fields)
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        f = self._packed.split("\0")
+        return tuple(Item(f[j], f[j + 1], f[j + 2]) for j in range(0, len(f), 3))
+
+    def __getstate__(self):
+        return (self.id, self.size, self._packed)
+
+    def __setstate__(self, state):
+        self.id, self.size, self._packed = state
 
 
 def chunk_id(after: str) -> str:
@@ -194,7 +212,7 @@ def plan(partitions: list[tuple[str, Callable[[], Iterable[list[Listed]]]]], chu
         if chunk is None:
             return None
         shard.chunks.append(chunk)
-        shard.n_keys += len(chunk.items)
+        shard.n_keys += chunk.size
         if shard.n_keys >= shard_target(seen):
             full, seen = shard, seen + shard.n_keys
             shard = Shard(full.index + 1, [])

@@ -215,11 +215,12 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
     rerun = by_run == job.run_id
     if job.overwrite and not rerun:
         recorded = {}
-    tokens = {i.key: opts.token(i.etag, job.weights_digest) for i in chunk.items}
+    items = chunk.items
+    tokens = {i.key: opts.token(i.etag, job.weights_digest) for i in items}
     result = ChunkResult()
     current: dict[str, str] = {}
     todo = []
-    for item in chunk.items:
+    for item in items:
         if item.error:
             result.failed += 1
             result.lines.append({"key": item.key, "status": "failed", "reason": item.error})
@@ -254,7 +255,7 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
             while writes:
                 _finish(result, current, tokens, *writes.popleft())
     if todo or set(recorded) != set(current):
-        body = {"chunk": chunk.id, "first": chunk.items[0].key, "weights": job.weights_digest,
+        body = {"chunk": chunk.id, "first": items[0].key, "weights": job.weights_digest,
                 "run": job.run_id, "tokens": current}
         write_bytes_atomic(manifest_url(job.output_url, chunk.id), json.dumps(body).encode())
     result.seconds = time.perf_counter() - start
