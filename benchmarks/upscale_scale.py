@@ -3,7 +3,7 @@
     python benchmarks/upscale_scale.py simulate [--keys 1000000 10000000]
     python benchmarks/upscale_scale.py local [--sizes 2000 20000]
     python benchmarks/upscale_scale.py s3 [--sizes 200 2000]
-    python benchmarks/upscale_scale.py scaling [--images 24]
+    python benchmarks/upscale_scale.py scaling [--images 40]
     python benchmarks/upscale_scale.py gpu [--images 48]        (a CUDA machine)
 
 simulate: the real planning code (`srcnn.planning.plan`), the flow's aggregation of shard
@@ -402,7 +402,7 @@ def main() -> None:
     elif a.section in ("local", "s3"):
         real_runs(a.section, a.sizes or ([2000, 20000] if a.section == "local" else [200, 2000]))
     elif a.section == "scaling":
-        scaling(a.images or 24)
+        scaling(a.images or 40)
     else:
         gpu(a.images or 256)
 

@@ -59,7 +59,11 @@ def partitions(input_url: str, prefixes: list[str] | None) -> list:
     """(name, page source) pairs that together list the bucket: each named prefix, or each
     first-level folder plus the objects at the top level."""
     if prefixes:
-        return [(p, functools.partial(iter_pages, input_url, p)) for p in sorted(set(prefixes))]
+        kept: list[str] = []
+        for p in sorted(set(prefixes)):  # "a" covers "ab": list each key once
+            if not any(p.startswith(k) for k in kept):
+                kept.append(p)
+        return [(p, functools.partial(iter_pages, input_url, p)) for p in kept]
     return [("", functools.partial(iter_pages, input_url, "", False))] + [
         (p, functools.partial(iter_pages, input_url, p)) for p in top_prefixes(input_url)]
 

@@ -35,7 +35,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
             yield client
         return
     resources = None
-    if gpu and _cuda_available():
+    if gpu and _gpu_on_host():
         n_workers, resources = n_workers or GPU_PROCESSES, {"GPU": 1}
     n_workers = n_workers or os.cpu_count() or 1
     # One thread per worker process: the per-image work is GIL-bound Python and PIL.
@@ -53,6 +53,20 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _gpu_on_host() -> bool:
+    """Whether this machine has an NVIDIA GPU, asked of the CUDA driver itself: the driver of a
+    flow stays free of torch (~200 MB); the workers check torch's CUDA build when they load."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 \
+        and count.value > 0
 
 
 def current_worker() -> str | None:
@@ -146,7 +160,8 @@ def upscale_chunk_task(plugin: str, job, chunk):
 
 
 def resolve_spec(ref: str, scale: int):
-    """Dask task: `srcnn.tracking.resolve_spec` on a worker (MLflow and torch live there)."""
+    """Dask task: a registry reference as a ModelSpec, on a worker (MLflow and torch live
+    there, not in the flow's driver)."""
     from srcnn.tracking import resolve_spec as resolve
 
     return resolve(ref, scale)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import resources
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -33,3 +37,35 @@ class ModelSpec:
         model = SRCNN(ModelConfig(**self.config))
         model.load_state_dict(load_tensors(self.weights))
         return model.eval()
+
+
+def pretrained_dir(scale: int) -> str:
+    """Folder of the weights shipped in the package for `scale` (x2, x3, x4)."""
+    path = resources.files("srcnn") / "pretrained" / f"x{scale}"
+    if not (path / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
+    return str(path)
+
+
+def is_local_ref(ref: str) -> bool:
+    """`pretrained` or a model folder: references that need no registry."""
+    return ref not in ("champion", "challenger") and not ref.startswith(("models:/", "runs:/"))
+
+
+def read_spec(ref: str, scale: int) -> ModelSpec:
+    """A local reference (`pretrained`, or a model folder as `srcnn.weights.save_model` writes
+    it) as a ModelSpec, from its files' bytes: no torch needed, so a flow's driver can do it."""
+    from srcnn.storage import join, open_url
+
+    source = f"pretrained:x{scale}" if ref in ("pretrained", f"pretrained:x{scale}") else ref
+    folder = pretrained_dir(scale) if source.startswith("pretrained:") else ref
+    try:
+        with open_url(join(folder, CONFIG_FILE), "rb") as f:
+            config = json.loads(f.read())
+        with open_url(join(folder, WEIGHTS_FILE), "rb") as f:
+            weights = f.read()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"model {ref}: not a model directory ({exc})") from exc
+    if int(config["scale"]) != scale:
+        raise ValueError(f"model {ref}: trained for x{config['scale']}, asked for x{scale}")
+    return ModelSpec(source, scale, weights, config["model"])

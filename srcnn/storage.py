@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,14 +132,23 @@ PAGE = 1000  # keys per listing page (S3's page size)
 
 def top_prefixes(url: str) -> list[str]:
     """The first-level sub-prefixes (`"dir/"`) under `url`, sorted: the default partitions of
-    a listing (each is walked on its own, in parallel). O(number of directories)."""
+    a listing (each is walked on its own, in parallel). Holds only the prefixes; on S3 it walks
+    the top level page by page (a flat bucket's top level is one sequential walk: name
+    `--prefix`es to split it)."""
     fs, root = filesystem(url)
     root = root.rstrip("/")
     if isinstance(fs, LocalFileSystem):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image collection {url}: not found or not a folder")
-        return sorted(e.name + "/" for e in os.scandir(root)
-                      if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(root) as entries:
+            return sorted(e.name + "/" for e in entries
+                          if e.is_dir() and not e.name.startswith("."))
+    if "s3" in fs.protocol:
+        found = [p for page in _s3_pages(fs, root, "", recursive=False, prefixes=True)
+                 for p in page]
+        if not found and not fs.exists(root):
+            raise FileNotFoundError(f"image collection {url}: not found or not a folder")
+        return sorted(found)
     fs.invalidate_cache()
     if not fs.isdir(root):
         raise FileNotFoundError(f"image collection {url}: not found or not a folder")
@@ -176,29 +186,47 @@ def _pages(items: Iterator[Listed]) -> Iterator[list[Listed]]:
 
 
 def _walk_local(root: str, prefix: str, recursive: bool) -> Iterator[Listed]:
-    """Files under root/prefix in S3 key order: a folder sorts as its name plus "/"."""
+    """Files under root/prefix in S3 key order: a folder sorts as its name plus "/". As on S3,
+    a prefix that does not end with "/" selects the names in its folder that start with it.
+    Each folder's names are held (sorted) while it is walked."""
     start = os.path.join(root, prefix) if prefix else root
+    name_start = ""
+    if prefix and not prefix.endswith("/"):  # "a" is a name prefix, as on S3; "a/" a folder
+        head, name_start = posixpath.split(prefix)
+        start, prefix = os.path.join(root, head) if head else root, head
     if not os.path.isdir(start):
         return
-    entries = sorted(os.scandir(start), key=lambda e: e.name + "/" if e.is_dir() else e.name)
-    for entry in entries:
-        if entry.is_dir():
+    with os.scandir(start) as it:
+        names = sorted((e.name + "/" if e.is_dir() else e.name) for e in it
+                       if e.name.startswith(name_start))
+    for name in names:
+        if name.endswith("/"):
             if recursive:
-                yield from _walk_local(root, posixpath.join(prefix, entry.name), True)
-        elif entry.is_file():
-            st = entry.stat()
-            yield Listed(posixpath.join(prefix, entry.name), f"{st.st_size}-{st.st_mtime_ns}")
+                yield from _walk_local(root, posixpath.join(prefix, name), True)
+            continue
+        path = os.path.join(start, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # removed since the folder was read
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield Listed(posixpath.join(prefix, name), f"{st.st_size}-{st.st_mtime_ns}")
 
 
-def _s3_pages(fs, root: str, prefix: str, recursive: bool) -> Iterator[list[Listed]]:
+def _s3_pages(fs, root: str, prefix: str, recursive: bool,
+              prefixes: bool = False) -> Iterator[list]:
+    """Pages of Listed objects (or, with `prefixes`, of the sub-prefixes one level down)."""
     bucket, _, base = root.partition("/")
     base = f"{base}/" if base else ""
     kwargs = {"Bucket": bucket, "Prefix": base + prefix, **({} if recursive else
                                                           {"Delimiter": "/"})}
     while True:  # S3's own pagination; each call is retried by s3fs on transient errors
         out = fs.call_s3("list_objects_v2", **kwargs)
-        page = [Listed(c["Key"][len(base):], str(c["ETag"]).strip('"'))
-                for c in out.get("Contents", []) if not c["Key"].endswith("/")]
+        if prefixes:
+            page = [p["Prefix"][len(base):] for p in out.get("CommonPrefixes", [])]
+        else:
+            page = [Listed(c["Key"][len(base):], str(c["ETag"]).strip('"'))
+                    for c in out.get("Contents", []) if not c["Key"].endswith("/")]
         if page:
             yield page
         if not out.get("IsTruncated"):

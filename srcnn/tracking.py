@@ -20,7 +20,14 @@ from mlflow.exceptions import MlflowException
 from srcnn.settings import Settings, get_settings
 from srcnn.spec import ModelSpec
 from srcnn.train import EpochReport
-from srcnn.weights import LoadedModel, load_model, model_spec, pretrained_dir, save_model
+from srcnn.weights import (
+    LoadedModel,
+    load_local,
+    load_model,
+    model_spec,
+    pretrained_dir,
+    save_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,29 +153,26 @@ def download_model(client: MlflowClient, uri: str) -> LoadedModel:
         return load_model(local, source=uri)
 
 
+def needs_registry(ref: str) -> bool:
+    return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
+
+
 def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedModel:
     """A model reference: `champion`/`challenger` (registry alias), `pretrained`
     (shipped weights), a `models:/` URI, or a model folder (path or URL)."""
-    if ref in ("pretrained", f"pretrained:x{scale}"):  # the second is its recorded source
-        return load_model(pretrained_dir(scale), source=f"pretrained:x{scale}")
+    if not needs_registry(ref):
+        return load_local(ref, scale)
     if ref in (CHAMPION, CHALLENGER):
         ref = f"models:/{registered_name(scale)}@{ref}"
-    if ref.startswith(("models:/", "runs:/")):
-        if client is None:
-            raise ValueError(f"model {ref}: needs an MLflow client")
-        try:
-            loaded = download_model(client, ref)
-        except MlflowException as exc:
-            raise LookupError(f"model {ref}: not found in the registry ({exc.message})") from exc
-    else:
-        loaded = load_model(ref)
+    if client is None:
+        raise ValueError(f"model {ref}: needs an MLflow client")
+    try:
+        loaded = download_model(client, ref)
+    except MlflowException as exc:
+        raise LookupError(f"model {ref}: not found in the registry ({exc.message})") from exc
     if loaded.scale != scale:
         raise ValueError(f"model {ref}: trained for x{loaded.scale}, asked for x{scale}")
     return loaded
-
-
-def needs_registry(ref: str) -> bool:
-    return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
 
 
 def resolve_spec(ref: str, scale: int) -> ModelSpec:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
-from srcnn.spec import ModelSpec
+from srcnn.spec import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, pretrained_dir  # noqa: F401
 from srcnn.storage import join, open_url, write_bytes_atomic
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -60,9 +57,12 @@ def load_model(url: str, source: str | None = None) -> LoadedModel:
                        metadata=config)
 
 
-def pretrained_dir(scale: int) -> str:
-    """Folder of the weights shipped in the package for `scale` (×2, ×3, ×4)."""
-    path = resources.files("srcnn") / "pretrained" / f"x{scale}"
-    if not (path / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
-    return str(path)
+def load_local(ref: str, scale: int) -> LoadedModel:
+    """`pretrained` (the shipped weights for `scale`) or a model folder (path or URL): the
+    references that need no registry."""
+    if ref in ("pretrained", f"pretrained:x{scale}"):  # the second is its recorded source
+        return load_model(pretrained_dir(scale), source=f"pretrained:x{scale}")
+    loaded = load_model(ref)
+    if loaded.scale != scale:
+        raise ValueError(f"model {ref}: trained for x{loaded.scale}, asked for x{scale}")
+    return loaded

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from srcnn.cluster import resolve_spec, upscale_chunk_task
 from srcnn.planning import Chunk
-from srcnn.spec import ModelSpec
+from srcnn.spec import ModelSpec, is_local_ref, read_spec
 from srcnn.storage import write_bytes_atomic
 from srcnn.upscale import Job, ShardSummary, write_shard_report
 from tasks import NETWORK_RETRIES
@@ -20,9 +20,13 @@ DASK_RETRIES = 2  # a chunk whose task raised (not a bad image: those fail alone
 def resolve(ref: str, scale: int) -> ModelSpec:
     """Turn a reference into one concrete model (`champion` -> `models:/srcnn-x3/4`), download
     it once and return it as bytes with their digest: every worker gets exactly these weights,
-    and every output records their digest. Runs on a Dask worker (which has torch and MLflow;
-    the driver stays lean), seeding an empty registry with the shipped weights."""
-    spec = default_client().submit(resolve_spec, ref, scale, pure=False).result()
+    and every output records their digest. Registry references are resolved on a Dask worker
+    (which has torch and MLflow; the driver stays lean), seeding an empty registry with the
+    shipped weights."""
+    if is_local_ref(ref):  # pretrained or a folder: read its bytes here
+        spec = read_spec(ref, scale)
+    else:
+        spec = default_client().submit(resolve_spec, ref, scale, pure=False).result()
     get_run_logger().info("model %s -> %s (%s, weights %s)", ref, spec.source,
                           spec.config, spec.digest[:12])
     return spec

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from flows.upscale_bucket import UpscaleFailures, check_prefixes, upscale_bucket
+from flows.upscale_bucket import UpscaleFailures, check_prefixes, partitions, upscale_bucket
 from srcnn.config import ModelConfig
 from srcnn.images import BadImageError, decode_image
 from srcnn.model import SRCNN
 from srcnn.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
-from srcnn.storage import PAGE, Listed, iter_pages
+from srcnn.storage import PAGE, Listed, iter_pages, top_prefixes
 from srcnn.upscale import MANIFESTS, output_key
 from srcnn.weights import save_model
 
@@ -111,6 +111,14 @@ def test_listing_is_in_key_order_on_disk_and_on_s3(tmp_path, s3_bucket):
     assert remote == local
     top = [x.key for page in iter_pages(f"s3://{bucket}/in", "", False) for x in page]
     assert top == [k for k in local if "/" not in k]
+    assert top_prefixes(f"s3://{bucket}/in") == top_prefixes(str(tmp_path / "in")) == ["a/", "z/"]
+    for prefix in ("a", "a/", "a-", "z/y", "é"):  # a prefix is a key prefix, folder or not
+        on_disk = [x.key for page in iter_pages(str(tmp_path / "in"), prefix) for x in page]
+        on_s3 = [x.key for page in iter_pages(f"s3://{bucket}/in", prefix) for x in page]
+        assert on_disk == on_s3 == [k for k in local if k.startswith(prefix)], prefix
+    assert [k for _, source in partitions(str(tmp_path / "in"), ["a", "a/", "z"])
+            for page in source() for k in (x.key for x in page)] == [
+        k for k in local if k.startswith(("a", "z"))]  # overlapping prefixes: each key once
 
 
 # -- spellings --------------------------------------------------------------------------------
