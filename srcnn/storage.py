@@ -7,6 +7,7 @@ standard AWS variables that s3fs reads itself and are never logged.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import posixpath
 import stat
@@ -25,8 +26,18 @@ IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".g
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path inside it) for a URL or local path."""
-    fs, path = fsspec.core.url_to_fs(url, **get_settings().storage_options(url))
-    return fs, path
+    if url.startswith(("s3://", "s3a://")):
+        return fsspec.core.url_to_fs(url, **_s3_options(
+            os.environ.get("SRCNN_S3_ENDPOINT_URL"), os.environ.get("AWS_ENDPOINT_URL"),
+            os.getcwd()))
+    return fsspec.core.url_to_fs(url)  # no options: local paths, file://, memory://, ...
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_options(endpoint: str | None, aws_endpoint: str | None, cwd: str) -> dict:
+    """S3 storage options from the settings, read once per environment (reading them costs
+    ~0.4 ms, once per object otherwise)."""
+    return get_settings().storage_options("s3://")
 
 
 def is_local(url: str) -> bool:
