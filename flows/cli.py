@@ -111,7 +111,7 @@ def upscale(
         help="champion | challenger | pretrained | models:/ URI | model folder.")] = "champion",
     tile_size: Annotated[int, typer.Option(help="Output tile side (bounds memory).")] = 256,
     chunk_size: Annotated[int, typer.Option(
-        help="Images per Dask task and manifest, on average (keep it fixed for a bucket).")] = 64,
+        help="Images per Dask task and manifest, on average (keep it fixed for a bucket).")] = 32,
     include: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to take.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of keys to skip.")] = None,
     prefix: Annotated[Optional[list[str]], typer.Option(

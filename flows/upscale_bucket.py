@@ -71,7 +71,7 @@ def partitions(input_url: str, prefixes: list[str] | None) -> list:
 @flow(name="upscale-bucket", log_prints=True,
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
 def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champion",
-                   tile: TileConfig = TileConfig(), chunk_size: int = 64,
+                   tile: TileConfig = TileConfig(), chunk_size: int = 32,
                    include: list[str] | None = None, exclude: list[str] | None = None,
                    overwrite: bool = False, output_format: OutputFormat | None = None,
                    jpeg_quality: int = 95, max_pixels: int = 100_000_000,

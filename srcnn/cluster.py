@@ -111,6 +111,7 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         if worker.state.total_resources.get("GPU", 0) >= 1 and _cuda_available():
             self._device = "cuda"
+        _keep_freed_memory()
 
     def __getstate__(self):  # the lock and a loaded model do not travel
         return {"spec": self.spec, "name": self.name}
@@ -128,6 +129,26 @@ class ModelPlugin(WorkerPlugin):
                 log.info("worker loaded %s (%s) on %s", self.spec.source,
                          self.spec.digest[:12], self._device)
             return self._model
+
+
+def _keep_freed_memory() -> None:
+    """Undo, for this worker process, what the Dask nanny's MALLOC_TRIM_THRESHOLD_ does to a
+    net's activations: with the trim threshold set, glibc stops adapting its mmap threshold,
+    so every buffer over 128 KB is mapped and unmapped (and its pages zeroed) per convolution:
+    inference ran 40% slower in a worker than in a plain process. Buffers up to 64 MB are
+    kept in the heap again; memory is still given back above 256 MB of free heap."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 2**20)
+    libc.mallopt(m_trim_threshold, 256 * 2**20)
 
 
 def plugin_name(spec: ModelSpec) -> str:

@@ -11,7 +11,7 @@ import warnings
 
 from PIL import Image, ImageOps
 
-from srcnn.storage import open_url, write_bytes_atomic
+from srcnn.storage import read_bytes, write_bytes_atomic
 
 # Pillow's own bomb check reads a process-wide limit (and raises past twice it), which would
 # override a caller's larger `max_pixels`. `decode_image` makes the check itself, per call,
@@ -58,9 +58,7 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
 
 
 def read_image(url: str, key: str | None = None, max_pixels: int | None = None) -> Image.Image:
-    with open_url(url, "rb") as f:
-        data = f.read()
-    return decode_image(data, key or url, max_pixels)
+    return decode_image(read_bytes(url), key or url, max_pixels)
 
 
 def encode_image(img: Image.Image, fmt: str, **params) -> bytes:

@@ -48,6 +48,12 @@ def join(url: str, *parts: str) -> str:
     return posixpath.join(url.rstrip("/"), *parts)
 
 
+def read_bytes(url: str) -> bytes:
+    """A whole object in one request (a GET on S3: no HEAD before it, as `open` makes)."""
+    fs, path = filesystem(url)
+    return fs.cat_file(path)
+
+
 def open_url(url: str, mode: str = "rb") -> IO:
     fs, path = filesystem(url)
     return fs.open(path, mode)

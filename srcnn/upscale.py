@@ -30,7 +30,7 @@ from PIL import Image
 from srcnn.config import StrictModel
 from srcnn.images import BadImageError, read_image, write_image
 from srcnn.planning import Chunk
-from srcnn.storage import join, open_url, write_bytes_atomic
+from srcnn.storage import join, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:  # the flow's driver imports this module and never needs torch
     from srcnn.model import SRCNN
@@ -167,8 +167,7 @@ def read_manifest(output_url: str, chunk_id: str) -> tuple[dict[str, str], str]:
     """({key: token} of the outputs a chunk recorded, the run that wrote the manifest);
     empty if the chunk never finished."""
     try:
-        with open_url(manifest_url(output_url, chunk_id), "rb") as f:
-            body = json.loads(f.read())
+        body = json.loads(read_bytes(manifest_url(output_url, chunk_id)))
     except FileNotFoundError:
         return {}, ""
     return body["tokens"], body.get("run", "")
