@@ -49,8 +49,11 @@ def join(url: str, *parts: str) -> str:
 
 
 def read_bytes(url: str) -> bytes:
-    """A whole object in one request (a GET on S3: no HEAD before it, as `open` makes)."""
+    """A whole object in one request: on S3 one GET, without the HEAD that `open` makes, or
+    that s3fs makes to split a large read into concurrent ranges (our objects are images)."""
     fs, path = filesystem(url)
+    if "s3" in fs.protocol:
+        return fs.cat_file(path, max_concurrency=1)
     return fs.cat_file(path)
 
 
