@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA upscaling path, verified and measured in one GPU session (issue 11):
 #   1. tests/test_gpu.py: PIL-exact bicubic on the GPU, tiled == whole, GPU == CPU path;
-#   2. benchmarks/upscale_scale.py gpu: bare forward rate vs the upscale-bucket worker path.
+#   2. benchmarks/upscale_gpu.py: bare forward rate vs the upscale-bucket worker path.
 # On a machine with torch, Pillow and numpy; wheels in .whl/ (dask, distributed, pydantic,
 # pydantic-settings, fsspec, ...) are installed to /tmp/site first when present.
 #   bash benchmarks/gpu_upscale.sh [OUT]
@@ -18,4 +18,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 echo "== 1. GPU tests"
 timeout 240 python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-test.log"
 echo "== 2. upscale throughput"
-timeout ${BENCH_S:-300} python3 benchmarks/upscale_scale.py gpu --images ${IMAGES:-96} 2>&1 | tee "$OUT/gpu-bench.log"
+timeout ${BENCH_S:-300} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} 2>&1 | tee "$OUT/gpu-bench.log"

@@ -158,11 +158,10 @@ def evaluate(
 ) -> None:
     """Mean PSNR/SSIM of a model and of bicubic by the standard protocol."""
     from srcnn.evaluation import evaluate_model, format_table, scores_json
+    from srcnn.spec import is_local_ref
     from srcnn.tracking import make_client, resolve_model
 
-    needs_registry = not (model == "pretrained" or "/" in model and not model.startswith(
-        ("models:/", "runs:/")))
-    client = make_client(get_settings()) if needs_registry else None
+    client = None if is_local_ref(model) else make_client(get_settings())
     loaded = resolve_model(model, scale, client)
     scores = evaluate_model(loaded.model, dataset, scale)
     typer.echo(scores_json(scores, per_image=True) if as_json else

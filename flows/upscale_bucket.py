@@ -92,17 +92,14 @@ def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champi
                              jpeg_quality=jpeg_quality, max_pixels=max_pixels,
                              precision=precision)
     run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
-    totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
-              "shards": 0}
-    failures: list[str] = []
     settings = get_settings()
     with dask_client(dask_address or settings.dask_address, settings.dask_workers,
                      gpu=True) as client:
         spec = resolve(model, scale)
         job = Job(input, output, options, spec.source, spec.digest, run_id, overwrite)
         with model_on_workers(client, spec) as plugin:
-            _run(client, plugin, job, input, output, chunk_size, include, exclude, prefixes,
-                 totals, failures, logger)
+            totals, failures = _run(client, plugin, job, chunk_size, include, exclude,
+                                    prefixes, logger)
     wall = time.perf_counter() - started
     summary = {"input": input, "output": output, "model": spec.source,
                "weights": spec.digest, "scale": scale, "flow_run_id": run_id, **totals,
@@ -121,16 +118,20 @@ def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champi
     return summary
 
 
-def _run(client, plugin: str, job: Job, input: str, output: str, chunk_size: int,
-         include: list[str] | None, exclude: list[str] | None, prefixes: list[str] | None,
-         totals: dict, failures: list[str], logger) -> None:
-    """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out."""
+def _run(client, plugin: str, job: Job, chunk_size: int, include: list[str] | None,
+         exclude: list[str] | None, prefixes: list[str] | None,
+         logger) -> tuple[dict, list[str]]:
+    """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out;
+    returns the run's counts and its first failures."""
+    totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
+              "shards": 0}
+    failures: list[str] = []
     resources = {"GPU": 1} if gpu_workers(client) else None
     logger.info("model %s (weights %s) on %d Dask workers%s", job.model_source,
                 job.weights_digest[:12], len(client.nthreads()),
                 ", GPU workers only" if resources else "")
     output_format = job.options.output_format
-    shards = plan(partitions(input, prefixes), chunk_size,
+    shards = plan(partitions(job.input_url, prefixes), chunk_size,
                   keep=lambda k: is_image_key(k) and selected(k, include, exclude),
                   output_key=(lambda k: output_key(k, output_format)) if output_format else None)
     in_flight: deque = deque()
@@ -142,6 +143,7 @@ def _run(client, plugin: str, job: Job, input: str, output: str, chunk_size: int
             _add(totals, failures, in_flight.popleft().result(), logger)
     while in_flight:
         _add(totals, failures, in_flight.popleft().result(), logger)
+    return totals, failures
 
 
 def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:

@@ -52,20 +52,34 @@ def is_local_ref(ref: str) -> bool:
     return ref not in ("champion", "challenger") and not ref.startswith(("models:/", "runs:/"))
 
 
+def local_source(ref: str, scale: int) -> tuple[str, str]:
+    """(the source recorded for it, its folder) of a local reference: `pretrained` (or the
+    `pretrained:xS` it is recorded as) or a model folder."""
+    if ref in ("pretrained", f"pretrained:x{scale}"):
+        return f"pretrained:x{scale}", pretrained_dir(scale)
+    return ref, ref
+
+
+def read_model_files(folder: str) -> tuple[dict, bytes]:
+    """(config, safetensors bytes) of a model folder (path or URL), one read each."""
+    from srcnn.storage import join, read_bytes
+
+    try:
+        return json.loads(read_bytes(join(folder, CONFIG_FILE))), read_bytes(
+            join(folder, WEIGHTS_FILE))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"model {folder}: not a model directory ({exc})") from exc
+
+
+def check_scale(ref: str, trained: int, scale: int) -> None:
+    if trained != scale:
+        raise ValueError(f"model {ref}: trained for x{trained}, asked for x{scale}")
+
+
 def read_spec(ref: str, scale: int) -> ModelSpec:
     """A local reference (`pretrained`, or a model folder as `srcnn.weights.save_model` writes
     it) as a ModelSpec, from its files' bytes: no torch needed, so a flow's driver can do it."""
-    from srcnn.storage import join, open_url
-
-    source = f"pretrained:x{scale}" if ref in ("pretrained", f"pretrained:x{scale}") else ref
-    folder = pretrained_dir(scale) if source.startswith("pretrained:") else ref
-    try:
-        with open_url(join(folder, CONFIG_FILE), "rb") as f:
-            config = json.loads(f.read())
-        with open_url(join(folder, WEIGHTS_FILE), "rb") as f:
-            weights = f.read()
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"model {ref}: not a model directory ({exc})") from exc
-    if int(config["scale"]) != scale:
-        raise ValueError(f"model {ref}: trained for x{config['scale']}, asked for x{scale}")
+    source, folder = local_source(ref, scale)
+    config, weights = read_model_files(folder)
+    check_scale(ref, int(config["scale"]), scale)
     return ModelSpec(source, scale, weights, config["model"])

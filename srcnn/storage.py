@@ -14,7 +14,6 @@ import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -57,11 +56,6 @@ def read_bytes(url: str) -> bytes:
     return fs.cat_file(path)
 
 
-def open_url(url: str, mode: str = "rb") -> IO:
-    fs, path = filesystem(url)
-    return fs.open(path, mode)
-
-
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write a whole object: a reader sees the old one or the new one, never a partial one.
 
@@ -98,13 +92,8 @@ def list_images(url: str, include: list[str] | None = None,
     found = {}
     for path, info in fs.find(root, detail=True).items():
         key = posixpath.relpath(path, root)
-        if not key.lower().endswith(IMAGE_SUFFIXES) or posixpath.basename(key).startswith("."):
-            continue
-        if include and not any(fnmatch.fnmatch(key, p) for p in include):
-            continue
-        if exclude and any(fnmatch.fnmatch(key, p) for p in exclude):
-            continue
-        found[key] = _fingerprint(info)
+        if is_image_key(key) and selected(key, include, exclude):
+            found[key] = _fingerprint(info)
     return dict(sorted(found.items()))
 
 

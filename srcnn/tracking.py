@@ -18,14 +18,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from srcnn.settings import Settings, get_settings
-from srcnn.spec import ModelSpec
+from srcnn.spec import ModelSpec, check_scale, is_local_ref
 from srcnn.train import EpochReport
 from srcnn.weights import (
     LoadedModel,
     load_local,
     load_model,
     model_spec,
-    pretrained_dir,
     save_model,
 )
 
@@ -153,14 +152,10 @@ def download_model(client: MlflowClient, uri: str) -> LoadedModel:
         return load_model(local, source=uri)
 
 
-def needs_registry(ref: str) -> bool:
-    return ref in (CHAMPION, CHALLENGER) or ref.startswith(("models:/", "runs:/"))
-
-
 def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedModel:
     """A model reference: `champion`/`challenger` (registry alias), `pretrained`
     (shipped weights), a `models:/` URI, or a model folder (path or URL)."""
-    if not needs_registry(ref):
+    if is_local_ref(ref):
         return load_local(ref, scale)
     if ref in (CHAMPION, CHALLENGER):
         ref = f"models:/{registered_name(scale)}@{ref}"
@@ -170,8 +165,7 @@ def resolve_model(ref: str, scale: int, client: MlflowClient | None) -> LoadedMo
         loaded = download_model(client, ref)
     except MlflowException as exc:
         raise LookupError(f"model {ref}: not found in the registry ({exc.message})") from exc
-    if loaded.scale != scale:
-        raise ValueError(f"model {ref}: trained for x{loaded.scale}, asked for x{scale}")
+    check_scale(ref, loaded.scale, scale)
     return loaded
 
 
@@ -179,7 +173,7 @@ def resolve_spec(ref: str, scale: int) -> ModelSpec:
     """A reference as one concrete model in bytes (`champion` -> `models:/srcnn-x3/4`, resolved
     once); seeds an empty registry with the shipped weights first."""
     settings = get_settings()
-    client = make_client(settings) if needs_registry(ref) else None
+    client = None if is_local_ref(ref) else make_client(settings)
     if ref == CHAMPION:
         seed_registry(client, settings, scale)
     return model_spec(resolve_model(ref, scale, client))
@@ -191,7 +185,7 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     if champion_version(client, name) is not None:
         return None
     try:
-        loaded = load_model(pretrained_dir(scale), source=f"pretrained:x{scale}")
+        loaded = load_local("pretrained", scale)
     except FileNotFoundError:
         log.warning("no shipped weights for x%d: registry %s stays empty", scale, name)
         return None

@@ -185,7 +185,7 @@ def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str) -> 
     return dst
 
 
-def _failure(key: str, exc: Exception) -> str:
+def _failure(exc: Exception) -> str:
     if isinstance(exc, BadImageError):
         return exc.reason
     return f"{type(exc).__name__}: {exc}"
@@ -262,7 +262,7 @@ def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
 
 
 def _fail(result: ChunkResult, key: str, exc: Exception, t0: float) -> None:
-    reason = _failure(key, exc)
+    reason = _failure(exc)
     log.warning("failed %s: %s", key, reason)
     result.failed += 1
     result.lines.append({"key": key, "status": "failed", "reason": reason,

@@ -14,8 +14,16 @@ from safetensors.torch import save as save_tensors
 
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
-from srcnn.spec import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, pretrained_dir  # noqa: F401
-from srcnn.storage import join, open_url, write_bytes_atomic
+from srcnn.spec import (  # noqa: F401  (pretrained_dir: where callers have found it)
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    check_scale,
+    local_source,
+    pretrained_dir,
+    read_model_files,
+)
+from srcnn.storage import join, write_bytes_atomic
 
 
 
@@ -44,15 +52,9 @@ def save_model(model: SRCNN, scale: int, url: str, metadata: dict | None = None)
 
 
 def load_model(url: str, source: str | None = None) -> LoadedModel:
-    try:
-        with open_url(join(url, CONFIG_FILE), "rb") as f:
-            config = json.loads(f.read())
-        with open_url(join(url, WEIGHTS_FILE), "rb") as f:
-            state = load_tensors(f.read())
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"model {url}: not a model directory ({exc})") from exc
+    config, weights = read_model_files(url)
     model = SRCNN(ModelConfig(**config.pop("model")))
-    model.load_state_dict(state)
+    model.load_state_dict(load_tensors(weights))
     return LoadedModel(model=model, scale=int(config.pop("scale")), source=source or url,
                        metadata=config)
 
@@ -60,9 +62,7 @@ def load_model(url: str, source: str | None = None) -> LoadedModel:
 def load_local(ref: str, scale: int) -> LoadedModel:
     """`pretrained` (the shipped weights for `scale`) or a model folder (path or URL): the
     references that need no registry."""
-    if ref in ("pretrained", f"pretrained:x{scale}"):  # the second is its recorded source
-        return load_model(pretrained_dir(scale), source=f"pretrained:x{scale}")
-    loaded = load_model(ref)
-    if loaded.scale != scale:
-        raise ValueError(f"model {ref}: trained for x{loaded.scale}, asked for x{scale}")
+    source, folder = local_source(ref, scale)
+    loaded = load_model(folder, source=source)
+    check_scale(ref, loaded.scale, scale)
     return loaded

@@ -1,0 +1,151 @@
+"""upscale-bucket on a GPU (issue 11's GPU figures), on a CUDA machine:
+
+    python benchmarks/upscale_gpu.py [--images 256]
+
+The shipped x3 net's bare forward rate (batched 512-px tiles) against the worker path of
+upscale-bucket (`upscale_chunk` through Dask workers with the GPU resource: decode and encode
+in threads, the pipeline on the GPU) on ~2-Mpx outputs, the time of each stage, and the CPU
+path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu(n_images: int) -> None:
+    import torch
+
+    from srcnn.cluster import GPU_PROCESSES
+    from srcnn.inference import prepare
+    from srcnn.weights import load_model, pretrained_dir
+
+    assert torch.cuda.is_available(), "the gpu section needs CUDA"
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
+    model = prepare(load_model(pretrained_dir(3)).model, "cuda")
+    b = model.config.border
+    rates = {}
+    for bf16 in (False, True):
+        x = torch.rand(32, 1, 512 + 2 * b, 512 + 2 * b, device="cuda").contiguous(
+            memory_format=torch.channels_last)
+        # as upscale-bucket runs it: fp32 without TF32
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            for _ in range(3):
+                model.infer(x, bf16)
+            torch.cuda.synchronize()
+            t0, reps = time.perf_counter(), 20
+            for _ in range(reps):
+                model.infer(x, bf16)
+            torch.cuda.synchronize()
+        rates[bf16] = reps * 32 * 512 * 512 / (time.perf_counter() - t0) / 1e6
+        print(f"  bare forward, {'bf16' if bf16 else 'fp32'}: {rates[bf16]:,.0f} output Mpx/s "
+              f"(batches of 32 tiles of 512 px)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = _gpu_inputs(Path(tmp) / "in", n_images)
+        _stages(model, Path(tmp) / "in", src[:16])
+        for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
+            r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda")
+            print(f"  upscale-bucket worker path, GPU ({GPU_PROCESSES} worker processes), {fmt}, "
+                  f"{'bf16' if bf16 else 'fp32'}: "
+                  f"{r:,.1f} output Mpx/s = {r / rates[bf16]:.2f} of the bare forward rate",
+                  flush=True)
+        cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu")
+        print("  CPU path, one Dask worker process (one thread), JPEG, fp32: "
+              f"{cpu:.2f} output Mpx/s", flush=True)
+
+
+def _stages(model, folder: Path, keys: list[str]) -> None:
+    """Seconds per image of each stage, one at a time in this process: where time goes."""
+    import torch
+
+    from srcnn.gpu import upscale_rgb_cuda
+    from srcnn.images import encode_image, read_image
+
+    imgs = [read_image(str(folder / k)) for k in keys]
+    t = {}
+    t0 = time.perf_counter()
+    imgs = [read_image(str(folder / k)) for k in keys]
+    t["read + decode"] = time.perf_counter() - t0
+    upscale_rgb_cuda(model, imgs[0], 3, 256, True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outs = [upscale_rgb_cuda(model, img, 3, 256, True) for img in imgs]
+    t["GPU pipeline (bf16), to host"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for out in outs:
+        encode_image(out, "JPEG", quality=95)
+    t["JPEG encode"] = time.perf_counter() - t0
+    print("  stages, ms per ~2-Mpx image: " + ", ".join(
+        f"{k} {v / len(keys) * 1e3:.1f}" for k, v in t.items()), flush=True)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for img in imgs[:4]:
+            upscale_rgb_cuda(model, img, 3, 256, True)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    (Path(os.environ.get("OUT", "/tmp")) / "gpu-profile.txt").write_text(table)
+
+
+def _gpu_inputs(folder: Path, n: int) -> list[str]:
+    """~0.23-Mpx photographs (skimage's samples, cropped), ~2 Mpx each at x3."""
+    from srcnn.demo_data import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
+
+    photos = export_photos(folder.parent / "photos", TRAIN_IMAGES + HOLDOUT_IMAGES)
+    folder.mkdir(parents=True)
+    keys = []
+    for i in range(n):
+        with Image.open(photos[i % len(photos)]) as img:
+            img = img.convert("RGB").resize((544, 416), Image.Resampling.BICUBIC)
+            key = f"{i:04d}.png"
+            img.save(folder / key)
+            keys.append(key)
+    return keys
+
+
+def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str) -> float:
+    """Output Mpx/s of the worker path: chunks of 16 through a one-worker LocalCluster (with
+    the GPU resource on CUDA), the model held by the worker plugin."""
+    from srcnn.cluster import dask_client, model_on_workers, upscale_chunk_task
+    from srcnn.planning import Chunk, Item
+    from srcnn.upscale import Job, UpscaleOptions
+    from srcnn.spec import read_spec
+
+    spec = read_spec("pretrained", 3)
+    out = tmp / f"out-{fmt}-{bf16}-{device}-{time.time_ns()}"
+    job = Job(str(tmp / "in"), str(out), UpscaleOptions(
+        scale=3, output_format=fmt, precision="bf16" if bf16 else "fp32"), spec.source,
+        spec.digest, "bench")
+    chunks = [Chunk(f"c{i:04d}", tuple(Item(k, "e") for k in keys[i : i + 16]))
+              for i in range(0, len(keys), 16)]
+    resources = {"GPU": 1} if device == "cuda" else None
+    with dask_client(n_workers=None if device == "cuda" else 1, gpu=device == "cuda") as client, \
+            model_on_workers(client, spec) as plugin:
+        client.wait_for_workers(1)
+        client.gather([client.submit(upscale_chunk_task, plugin, job, Chunk(
+            f"warm{i}", chunks[0].items[:2]), resources=resources, pure=False, workers=[w])
+            for i, w in enumerate(client.nthreads())])  # each worker loads the model once
+        t0 = time.perf_counter()
+        futures = [client.submit(upscale_chunk_task, plugin, job, c, resources=resources,
+                                 pure=False) for c in chunks]
+        results = client.gather(futures)
+        seconds = time.perf_counter() - t0
+    assert sum(r.done for r in results) == len(keys), [r.lines[:2] for r in results]
+    return sum(r.pixels for r in results) / seconds / 1e6
+
+
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=256)
+    gpu(p.parse_args().images)
