@@ -11,7 +11,7 @@ import typer
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from srcnn.config import ModelConfig, PatchConfig, TileConfig, TrainConfig
 from srcnn.presets import get_preset, model_config, training_config
-from srcnn.settings import get_settings
+from srcnn.settings import get_settings, masked
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -218,8 +218,8 @@ def pipeline(
         "== SRCNN pipeline finished ==",
         f"patch store   : {s['patch_store']} ({s['n_patches']} patches)",
         f"MLflow run    : {s['run_id']}",
-        f"registered    : {s['registration'].get('name')} v{s['registration'].get('version')}"
-        f" (champion: {'this one' if s['registration'].get('promoted') else 'an earlier, better one'})",
+        f"registered    : {s['registration'].get('name')} v{s['registration'].get('version')}",
+        f"champion      : {s['champion']}",
         f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
     ]
     for e in s["evaluation"]:
@@ -229,7 +229,7 @@ def pipeline(
         h = s["holdout_psnr"]
         lines.append(f"PSNR held-out photos x{scale}: SRCNN {h['srcnn']:.2f} dB vs bicubic "
                      f"{h['bicubic']:.2f} dB ({h['srcnn'] - h['bicubic']:+.2f} dB)")
-    lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {settings.tracking_uri}")
+    lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {masked(settings.tracking_uri)}")
     typer.echo("\n".join(lines))
 
 

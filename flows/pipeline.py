@@ -15,6 +15,7 @@ from flows.datasets import default_eval_datasets
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import upscale_bucket
+from tasks.registry import seed_first
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.demo_data import (
     HOLDOUT_IMAGES,
@@ -26,6 +27,23 @@ from srcnn.demo_data import (
 
 # A few minutes on a 2-core CPU: enough to beat bicubic clearly, far from the paper's recipe.
 DEMO_TRAINING = TrainConfig(epochs=8, steps_per_epoch=150, batch_size=128, lr=1e-3, max_minutes=4)
+
+
+def champion_reason(reg: dict, shipped: str | None) -> str:
+    """Which version is champion after this run, and why, in one sentence."""
+    def who(version) -> str:
+        return f"v{version}" + (" (the shipped weights)" if str(version) == shipped else "")
+
+    if reg["previous_champion"] is None:
+        return f"{who(reg['version'])}: the first model in the registry"
+    if reg["promoted"]:
+        return (f"{who(reg['version'])}, this run's model: {reg['selection_psnr']:.2f} dB beats "
+                f"{who(reg['previous_champion'])} at {reg['previous_psnr']:.2f} dB on the same images")
+    if str(reg["previous_champion"]) == str(reg["version"]):
+        return f"{who(reg['version'])}, this run's model (already champion)"
+    return (f"{who(reg['previous_champion'])} stays: {reg['previous_psnr']:.2f} dB against "
+            f"{reg['selection_psnr']:.2f} dB for this run's model, registered as "
+            f"{reg['name']} {who(reg['version'])} (alias challenger)")
 
 
 @flow(name="srcnn-pipeline", log_prints=True)
@@ -51,13 +69,16 @@ def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scal
         datasets = [str(work / "holdout")] if demo else []
     patches = build_patches(source, store, PatchConfig(scale=scale))
     trained = train_srcnn(store, model, training, datasets, run_name=f"pipeline-x{scale}")
+    # The gate: the shipped weights are in the registry first, so a quick model becomes
+    # champion only if it beats them on the same images.
+    shipped = seed_first(scale)
     registration = register_best(scale, trained["run_id"])
     upscaled = upscale_bucket(upscale_input, output, scale, "champion")
     summary = {
         "patch_store": store, "n_patches": patches.n_patches, "run_id": trained["run_id"],
         "evaluation": trained["scores"], "registration": registration,
         "upscale_input": upscale_input, "output": output, "upscaled": upscaled["done"],
-        "model": upscaled["model"],
+        "model": upscaled["model"], "champion": champion_reason(registration, shipped),
     }
     if demo:
         sr, bic = holdout_psnr(work / "holdout", Path(upscale_input), Path(output), scale)

@@ -23,7 +23,9 @@ from srcnn.tracking import (
     TRAIN_EXPERIMENT,
     MetricLogger,
     ensure_experiment,
+    log_metrics,
     log_model,
+    log_params,
     make_client,
     resolve_model,
 )
@@ -63,11 +65,10 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                             run_name=run_name, tags=tags)
     run_id = run.info.run_id
     try:
-        for key, value in {**_flat("model", model), **_flat("train", training),
-                           "patch_size": patches.attrs["patch_size"],
-                           "stride": patches.attrs["stride"], "scale": scale,
-                           "n_patches": len(patches)}.items():
-            client.log_param(run_id, key, value)
+        log_params(client, run_id, {**_flat("model", model), **_flat("train", training),
+                                    "patch_size": patches.attrs["patch_size"],
+                                    "stride": patches.attrs["stride"], "scale": scale,
+                                    "n_patches": len(patches)})
         # Whole in memory when the store fits the budget, else streamed with prefetch.
         budget = settings.train_memory_budget_mb * 2**20
         train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
@@ -84,10 +85,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                               .get(scale)) if probe_dataset else None
 
         def on_epoch(report, net):
-            metrics(report)
-            if probe:
-                client.log_metric(run_id, "probe_psnr", probe(net, report.elapsed_s),
-                                  step=report.epoch)
+            metrics(report, **({"probe_psnr": probe(net, report.elapsed_s)} if probe else {}))
 
         net = SRCNN(model)
         if init_model:
@@ -104,8 +102,8 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                 getattr(data, "close", lambda: None)()
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
-        client.log_metric(run_id, "best_val_psnr", result.best_val_psnr)
-        client.log_metric(run_id, "train_seconds", result.elapsed_s)
+        log_metrics(client, run_id, {"best_val_psnr": result.best_val_psnr,
+                                     "train_seconds": result.elapsed_s})
         client.set_tag(run_id, "device", result.device)
         log_model(client, run_id, LoadedModel(result.model, scale, run_id,
                                               {"arch": model.arch, "run_id": run_id}))

@@ -8,6 +8,7 @@ which s3fs reads itself; only the endpoint is ours to pass on. Nothing here is e
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -48,3 +49,14 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the environment now (not cached: tests and services may change it)."""
     return Settings()
+
+
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:[^=&]*(?:password|passwd|pwd|secret|token|key|signature|credential))=)[^&#]*")
+_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """`url` fit to print or log: a password in it (`user:pw@host`) and secret-looking query
+    values (`?password=`, `token=`, `X-Amz-Signature=` ...) become `***`."""
+    return _SECRET_QUERY.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))

@@ -9,6 +9,8 @@ from importlib import resources
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+MLFLOW_ARTIFACTS = "artifacts"  # where an MLflow pyfunc keeps them
+PYFUNC_ARTIFACTS = {"weights": WEIGHTS_FILE, "config": CONFIG_FILE}  # its artifact names
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,19 @@ def local_source(ref: str, scale: int) -> tuple[str, str]:
 
 
 def read_model_files(folder: str) -> tuple[dict, bytes]:
-    """(config, safetensors bytes) of a model folder (path or URL), one read each."""
+    """(config, safetensors bytes) of a model folder (path or URL), one read each: the files at
+    its top (the layout of the shipped weights and of older runs), or an MLflow model's
+    `artifacts/` (what `srcnn.tracking.log_model` and `srcnn export` write)."""
     from srcnn.storage import join, read_bytes
 
-    try:
-        return json.loads(read_bytes(join(folder, CONFIG_FILE))), read_bytes(
-            join(folder, WEIGHTS_FILE))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"model {folder}: not a model directory ({exc})") from exc
+    for base in (folder, join(folder, MLFLOW_ARTIFACTS)):
+        try:
+            config = read_bytes(join(base, CONFIG_FILE))
+        except FileNotFoundError:
+            continue
+        return json.loads(config), read_bytes(join(base, WEIGHTS_FILE))
+    raise FileNotFoundError(f"model {folder}: not a model directory (no {CONFIG_FILE} at its "
+                            f"top or in {MLFLOW_ARTIFACTS}/)")
 
 
 def check_scale(ref: str, trained: int, scale: int) -> None:

@@ -10,15 +10,23 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from srcnn import __version__
 from srcnn.settings import Settings, get_settings
-from srcnn.spec import ModelSpec, check_scale, is_local_ref
+from srcnn.spec import PYFUNC_ARTIFACTS, ModelSpec, check_scale, is_local_ref
 from srcnn.train import EpochReport
 from srcnn.weights import (
     LoadedModel,
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 TRAIN_EXPERIMENT = "srcnn-train"
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_TAG = "selection_psnr"
+MODEL_ID_TAG = "model_id"  # on a run: its logged model (MLflow 3)
+EVAL_DATASETS_TAG = "eval_datasets"  # on a run: the benchmark folders it was scored on (JSON)
 
 
 def registered_name(scale: int) -> str:
@@ -60,17 +70,88 @@ class MetricLogger:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def __call__(self, r: EpochReport, model=None) -> None:
-        for key in ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s"):
-            self.client.log_metric(self.run_id, key, float(getattr(r, key)), step=r.epoch)
+    def __call__(self, r: EpochReport, model=None, **extra: float) -> None:
+        """One request per epoch: the epoch's figures and any `extra` ones."""
+        values = {key: float(getattr(r, key)) for key in
+                  ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s")} | extra
         if r.rolled_back:  # diverged this epoch: went back to the best one, lr halved
-            self.client.log_metric(self.run_id, "rolled_back", 1.0, step=r.epoch)
+            values["rolled_back"] = 1.0
+        log_metrics(self.client, self.run_id, values, step=r.epoch)
 
 
-def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> None:
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0,
+                model_id: str | None = None, dataset: str | None = None) -> None:
+    """Metrics in one `log_batch` request; with `model_id` (and `dataset`) they are attached
+    to that logged model too, where the registry UI shows and compares them."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[
+        Metric(key, float(value), now, step, model_id=model_id, dataset_name=dataset)
+        for key, value in values.items()])
+
+
+def log_params(client: MlflowClient, run_id: str, values: dict) -> None:
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in values.items()])
+
+
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # MLflow "models from code"
+PIP_REQUIREMENTS = ["torch", "numpy", "pillow", "safetensors", "pydantic",
+                    f"srcnn-pipeline=={__version__}"]
+
+
+def model_signature() -> ModelSignature:
+    """One RGB image in (uint8, any height and width), the upscaled one out; the upscale
+    options that cannot change a result's meaning as params, defaults from UpscaleOptions."""
+    from srcnn.upscale import UpscaleOptions
+
+    image = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3))])
+    fields = UpscaleOptions.model_fields
+    params = ParamSchema([ParamSpec("tile_size", "long", fields["tile_size"].default),
+                          ParamSpec("precision", "string", fields["precision"].default)])
+    return ModelSignature(inputs=image, outputs=image, params=params)
+
+
+def _input_example() -> np.ndarray:
+    ramp = np.arange(0, 240, 20, dtype=np.uint8)  # a 12 x 12 colour ramp
+    grey = np.full((12, 12), 128, dtype=np.uint8)
+    return np.stack([np.broadcast_to(ramp[:, None], grey.shape),
+                     np.broadcast_to(ramp[None, :], grey.shape), grey], axis=-1)
+
+
+def _pyfunc_args(folder: str) -> dict:
+    return {"python_model": PYFUNC_CODE, "signature": model_signature(),
+            "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
+            "artifacts": {k: str(Path(folder) / f) for k, f in PYFUNC_ARTIFACTS.items()}}
+
+
+def save_pyfunc(loaded: LoadedModel, path: str) -> None:
+    """Write `loaded` as an MLflow model folder (local `path`): what `srcnn export` ships."""
     with tempfile.TemporaryDirectory() as tmp:
         save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
-        client.log_artifacts(run_id, tmp, "model")
+        mlflow.pyfunc.save_model(path, **_pyfunc_args(tmp))
+
+
+def model_tags(loaded: LoadedModel) -> dict[str, str]:
+    """What the registry UI and `register-best` compare versions by."""
+    config = loaded.model.config
+    return {"scale": str(loaded.scale), "arch": config.arch, "family": "srcnn",
+            "macs_per_pixel": str(config.macs_per_pixel)}
+
+
+def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
+    """Log `loaded` as the run's MLflow model (an MLflow 3 logged model: a pyfunc from code,
+    safetensors weights and config as artifacts, a signature and an input example); returns
+    its model id. The run's metrics logged so far are attached to it too."""
+    make_client(get_settings())  # Model.log reads the global tracking URI
+    params = {f"model.{k}": str(v) for k, v in loaded.model.config.model_dump().items()}
+    # Created here, in the run's experiment (Model.log alone would put it in the default one).
+    logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "model",
+                                        run_id, model_tags(loaded), params, "srcnn")
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
+        info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
+                         model_id=logged.model_id, **_pyfunc_args(tmp))
+    client.set_tag(run_id, MODEL_ID_TAG, info.model_id)
+    return info.model_id
 
 
 @dataclass(frozen=True)
@@ -116,8 +197,11 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         mv = existing[0]
         log.info("run %s is already %s v%s", run_id, name, mv.version)
     else:
+        run = client.get_run(run_id)
+        model_id = run.data.tags.get(MODEL_ID_TAG)  # runs from before MLflow models: a folder
+        source = f"models:/{model_id}" if model_id else f"{run.info.artifact_uri}/model"
         mv = client.create_model_version(
-            name, source=f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
+            name, source=source, run_id=run_id, model_id=model_id,
             tags={**tags, SELECTION_TAG: f"{selection:.4f}"}, description=description,
         )
     current = champion_version(client, name)
@@ -136,6 +220,26 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
                  selection, current.version, previous)
     return Registration(name, mv.version, promoted, selection,
                         current.version if current else None, previous)
+
+
+def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str],
+             scale: int) -> list[str]:
+    """Score a registered version on the benchmark folders it has no tags for yet and record
+    them as its tags (`holdout_x3_psnr`, ...), so that a challenger scored there is compared
+    with it on the same images, never on different sets. Returns the sets it was scored on."""
+    from srcnn.evaluation import evaluate_model, metric_key
+
+    missing = [d for d in datasets if metric_key(Path(d).name, scale) not in version.tags]
+    if not missing:
+        return []
+    loaded = download_model(client, f"models:/{version.name}/{version.version}")
+    for s in evaluate_model(loaded.model, missing, scale):
+        for what, value in (("psnr", s.psnr), ("ssim", s.ssim)):
+            client.set_model_version_tag(version.name, version.version,
+                                         metric_key(s.dataset, scale, what), f"{value:.4f}")
+    log.info("%s v%s scored on %s for a like-for-like comparison", version.name,
+             version.version, ", ".join(Path(d).name for d in missing))
+    return missing
 
 
 def download_model(client: MlflowClient, uri: str) -> LoadedModel:
@@ -200,3 +304,10 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
         tags[f"{row['dataset'].lower()}_x{scale}_ssim"] = f"{row['ssim']:.4f}"
     return register(client, run.info.run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).")
+
+
+def shipped_version(client: MlflowClient, scale: int) -> str | None:
+    """The registered version that holds the shipped weights, if any."""
+    found = client.search_model_versions(
+        f"name = '{registered_name(scale)}' and tags.source = 'pretrained'")
+    return str(found[0].version) if found else None

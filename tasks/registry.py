@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 from prefect import get_run_logger, task
 
 
 from srcnn.settings import get_settings
 from srcnn.tracking import (
+    EVAL_DATASETS_TAG,
     TRAIN_EXPERIMENT,
     Registration,
+    champion_version,
     make_client,
     register,
+    registered_name,
+    score_on,
     seed_registry,
+    shipped_version,
 )
 from tasks import NETWORK_RETRIES
 
@@ -47,6 +54,12 @@ def register_run(run_id: str, scale: int) -> Registration:
     tags = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("_psnr", "_ssim"))}
     tags |= {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags}
     tags["run_id"] = run_id
+    champion = champion_version(client, registered_name(scale))
+    if champion is not None and EVAL_DATASETS_TAG in run.data.tags:  # compare like for like
+        try:
+            score_on(client, champion, json.loads(run.data.tags[EVAL_DATASETS_TAG]), scale)
+        except FileNotFoundError as exc:  # the sets are not readable here: compare what is
+            logger.warning("champion v%s not scored on the run's sets: %s", champion.version, exc)
     table = client.download_artifacts(run_id, "evaluation/table.md")
     with open(table) as f:
         description = f"SRCNN {run.data.tags.get('arch', '')} x{scale}, run {run_id}\n\n{f.read()}"
@@ -61,3 +74,13 @@ def register_run(run_id: str, scale: int) -> Registration:
 def seed(scale: int) -> Registration | None:
     """With an empty registry, register the shipped weights as the first champion."""
     return seed_registry(make_client(get_settings()), get_settings(), scale)
+
+
+@task(name="seed-registry-first", **NETWORK_RETRIES)
+def seed_first(scale: int) -> str | None:
+    """The gate for a new registry: the shipped weights go in before any trained model, so a
+    quick model becomes champion only by beating them. Returns their version (None: no
+    shipped weights for this scale)."""
+    client = make_client(get_settings())
+    seed_registry(client, get_settings(), scale)
+    return shipped_version(client, scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -18,7 +19,13 @@ from srcnn.inference import prepare, upscale_rgb
 from srcnn.metrics import list_dataset
 from srcnn.model import SRCNN
 from srcnn.settings import get_settings
-from srcnn.tracking import make_client, resolve_model
+from srcnn.tracking import (
+    EVAL_DATASETS_TAG,
+    MODEL_ID_TAG,
+    log_metrics,
+    make_client,
+    resolve_model,
+)
 from tasks import NETWORK_RETRIES
 
 
@@ -43,12 +50,15 @@ def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
     loaded = resolve_model(f"runs:/{run_id}/model", scale, client)
     scores = evaluate_model(loaded.model, datasets, scale)
     table = format_table(scores)
-    for s in scores:
-        client.log_metric(run_id, metric_key(s.dataset, scale), s.psnr)
-        client.log_metric(run_id, metric_key(s.dataset, scale, "ssim"), s.ssim)
-        client.log_metric(run_id, metric_key(s.dataset, scale, "bicubic_psnr"), s.bicubic_psnr)
+    model_id = client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
+    for s in scores:  # per benchmark set, on the run and on its logged model
+        log_metrics(client, run_id, {metric_key(s.dataset, scale): s.psnr,
+                                     metric_key(s.dataset, scale, "ssim"): s.ssim,
+                                     metric_key(s.dataset, scale, "bicubic_psnr"): s.bicubic_psnr},
+                    model_id=model_id, dataset=s.dataset)
     selection = selection_psnr(scores)
-    client.log_metric(run_id, "selection_psnr", selection)
+    log_metrics(client, run_id, {"selection_psnr": selection}, model_id=model_id)
+    client.set_tag(run_id, EVAL_DATASETS_TAG, json.dumps([str(d) for d in datasets]))
     client.log_text(run_id, table, "evaluation/table.md")
     _log_crops(client, run_id, loaded.model, datasets, scale)
     create_markdown_artifact(table, key=f"evaluation-x{scale}", description=f"run {run_id}")

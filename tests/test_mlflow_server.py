@@ -8,10 +8,13 @@ import os
 from pathlib import Path
 from uuid import UUID
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from servers import BIN, free_port, service
+from test_mlflow_models import reference_upscale, rgb_crop, serve_and_post
 
 from flows.build_patches import build_patches
 from flows.register_best import register_best
@@ -86,23 +89,47 @@ def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, smal
     def listed(path: str) -> set[str]:
         return {a.path for a in ml.list_artifacts(run_id, path)}
 
-    assert {"model/model.safetensors", "model/config.json"} <= listed("model")
     plots = listed("plots")
     assert {"plots/learning_curves.png", "plots/filters.png", "plots/crops_Set5.png"} <= plots
     assert listed("evaluation") == {"evaluation/table.md"}
     table = ml.download_artifacts(run_id, "evaluation/table.md", str(tmp_path))
     assert "| Set5 | x3 |" in Path(table).read_text()
 
-    # The objects really are in the bucket, under the run's artifact folder.
-    run_prefix = f"{bucket}/{PREFIX}/srcnn/{TRAIN_EXPERIMENT}/{run_id}/artifacts"
-    objects = {key.removeprefix(run_prefix + "/") for key in fs.find(run_prefix)}
-    expected = {"model/model.safetensors", "model/config.json", "evaluation/table.md"} | plots
-    assert expected <= objects, sorted(objects)
-    size = fs.size(f"{run_prefix}/model/model.safetensors")
-    assert size == next(a.file_size for a in ml.list_artifacts(run_id, "model")
-                        if a.path == "model/model.safetensors") > 0
+    # The model is an MLflow 3 logged model of the run, its evaluation attached to it.
+    model_id = run.data.tags["model_id"]
+    assert champion.model_id == model_id and champion.source == f"models:/{model_id}"
+    logged = ml.get_logged_model(model_id)
+    assert logged.source_run_id == run_id and logged.experiment_id == run.info.experiment_id
+    assert logged.tags["arch"] == TINY.arch
+    assert int(logged.tags["macs_per_pixel"]) == TINY.macs_per_pixel
+    assert logged.params["model.n1"] == str(TINY.n1)
+    attached = {(m.key, m.dataset_name): m.value for m in logged.metrics}
+    assert attached[("set5_x3_psnr", "Set5")] == pytest.approx(psnr, abs=1e-3)
+    assert ("selection_psnr", None) in attached
 
-    # And the registered model loads back through the server, as upscale-bucket would load it.
+    # The objects really are in the bucket: the run's under its artifact folder, the model's
+    # under the experiment's models/ folder.
+    experiment = f"{bucket}/{PREFIX}/srcnn/{TRAIN_EXPERIMENT}"
+    run_prefix = f"{experiment}/{run_id}/artifacts"
+    objects = {key.removeprefix(run_prefix + "/") for key in fs.find(run_prefix)}
+    assert {"evaluation/table.md"} | plots <= objects, sorted(objects)
+    model_prefix = f"{experiment}/models/{model_id}/artifacts"
+    model_objects = {key.removeprefix(model_prefix + "/") for key in fs.find(model_prefix)}
+    assert {"MLmodel", "pyfunc_model.py", "artifacts/model.safetensors",
+            "artifacts/config.json"} <= model_objects, sorted(model_objects)
+    assert not any(key.endswith((".pkl", ".pickle")) for key in model_objects)
+
+    # It loads back through the server, as upscale-bucket would load it...
     loaded = resolve_model("champion", 3, ml)
     assert loaded.source == f"models:/srcnn-x3/{champion.version}"
     assert loaded.model.config == TINY
+    # ... and as MLflow loads it, and serves it (both: the same pixels as srcnn's own path).
+    image = rgb_crop(set5, 23, 31)
+    expected = reference_upscale(loaded.model, image, 3)
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+    pyfunc = mlflow.pyfunc.load_model("models:/srcnn-x3@champion")
+    assert np.array_equal(pyfunc.predict(image), expected)
+    served = serve_and_post("models:/srcnn-x3@champion", image, tmp_path,
+                            {"MLFLOW_TRACKING_URI": url})
+    assert np.array_equal(served, expected)
