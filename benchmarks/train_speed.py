@@ -28,7 +28,8 @@ from srcnn.evaluation import TimeToQuality
 from srcnn.metrics import PAPER_PSNR, list_dataset
 from srcnn.model import SRCNN
 from srcnn.patches import collection_patches
-from srcnn.presets import get_preset, model_config, training_config
+from srcnn.config import ModelOverrides, TrainOverrides
+from srcnn.presets import arch_overrides, get_preset, training_settings
 from srcnn.train import PatchTensors, train
 from srcnn.weights import save_model
 
@@ -64,6 +65,17 @@ def throughput(data: PatchTensors, patch: int, model: ModelConfig, steps: int, b
     return rate
 
 
+def settings(args: argparse.Namespace):
+    """The preset's net and training settings with the options given on the command line."""
+    given = {"max_minutes": args.minutes, "device": args.device, "epochs": 100_000,
+             "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch, "lr": args.lr,
+             "bf16": False if args.fp32 else None}
+    net = (arch_overrides(args.arch) if args.arch else {}) | {"n1": args.n1, "n2": args.n2}
+    return training_settings(
+        args.preset, ModelOverrides(**{k: v for k, v in net.items() if v is not None}),
+        TrainOverrides(**{k: v for k, v in given.items() if v is not None}))
+
+
 def time_to_paper(args: argparse.Namespace) -> None:
     recipe = get_preset(args.preset)
     scale = recipe.patches.scale
@@ -72,10 +84,7 @@ def time_to_paper(args: argparse.Namespace) -> None:
     probe = TimeToQuality(args.set5, scale, PAPER_PSNR["Set5"][scale]) if args.set5 else None
     if args.fp32:  # no bf16 autocast, and no TF32 in cuDNN/cuBLAS: the CPU's arithmetic
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    config = training_config(args.preset, {
-        "max_minutes": args.minutes, "device": args.device, "epochs": 100_000,
-        "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch, "lr": args.lr,
-        "bf16": False if args.fp32 else None})
+    net_config, config = settings(args)
     best_val = -math.inf
     log: list[dict] = []
 
@@ -97,7 +106,7 @@ def time_to_paper(args: argparse.Namespace) -> None:
                 "training": config.model_dump(), "tf32": torch.backends.cudnn.allow_tf32, "stride": args.stride or recipe.patches.stride})
 
     start = time.perf_counter()
-    net = SRCNN(model_config(args.preset, args.arch, args.n1, args.n2))
+    net = SRCNN(net_config)
     result = train(net, train_set, val_set, config, on_epoch)
     print(f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
           f"({time.perf_counter() - start:.0f} s with evaluation), best val "
@@ -142,7 +151,7 @@ def main() -> None:
         gpu = torch.cuda.is_available() and args.device != "cpu"
         for batch in ([args.batch] if args.batch else [64, 256]):
             for bf16 in (False, True) if gpu else (False,):  # bf16 autocast is CUDA-only here
-                throughput(data, patch, model_config(args.preset, args.arch, args.n1, args.n2),
+                throughput(data, patch, settings(args)[0],
                            args.steps, batch, args.device, bf16)
         return
     if args.preset:

@@ -98,7 +98,7 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
         from flows.upscale_bucket import upscale_bucket
         from srcnn.images import read_image, write_image
         from srcnn.storage import list_images
-        from srcnn.upscale import upscale_pil
+        from srcnn.upscale import BucketOptions, upscale_pil
         from srcnn.weights import load_model
 
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
@@ -116,12 +116,13 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
                 write_image(upscale_pil(model, img, 3, 512), f"s3://bench/loop/{key}", "PNG")
 
         with prefect_test_harness(server_startup_timeout=180):
-            upscale_bucket("s3://bench/in", "s3://bench/warm", 3, model_dir)  # warm-up
+            upscale_bucket("s3://bench/in", "s3://bench/warm", model_dir)  # warm-up
             results = {"loop": [], "flow": []}
             for attempt in range(2):  # interleaved, best of two each
                 results["loop"].append(best_of(bare_loop, 1))
                 results["flow"].append(best_of(lambda: upscale_bucket(
-                    "s3://bench/in", "s3://bench/flow", 3, model_dir, overwrite=True), 1))
+                    "s3://bench/in", "s3://bench/flow", model_dir,
+                    bucket=BucketOptions(overwrite=True)), 1))
         loop, flow = min(results["loop"]), min(results["flow"])
         print(f"3. {n_images} images 128x96 -> x3 over S3 (moto): bare loop {loop:.2f} s "
               f"({n_images / loop:.1f} img/s), flow {flow:.2f} s ({n_images / flow:.1f} img/s): "

@@ -153,7 +153,7 @@ def tiny_png(rng) -> bytes:
 def flow_child(input_url: str, output_url: str) -> dict:
     from flows.upscale_bucket import upscale_bucket
 
-    s = upscale_bucket(input_url, output_url, 3, "pretrained")
+    s = upscale_bucket(input_url, output_url, "pretrained")
     return {"done": s["done"], "skipped": s["skipped"], "seconds": s["wall_seconds"],
             "peak_rss_mb": rss_mb()}
 
@@ -220,6 +220,7 @@ def scaling(n_images: int) -> None:
     from test_dask_cluster import _start, _stop
 
     from flows.upscale_bucket import upscale_bucket
+    from srcnn.upscale import BucketOptions
 
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
         tmp = Path(tmp)
@@ -245,8 +246,8 @@ def scaling(n_images: int) -> None:
 
                 with Client(address) as c:
                     c.wait_for_workers(n, timeout=60)
-                s = upscale_bucket(str(tmp / "in"), str(tmp / f"out{n}"), 3, "pretrained",
-                                   chunk_size=2, dask_address=address)
+                s = upscale_bucket(str(tmp / "in"), str(tmp / f"out{n}"), "pretrained",
+                                   bucket=BucketOptions(chunk_size=2), dask_address=address)
                 assert s["done"] == n_images
                 times[n] = s["wall_seconds"]
                 print(f"  {n} worker(s): {times[n]:.1f} s for {n_images} images "

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from prefect import flow
 
-from srcnn.config import PatchConfig
+from srcnn.config import PatchOverrides
 from srcnn.patch_build import BuildReport
+from srcnn.presets import PresetName, patch_settings
 from tasks.patches import build_store
 
 
 @flow(name="build-patches", log_prints=True)
-def build_patches(source: str, store: str, patches: PatchConfig = PatchConfig(),
-                  dask_address: str | None = None, force: bool = False) -> BuildReport:
+def build_patches(source: str, store: str, patches: PatchOverrides = PatchOverrides(),
+                  dask_address: str | None = None, force: bool = False,
+                  preset: PresetName | None = None) -> BuildReport:
     """Cut LR/HR patch pairs from every image under `source` into the store at `store`.
+
+    The settings are `preset`'s patch settings (or PatchConfig's defaults) with the fields
+    given in `patches` replaced (a whole PatchConfig replaces them all).
 
     Rebuilding with the same sources and settings does no work; re-running a build that
     failed or was killed half-way finishes it, writing only the shards still missing.
     `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask scheduler.
     """
-    return build_store(source, store, patches, dask_address, force)
+    return build_store(source, store, patch_settings(preset, patches), dask_address, force)
 
 
 if __name__ == "__main__":

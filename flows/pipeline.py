@@ -15,8 +15,10 @@ from flows.datasets import default_eval_datasets
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import upscale_bucket
+from srcnn.upscale import UpscaleOptions
 from tasks.registry import seed_first
-from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.config import ModelOverrides, PatchOverrides, TrainOverrides
+from srcnn.presets import DEMO_TRAINING
 from srcnn.demo_data import (
     HOLDOUT_IMAGES,
     TRAIN_IMAGES,
@@ -25,8 +27,7 @@ from srcnn.demo_data import (
     holdout_psnr,
 )
 
-# A few minutes on a 2-core CPU: enough to beat bicubic clearly, far from the paper's recipe.
-DEMO_TRAINING = TrainConfig(epochs=8, steps_per_epoch=150, batch_size=128, lr=1e-3, max_minutes=4)
+
 
 
 def champion_reason(reg: dict, shipped: str | None) -> str:
@@ -48,7 +49,8 @@ def champion_reason(reg: dict, shipped: str | None) -> str:
 
 @flow(name="srcnn-pipeline", log_prints=True)
 def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scale: int = 3,
-                   model: ModelConfig = ModelConfig(), training: TrainConfig = DEMO_TRAINING,
+                   model: ModelOverrides = ModelOverrides(),
+                   training: TrainOverrides = DEMO_TRAINING,
                    upscale_input: str | None = None, eval_datasets: list[str] | None = None) -> dict:
     """Build patches from `source`, train, register, and upscale `upscale_input` with the champion."""
     logger = get_run_logger()
@@ -67,13 +69,13 @@ def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scal
     datasets = eval_datasets if eval_datasets is not None else default_eval_datasets()
     if not datasets:  # a fresh machine without the benchmark sets: judge on the held-out photos
         datasets = [str(work / "holdout")] if demo else []
-    patches = build_patches(source, store, PatchConfig(scale=scale))
+    patches = build_patches(source, store, PatchOverrides(scale=scale))
     trained = train_srcnn(store, model, training, datasets, run_name=f"pipeline-x{scale}")
     # The gate: the shipped weights are in the registry first, so a quick model becomes
     # champion only if it beats them on the same images.
     shipped = seed_first(scale)
     registration = register_best(scale, trained["run_id"])
-    upscaled = upscale_bucket(upscale_input, output, scale, "champion")
+    upscaled = upscale_bucket(upscale_input, output, "champion", UpscaleOptions(scale=scale))
     summary = {
         "patch_store": store, "n_patches": patches.n_patches, "run_id": trained["run_id"],
         "evaluation": trained["scores"], "registration": registration,

@@ -5,19 +5,26 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.datasets import default_eval_datasets
-from srcnn.config import ModelConfig, TrainConfig
+from srcnn.config import ModelOverrides, TrainOverrides
+from srcnn.presets import PresetName, training_settings
 from srcnn.store import PatchStore
 from tasks.training import evaluate, train_model
 
 
 @flow(name="train-srcnn", log_prints=True)
-def train_srcnn(store: str, model: ModelConfig = ModelConfig(),
-                training: TrainConfig = TrainConfig(), eval_datasets: list[str] | None = None,
+def train_srcnn(store: str, model: ModelOverrides = ModelOverrides(),
+                training: TrainOverrides = TrainOverrides(), eval_datasets: list[str] | None = None,
                 run_name: str | None = None, probe_dataset: str | None = None,
-                init_model: str | None = None) -> dict:
-    """Returns the MLflow run id and its evaluation (mean PSNR/SSIM per benchmark set)."""
+                init_model: str | None = None, preset: PresetName | None = None) -> dict:
+    """Returns the MLflow run id and its evaluation (mean PSNR/SSIM per benchmark set).
+
+    The net and training settings are `preset`'s (or the configs' defaults, the paper's 9-5-5)
+    with the fields given in `model` and `training` replaced (a whole config replaces all).
+    """
+    net, settings = training_settings(preset, model, training)
     scale = int(PatchStore(store).attrs["scale"])
-    run_id = train_model(store, model, training, run_name, probe_dataset, init_model)
+    run_id = train_model(store, net, settings, run_name, probe_dataset, init_model,
+                         {"preset": preset or "none"})
     datasets = eval_datasets if eval_datasets is not None else default_eval_datasets()
     if not datasets:
         raise ValueError("no evaluation datasets: pass eval_datasets or set SRCNN_EVAL_DATASETS")

@@ -18,31 +18,33 @@ import functools
 import json
 import time
 from collections import deque
-from typing import Literal
-
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers
-from srcnn.config import TileConfig
 from srcnn.planning import plan
 from srcnn.settings import get_settings
 from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
 from srcnn.upscale import (
     MAX_FAILURES_SHOWN,
     REPORTS,
+    BucketOptions,
     Job,
-    OutputFormat,
     ShardSummary,
     UpscaleOptions,
     output_key,
 )
-from tasks.upscale import resolve, upscale_shard, write_summary
+from tasks.upscale import preview, resolve, upscale_shard, write_summary
 
 REPORT_KEY = "_srcnn/upscale-report.json"  # the latest run's summary
 MAX_SHARDS_IN_FLIGHT = 3
+PREVIEW_IMAGES = 3  # before/after crops in the run's preview artifact
 
 
 class UpscaleFailures(RuntimeError):
@@ -70,37 +72,31 @@ def partitions(input_url: str, prefixes: list[str] | None) -> list:
 
 @flow(name="upscale-bucket", log_prints=True,
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
-def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champion",
-                   tile: TileConfig = TileConfig(), chunk_size: int = 32,
-                   include: list[str] | None = None, exclude: list[str] | None = None,
-                   overwrite: bool = False, output_format: OutputFormat | None = None,
-                   jpeg_quality: int = 95, max_pixels: int = 100_000_000,
-                   precision: Literal["fp32", "bf16"] = "fp32",
-                   dask_address: str | None = None, prefixes: list[str] | None = None) -> dict:
+def upscale_bucket(input: str, output: str, model: str = "champion",
+                   options: UpscaleOptions = UpscaleOptions(),
+                   bucket: BucketOptions = BucketOptions(),
+                   dask_address: str | None = None) -> dict:
     """Upscale every image under `input` into `output`; fails at the end if any image failed.
 
-    `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask cluster (a
-    LocalCluster sized to this machine otherwise). `prefixes` limits the run to these
-    sub-prefixes of `input`, each listed in parallel (e.g. 0..f for hashed key names).
-    `chunk_size` (images per Dask task and manifest, on average) is part of how outputs are
-    recorded: keep it fixed for a bucket, or its outputs are redone once.
+    `model`: champion | challenger | pretrained | a models:/ URI | a model folder. `options`
+    shape each output (scale, format, precision, ...); `bucket` selects keys and sizes the
+    work. `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask cluster
+    (a LocalCluster sized to this machine otherwise).
     """
     logger = get_run_logger()
     started = time.perf_counter()
     check_prefixes(input, output)
-    options = UpscaleOptions(scale=scale, tile_size=tile.tile_size, output_format=output_format,
-                             jpeg_quality=jpeg_quality, max_pixels=max_pixels,
-                             precision=precision)
+    scale = options.scale
     run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
     settings = get_settings()
     with dask_client(dask_address or settings.dask_address, settings.dask_workers,
                      gpu=True) as client:
         spec = resolve(model, scale)
-        job = Job(input, output, options, spec.source, spec.digest, run_id, overwrite)
+        job = Job(input, output, options, spec.source, spec.digest, run_id, bucket.overwrite)
         with model_on_workers(client, spec) as plugin:
-            totals, failures = _run(client, plugin, job, chunk_size, include, exclude,
-                                    prefixes, logger)
+            totals, failures = _run(client, plugin, job, bucket, logger)
     wall = time.perf_counter() - started
+    samples = totals.pop("samples")
     summary = {"input": input, "output": output, "model": spec.source,
                "weights": spec.digest, "scale": scale, "flow_run_id": run_id, **totals,
                "wall_seconds": round(wall, 3),
@@ -108,6 +104,8 @@ def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champi
                "output_mpx_per_s": round(totals["pixels"] / wall / 1e6, 3),
                "reports": join(output, REPORTS, run_id), "failures": failures}
     _publish(summary, output, run_id)
+    if samples:
+        preview(input, samples, scale, summary)
     logger.info("upscaled %d, skipped %d, failed %d images in %d shards with %s into %s",
                 totals["done"], totals["skipped"], totals["failed"], totals["shards"],
                 spec.source, output)
@@ -118,31 +116,45 @@ def upscale_bucket(input: str, output: str, scale: int = 3, model: str = "champi
     return summary
 
 
-def _run(client, plugin: str, job: Job, chunk_size: int, include: list[str] | None,
-         exclude: list[str] | None, prefixes: list[str] | None,
+def _run(client, plugin: str, job: Job, bucket: BucketOptions,
          logger) -> tuple[dict, list[str]]:
     """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out;
     returns the run's counts and its first failures."""
     totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
-              "shards": 0}
+              "shards": 0, "listed": 0}
     failures: list[str] = []
+    samples: list[tuple[str, str]] = []
+    progress = create_progress_artifact(0.0, key="upscale-progress", description=(
+        f"{job.input_url} -> {job.output_url}: share of the images listed so far that are "
+        "done, current or failed (the listing streams, so it can step back while it runs)"))
     resources = {"GPU": 1} if gpu_workers(client) else None
     logger.info("model %s (weights %s) on %d Dask workers%s", job.model_source,
                 job.weights_digest[:12], len(client.nthreads()),
                 ", GPU workers only" if resources else "")
     output_format = job.options.output_format
-    shards = plan(partitions(job.input_url, prefixes), chunk_size,
-                  keep=lambda k: is_image_key(k) and selected(k, include, exclude),
+    shards = plan(partitions(job.input_url, bucket.prefixes), bucket.chunk_size,
+                  keep=lambda k: is_image_key(k) and selected(k, bucket.include, bucket.exclude),
                   output_key=(lambda k: output_key(k, output_format)) if output_format else None)
     in_flight: deque = deque()
+
+    def collect() -> None:
+        s = in_flight.popleft().result()
+        _add(totals, failures, s, logger)
+        samples.extend(s.samples[: PREVIEW_IMAGES - len(samples)])
+        seen = totals["done"] + totals["skipped"] + totals["failed"]
+        update_progress_artifact(progress, 100.0 * seen / max(totals["listed"], 1))
+
     for shard in shards:
+        totals["listed"] += sum(chunk.size for chunk in shard.chunks)
         # quote(): Prefect passes the chunks through as they are, without walking them
         in_flight.append(upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin,
                                               resources))
         if len(in_flight) >= MAX_SHARDS_IN_FLIGHT:
-            _add(totals, failures, in_flight.popleft().result(), logger)
+            collect()
     while in_flight:
-        _add(totals, failures, in_flight.popleft().result(), logger)
+        collect()
+    update_progress_artifact(progress, 100.0)
+    totals["samples"] = samples
     return totals, failures
 
 

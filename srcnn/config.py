@@ -7,10 +7,11 @@ these as parameters, the CLI builds them, and the deployments reuse them.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 
 class StrictModel(BaseModel):
@@ -25,14 +26,15 @@ class ModelConfig(StrictModel):
     costs what 9-5-5 costs (56K vs 57K multiply-adds per pixel) with the same receptive field.
     """
 
-    f1: int = Field(9, ge=1, le=15)
-    f2: int = Field(5, ge=1, le=15)
-    f3: int = Field(5, ge=1, le=15)
-    n1: int = Field(64, ge=1, le=256)
-    n2: int = Field(32, ge=1, le=256)
-    depth: int = Field(3, ge=3, le=32)  # convolution layers: f1, (depth - 2) x f2, f3
-    # Predict the residual over the bicubic input (same cost, trains much faster).
-    residual: bool = True
+    f1: int = Field(9, ge=1, le=15, description="Kernel size of the first layer (odd).")
+    f2: int = Field(5, ge=1, le=15, description="Kernel size of the middle layers (odd).")
+    f3: int = Field(5, ge=1, le=15, description="Kernel size of the last layer (odd).")
+    n1: int = Field(64, ge=1, le=256, description="Filters of the first layer.")
+    n2: int = Field(32, ge=1, le=256, description="Filters of each middle layer.")
+    depth: int = Field(3, ge=3, le=32,
+                       description="Convolution layers: f1, (depth - 2) x f2, then f3.")
+    residual: bool = Field(True, description="Predict the residual over the bicubic input "
+                                             "(same cost, trains much faster).")
 
     @model_validator(mode="after")
     def _odd_kernels(self) -> ModelConfig:
@@ -82,19 +84,17 @@ class ModelConfig(StrictModel):
 class PatchConfig(StrictModel):
     """How LR/HR training pairs are cut from a collection of images."""
 
-    scale: int = Field(3, ge=2, le=8)
-    patch_size: int = Field(33, ge=8, le=512)
-    stride: int = Field(14, ge=1, le=512)
-    # Fraction of *source images* held out for validation (split by image, never by patch).
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    # Patches per Zarr chunk (the unit of a training read) and chunks per shard (one object).
-    chunk_patches: int = Field(512, ge=1)
-    shard_chunks: int = Field(8, ge=1)
-    # Images per Dask task when reading sources.
-    images_per_task: int = Field(8, ge=1)
-    # Downscaled copies of each *training* image (e.g. 1.0, 0.9, 0.8, 0.7, 0.6 as in FSRCNN);
-    # validation images are used at their own size only.
-    augment_scales: tuple[float, ...] = (1.0,)
+    scale: int = Field(3, ge=2, le=8, description="Upscaling factor.")
+    patch_size: int = Field(33, ge=8, le=512, description="HR patch side in pixels.")
+    stride: int = Field(14, ge=1, le=512, description="Grid stride between patches, in pixels.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=(
+        "Share of source images held out for validation (split by image, never by patch)."))
+    chunk_patches: int = Field(512, ge=1, description="Patches per Zarr chunk (one training read).")
+    shard_chunks: int = Field(8, ge=1, description="Chunks per Zarr shard (one stored object).")
+    images_per_task: int = Field(8, ge=1, description="Source images per Dask task.")
+    augment_scales: tuple[float, ...] = Field((1.0,), description=(
+        "Downscaled copies of each training image (e.g. 1.0 0.9 0.8 0.7 0.6 as in FSRCNN); "
+        "validation images are used at their own size only."))
 
     @model_validator(mode="after")
     def _check_scales(self) -> PatchConfig:
@@ -112,28 +112,74 @@ class PatchConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Optimisation settings; the model is described by ModelConfig."""
 
-    epochs: int = Field(10, ge=1)
-    # Optional cap on optimiser steps per epoch (None: one pass over the training patches).
-    steps_per_epoch: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    augment: bool = True  # random flips and 90° rotations of each batch
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # bf16 autocast on CUDA (ignored on the CPU, where float32 is faster for these convs).
-    bf16: bool = True
-    # Stop early after this many minutes of training (None: run all epochs).
-    max_minutes: float | None = Field(None, gt=0)
-    # Divergence guard: when validation PSNR falls this many dB below the best epoch's (e.g. the
-    # ReLUs died and the net collapsed to its bicubic input), go back to the best epoch's model
-    # and optimiser state and halve the learning rate (None: off).
-    rollback_db: float | None = Field(0.3, gt=0)
+    epochs: int = Field(10, ge=1, description="Training epochs.")
+    steps_per_epoch: int | None = Field(None, ge=1, description=(
+        "Cap on optimiser steps per epoch (none: one pass over the training patches)."))
+    batch_size: int = Field(128, ge=1, description="Patches per optimiser step.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description=(
+        "Learning-rate schedule over the run."))
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    augment: bool = Field(True, description="Random flips and 90-degree rotations per batch.")
+    seed: int = Field(0, description="Seed of initialisation, sampling and augmentation.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "Where to train (auto: CUDA when present)."))
+    bf16: bool = Field(True, description=(
+        "bf16 autocast on CUDA (ignored on the CPU, where float32 is faster for these convs)."))
+    max_minutes: float | None = Field(None, gt=0, description=(
+        "Stop after this many minutes of training (none: run all epochs)."))
+    rollback_db: float | None = Field(0.3, gt=0, description=(
+        "Divergence guard: when validation PSNR falls this many dB below the best epoch's, go "
+        "back to the best epoch and halve the learning rate (none: off)."))
 
 
 class TileConfig(StrictModel):
     """Tiled inference: tile_size is the output side of one tile, in pixels."""
 
     # 256: the activations of a tile stay in cache (fp32 ~20% faster than 512 on this CPU)
-    tile_size: int = Field(256, ge=16, le=8192)
+    tile_size: int = Field(256, ge=16, le=8192, description=(
+        "Output tile side in pixels (bounds memory; tiling is exact)."))
+
+
+class Overrides(StrictModel):
+    """Some fields of a config, each optional and unset by default: what a command line, a
+    flow parameter or a deployment changes in a preset. Only the fields given are applied
+    (`apply`); a field given as None sets None. A whole config is accepted too (every field
+    given). Built from the config by `overrides_of`, never written by hand."""
+
+    target: ClassVar[type[StrictModel]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_config(cls, data: Any) -> Any:
+        return data.model_dump() if isinstance(data, StrictModel) else data
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+    def apply(self, base: StrictModel) -> StrictModel:
+        """`base` with the given fields replaced, validated as a whole."""
+        if not isinstance(base, self.target):
+            raise TypeError(f"{type(self).__name__}: applies to {self.target.__name__}, "
+                            f"not {type(base).__name__}")
+        return self.target(**(base.model_dump() | self.given()))
+
+
+@functools.cache
+def overrides_of(config: type[StrictModel]) -> type[Overrides]:
+    """`config`'s fields with their bounds and help, each optional with no default."""
+    def optional(f):
+        return Optional[Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation]
+
+    fields = {name: (optional(f), Field(None, description=f.description))
+              for name, f in config.model_fields.items()}
+    model = create_model(f"{config.__name__}Overrides", __base__=Overrides,
+                         __doc__=f"Fields of {config.__name__} to change (the rest: unchanged).",
+                         **fields)
+    model.target = config
+    return model
+
+
+ModelOverrides = overrides_of(ModelConfig)
+PatchOverrides = overrides_of(PatchConfig)
+TrainOverrides = overrides_of(TrainConfig)

@@ -7,6 +7,7 @@ The bicubic rows this gives on Set5 match the SRCNN paper's (DESIGN.md): a golde
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,14 @@ def list_dataset(directory: str | Path) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"dataset {directory}: no images found")
     return paths
+
+
+def dataset_digest(directory: str | Path) -> str:
+    """A short hash of a benchmark folder's image names and bytes: which images a score is on."""
+    h = hashlib.sha256()
+    for path in list_dataset(directory):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def score_dataset(

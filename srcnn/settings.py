@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,17 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
+    def mlflow_credentials(self) -> tuple[str, tuple[str, str] | None]:
+        """(the tracking URI without credentials, (user, password) if an http(s) URI had
+        them): MLflow takes them from MLFLOW_TRACKING_USERNAME/PASSWORD, so no URL it prints
+        or records (run links, artifact URIs) carries the password."""
+        uri = self.tracking_uri
+        match = _USERINFO.match(uri)
+        if not match or match["scheme"].lower() not in ("http://", "https://"):
+            return uri, None  # a database URI keeps its credentials: SQLAlchemy reads them
+        user, _, password = unquote(match["userinfo"]).partition(":")
+        return match["scheme"] + uri[match.end():], (user, password)
+
     @property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
@@ -53,6 +65,7 @@ def get_settings() -> Settings:
 
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:[^=&]*(?:password|passwd|pwd|secret|token|key|signature|credential))=)[^&#]*")
+_USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@]*)@", re.IGNORECASE)
 _PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", re.IGNORECASE)
 
 

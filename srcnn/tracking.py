@@ -7,6 +7,7 @@ models are per scale (`srcnn-x3`); the `champion` alias moves only to a better v
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -51,10 +53,13 @@ def registered_name(scale: int) -> str:
 
 def make_client(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri, credentials = settings.mlflow_credentials()
+    if credentials:  # basic auth from MLflow's own variables, never from the URI it prints
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
     # Set globally too: artifact helpers (download_artifacts) read the global URI.
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> str:
@@ -80,13 +85,21 @@ class MetricLogger:
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0,
-                model_id: str | None = None, dataset: str | None = None) -> None:
-    """Metrics in one `log_batch` request; with `model_id` (and `dataset`) they are attached
-    to that logged model too, where the registry UI shows and compares them."""
+                model_id: str | None = None, dataset: tuple[str, str] | None = None) -> None:
+    """Metrics in one `log_batch` request; with `model_id` (and `dataset`, its name and
+    digest) they are attached to that logged model too, where the registry UI shows them."""
     now = int(time.time() * 1000)
+    name, digest = dataset or (None, None)
     client.log_batch(run_id, metrics=[
-        Metric(key, float(value), now, step, model_id=model_id, dataset_name=dataset)
-        for key, value in values.items()])
+        Metric(key, float(value), now, step, model_id=model_id, dataset_name=name,
+               dataset_digest=digest) for key, value in values.items()])
+
+
+def log_eval_dataset(client: MlflowClient, run_id: str, folder: str, digest: str) -> None:
+    """Record a benchmark folder as an evaluation input of the run (its name and digest)."""
+    dataset = Dataset(Path(folder).name, digest, "local", json.dumps({"uri": str(folder)}))
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                               "evaluation")])])
 
 
 def log_params(client: MlflowClient, run_id: str, values: dict) -> None:
@@ -128,6 +141,22 @@ def save_pyfunc(loaded: LoadedModel, path: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
         mlflow.pyfunc.save_model(path, **_pyfunc_args(tmp))
+
+
+def export_model(loaded: LoadedModel, url: str) -> None:
+    """`save_pyfunc` to any fsspec URL (written locally, then copied; an existing folder is
+    refused, as MLflow refuses it)."""
+    from srcnn.storage import filesystem
+
+    fs, path = filesystem(url)
+    if fs.exists(path) and fs.ls(path):
+        raise FileExistsError(f"export {url}: the folder exists and is not empty")
+    if isinstance(fs, LocalFileSystem):
+        save_pyfunc(loaded, path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pyfunc(loaded, f"{tmp}/model")
+        fs.put(f"{tmp}/model", path, recursive=True)
 
 
 def model_tags(loaded: LoadedModel) -> dict[str, str]:

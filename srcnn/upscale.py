@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
-from srcnn.config import StrictModel
+from pydantic import Field
+
+from srcnn.config import StrictModel, TileConfig
 from srcnn.images import BadImageError, read_image, write_image
 from srcnn.planning import Chunk
 from srcnn.storage import join, read_bytes, write_bytes_atomic
@@ -46,24 +48,40 @@ EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIF
                               "WEBP": ".webp", "GIF": ".gif"}
 PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
 MAX_FAILURES_SHOWN = 20
+SAMPLES_PER_SHARD = 3  # done images a shard offers for the run's before/after preview
 
 
 class UpscaleOptions(StrictModel):
     """What shapes an output (and so its token), besides the weights and the input."""
 
-    scale: int = 3
-    tile_size: int = 256
-    output_format: OutputFormat | None = None  # None: the input's format
-    jpeg_quality: int = 95
-    max_pixels: int = 100_000_000  # inputs over this are refused from their header
-    # bf16 convolutions (AMX CPUs, GPUs): PSNR within 0.05 dB of fp32.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    scale: int = Field(3, ge=2, le=8, description="Upscaling factor.")
+    tile_size: int = TileConfig.model_fields["tile_size"]
+    output_format: OutputFormat | None = Field(None, description=(
+        "Format of the outputs (none: each input's own; the extension follows)."))
+    jpeg_quality: int = Field(95, ge=1, le=100, description="Quality of JPEG and WEBP outputs.")
+    max_pixels: int = Field(100_000_000, ge=1, description=(
+        "Inputs larger than this (width x height, read from the header) are refused."))
+    precision: Literal["fp32", "bf16"] = Field("fp32", description=(
+        "bf16 convolutions: faster on AMX CPUs and GPUs, PSNR within 0.05 dB of fp32."))
 
     def token(self, source_fingerprint: str, weights_digest: str) -> str:
         # tile_size is left out on purpose: tiling is exact, it cannot change an output.
         payload = "|".join([source_fingerprint, weights_digest, str(self.scale),
                             str(self.output_format), str(self.jpeg_quality), self.precision])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class BucketOptions(StrictModel):
+    """Which keys of the input a run takes, and how it cuts them into work."""
+
+    include: list[str] | None = Field(None, description="Globs of keys to take (repeat).")
+    exclude: list[str] | None = Field(None, description="Globs of keys to skip (repeat).")
+    prefixes: list[str] | None = Field(None, description=(
+        "Only these sub-prefixes of the input, each listed in parallel (repeat)."))
+    chunk_size: int = Field(32, ge=1, le=4096, description=(
+        "Images per Dask task and manifest, on average; part of how outputs are recorded, so "
+        "keep it fixed for a bucket."))
+    overwrite: bool = Field(False, description="Redo outputs that are current.")
 
 
 @dataclass(frozen=True)
@@ -295,6 +313,7 @@ class ShardSummary:
     seconds: float  # worker time spent on the shard's chunks
     failures: tuple[str, ...]
     report: str | None  # the shard's JSON Lines report (None: nothing done or failed)
+    samples: tuple[tuple[str, str], ...] = ()  # a few (input key, output URL) done here
 
 
 def shard_report_url(job: Job, index: int) -> str:
@@ -309,9 +328,24 @@ def write_shard_report(job: Job, index: int, results: list[ChunkResult]) -> Shar
     if url:
         write_bytes_atomic(url, "".join(json.dumps(line) + "\n" for line in lines).encode())
     failures = tuple(f"{x['key']}: {x['reason']}" for x in lines if x["status"] == "failed")
+    samples = tuple((x["key"], x["output"]) for x in lines if x["status"] == "done")
     return ShardSummary(index, sum(r.done for r in results), sum(r.skipped for r in results),
                         sum(r.failed for r in results), sum(r.pixels for r in results),
-                        sum(r.seconds for r in results), failures[:MAX_FAILURES_SHOWN], url)
+                        sum(r.seconds for r in results), failures[:MAX_FAILURES_SHOWN], url,
+                        samples[:SAMPLES_PER_SHARD])
+
+
+def preview_crops(input_url: str, key: str, output: str, scale: int,
+                  side: int = 64) -> tuple[Image.Image, Image.Image]:
+    """(bicubic, SR) crops of the same region for a reviewer: the centre `side` x `side` LR
+    pixels of input `key`, bicubic-upscaled, and the matching region of its output."""
+    with read_image(join(input_url, key), key) as lr, read_image(output) as sr:
+        lr = lr.convert("RGB")
+        w, h = min(side, lr.width), min(side, lr.height)
+        x0, y0 = (lr.width - w) // 2, (lr.height - h) // 2
+        region = (x0, y0, x0 + w, y0 + h)
+        bicubic = lr.crop(region).resize((w * scale, h * scale), Image.Resampling.BICUBIC)
+        return bicubic, sr.convert("RGB").crop(tuple(v * scale for v in region))
 
 
 def report_lines(output_url: str, run_id: str) -> Iterator[dict]:

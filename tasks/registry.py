@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from prefect import get_run_logger, task
+from prefect.events import emit_event
 
 
 from srcnn.settings import get_settings
@@ -64,6 +65,7 @@ def register_run(run_id: str, scale: int) -> Registration:
     with open(table) as f:
         description = f"SRCNN {run.data.tags.get('arch', '')} x{scale}, run {run_id}\n\n{f.read()}"
     reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description)
+    announce(reg)
     logger.info("%s v%s: selection PSNR %.3f dB, %s", reg.name, reg.version, reg.selection_psnr,
                 "promoted to champion" if reg.promoted else
                 f"kept champion v{reg.previous_champion} ({reg.previous_psnr:.3f} dB)")
@@ -73,7 +75,31 @@ def register_run(run_id: str, scale: int) -> Registration:
 @task(name="seed-registry", **NETWORK_RETRIES)
 def seed(scale: int) -> Registration | None:
     """With an empty registry, register the shipped weights as the first champion."""
-    return seed_registry(make_client(get_settings()), get_settings(), scale)
+    reg = seed_registry(make_client(get_settings()), get_settings(), scale)
+    if reg is not None:
+        announce(reg)
+    return reg
+
+
+CHAMPION_MOVED = "srcnn.champion.moved"
+
+
+def champion_resource(name: str) -> str:
+    """The Prefect event resource of a registered model (what deployment triggers match)."""
+    return f"mlflow.registered-model.{name}"
+
+
+def announce(reg: Registration) -> None:
+    """Emit `srcnn.champion.moved` when `champion` moved: deployments/prefect.yaml triggers
+    the bucket upscale on it."""
+    if not reg.promoted:
+        return
+    emit_event(CHAMPION_MOVED, resource={"prefect.resource.id": champion_resource(reg.name),
+                                         "prefect.resource.name": reg.name},
+               payload={"version": str(reg.version), "selection_psnr": reg.selection_psnr,
+                        "previous_version": reg.previous_champion})
+    get_run_logger().info("%s: champion moved to v%s (event %s)", reg.name, reg.version,
+                          CHAMPION_MOVED)
 
 
 @task(name="seed-registry-first", **NETWORK_RETRIES)
@@ -82,5 +108,6 @@ def seed_first(scale: int) -> str | None:
     quick model becomes champion only by beating them. Returns their version (None: no
     shipped weights for this scale)."""
     client = make_client(get_settings())
-    seed_registry(client, get_settings(), scale)
+    if (reg := seed_registry(client, get_settings(), scale)) is not None:
+        announce(reg)
     return shipped_version(client, scale)

@@ -16,12 +16,13 @@ from srcnn.config import ModelConfig, TrainConfig
 from srcnn.evaluation import evaluate_model, format_table, metric_key, selection_psnr
 from srcnn.experiment import train_run
 from srcnn.inference import prepare, upscale_rgb
-from srcnn.metrics import list_dataset
+from srcnn.metrics import dataset_digest, list_dataset
 from srcnn.model import SRCNN
 from srcnn.settings import get_settings
 from srcnn.tracking import (
     EVAL_DATASETS_TAG,
     MODEL_ID_TAG,
+    log_eval_dataset,
     log_metrics,
     make_client,
     resolve_model,
@@ -32,10 +33,10 @@ from tasks import NETWORK_RETRIES
 @task(name="train-model")
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
                 run_name: str | None = None, probe_dataset: str | None = None,
-                init_model: str | None = None) -> str:
+                init_model: str | None = None, tags: dict[str, str] | None = None) -> str:
     """One training run (see `srcnn.experiment.train_run`); on a Dask cluster with GPU
     workers (`SRCNN_DASK_ADDRESS`) it runs on one of them, else here, on CUDA if present."""
-    tags = {"prefect_flow_run_id": str(runtime.flow_run.id or "")}
+    tags = {**(tags or {}), "prefect_flow_run_id": str(runtime.flow_run.id or "")}
     run_id = run_on_gpu_worker(get_settings().dask_address, train_run, store, model, training,
                                run_name, probe_dataset, init_model, tags)
     get_run_logger().info("training run %s finished", run_id)
@@ -47,15 +48,18 @@ def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
     """Score the run's model on benchmark folders; log metrics, the table and sample crops."""
     logger = get_run_logger()
     client = make_client(get_settings())
-    loaded = resolve_model(f"runs:/{run_id}/model", scale, client)
+    model_id = client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
+    ref = f"models:/{model_id}" if model_id else f"runs:/{run_id}/model"
+    loaded = resolve_model(ref, scale, client)
     scores = evaluate_model(loaded.model, datasets, scale)
     table = format_table(scores)
-    model_id = client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
-    for s in scores:  # per benchmark set, on the run and on its logged model
+    for folder, s in zip(datasets, scores):  # per set, on the run and on its logged model
+        digest = dataset_digest(folder)
+        log_eval_dataset(client, run_id, folder, digest)
         log_metrics(client, run_id, {metric_key(s.dataset, scale): s.psnr,
                                      metric_key(s.dataset, scale, "ssim"): s.ssim,
                                      metric_key(s.dataset, scale, "bicubic_psnr"): s.bicubic_psnr},
-                    model_id=model_id, dataset=s.dataset)
+                    model_id=model_id, dataset=(s.dataset, digest))
     selection = selection_psnr(scores)
     log_metrics(client, run_id, {"selection_psnr": selection}, model_id=model_id)
     client.set_tag(run_id, EVAL_DATASETS_TAG, json.dumps([str(d) for d in datasets]))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 from distributed import default_client
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from srcnn.cluster import resolve_spec, upscale_chunk_task
 from srcnn.planning import Chunk
 from srcnn.spec import ModelSpec, is_local_ref, read_spec
 from srcnn.storage import write_bytes_atomic
-from srcnn.upscale import Job, ShardSummary, write_shard_report
+from srcnn.upscale import Job, ShardSummary, preview_crops, write_shard_report
 from tasks import NETWORK_RETRIES
 
 DASK_RETRIES = 2  # a chunk whose task raised (not a bad image: those fail alone) runs again
@@ -53,3 +57,30 @@ def upscale_shard(index: int, chunks: list[Chunk], job: Job, plugin: str,
 def write_summary(urls: list[str], body: bytes) -> None:
     for url in urls:
         write_bytes_atomic(url, body)
+
+
+@task(name="preview", cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def preview(input_url: str, samples: list[tuple[str, str]], scale: int, summary: dict) -> None:
+    """A Markdown artifact for the run's reviewer: the counts, and bicubic against SR crops of
+    the same region for a few images this run upscaled (PNG, inline)."""
+    rows = []
+    for key, output in samples:
+        try:
+            bicubic, sr = preview_crops(input_url, key, output, scale)
+        except Exception as exc:  # a preview must never fail the run it describes
+            get_run_logger().warning("no preview of %s: %s", key, exc)
+            continue
+        rows.append(f"| `{key}` | {_inline_png(bicubic)} | {_inline_png(sr)} |")
+    counts = (f"**{summary['done']}** upscaled, **{summary['skipped']}** already current, "
+              f"**{summary['failed']}** failed, x{scale} with `{summary['model']}` "
+              f"(weights `{summary['weights'][:12]}`), {summary['images_per_s']} images/s")
+    table = ["| image | bicubic | super-resolved |", "|---|---|---|", *rows] if rows else []
+    create_markdown_artifact("\n".join([f"### {summary['input']} -> {summary['output']}", "",
+                                        counts, "", *table]),
+                             key="upscale-preview", description="before/after crops")
+
+
+def _inline_png(img) -> str:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return f"![](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"

@@ -1,22 +1,36 @@
 """The `srcnn` command line: real console script and real flows behind it."""
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
-import pydantic
 import pytest
 import torch
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
-from srcnn.config import ModelConfig
+from flows.cli_fields import field_options
+from srcnn.config import ModelConfig, ModelOverrides, PatchConfig, TrainConfig
+from srcnn.presets import get_preset, training_settings
+from srcnn.upscale import BucketOptions, UpscaleOptions
 from srcnn.model import SRCNN
 from srcnn.weights import save_model
 
-COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "pipeline")
+COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "pipeline")
+# Each command's options that come from the typed configs, and their defaults' notes.
+DERIVED = {"patches": (PatchConfig,), "train": (ModelConfig, TrainConfig),
+           "upscale": (UpscaleOptions, BucketOptions), "pipeline": (TrainConfig,)}
+OWN = {"patches": {"--preset", "--dask-address", "--force"},
+       "train": {"--preset", "--arch", "--eval-dataset", "--run-name", "--probe-dataset",
+                 "--init-model"},
+       "register": {"--scale", "--run-id"}, "upscale": {"--model", "--dask-address"},
+       "evaluate": {"--model", "--dataset", "--scale", "--json"},
+       "export": {"--model", "--to", "--scale", "--dataset"},
+       "pipeline": {"--workdir", "--source", "--upscale-input", "--scale"}}
 
 
 def test_help_lists_every_command():
@@ -24,6 +38,80 @@ def test_help_lists_every_command():
                          text=True, check=True).stdout
     for command in COMMANDS:
         assert command in out
+
+
+def _flat(text: str) -> str:
+    """Help text without Rich's box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_help_shows_its_own_options(command):
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    shown = set(re.findall(r"(--[a-z0-9-]+)", result.output))
+    assert OWN[command] <= shown, OWN[command] - shown
+    text = _flat(result.output)
+    for config in DERIVED.get(command, ()):
+        for name, field in config.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            assert flag in shown, f"{command}: {flag} ({config.__name__}.{name}) missing"
+            assert _flat(field.description) in text, f"{command} {flag}: help is not the field's"
+    if command == "train":  # the default is read from the model, and the preset may change it
+        assert f"(default: {TrainConfig().epochs}, or the preset's)" in text
+        assert "<cosine|constant>" in text and "[1<=x<=15]" in text  # choices and bounds
+    if command == "upscale":
+        assert "(default: 32)" in text and "<PNG|JPEG|BMP|TIFF|WEBP|GIF|none>" in text
+
+
+def test_options_reach_the_configs_and_bad_values_name_the_field(tmp_path):
+    probe = typer.Typer()
+    got = {}
+
+    @probe.command()
+    @field_options(model=ModelConfig, training=TrainConfig)
+    def run(store: str, *, model, training) -> None:
+        got.update(model=model, training=training)
+
+    runner = CliRunner(env={"COLUMNS": "400"})
+    result = runner.invoke(probe, ["s", "--lr", "2e-4", "--max-minutes", "none", "--n2", "16",
+                                   "--no-augment", "--lr-schedule", "constant"])
+    assert result.exit_code == 0, result.output
+    assert got["model"].given() == {"n2": 16}  # only what was given: the rest is the preset's
+    assert got["training"].given() == {"lr": 2e-4, "max_minutes": None, "augment": False,
+                                       "lr_schedule": "constant"}
+    model, training = training_settings("x3", got["model"], got["training"])
+    recipe = get_preset("x3")
+    assert (model.n2, model.n1, model.depth) == (16, recipe.model.n1, recipe.model.depth)
+    assert training.max_minutes is None and training.epochs == recipe.training.epochs
+    assert training.batch_size == recipe.training.batch_size
+    model, training = training_settings(None, got["model"], got["training"])
+    assert model.arch == "9-5-5" and training.epochs == TrainConfig().epochs
+
+    for argv, message in ((["--lr", "-1"], "lr: Input should be greater than 0"),
+                          (["--lr-schedule", "linear"], "linear"),
+                          (["--epochs", "0"], "'--epochs': Input should be greater than or equal to 1")):
+        result = runner.invoke(probe, ["s", *argv])
+        assert result.exit_code == 2 and message in _flat(result.output), result.output
+    # The real command refuses before any work, naming the field.
+    result = runner.invoke(app, ["train", str(tmp_path / "none.zarr"), "--f1", "4"])
+    assert result.exit_code == 2 and "f1=4: kernel sizes must be odd" in _flat(result.output)
+    result = runner.invoke(app, ["train", str(tmp_path / "none.zarr"), "--arch", "9-3-1-5"])
+    assert result.exit_code == 2 and "one kernel size" in _flat(result.output)
+    result = runner.invoke(app, ["upscale", str(tmp_path), str(tmp_path / "o"),
+                                 "--output-format", "JPG"])
+    assert result.exit_code == 2 and "JPG" in result.output
+
+
+def test_arch_sets_the_kernel_fields_and_explicit_fields_win():
+    from flows.cli import with_arch
+
+    model, _ = training_settings("x3", with_arch(ModelOverrides(), "9-5-5"), None)
+    assert (model.arch, model.n1) == ("9-5-5", get_preset("x3").model.n1)
+    model, _ = training_settings(None, with_arch(ModelOverrides(n1=24), "3-3-3-3-3"), None)
+    assert (model.depth, model.n1, model.n2, model.macs_per_pixel) == (5, 24, 32, 25_848)
+    model, _ = training_settings(None, with_arch(ModelOverrides(f3=3), "9-5-5"), None)
+    assert model.arch == "9-5-3"
 
 
 @pytest.fixture
@@ -67,26 +155,3 @@ def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     assert Image.open(tmp_path / "out" / "y.png").size == (102, 63)
 
 
-def test_train_options_override_the_preset_and_are_validated():
-    from flows.cli import training_configs
-    from srcnn.presets import get_preset
-
-    recipe = get_preset("x3")
-    no_net = {"arch": None, "n1": None, "n2": None}
-    model, training = training_configs("x3", no_net, {"lr": 2e-4, "max_minutes": 7.0,
-                                                      "batch_size": None, "device": "cpu"})
-    assert model == recipe.model  # the preset's net
-    assert (training.lr, training.max_minutes, training.device) == (2e-4, 7.0, "cpu")
-    assert training.batch_size == recipe.training.batch_size  # not given: the preset's
-    assert training.rollback_db == recipe.training.rollback_db
-    model, training = training_configs(None, no_net | {"arch": "9-1-5"}, {"epochs": 3, "lr": None})
-    assert model.arch == "9-1-5" and training.epochs == 3 and training.lr == 1e-3
-    assert (model.n1, model.n2) == (64, 32)  # the paper's filter counts
-    model, _ = training_configs("x3", {"arch": "9-5-5", "n1": None, "n2": 16}, {})
-    assert (model.arch, model.n1, model.n2) == ("9-5-5", recipe.model.n1, 16)  # given: it wins
-    model, _ = training_configs(None, no_net | {"arch": "3-3-3-3-3", "n1": 24}, {})
-    assert (model.depth, model.n1, model.n2, model.macs_per_pixel) == (5, 24, 32, 25_848)
-    with pytest.raises(pydantic.ValidationError):
-        training_configs("x3", no_net, {"lr": -1.0})
-    with pytest.raises(ValueError, match="one kernel size"):
-        training_configs(None, no_net | {"arch": "9-3-1-5"}, {})

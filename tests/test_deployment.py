@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
@@ -26,7 +27,10 @@ from servers import BIN, ROOT, free_port, run, service
 
 from flows.upscale_bucket import REPORT_KEY
 from srcnn.upscale import report_lines
-from srcnn.config import ModelConfig
+from mlflow import MlflowClient
+
+from srcnn.config import ModelConfig, PatchConfig
+from srcnn.patch_build import build_patch_store
 from srcnn.model import SRCNN
 from srcnn.weights import save_model
 
@@ -60,7 +64,66 @@ def put_images(fs, prefix: str) -> None:
             Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(f, format="PNG")
 
 
-def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket):
+def flow_run_id(stdout: str) -> str:
+    match = re.search(r"UUID: ([0-9a-f-]{36})", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+def wait_for_run(api: str, deployment: str, timeout: float, wrk) -> object:
+    """The first run of `deployment` that an automation created, once it is final."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deadline = time.monotonic() + timeout
+    with api_client(api) as client:
+        dep_id = client.read_deployment_by_name(deployment).id
+        while time.monotonic() < deadline:
+            runs = [r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[dep_id]))) if r.created_by
+                    and r.created_by.type == "AUTOMATION"]
+            if runs and runs[0].state.is_final():
+                return runs[0]
+            time.sleep(1)
+    pytest.fail(f"no finished run of {deployment} after {timeout} s\n{wrk.tail()}")
+
+
+def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk) -> None:
+    """The nightly chain on events: a completed train-srcnn/nightly-x3 run triggers
+    register-best/x3, whose promotion of `champion` emits srcnn.champion.moved, which triggers
+    upscale-bucket/nightly (default parameters: s3://srcnn/incoming/ -> upscaled-x3/)."""
+    store = str(tmp_path / "t91-tiny.zarr")
+    build_patch_store(str(images), store,
+                      PatchConfig(scale=3, patch_size=48, stride=24, val_fraction=0.34))
+    fs.mkdir("srcnn")
+    put_images(fs, "srcnn/incoming")
+    params = {"store": store, "training": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
+              "eval_datasets": [str(ROOT.parent / "shared" / "datasets" / "Set5")],
+              "run_name": "triggered-chain"}
+    done = run([str(BIN / "prefect"), "deployment", "run", "train-srcnn/nightly-x3",
+                "--params", json.dumps(params), "--watch", "--watch-timeout", "300"],
+               env, 360, also=(srv, wrk))
+    with api_client(api) as client:
+        trained = client.read_flow_run(UUID(flow_run_id(done.stdout)))
+    assert trained.state.is_completed(), (trained.state, wrk.tail())
+    assert trained.parameters["preset"] == "x3"  # the deployment's, merged in
+
+    registered = wait_for_run(api, "register-best/x3", 240, wrk)
+    assert registered.state.is_completed(), (registered.state, wrk.tail())
+    assert registered.start_time >= trained.end_time  # after training, never beside it
+    ml = MlflowClient(worker_env["SRCNN_MLFLOW_TRACKING_URI"])
+    (champion,) = ml.search_model_versions("name = 'srcnn-x3'")
+    assert ml.get_run(champion.run_id).info.run_name == "triggered-chain"
+    assert ml.get_run(champion.run_id).data.params["model.depth"] == "8"  # the x3 preset's net
+    assert "champion" in champion.aliases
+
+    upscaled = wait_for_run(api, "upscale-bucket/nightly", 300, wrk)
+    assert upscaled.state.is_completed(), (upscaled.state, wrk.tail())
+    report = json.loads(fs.cat(f"srcnn/upscaled-x3/{REPORT_KEY}"))
+    assert report["flow_run_id"] == str(upscaled.id) and report["done"] == len(IMAGES)
+    assert report["model"] == f"models:/srcnn-x3/{champion.version}"
+
+
+def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket, small_collection):
     fs, bucket = s3_bucket
     put_images(fs, f"{bucket}/in")
     model_dir = tmp_path / "model"
@@ -110,20 +173,20 @@ def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket):
         with service("prefect-worker", worker_argv, worker_env, tmp_path, cwd=worker_dir) as wrk:
             wrk.wait_log("started!", 120)
             params = {"input": f"s3://{bucket}/in", "output": f"s3://{bucket}/out",
-                      "model": str(model_dir), "chunk_size": 2}
+                      "model": str(model_dir), "bucket": {"chunk_size": 2}}
             done = run([str(BIN / "prefect"), "deployment", "run", "upscale-bucket/nightly",
                         "--params", json.dumps(params), "--watch", "--watch-timeout", "300"],
                        env, 360, also=(srv, wrk))
 
-        match = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
-        assert match, done.stdout
-        run_id = match.group(1)
-        with api_client(api) as client:
-            flow_run = client.read_flow_run(UUID(run_id))
-        assert flow_run.state.is_completed(), (flow_run.state, wrk.tail())
-        assert flow_run.deployment_id == upscale.id
-        assert flow_run.parameters["input"] == params["input"]
-        assert flow_run.parameters["scale"] == 3  # the deployment's default, merged in
+            run_id = flow_run_id(done.stdout)
+            with api_client(api) as client:
+                flow_run = client.read_flow_run(UUID(run_id))
+            assert flow_run.state.is_completed(), (flow_run.state, wrk.tail())
+            assert flow_run.deployment_id == upscale.id
+            assert flow_run.parameters["input"] == params["input"]
+            assert flow_run.parameters["options"] == {"scale": 3}  # the deployment's, merged in
+
+            chain_through_triggers(api, env, worker_env, fs, small_collection, tmp_path, srv, wrk)
 
     for key, (h, w, mode) in IMAGES.items():
         with fs.open(f"{bucket}/out/{key}", "rb") as f, Image.open(f) as img:

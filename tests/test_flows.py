@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from uuid import UUID
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from PIL import Image
 
 from flows.build_patches import build_patches
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
-from srcnn.upscale import report_lines
+from srcnn.upscale import BucketOptions, UpscaleOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.store import PatchStore
 
@@ -53,7 +56,9 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs["fingerprint"]
     assert run.data.params["model.f2"] == "5" and run.data.params["train.epochs"] == "2"
     artifacts = {a.path for a in ml.list_artifacts(good["run_id"])}
-    assert {"model", "plots", "evaluation"} <= artifacts
+    assert {"plots", "evaluation"} <= artifacts
+    logged = ml.get_logged_model(run.data.tags["model_id"])  # the model: an MLflow 3 one
+    assert logged.source_run_id == good["run_id"] and logged.tags["arch"] == "9-5-5"
     plots = {a.path for a in ml.list_artifacts(good["run_id"], "plots")}
     assert {"plots/learning_curves.png", "plots/filters.png", "plots/crops_Set5.png"} <= plots
 
@@ -88,7 +93,7 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     Image.fromarray(rng.integers(0, 255, (20, 16), dtype=np.uint8)).save(inp / "nested/grey.png")
     Image.fromarray(rng.integers(0, 255, (25, 19, 4), dtype=np.uint8)).save(inp / "alpha.png")
     Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(inp / "photo.jpg")
-    summary = upscale_bucket(str(inp), str(out), 3, "champion", chunk_size=2)
+    summary = upscale_bucket(str(inp), str(out), "champion", bucket=BucketOptions(chunk_size=2))
     assert summary["done"] == 4 and summary["failed"] == 0
     assert summary["model"].startswith("models:/srcnn-x3/")
     expect = {"a.png": ((141, 93), "RGB"), "nested/grey.png": ((48, 60), "L"),
@@ -101,14 +106,23 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     lines = list(report_lines(str(out), report["flow_run_id"]))
     assert sorted(i["key"] for i in lines) == sorted(expect)
     assert {i["status"] for i in lines} == {"done"} and report["done"] == 4
+    # What a reviewer sees in Prefect: the report table, the progress, before/after crops.
+    with get_client(sync_client=True) as prefect:
+        artifacts = {a.key: a for a in prefect.read_artifacts(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])])))}
+    assert {"upscale-report", "upscale-progress", "upscale-preview"} <= set(artifacts)
+    assert artifacts["upscale-progress"].type == "progress"
+    assert artifacts["upscale-progress"].data == 100.0
+    preview = artifacts["upscale-preview"].data
+    assert "**4** upscaled" in preview and preview.count("data:image/png;base64,") == 6
 
     # A bad file fails only itself; the flow ends failed after finishing the rest.
     (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(UpscaleFailures, match="broken.png"):
-        upscale_bucket(str(inp), str(tmp_path / "out2"), 3, "champion")
+        upscale_bucket(str(inp), str(tmp_path / "out2"), "champion")
     assert (tmp_path / "out2" / "a.png").exists() and not (tmp_path / "out2" / "broken.png").exists()
     with pytest.raises(ValueError, match="may not be, lie inside"):
-        upscale_bucket(str(inp), str(inp / "sub"), 3, "champion")
+        upscale_bucket(str(inp), str(inp / "sub"), "champion")
 
 
 def test_training_streams_a_store_over_the_memory_budget(store, mlflow_home, set5, monkeypatch):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -30,11 +29,10 @@ from srcnn.tracking import (
     make_client,
     register,
     resolve_model,
-    save_pyfunc,
     seed_registry,
 )
 from srcnn.upscale import upscale_pil
-from srcnn.weights import LoadedModel, load_model, save_model
+from srcnn.weights import load_model, save_model
 
 
 def rgb_crop(folder: Path, height: int, width: int) -> np.ndarray:
@@ -129,7 +127,9 @@ def test_own_loader_reads_new_versions_and_the_old_layout(registry, tmp_path):
         assert (a == b).all()
 
     exported = tmp_path / "exported"  # `srcnn export` writes an MLflow model folder
-    save_pyfunc(LoadedModel(net, 3, "test"), str(exported))
+    result = CliRunner().invoke(app, ["export", "--model", str(folder), "--to", str(exported)])
+    assert result.exit_code == 0, result.output
+    assert (exported / "MLmodel").is_file()
     assert load_model(str(exported)).model.config == tiny
     image = np.zeros((9, 7, 3), np.uint8)
     image[3:6, 2:5] = 200

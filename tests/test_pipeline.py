@@ -3,7 +3,9 @@
 import pytest
 from PIL import Image
 
-from flows.pipeline import DEMO_TRAINING, srcnn_pipeline
+from flows.pipeline import srcnn_pipeline
+from srcnn.presets import DEMO_TRAINING
+from srcnn.weights import load_model, pretrained_dir
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
@@ -15,7 +17,18 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     assert set5_score["dataset"] == "Set5" and set5_score["scale"] == 3
     assert set5_score["bicubic_psnr"] == pytest.approx(30.40, abs=0.02)
     assert set5_score["psnr"] > set5_score["bicubic_psnr"] + 0.5
-    assert summary["registration"]["promoted"]
+    # The gate: the shipped weights were registered first (v1) and the two were compared on
+    # the same images (Set5 here).
+    reg = summary["registration"]
+    shipped_set5 = next(r["psnr"] for r in load_model(pretrained_dir(3)).metadata["evaluation"]
+                        if r["dataset"] == "Set5")
+    assert reg["version"] == 2 and reg["previous_champion"] == 1
+    assert reg["previous_psnr"] == pytest.approx(shipped_set5, abs=0.01)
+    assert reg["selection_psnr"] == pytest.approx(set5_score["psnr"], abs=1e-3)
+    assert reg["promoted"] == (reg["selection_psnr"] > reg["previous_psnr"])
+    champion = 2 if reg["promoted"] else 1
+    assert summary["model"] == f"models:/srcnn-x3/{champion}"  # what upscaled the photos
+    assert ("(the shipped weights) stays" in summary["champion"]) != reg["promoted"]
     assert summary["holdout_psnr"]["srcnn"] > summary["holdout_psnr"]["bicubic"]
     outputs = sorted((tmp_path / "demo" / "upscaled-x3").glob("*.png"))
     assert [p.name for p in outputs] == ["chelsea.png", "coffee.png", "rocket.png"]

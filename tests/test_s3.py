@@ -10,7 +10,7 @@ from PIL import Image
 
 from flows.build_patches import build_patches
 from flows.upscale_bucket import REPORT_KEY, upscale_bucket
-from srcnn.upscale import report_lines
+from srcnn.upscale import BucketOptions, UpscaleOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig
 from srcnn.model import SRCNN
 from srcnn.store import PatchStore
@@ -45,7 +45,8 @@ def test_upscale_bucket_s3(s3_bucket, tmp_path, mlflow_home):
             img.save(f, format="PNG")
     model_dir = str(tmp_path / "model")
     save_model(SRCNN(ModelConfig.from_arch("9-1-5", n1=8, n2=4)), 2, model_dir)
-    summary = upscale_bucket(f"s3://{bucket}/in", f"s3://{bucket}/out", 2, model_dir)
+    summary = upscale_bucket(f"s3://{bucket}/in", f"s3://{bucket}/out", model_dir,
+                             UpscaleOptions(scale=2))
     assert summary["done"] == 3
     for i in range(3):
         with fs.open(f"{bucket}/out/dir/{i}.png", "rb") as f:

@@ -20,7 +20,14 @@ from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
 from srcnn.config import ModelConfig
 from srcnn.model import SRCNN
 from srcnn.planning import Chunk, Item
-from srcnn.upscale import MANIFESTS, Job, UpscaleOptions, report_lines, upscale_chunk
+from srcnn.upscale import (
+    MANIFESTS,
+    BucketOptions,
+    Job,
+    UpscaleOptions,
+    report_lines,
+    upscale_chunk,
+)
 from srcnn.weights import save_model
 
 RNG = np.random.default_rng(0)
@@ -129,7 +136,8 @@ def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir):
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _kinds(inp)
     bad = _bad_corpus(inp)
-    kwargs = dict(scale=2, model=model_dir, chunk_size=4, max_pixels=4000)
+    kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2, max_pixels=4000),
+                  bucket=BucketOptions(chunk_size=4))
     with pytest.raises(UpscaleFailures) as failure:
         upscale_bucket(str(inp), str(out), **kwargs)
     assert "6 of 15 images failed" in str(failure.value)
@@ -176,7 +184,8 @@ def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir):
             recorded += list(body["tokens"])
     assert sorted(recorded) == sorted(good)  # each image in one manifest
     forced = upscale_bucket(str(inp), str(out), **{**kwargs, "model": model_dir + "-v2",
-                                                   "overwrite": True})
+                                                   "bucket": BucketOptions(chunk_size=4,
+                                                                           overwrite=True)})
     assert forced["done"] == len(good)
 
 
@@ -215,7 +224,8 @@ def test_killed_run_completes_on_restart(tmp_path, model_dir):
     proc.wait()
     first = recorded(out)
     assert 5 <= len(first) < n
-    summary = upscale_bucket(str(inp), str(out), scale=2, model=model_dir, chunk_size=2)
+    summary = upscale_bucket(str(inp), str(out), model_dir, UpscaleOptions(scale=2),
+                             BucketOptions(chunk_size=2))
     assert summary["failed"] == 0 and summary["skipped"] >= len(first)
     assert summary["done"] + summary["skipped"] == n
     outputs = sorted(p.name for p in out.glob("*.png"))

@@ -19,7 +19,7 @@ from srcnn.images import BadImageError, decode_image
 from srcnn.model import SRCNN
 from srcnn.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
 from srcnn.storage import PAGE, Listed, iter_pages, top_prefixes
-from srcnn.upscale import MANIFESTS, output_key
+from srcnn.upscale import MANIFESTS, BucketOptions, UpscaleOptions, output_key
 from srcnn.weights import save_model
 
 RNG = np.random.default_rng(0)
@@ -165,11 +165,12 @@ def test_unknown_output_format_is_one_error_before_any_work(tmp_path):
 
     png(tmp_path / "in" / "a.png")
     with pytest.raises(Exception, match="output_format"):
-        upscale_bucket(str(tmp_path / "in"), str(tmp_path / "out"), 2, "pretrained",
-                       output_format="JPG")
+        upscale_bucket(str(tmp_path / "in"), str(tmp_path / "out"), "pretrained",
+                       {"scale": 2, "output_format": "JPG"})
     result = CliRunner().invoke(app, ["upscale", str(tmp_path / "in"), str(tmp_path / "out"),
                                       "--scale", "2", "--output-format", "JPG"])
-    assert result.exit_code == 2 and "output_format" in result.output, result.output
+    assert result.exit_code == 2 and "'--output-format'" in result.output, result.output
+    assert "'JPG' is not one of" in result.output
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
@@ -181,8 +182,8 @@ def test_colliding_outputs_fail_by_name_in_a_run(tmp_path):
     png(tmp_path / "in" / "a.png")
     png(tmp_path / "in" / "b.png")
     with pytest.raises(UpscaleFailures, match=r"a\.png.*'a\.jpg'"):
-        upscale_bucket(str(tmp_path / "in"), str(tmp_path / "out"), 2, model,
-                       output_format="PNG")
+        upscale_bucket(str(tmp_path / "in"), str(tmp_path / "out"), model,
+                       UpscaleOptions(scale=2, output_format="PNG"))
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "b.png"]
     with Image.open(tmp_path / "out" / "a.png") as out:  # a.jpg's result, not overwritten
         assert out.size == (26, 20)
@@ -195,12 +196,13 @@ def test_outputs_are_current_only_for_the_exact_weights(tmp_path):
     for i in range(4):
         png(tmp_path / "in" / f"d{i % 2}" / f"{i}.png")
     inp, out = str(tmp_path / "in"), str(tmp_path / "out")
-    done = upscale_bucket(inp, out, 2, first, chunk_size=2)
+    done = upscale_bucket(inp, out, first, UpscaleOptions(scale=2), BucketOptions(chunk_size=2))
     assert done["done"] == 4
     shutil.copytree(first, copy)  # the same weights under another name: still current
-    assert upscale_bucket(inp, out, 2, copy, chunk_size=2)["skipped"] == 4
+    assert upscale_bucket(inp, out, copy, UpscaleOptions(scale=2),
+                          BucketOptions(chunk_size=2))["skipped"] == 4
     save_model(tiny_model(seed=7), 2, copy)  # new weights under the same name: stale
-    redone = upscale_bucket(inp, out, 2, copy, chunk_size=2)
+    redone = upscale_bucket(inp, out, copy, UpscaleOptions(scale=2), BucketOptions(chunk_size=2))
     assert redone["done"] == 4 and redone["weights"] != done["weights"]
     weights = {json.loads(p.read_text())["weights"]
                for p in (tmp_path / "out" / MANIFESTS).rglob("*.json")}
@@ -230,9 +232,9 @@ def test_champion_is_resolved_once_and_that_version_is_loaded(mlflow_home, monke
     for seed in (1, 2):
         run = client.create_run(exp)
         loaded = LoadedModel(tiny_model(seed), 2, f"seed{seed}")
-        log_model(client, run.info.run_id, loaded)
-        mv = client.create_model_version("srcnn-x2", f"{run.info.artifact_uri}/model",
-                                         run.info.run_id)
+        model_id = log_model(client, run.info.run_id, loaded)
+        mv = client.create_model_version("srcnn-x2", f"models:/{model_id}", run.info.run_id,
+                                         model_id=model_id)
         versions[mv.version] = model_spec(loaded).digest
     v1, v2 = sorted(versions, key=int)
     client.set_registered_model_alias("srcnn-x2", CHAMPION, v1)

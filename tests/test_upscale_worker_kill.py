@@ -24,7 +24,7 @@ from PIL import Image
 from test_dask_cluster import dask_processes
 
 from flows.upscale_bucket import upscale_bucket
-from srcnn.upscale import MANIFESTS, report_lines
+from srcnn.upscale import MANIFESTS, BucketOptions, report_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.usefixtures("prefect_server")]
@@ -68,8 +68,8 @@ def test_worker_killed_mid_upscale_loses_and_duplicates_nothing(tmp_path):
                                   args=(address, out, workers, done, kill), daemon=True)
         killer.start()
         try:
-            summary = upscale_bucket(str(inp), str(out), 3, "pretrained", chunk_size=3,
-                                     dask_address=address)
+            summary = upscale_bucket(str(inp), str(out), "pretrained",
+                                     bucket=BucketOptions(chunk_size=3), dask_address=address)
         finally:
             done.set()
             killer.join(30)
