@@ -110,11 +110,12 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     registered = wait_for_run(api, "register-best/x3", 240, wrk)
     assert registered.state.is_completed(), (registered.state, wrk.tail())
     assert registered.start_time >= trained.end_time  # after training, never beside it
-    ml = MlflowClient(worker_env["SRCNN_MLFLOW_TRACKING_URI"])
+    uri = worker_env["SRCNN_MLFLOW_TRACKING_URI"]
+    ml = MlflowClient(tracking_uri=uri, registry_uri=uri)
     (champion,) = ml.search_model_versions("name = 'srcnn-x3'")
     assert ml.get_run(champion.run_id).info.run_name == "triggered-chain"
     assert ml.get_run(champion.run_id).data.params["model.depth"] == "8"  # the x3 preset's net
-    assert "champion" in champion.aliases
+    assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
 
     upscaled = wait_for_run(api, "upscale-bucket/nightly", 300, wrk)
     assert upscaled.state.is_completed(), (upscaled.state, wrk.tail())

@@ -89,6 +89,8 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
         monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/srcnn")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(name, "")  # make_client sets them; gone after the test
         secrets = (PASSWORD, AWS_SECRET)
         store = str(tmp_path / "p.zarr")
         with CommandLineWatch(secrets) as watch:
@@ -102,7 +104,8 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
         assert cli.exit_code == 0, cli.output
         assert watch.samples > 3 and not watch.seen, watch.seen[:3]
 
-        ml = MlflowClient(f"http://127.0.0.1:{port}")  # the server itself needs no password
+        plain = f"http://127.0.0.1:{port}"  # the server itself needs no password
+        ml = MlflowClient(tracking_uri=plain, registry_uri=plain)
         run = ml.get_run(trained["run_id"])
         version = ml.get_model_version_by_alias("srcnn-x3", "champion")
         logged = ml.get_logged_model(run.data.tags["model_id"])
