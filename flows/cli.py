@@ -20,7 +20,13 @@ from srcnn.config import (
     TrainConfig,
     TrainOverrides,
 )
-from srcnn.presets import DEMO_TRAINING, PresetName, arch_overrides, patch_settings, training_settings
+from srcnn.presets import (
+    DEMO_TRAINING,
+    PresetName,
+    arch_overrides,
+    patch_settings,
+    training_settings,
+)
 from srcnn.upscale import BucketOptions, UpscaleOptions
 from srcnn.settings import get_settings, masked
 
@@ -184,7 +190,8 @@ def export(
 
 
 @app.command()
-@field_options(defaults={"training": DEMO_TRAINING.apply(TrainConfig())}, training=TrainConfig)
+@field_options(defaults={"training": DEMO_TRAINING.apply(TrainConfig())},
+               training=TrainConfig)
 def pipeline(
     workdir: Annotated[str, typer.Option(help="Where the demo keeps its files.")] = "demo-output",
     source: Annotated[Optional[str], typer.Option(help="Training images (default: demo photos).")] = None,

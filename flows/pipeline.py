@@ -39,7 +39,8 @@ def champion_reason(reg: dict, shipped: str | None) -> str:
         return f"{who(reg['version'])}: the first model in the registry"
     if reg["promoted"]:
         return (f"{who(reg['version'])}, this run's model: {reg['selection_psnr']:.2f} dB beats "
-                f"{who(reg['previous_champion'])} at {reg['previous_psnr']:.2f} dB on the same images")
+                f"{who(reg['previous_champion'])} at {reg['previous_psnr']:.2f} dB on the same "
+                "images")
     if str(reg["previous_champion"]) == str(reg["version"]):
         return f"{who(reg['version'])}, this run's model (already champion)"
     return (f"{who(reg['previous_champion'])} stays: {reg['previous_psnr']:.2f} dB against "

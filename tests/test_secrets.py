@@ -8,12 +8,18 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from servers import BIN, free_port, service
 from typer.testing import CliRunner
 
@@ -93,6 +99,7 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
             monkeypatch.setenv(name, "")  # make_client sets them; gone after the test
         secrets = (PASSWORD, AWS_SECRET)
         store = str(tmp_path / "p.zarr")
+        started = datetime.now(timezone.utc)
         with CommandLineWatch(secrets) as watch:
             build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
             trained = train_srcnn(store, ModelConfig.from_arch("9-1-5", n1=8, n2=4),
@@ -115,12 +122,18 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
         assert run.data.params and "model.n1" in run.data.params  # there is text to search
 
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_flow_runs(flow_run_filter=FlowRunFilter())
-        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[r.id for r in runs])))
+        runs = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
+            start_time=FlowRunFilterStartTime(after_=started)))  # this test's runs
+        assert {"build-patches", "train-srcnn", "register-best"} <= {
+            prefect.read_flow(r.flow_id).name for r in runs}
+        logs, page = [], True
+        while page:  # every log line of those runs, page by page
+            page = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[r.id for r in runs])), offset=len(logs))
+            logs += page
     prefect_text = json.dumps([r.parameters for r in runs], default=str) + "\n".join(
         log.message for log in logs)
-    assert any("training run" in log.message for log in logs)  # the logs are really there
+    assert any("training run" in log.message for log in logs)
     captured = capfd.readouterr()
     for where, text in (("MLflow", mlflow_text), ("Prefect", prefect_text),
                         ("CLI", cli.output), ("stdout/stderr", captured.out + captured.err)):
