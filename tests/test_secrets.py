@@ -6,6 +6,7 @@ CLI prints, or on any process command line while they run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from datetime import datetime, timezone
@@ -84,7 +85,8 @@ def test_masked_hides_passwords_and_secret_query_values():
 
 
 def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
-        tmp_path, small_collection, set5, monkeypatch, capfd):
+        tmp_path, small_collection, set5, monkeypatch, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="prefect")  # run logs at INFO, whatever `make` sets
     port = free_port()
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
