@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 
 from pathlib import Path
@@ -130,6 +131,11 @@ def _input_example() -> np.ndarray:
                      np.broadcast_to(ramp[None, :], grey.shape), grey], axis=-1)
 
 
+# MLflow asks for type hints on `predict`; with them it would infer its own signature in place
+# of the tensor signature above.
+_NO_HINTS = "Add type hints to the `predict` method"
+
+
 def _pyfunc_args(folder: str) -> dict:
     return {"python_model": PYFUNC_CODE, "signature": model_signature(),
             "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
@@ -140,7 +146,9 @@ def save_pyfunc(loaded: LoadedModel, path: str) -> None:
     """Write `loaded` as an MLflow model folder (local `path`): what `srcnn export` ships."""
     with tempfile.TemporaryDirectory() as tmp:
         save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
-        mlflow.pyfunc.save_model(path, **_pyfunc_args(tmp))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _NO_HINTS)
+            mlflow.pyfunc.save_model(path, **_pyfunc_args(tmp))
 
 
 def export_model(loaded: LoadedModel, url: str) -> None:
@@ -177,8 +185,10 @@ def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
                                         run_id, model_tags(loaded), params, "srcnn")
     with tempfile.TemporaryDirectory() as tmp:
         save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
-        info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
-                         model_id=logged.model_id, **_pyfunc_args(tmp))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _NO_HINTS)
+            info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
+                             model_id=logged.model_id, **_pyfunc_args(tmp))
     client.set_tag(run_id, MODEL_ID_TAG, info.model_id)
     return info.model_id
 
