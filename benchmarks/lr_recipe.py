@@ -1,0 +1,142 @@
+"""Issue 13 groundwork: how far an LR-space net (srcnn.lrnet) gets on T91 alone on this CPU.
+
+Cuts LR/HR Y patches from T91 in memory (the pipeline's degradation, `srcnn.color`), holds out
+10% of the images by name (`srcnn.patches.split_of`) for checkpoint selection, trains with Adam,
+a cosine schedule and an L1 loss, and keeps the best model on the held-out images (whole-image
+PSNR by the protocol). Set5/Set14 are scored once, at the end, for the report only.
+
+    python benchmarks/lr_recipe.py --t91 ../shared/datasets/T91 --scale 3 --minutes 40 \
+        --report ../shared/datasets/Set5 ../shared/datasets/Set14 [--expand 4] [--save OUT.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.lrnet import LRNet, LRNetConfig
+from srcnn.metrics import list_dataset, psnr_y
+from srcnn.patches import resized_size, split_of
+
+AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)  # FSRCNN's downscaled copies of each training image
+
+
+def planes(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(LR Y, bicubic Y, HR Y) of a mod-cropped RGB image, float32 in [0, 1]."""
+    hr = mod_crop(hr.convert("RGB"), scale)
+    lr = degrade(hr, scale)
+    return luma(lr), luma(bicubic_upscale(lr, scale)), luma(hr)
+
+
+def cut(images: list[Image.Image], scale: int, size: int, stride: int, border: int):
+    """LR patches (size x size) and, for their centres, the bicubic and HR targets."""
+    lrs, bics, hrs = [], [], []
+    out = (size - 2 * border) * scale
+    for img in images:
+        for factor in AUGMENT:
+            im = img if factor == 1.0 else img.resize(resized_size(*img.size, factor),
+                                                      Image.Resampling.BICUBIC)
+            lr, bic, hr = planes(im, scale)
+            for y in range(0, lr.shape[0] - size + 1, stride):
+                for x in range(0, lr.shape[1] - size + 1, stride):
+                    oy, ox = (y + border) * scale, (x + border) * scale
+                    lrs.append(lr[y : y + size, x : x + size])
+                    bics.append(bic[oy : oy + out, ox : ox + out])
+                    hrs.append(hr[oy : oy + out, ox : ox + out])
+    return (torch.from_numpy(np.stack(a)[:, None]) for a in (lrs, bics, hrs))
+
+
+@torch.inference_mode()
+def upscale_y(net: LRNet, lr: np.ndarray, bic: np.ndarray) -> np.ndarray:
+    b = net.config.border
+    x = torch.from_numpy(np.pad(lr, b, mode="edge"))[None, None]
+    return net(x)[0, 0].numpy() + bic
+
+
+def score(net: LRNet, images: list[Image.Image], scale: int) -> float:
+    """Mean Y PSNR by the protocol (8-bit output, `scale` pixels shaved)."""
+    values = []
+    for img in images:
+        lr, bic, hr = planes(img, scale)
+        sr = np.round(np.clip(upscale_y(net, lr, bic), 0, 1) * 255) / 255
+        values.append(psnr_y(hr, sr, scale))
+    return float(np.mean(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--t91", required=True)
+    parser.add_argument("--scale", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=7)
+    parser.add_argument("--expand", type=int, default=0)
+    parser.add_argument("--patch", type=int, default=24, help="LR patch side")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--report", nargs="*", default=[])
+    parser.add_argument("--save")
+    parser.add_argument("--eval-every", type=int, default=1000, help="steps between selections")
+    args = parser.parse_args()
+    torch.manual_seed(args.scale)
+    config = LRNetConfig(scale=args.scale, channels=args.channels, layers=args.layers,
+                         expand=args.expand)
+    print(json.dumps({"config": config.model_dump(), "macs_per_pixel": config.macs_per_pixel,
+                      "border_lr": config.border}), flush=True)
+    paths = list_dataset(args.t91)
+    train_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "train"]
+    val_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "val"]
+    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.patch // 2, config.border)
+    print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
+          flush=True)
+    net = LRNet(config)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    budget, start, step, best = args.minutes * 60, time.perf_counter(), 0, -math.inf
+    best_state, generator = None, torch.Generator().manual_seed(0)
+    while (elapsed := time.perf_counter() - start) < budget:
+        for group in opt.param_groups:  # cosine over the time budget
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
+        idx = torch.randint(len(lr), (args.batch,), generator=generator)
+        k = int(torch.randint(8, (1,), generator=generator))
+        x, b, y = (torch.rot90(t[idx], k % 4, (2, 3)) for t in (lr, bic, hr))
+        if k >= 4:
+            x, b, y = (t.flip(3) for t in (x, b, y))
+        loss = F.l1_loss(net(x) + b, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % args.eval_every == 0:
+            plain = net.collapse() if config.expand else net.eval()
+            val = score(plain, val_imgs, args.scale)
+            net.train()
+            if val > best:
+                best, best_state = val, {k: v.clone() for k, v in plain.state_dict().items()}
+            print(json.dumps({"step": step, "minutes": round(elapsed / 60, 2),
+                              "loss": round(float(loss), 5), "val_psnr": round(val, 3),
+                              "best": round(best, 3)}), flush=True)
+    final = LRNet(config.model_copy(update={"expand": 0}))
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    final.eval()
+    report = {"steps": step, "best_val_psnr": round(best, 3),
+              "macs_per_pixel": config.macs_per_pixel}
+    for folder in args.report:
+        images = [Image.open(p).convert("RGB") for p in list_dataset(folder)]
+        report[Path(folder).name] = round(score(final, images, args.scale), 3)
+    print(json.dumps(report), flush=True)
+    if args.save:
+        torch.save({"config": config.model_dump(), "state": final.state_dict()}, args.save)
+
+
+if __name__ == "__main__":
+    main()
