@@ -7,10 +7,9 @@ import logging
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
-from flows.cli_fields import field_options, validation_message
+from flows.cli_fields import field_options, validated
 from srcnn.config import (
     ModelConfig,
     ModelOverrides,
@@ -54,10 +53,7 @@ def patches(
     *, patches: PatchOverrides,
 ) -> None:
     """Build a patch store (flow build-patches)."""
-    try:
-        patch_settings(preset, patches)  # one clear error before any work
-    except ValidationError as exc:
-        raise typer.BadParameter(validation_message(exc)) from exc
+    validated(patch_settings, preset, patches)  # one clear error before any work
     from flows.build_patches import build_patches
 
     report = build_patches(source, store, patches, dask_address, force, preset)
@@ -82,10 +78,7 @@ def train(
 ) -> None:
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     model = with_arch(model, arch)
-    try:
-        training_settings(preset, model, training)  # one clear error before any work
-    except ValidationError as exc:
-        raise typer.BadParameter(validation_message(exc)) from exc
+    validated(training_settings, preset, model, training)  # one clear error before any work
     from flows.train_srcnn import train_srcnn
 
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
@@ -127,10 +120,9 @@ def upscale(
     *, options: Overrides, bucket: Overrides,
 ) -> None:
     """Upscale every image under INPUT into OUTPUT (flow upscale-bucket)."""
-    try:  # one clear error before any work
-        settings, selection = options.apply(UpscaleOptions()), bucket.apply(BucketOptions())
-    except ValidationError as exc:
-        raise typer.BadParameter(validation_message(exc)) from exc
+    # one clear error before any work
+    settings = validated(options.apply, UpscaleOptions())
+    selection = validated(bucket.apply, BucketOptions())
     from flows.upscale_bucket import UpscaleFailures, upscale_bucket
 
     try:

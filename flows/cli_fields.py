@@ -89,6 +89,7 @@ def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None 
         taken = {p.name for p in own}
         added: list[inspect.Parameter] = []
         fields: dict[str, tuple[str, str]] = {}  # parameter -> (group, field)
+        nullable: set[str] = set()  # parameters for which `none` means None
         for group, config in groups.items():
             for name, field in config.model_fields.items():
                 param = name if name not in taken else f"{group}_{name}"
@@ -101,6 +102,8 @@ def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None 
                                                default=None,
                                                annotation=Annotated[annotation, option]))
                 fields[param] = (group, name)
+                if _parts(field.annotation)[1]:
+                    nullable.add(param)
 
         @functools.wraps(command)
         def wrapper(**kwargs):
@@ -108,13 +111,9 @@ def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None 
             for param, (group, name) in fields.items():
                 value = kwargs.pop(param)
                 if value is not None:
-                    unset = value is _NONE or (value == "none" and _parts(
-                        groups[group].model_fields[name].annotation)[1])
+                    unset = value is _NONE or (param in nullable and value == "none")
                     given[group][name] = None if unset else value
-            try:
-                built = {g: overrides_of(groups[g])(**v) for g, v in given.items()}
-            except ValidationError as exc:
-                raise typer.BadParameter(validation_message(exc)) from exc
+            built = {g: validated(overrides_of(groups[g]), **v) for g, v in given.items()}
             return command(**kwargs, **built)
 
         wrapper.__signature__ = signature.replace(parameters=own + added,
@@ -124,6 +123,15 @@ def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None 
         return wrapper
 
     return decorate
+
+
+def validated(build, *args, **kwargs):
+    """`build(...)` (a model or a function that validates settings), its pydantic errors as
+    one Click usage error naming each field: exit 2, before any work."""
+    try:
+        return build(*args, **kwargs)
+    except ValidationError as exc:
+        raise typer.BadParameter(validation_message(exc)) from exc
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -33,6 +33,7 @@ from srcnn.settings import get_settings
 from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
 from srcnn.upscale import (
     MAX_FAILURES_SHOWN,
+    PREVIEW_IMAGES,
     REPORTS,
     BucketOptions,
     Job,
@@ -44,7 +45,6 @@ from tasks.upscale import preview, resolve, upscale_shard, write_summary
 
 REPORT_KEY = "_srcnn/upscale-report.json"  # the latest run's summary
 MAX_SHARDS_IN_FLIGHT = 3
-PREVIEW_IMAGES = 3  # before/after crops in the run's preview artifact
 
 
 class UpscaleFailures(RuntimeError):
@@ -94,9 +94,8 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
         spec = resolve(model, scale)
         job = Job(input, output, options, spec.source, spec.digest, run_id, bucket.overwrite)
         with model_on_workers(client, spec) as plugin:
-            totals, failures = _run(client, plugin, job, bucket, logger)
+            totals, failures, samples = _run(client, plugin, job, bucket, logger)
     wall = time.perf_counter() - started
-    samples = totals.pop("samples")
     summary = {"input": input, "output": output, "model": spec.source,
                "weights": spec.digest, "scale": scale, "flow_run_id": run_id, **totals,
                "wall_seconds": round(wall, 3),
@@ -117,9 +116,9 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
 
 
 def _run(client, plugin: str, job: Job, bucket: BucketOptions,
-         logger) -> tuple[dict, list[str]]:
+         logger) -> tuple[dict, list[str], list[tuple[str, str]]]:
     """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out;
-    returns the run's counts and its first failures."""
+    returns the run's counts, its first failures and a few images done (for the preview)."""
     totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
               "shards": 0, "listed": 0}
     failures: list[str] = []
@@ -154,8 +153,7 @@ def _run(client, plugin: str, job: Job, bucket: BucketOptions,
     while in_flight:
         collect()
     update_progress_artifact(progress, 100.0)
-    totals["samples"] = samples
-    return totals, failures
+    return totals, failures, samples
 
 
 def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:

@@ -66,10 +66,13 @@ def get_settings() -> Settings:
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:[^=&]*(?:password|passwd|pwd|secret|token|key|signature|credential))=)[^&#]*")
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@]*)@", re.IGNORECASE)
-_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]*@", re.IGNORECASE)
 
 
 def masked(url: str) -> str:
     """`url` fit to print or log: a password in it (`user:pw@host`) and secret-looking query
     values (`?password=`, `token=`, `X-Amz-Signature=` ...) become `***`."""
-    return _SECRET_QUERY.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+    match = _USERINFO.match(url)
+    if match and ":" in match["userinfo"]:
+        user = match["userinfo"].partition(":")[0]
+        url = f"{match['scheme']}{user}:***@{url[match.end():]}"
+    return _SECRET_QUERY.sub(r"\1***", url)

@@ -7,6 +7,7 @@ models are per scale (`srcnn-x3`); the `champion` alias moves only to a better v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,20 +15,20 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import mlflow
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 from mlflow import MlflowClient
-from mlflow.models import Model, ModelSignature
-from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from srcnn import __version__
+from srcnn.evaluation import evaluate_model, metric_key
 from srcnn.settings import Settings, get_settings
 from srcnn.spec import PYFUNC_ARTIFACTS, ModelSpec, check_scale, is_local_ref
 from srcnn.train import EpochReport
@@ -136,19 +137,22 @@ def _input_example() -> np.ndarray:
 _NO_HINTS = "Add type hints to the `predict` method"
 
 
-def _pyfunc_args(folder: str) -> dict:
-    return {"python_model": PYFUNC_CODE, "signature": model_signature(),
-            "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
-            "artifacts": {k: str(Path(folder) / f) for k, f in PYFUNC_ARTIFACTS.items()}}
+@contextlib.contextmanager
+def _pyfunc_args(loaded: LoadedModel):
+    """The arguments of an MLflow pyfunc save for `loaded` (its weights and config written to
+    a temporary folder as the model's artifacts), with MLflow's type-hint warning silenced."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _NO_HINTS)
+        save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
+        yield {"python_model": PYFUNC_CODE, "signature": model_signature(),
+               "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
+               "artifacts": {k: str(Path(tmp) / f) for k, f in PYFUNC_ARTIFACTS.items()}}
 
 
 def save_pyfunc(loaded: LoadedModel, path: str) -> None:
     """Write `loaded` as an MLflow model folder (local `path`): what `srcnn export` ships."""
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", _NO_HINTS)
-            mlflow.pyfunc.save_model(path, **_pyfunc_args(tmp))
+    with _pyfunc_args(loaded) as args:
+        mlflow.pyfunc.save_model(path, **args)
 
 
 def export_model(loaded: LoadedModel, url: str) -> None:
@@ -178,17 +182,14 @@ def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
     """Log `loaded` as the run's MLflow model (an MLflow 3 logged model: a pyfunc from code,
     safetensors weights and config as artifacts, a signature and an input example); returns
     its model id. The run's metrics logged so far are attached to it too."""
-    make_client(get_settings())  # Model.log reads the global tracking URI
+    mlflow.set_tracking_uri(client.tracking_uri)  # Model.log reads the global tracking URI
     params = {f"model.{k}": str(v) for k, v in loaded.model.config.model_dump().items()}
     # Created here, in the run's experiment (Model.log alone would put it in the default one).
     logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "model",
                                         run_id, model_tags(loaded), params, "srcnn")
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", _NO_HINTS)
-            info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
-                             model_id=logged.model_id, **_pyfunc_args(tmp))
+    with _pyfunc_args(loaded) as args:
+        info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
+                         model_id=logged.model_id, **args)
     client.set_tag(run_id, MODEL_ID_TAG, info.model_id)
     return info.model_id
 
@@ -266,8 +267,6 @@ def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str],
     """Score a registered version on the benchmark folders it has no tags for yet and record
     them as its tags (`holdout_x3_psnr`, ...), so that a challenger scored there is compared
     with it on the same images, never on different sets. Returns the sets it was scored on."""
-    from srcnn.evaluation import evaluate_model, metric_key
-
     missing = [d for d in datasets if metric_key(Path(d).name, scale) not in version.tags]
     if not missing:
         return []
@@ -339,8 +338,8 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
     tags = {"source": "pretrained"}
     for row in loaded.metadata.get("evaluation", []):
-        tags[f"{row['dataset'].lower()}_x{scale}_psnr"] = f"{row['psnr']:.4f}"
-        tags[f"{row['dataset'].lower()}_x{scale}_ssim"] = f"{row['ssim']:.4f}"
+        for what in ("psnr", "ssim"):
+            tags[metric_key(row["dataset"], scale, what)] = f"{row[what]:.4f}"
     return register(client, run.info.run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).")
 

@@ -48,7 +48,7 @@ EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIF
                               "WEBP": ".webp", "GIF": ".gif"}
 PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
 MAX_FAILURES_SHOWN = 20
-SAMPLES_PER_SHARD = 3  # done images a shard offers for the run's before/after preview
+PREVIEW_IMAGES = 3  # done images in a run's before/after preview (and offered per shard)
 
 
 class UpscaleOptions(StrictModel):
@@ -332,7 +332,7 @@ def write_shard_report(job: Job, index: int, results: list[ChunkResult]) -> Shar
     return ShardSummary(index, sum(r.done for r in results), sum(r.skipped for r in results),
                         sum(r.failed for r in results), sum(r.pixels for r in results),
                         sum(r.seconds for r in results), failures[:MAX_FAILURES_SHOWN], url,
-                        samples[:SAMPLES_PER_SHARD])
+                        samples[:PREVIEW_IMAGES])
 
 
 def preview_crops(input_url: str, key: str, output: str, scale: int,

@@ -75,8 +75,11 @@ def register_run(run_id: str, scale: int) -> Registration:
 @task(name="seed-registry", **NETWORK_RETRIES)
 def seed(scale: int) -> Registration | None:
     """With an empty registry, register the shipped weights as the first champion."""
-    reg = seed_registry(make_client(get_settings()), get_settings(), scale)
-    if reg is not None:
+    return _seed(make_client(get_settings()), scale)
+
+
+def _seed(client, scale: int) -> Registration | None:
+    if (reg := seed_registry(client, get_settings(), scale)) is not None:
         announce(reg)
     return reg
 
@@ -108,6 +111,5 @@ def seed_first(scale: int) -> str | None:
     quick model becomes champion only by beating them. Returns their version (None: no
     shipped weights for this scale)."""
     client = make_client(get_settings())
-    if (reg := seed_registry(client, get_settings(), scale)) is not None:
-        announce(reg)
+    _seed(client, scale)
     return shipped_version(client, scale)
