@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=7)
     parser.add_argument("--expand", type=int, default=0)
     parser.add_argument("--patch", type=int, default=24, help="LR patch side")
+    parser.add_argument("--stride", type=int, default=8, help="LR grid stride of the patches")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--minutes", type=float, default=10)
@@ -95,7 +96,7 @@ def main() -> None:
     paths = list_dataset(args.t91)
     train_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "train"]
     val_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "val"]
-    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.patch // 2, config.border)
+    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.stride, config.border)
     print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
           flush=True)
     net = LRNet(config)
