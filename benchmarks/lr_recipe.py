@@ -87,7 +87,10 @@ def main() -> None:
     parser.add_argument("--report", nargs="*", default=[])
     parser.add_argument("--save")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between selections")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.scale)
     config = LRNetConfig(scale=args.scale, channels=args.channels, layers=args.layers,
                          expand=args.expand)

@@ -22,6 +22,7 @@ from srcnn.config import (
 from srcnn.presets import (
     DEMO_TRAINING,
     PresetName,
+    get_preset,
     arch_overrides,
     patch_settings,
     training_settings,
@@ -101,11 +102,14 @@ def with_arch(model: ModelOverrides, arch: str | None) -> ModelOverrides:
 def register(
     scale: Scale = 3,
     run_id: Annotated[Optional[str], typer.Option(help="Run to register (default: best).")] = None,
+    max_macs: Annotated[Optional[int], typer.Option(
+        min=1, help="Cost budget: the best run whose net costs at most this many multiply-adds "
+                    "per output pixel.")] = None,
 ) -> None:
     """Register the best run; move `champion` only to a better model (flow register-best)."""
     from flows.register_best import register_best
 
-    _echo_json(register_best(scale, run_id))
+    _echo_json(register_best(scale, run_id, max_macs))
 
 
 @app.command()
@@ -150,7 +154,9 @@ def evaluate(
     loaded = resolve_model(model, scale, client)
     scores = evaluate_model(loaded.model, dataset, scale)
     typer.echo(scores_json(scores, per_image=True) if as_json else
-               f"model {loaded.source} ({loaded.model.config.arch})\n{format_table(scores)}")
+               f"model {loaded.source} ({loaded.model.config.name}, "
+               f"{loaded.model.config.macs(scale):,} multiply-adds per output pixel)\n"
+               f"{format_table(scores)}")
 
 
 @app.command()
@@ -182,20 +188,24 @@ def export(
 
 
 @app.command()
-@field_options(defaults={"training": DEMO_TRAINING.apply(TrainConfig())},
+@field_options(defaults={"training": DEMO_TRAINING.apply(get_preset("fast-x3").training)},
                training=TrainConfig)
 def pipeline(
     workdir: Annotated[str, typer.Option(help="Where the demo keeps its files.")] = "demo-output",
     source: Annotated[Optional[str], typer.Option(help="Training images (default: demo photos).")] = None,
     upscale_input: Annotated[Optional[str], typer.Option(help="Images to upscale at the end.")] = None,
     scale: Scale = 3,
+    preset: Annotated[Optional[PresetName], typer.Option(
+        help="Recipe of the patches and the net (default: fast-x<scale>); the demo's training "
+             "settings and the options given replace its values.")] = None,
     *, training: TrainOverrides,
 ) -> None:
     """Run the whole chain: patches -> train -> register -> upscale (what `make demo` runs)."""
     from flows.pipeline import srcnn_pipeline
 
     training = TrainOverrides(**(DEMO_TRAINING.given() | training.given()))
-    s = srcnn_pipeline(workdir, source, scale, ModelOverrides(), training, upscale_input)
+    s = srcnn_pipeline(workdir, source, scale, ModelOverrides(), training, upscale_input,
+                       preset=preset)
     settings = get_settings()
     lines = [
         "",

@@ -18,7 +18,7 @@ from flows.upscale_bucket import upscale_bucket
 from srcnn.upscale import UpscaleOptions
 from tasks.registry import seed_first
 from srcnn.config import ModelOverrides, PatchOverrides, TrainOverrides
-from srcnn.presets import DEMO_TRAINING
+from srcnn.presets import DEMO_TRAINING, PresetName
 from srcnn.demo_data import (
     HOLDOUT_IMAGES,
     TRAIN_IMAGES,
@@ -52,8 +52,11 @@ def champion_reason(reg: dict, shipped: str | None) -> str:
 def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scale: int = 3,
                    model: ModelOverrides = ModelOverrides(),
                    training: TrainOverrides = DEMO_TRAINING,
-                   upscale_input: str | None = None, eval_datasets: list[str] | None = None) -> dict:
-    """Build patches from `source`, train, register, and upscale `upscale_input` with the champion."""
+                   upscale_input: str | None = None, eval_datasets: list[str] | None = None,
+                   preset: PresetName | None = None) -> dict:
+    """Build patches from `source`, train, register, and upscale `upscale_input` with the
+    champion. `preset` (default: `fast-x<scale>`, the LR-space net) gives the patch, model and
+    training settings that `model` and `training` override."""
     logger = get_run_logger()
     work = Path(workdir).resolve()
     demo = source is None
@@ -70,8 +73,10 @@ def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scal
     datasets = eval_datasets if eval_datasets is not None else default_eval_datasets()
     if not datasets:  # a fresh machine without the benchmark sets: judge on the held-out photos
         datasets = [str(work / "holdout")] if demo else []
-    patches = build_patches(source, store, PatchOverrides(scale=scale))
-    trained = train_srcnn(store, model, training, datasets, run_name=f"pipeline-x{scale}")
+    preset = preset or f"fast-x{scale}"
+    patches = build_patches(source, store, PatchOverrides(scale=scale), preset=preset)
+    trained = train_srcnn(store, model, training, datasets, run_name=f"pipeline-x{scale}",
+                          preset=preset)
     # The gate: the shipped weights are in the registry first, so a quick model becomes
     # champion only if it beats them on the same images.
     shipped = seed_first(scale)

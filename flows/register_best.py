@@ -11,15 +11,19 @@ from tasks.registry import best_run, register_run, seed
 
 
 @flow(name="register-best", log_prints=True)
-def register_best(scale: int = 3, run_id: str | None = None) -> dict:
-    """Register `run_id` (default: the best finished run of `scale` by selection PSNR)."""
+def register_best(scale: int = 3, run_id: str | None = None,
+                  max_macs: int | None = None) -> dict:
+    """Register `run_id` (default: the best finished run of `scale` by selection PSNR, within
+    the budget of `max_macs` multiply-adds per output pixel when given); `champion` moves to
+    it only if it beats the current champion."""
     logger = get_run_logger()
-    run_id = run_id or best_run(scale)
+    run_id = run_id or best_run(scale, max_macs)
     if run_id is None:
-        logger.warning("no evaluated training runs for x%d: seeding the shipped weights", scale)
+        logger.warning("no evaluated training runs for x%d%s: seeding the shipped weights",
+                       scale, f" within {max_macs} multiply-adds per pixel" if max_macs else "")
         reg = seed(scale)
         return asdict(reg) if reg else {}
-    return asdict(register_run(run_id, scale))
+    return asdict(register_run(run_id, scale, max_macs))
 
 
 if __name__ == "__main__":

@@ -67,5 +67,13 @@ def bicubic_upscale(lr: Image.Image, scale: int) -> Image.Image:
 
 def training_pair(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(network input Y, target Y), both (H, W) float32 in [0, 1], for a mod-cropped HR image."""
+    _, bic, target = training_planes(hr, scale)
+    return bic, target
+
+
+def training_planes(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(LR Y (H/s, W/s), bicubic-upscaled LR Y (H, W), HR Y (H, W)), float32 in [0, 1]: what
+    an LR-space net reads, what SRCNN reads, the target; one degradation for all three."""
     hr = mod_crop(hr.convert("RGB"), scale)
-    return luma(bicubic_upscale(degrade(hr, scale), scale)), luma(hr)
+    lr = degrade(hr, scale)
+    return luma(lr), luma(bicubic_upscale(lr, scale)), luma(hr)

@@ -18,13 +18,26 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Family = Literal["srcnn", "espcn"]
+BICUBIC_BASE_MACS = 25  # the LR-space nets' in-net bicubic base: a 5 x 5 tap per output pixel
+
+
 class ModelConfig(StrictModel):
     """SRCNN f1-f2-f3 with n1, n2 filters; valid convolutions (Dong et al., TPAMI 2016).
 
     With `depth` > 3 the f2 layer repeats (n2 -> n2), as in the paper's deeper variants
     (e.g. 9-1-1-5) and in later work on SRCNN-class nets: "3-3-3-3-3-3-3-3" with n1 = n2 = 32
     costs what 9-5-5 costs (56K vs 57K multiply-adds per pixel) with the same receptive field.
+
+    Family `srcnn` runs on the bicubic-upscaled image (`srcnn.model.SRCNN`); family `espcn`
+    runs the same layers on the LR image, its last layer giving scale^2 channels that a pixel
+    shuffle puts in place, the residual added to an in-net bicubic (`srcnn.lrnet.LRNet`):
+    about scale^2 times cheaper per output pixel for the same layers.
     """
+
+    family: Family = Field("srcnn", description=(
+        "srcnn: convolutions on the bicubic upscale (the paper); espcn: on the LR image, a "
+        "sub-pixel convolution up to the scale at the end (Shi et al. 2016)."))
 
     f1: int = Field(9, ge=1, le=15, description="Kernel size of the first layer (odd).")
     f2: int = Field(5, ge=1, le=15, description="Kernel size of the middle layers (odd).")
@@ -35,12 +48,17 @@ class ModelConfig(StrictModel):
                        description="Convolution layers: f1, (depth - 2) x f2, then f3.")
     residual: bool = Field(True, description="Predict the residual over the bicubic input "
                                              "(same cost, trains much faster).")
+    expand: int = Field(0, ge=0, le=16, description=(
+        "espcn only: train each convolution as a k x k to expand x its width then a 1 x 1 back, "
+        "collapsed to the one k x k it computes for inference (SESR; 0: plain)."))
 
     @model_validator(mode="after")
     def _odd_kernels(self) -> ModelConfig:
         for name in ("f1", "f2", "f3"):
             if getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name}={getattr(self, name)}: kernel sizes must be odd")
+        if self.expand and self.family != "espcn":
+            raise ValueError(f"expand={self.expand}: re-parameterisation is for family espcn")
         return self
 
     @classmethod
@@ -71,14 +89,37 @@ class ModelConfig(StrictModel):
         return 1 + sum(f - 1 for f in self.kernels)
 
     @property
-    def border(self) -> int:
-        """Pixels lost per side by the valid convolutions (the receptive-field radius)."""
+    def receptive_radius(self) -> int:
         return (self.receptive_field - 1) // 2
 
     @property
+    def border(self) -> int:
+        """Input pixels consumed per side (HR pixels for srcnn, LR pixels for espcn): the
+        receptive-field radius, and at least the bicubic base's 2 for a residual espcn."""
+        if self.family == "espcn" and self.residual:
+            return max(self.receptive_radius, 2)
+        return self.receptive_radius
+
+    def macs(self, scale: int) -> int:
+        """Multiply-adds per *output* pixel at `scale` (of the collapsed net, for espcn)."""
+        c = (*self.channels[:-1], scale * scale if self.family == "espcn" else 1)
+        total = sum(f * f * c_in * c_out for f, c_in, c_out in zip(self.kernels, c, c[1:]))
+        if self.family == "srcnn":
+            return total
+        return -(-total // (scale * scale)) + (BICUBIC_BASE_MACS if self.residual else 0)
+
+    @property
     def macs_per_pixel(self) -> int:
-        c = self.channels
-        return sum(f * f * c_in * c_out for f, c_in, c_out in zip(self.kernels, c, c[1:]))
+        """`macs(scale)` of a srcnn net, which does not depend on the scale."""
+        if self.family != "srcnn":
+            raise ValueError(f"family {self.family}: the cost depends on the scale; use macs(scale)")
+        return self.macs(1)
+
+    @property
+    def name(self) -> str:
+        """How the net is shown: its family, layers and widths, e.g. espcn 3-3-3-3 n32/32."""
+        return f"{self.family} {self.arch} n{self.n1}/{self.n2}" + (
+            f" expand {self.expand}" if self.expand else "")
 
 
 class PatchConfig(StrictModel):
@@ -105,6 +146,12 @@ class PatchConfig(StrictModel):
         return self
 
     @property
+    def lr_native(self) -> bool:
+        """Whether the store also holds the LR patches (what LR-space nets train on): when
+        every patch covers whole LR pixels (patch size and stride multiples of the scale)."""
+        return self.patch_size % self.scale == 0 and self.stride % self.scale == 0
+
+    @property
     def shard_patches(self) -> int:
         return self.chunk_patches * self.shard_chunks
 
@@ -120,6 +167,9 @@ class TrainConfig(StrictModel):
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description=(
         "Learning-rate schedule over the run."))
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    loss: Literal["mse", "l1"] = Field("mse", description=(
+        "Training loss on the output pixels (l1: sharper for LR-space nets; PSNR is still "
+        "what selects)."))
     augment: bool = Field(True, description="Random flips and 90-degree rotations per batch.")
     seed: int = Field(0, description="Seed of initialisation, sampling and augmentation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(

@@ -15,10 +15,10 @@ from srcnn.cluster import current_worker
 from srcnn.config import ModelConfig, TrainConfig
 from srcnn.evaluation import TimeToQuality
 from srcnn.loader import training_data
-from srcnn.metrics import PAPER_PSNR
-from srcnn.model import SRCNN
+from srcnn.metrics import FSRCNN_PSNR, PAPER_PSNR
+from srcnn.model import build_net
 from srcnn.settings import get_settings
-from srcnn.store import PatchStore
+from srcnn.store import LR_NATIVE, PatchStore
 from srcnn.tracking import (
     TRAIN_EXPERIMENT,
     MetricLogger,
@@ -45,7 +45,9 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     """Train on the store's train split, select on its val split; returns the MLflow run id.
 
     With `probe_dataset` (e.g. Set5), its PSNR is logged every epoch (`probe_psnr`) with the
-    wall time at which it first reaches the paper's number (`time_to_paper_s`).
+    wall time at which it first reaches the paper's number (`time_to_paper_s`; for the espcn
+    family FSRCNN's, `time_to_fsrcnn_s`). A re-parameterised net (`expand`) is collapsed before
+    it is evaluated, logged and shipped: its model is the plain net it computes.
     With `init_model` (any model reference), training starts from those weights (fine-tuning).
     """
     settings = get_settings()
@@ -55,6 +57,8 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     tags = {
         "scale": str(scale),
         "arch": model.arch,
+        "family": model.family,
+        "macs_per_pixel": str(model.macs(scale)),
         "code_version": __version__,
         "patch_store": store,
         "patch_store_fingerprint": patches.attrs["fingerprint"],
@@ -71,26 +75,30 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                                     "n_patches": len(patches)})
         # Whole in memory when the store fits the budget, else streamed with prefetch.
         budget = settings.train_memory_budget_mb * 2**20
+        inputs = LR_NATIVE if model.family == "espcn" else "lr"
         train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
-                                  memory_budget=budget)
-        val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget)
+                                  memory_budget=budget, inputs=inputs)
+        val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget,
+                                inputs=inputs)
         if len(val_set) == 0:  # a one-image collection: select on the training patches
             val_set = train_set
-        log.info("training %s x%d on %d patches (%d val, %s), torch threads %d", model.arch,
+        log.info("training %s x%d on %d patches (%d val, %s), torch threads %d", model.name,
                     scale, len(train_set), len(val_set), type(train_set).__name__,
                     torch.get_num_threads())
         client.set_tag(run_id, "training_input", type(train_set).__name__)
         metrics = MetricLogger(client, run_id)
-        probe = TimeToQuality(probe_dataset, scale, PAPER_PSNR.get(Path(probe_dataset).name, {})
+        bar, reference = (("fsrcnn", FSRCNN_PSNR) if model.family == "espcn"
+                          else ("paper", PAPER_PSNR))
+        probe = TimeToQuality(probe_dataset, scale, reference.get(Path(probe_dataset).name, {})
                               .get(scale)) if probe_dataset else None
 
         def on_epoch(report, net):
             metrics(report, **({"probe_psnr": probe(net, report.elapsed_s)} if probe else {}))
 
-        net = SRCNN(model)
+        net = build_net(model, scale)
         if init_model:
             start = resolve_model(init_model, scale, client)
-            if start.model.config != model:
+            if start.model.config != model.model_copy(update={"expand": 0}) or model.expand:
                 raise ValueError(f"init model {init_model}: its config {start.model.config} "
                                  f"differs from {model}")
             net.load_state_dict(start.model.state_dict())
@@ -101,9 +109,11 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
             for data in (train_set, val_set):
                 getattr(data, "close", lambda: None)()
         if probe and probe.reached_at_s is not None:
-            client.log_metric(run_id, "time_to_paper_s", probe.reached_at_s)
+            client.log_metric(run_id, f"time_to_{bar}_s", probe.reached_at_s)
+        result.model = result.model.collapse() if model.expand else result.model
         log_metrics(client, run_id, {"best_val_psnr": result.best_val_psnr,
-                                     "train_seconds": result.elapsed_s})
+                                     "train_seconds": result.elapsed_s,
+                                     "macs_per_pixel": model.macs(scale)})
         client.set_tag(run_id, "device", result.device)
         log_model(client, run_id, LoadedModel(result.model, scale, run_id,
                                               {"arch": model.arch, "run_id": run_id}))

@@ -9,6 +9,12 @@ bicubic weights for an output pixel depend only on its position and the input pi
 2 LR pixels of it, so with a margin of ceil(b / s) + 3 LR pixels the window reproduces the
 whole-image values exactly; the net then sees exactly what it would in one whole-image pass.
 Working memory is a few tile-sized buffers; only the 8-bit output image is image-sized.
+
+LR-space nets (family espcn, `srcnn.lrnet`) take the LR Y itself, padded once by their border
+b (in LR pixels): an output tile runs the net on the LR pixels under it plus b, and keeps the
+rows and columns of the tile (a tile edge need not fall on an LR pixel edge), so tiled equals
+whole for any tile size here too. Their Cb and Cr are the bicubic upscale's, as for SRCNN; the
+LR Y plane they read is 1/s^2 of the output's size.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from PIL import Image
 
 from srcnn.color import bicubic_resize, bicubic_upscale, rgb_to_ycbcr, to_float, ycbcr_to_rgb
-from srcnn.model import SRCNN
+from torch import nn
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
 _Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0
@@ -59,14 +65,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def prepare(model: SRCNN, device: str = "auto") -> SRCNN:
+def prepare(model: nn.Module, device: str = "auto") -> nn.Module:
     """Eval mode, on the device, channels_last (the fast layout for these convolutions)."""
     return model.eval().to(resolve_device(device)).to(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
-def run_net(model: SRCNN, window: np.ndarray, bf16: bool = False) -> np.ndarray:
-    """(h + 2b, w + 2b) float32 Y -> (h, w) float32 Y.
+def run_net(model: nn.Module, window: np.ndarray, bf16: bool = False) -> np.ndarray:
+    """(h + 2b, w + 2b) float32 Y -> (h, w) float32 Y (SRCNN), or LR Y -> (s h, s w) SR Y.
 
     With `bf16`, the convolutions run in bfloat16 (AMX / tensor cores: ~3x faster on this CPU)
     while the residual is added to the float32 input: Set5/Set14 PSNR changes by < 0.05 dB.
@@ -77,10 +83,10 @@ def run_net(model: SRCNN, window: np.ndarray, bf16: bool = False) -> np.ndarray:
     return out[0, 0].float().cpu().numpy()
 
 
-def upscale_luma(model: SRCNN, y: np.ndarray, tile_size: int = 512,
+def upscale_luma(model: nn.Module, y: np.ndarray, tile_size: int = 512,
                  bf16: bool = False) -> np.ndarray:
-    """Run the net over a bicubic-upscaled (H, W) Y image in [0, 1]; returns (H, W) float32."""
-    b = model.config.border
+    """Run an SRCNN over a bicubic-upscaled (H, W) Y image in [0, 1]; returns (H, W) float32."""
+    b = model.border
     padded = np.pad(y.astype(np.float32, copy=False), b, mode="edge")  # (H + 2b, W + 2b)
     out = np.empty(y.shape, dtype=np.float32)
     for t in plan_tiles(*y.shape, tile_size):
@@ -89,20 +95,45 @@ def upscale_luma(model: SRCNN, y: np.ndarray, tile_size: int = 512,
     return out
 
 
-def luma_upscaler(model: SRCNN, tile_size: int = 512):
-    """The model as a function of bicubic Y -> SR Y (what `metrics.score_dataset` takes)."""
-    return lambda y: upscale_luma(model, y, tile_size)
+def _lr_tile(model: nn.Module, padded: np.ndarray, t: Tile, scale: int,
+             bf16: bool) -> np.ndarray:
+    """Output tile `t` of an LR-space net, from the whole LR Y padded by its border."""
+    b = model.border
+    ly0, lx0 = t.y0 // scale, t.x0 // scale
+    ly1, lx1 = -(-t.y1 // scale), -(-t.x1 // scale)
+    out = run_net(model, padded[ly0 : ly1 + 2 * b, lx0 : lx1 + 2 * b], bf16)
+    return out[t.y0 - ly0 * scale : t.y1 - ly0 * scale, t.x0 - lx0 * scale : t.x1 - lx0 * scale]
+
+
+def upscale_luma_lr(model: nn.Module, y_lr: np.ndarray, tile_size: int = 512,
+                    bf16: bool = False) -> np.ndarray:
+    """Run an LR-space net over an (h, w) LR Y image in [0, 1]; returns (s h, s w) float32."""
+    s = model.scale
+    padded = np.pad(y_lr.astype(np.float32, copy=False), model.border, mode="edge")
+    out = np.empty((y_lr.shape[0] * s, y_lr.shape[1] * s), dtype=np.float32)
+    for t in plan_tiles(*out.shape, tile_size):
+        out[t.y0 : t.y1, t.x0 : t.x1] = _lr_tile(model, padded, t, s, bf16)
+    return out
+
+
+def luma_upscaler(model: nn.Module, tile_size: int = 512, bf16: bool = False):
+    """The model as a function of (LR Y, bicubic Y) -> SR Y (what `metrics.score_dataset`
+    takes): SRCNN reads the bicubic Y, an LR-space net the LR Y."""
+    if model.upsamples:
+        return lambda y_lr, y_bic: upscale_luma_lr(model, y_lr, tile_size, bf16)
+    return lambda y_lr, y_bic: upscale_luma(model, y_bic, tile_size, bf16)
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def upscale_rgb(model: SRCNN, lr: Image.Image, scale: int, tile_size: int = 512,
+def upscale_rgb(model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512,
                 bf16: bool = False) -> Image.Image:
     """Reference path: whole-image bicubic, the net on Y, bicubic Cb and Cr (8-bit RGB)."""
     ycbcr = rgb_to_ycbcr(to_float(bicubic_upscale(lr, scale)))
-    ycbcr[..., 0] = upscale_luma(model, ycbcr[..., 0], tile_size, bf16)
+    ycbcr[..., 0] = luma_upscaler(model, tile_size, bf16)(rgb_to_ycbcr(to_float(lr))[..., 0],
+                                                          ycbcr[..., 0])
     return Image.fromarray(_to_uint8(ycbcr_to_rgb(ycbcr)), "RGB")
 
 
@@ -127,30 +158,39 @@ def _halo_cut(plane: np.ndarray, t: Tile, oy: int, ox: int, b: int, size: tuple[
     return plane[np.ix_(ys, xs)]
 
 
-def upscale_rgb_tiled(model: SRCNN, lr: Image.Image, scale: int, tile_size: int = 512,
+def upscale_rgb_tiled(model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512,
                       bf16: bool = False) -> Image.Image:
-    """Exactly `upscale_rgb`, with working memory bounded by the tile size. On CUDA the
-    whole pipeline runs on the device, many tiles per forward pass (`srcnn.gpu`)."""
-    if next(model.parameters()).device.type == "cuda":
+    """Exactly `upscale_rgb`, with working memory bounded by the tile size (an LR-space net
+    also holds the LR image's Y). On CUDA an SRCNN's whole pipeline runs on the device, many
+    tiles per forward pass (`srcnn.gpu`)."""
+    if next(model.parameters()).device.type == "cuda" and not model.upsamples:
         from srcnn.gpu import upscale_rgb_cuda
 
         return upscale_rgb_cuda(model, lr, scale, tile_size, bf16)
-    b = model.config.border
+    b = model.border
     h, w = lr.height * scale, lr.width * scale
     out = np.empty((h, w, 3), dtype=np.uint8)
+    lr_y = (np.pad(rgb_to_ycbcr(to_float(lr))[..., 0], b, mode="edge") if model.upsamples
+            else None)
     for t in plan_tiles(h, w, tile_size):
-        up, oy, ox = _window(lr, t, scale, b)
+        up, oy, ox = _window(lr, t, scale, 0 if model.upsamples else b)
         ycbcr = rgb_to_ycbcr(to_float(up))
-        y = run_net(model, _halo_cut(ycbcr[..., 0], t, oy, ox, b, (h, w)), bf16)
+        if model.upsamples:
+            y = _lr_tile(model, lr_y, t, scale, bf16)
+        else:
+            y = run_net(model, _halo_cut(ycbcr[..., 0], t, oy, ox, b, (h, w)), bf16)
         cbcr = ycbcr[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox, 1:]
         out[t.y0 : t.y1, t.x0 : t.x1] = _to_uint8(ycbcr_to_rgb(np.dstack([y, cbcr])))
     return Image.fromarray(out, "RGB")
 
 
-def upscale_grey_float(model: SRCNN, lr: np.ndarray, scale: int, tile_size: int = 512,
+def upscale_grey_float(model: nn.Module, lr: np.ndarray, scale: int, tile_size: int = 512,
                        bf16: bool = False) -> np.ndarray:
     """(H, W) float32 grey in [0, 1] (e.g. 16-bit data / 65535) -> (sH, sW) float32 in [0, 1]."""
-    b = model.config.border
+    if model.upsamples:
+        out = upscale_luma_lr(model, lr.astype(np.float32) * _Y_SPAN + _Y_LO, tile_size, bf16)
+        return np.clip((out - _Y_LO) / _Y_SPAN, 0.0, 1.0)
+    b = model.border
     img = Image.fromarray(lr.astype(np.float32), "F")
     h, w = img.height * scale, img.width * scale
     out = np.empty((h, w), dtype=np.float32)

@@ -59,9 +59,10 @@ class ShuffleBuffer:
     """A fixed-capacity pool of (lr, hr) patches; `take` draws uniformly without replacement
     and fills the holes from the tail, so neither adding nor taking ever allocates a pool."""
 
-    def __init__(self, capacity: int, patch_shape: tuple[int, ...], rng: np.random.Generator):
-        self.lr = np.empty((capacity, *patch_shape), np.float16)  # (C, P, P)
-        self.hr = np.empty((capacity, *patch_shape), np.float16)
+    def __init__(self, capacity: int, patch_shape: tuple[int, ...], rng: np.random.Generator,
+                 target_shape: tuple[int, ...] | None = None):
+        self.lr = np.empty((capacity, *patch_shape), np.float16)  # (C, P, P) or (C, P/s, P/s)
+        self.hr = np.empty((capacity, *(target_shape or patch_shape)), np.float16)
         self.count = 0
         self.peak = 0
         self.rng = rng
@@ -181,14 +182,16 @@ class PatchStream:
         buffer_patches: shuffle-buffer size; more mixes better and costs 2*2*P*P bytes each.
         block_patches: patches per read; a shard by default (one object per array on S3).
         seed: with the epoch number, fixes the order (reproducible, different every epoch).
+        inputs: the input array, `lr` (SRCNN's) or `lr_native` (an LR-space net's).
     """
 
     def __init__(self, store: PatchStore | str, split: str, batch_size: int, *,
                  buffer_patches: int = 16384, block_patches: int | None = None, seed: int = 0,
-                 prefetch: int = 8):
+                 prefetch: int = 8, inputs: str = "lr"):
         self.store = store if isinstance(store, PatchStore) else PatchStore(store)
         self.split, self.batch_size, self.seed, self.prefetch = split, batch_size, seed, prefetch
-        self._lr, self._hr = self.store.array("lr"), self.store.array("hr")
+        self.inputs = inputs
+        self._lr, self._hr = self.store.input_array(inputs), self.store.array("hr")
         self.block_patches = block_patches or (self._lr.shards or self._lr.chunks)[0]
         self.indices = np.sort(self.store.split_indices(split))
         self.blocks = plan_blocks(self.indices, len(self.store), self.block_patches)
@@ -197,6 +200,7 @@ class PatchStream:
         self.capacity = min(self.buffer_patches + largest, len(self.indices))
         self.peak_buffered = 0  # most patches the buffer held (over all epochs so far)
         self.patch_shape = tuple(self._lr.shape[1:])
+        self.target_shape = tuple(self._hr.shape[1:])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -209,12 +213,13 @@ class PatchStream:
 
     def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Patches at store indices `rows` (sorted), for sequential reads such as evaluation."""
-        return self.store.array(name).oindex[np.asarray(rows, dtype=np.int64)]
+        array = self._lr if name == "lr" else self.store.array(name)
+        return array.oindex[np.asarray(rows, dtype=np.int64)]
 
     def epoch_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch's batches as (B, P, P) float16 arrays, in this thread."""
         rng = np.random.default_rng([self.seed, epoch])
-        buffer = ShuffleBuffer(self.capacity, self.patch_shape, rng)
+        buffer = ShuffleBuffer(self.capacity, self.patch_shape, rng, self.target_shape)
         try:
             for b in rng.permutation(len(self.blocks)):
                 buffer.add(*self.read_block(self.blocks[b]))
@@ -261,7 +266,9 @@ class _Side:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.owner), 1, *self.owner.stream.patch_shape)
+        stream = self.owner.stream
+        return (len(self.owner), 1,
+                *(stream.patch_shape if self.name == "lr" else stream.target_shape))
 
     def to(self, device, **_) -> _Side:
         return _Side(self.owner, self.name, torch.device(device))
@@ -320,17 +327,17 @@ class StreamedPatches:
 
 
 def training_data(store: PatchStore | str, split: str, batch_size: int, *,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0, inputs: str = "lr",
                   **stream_options) -> PatchTensors | StreamedPatches:
-    """The split as `train()` input: loaded whole when the store fits `memory_budget` (loading
-    reads whole arrays), streamed otherwise."""
+    """The split as `train()` input (`inputs`: the input array, `lr` or `lr_native`): loaded
+    whole when the store fits `memory_budget` (loading reads whole arrays), streamed otherwise."""
     store = store if isinstance(store, PatchStore) else PatchStore(store)
-    lr = store.array("lr")
-    pair_bytes = 2 * int(np.prod(lr.shape[1:])) * lr.dtype.itemsize  # one LR + HR patch
+    pair_bytes = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize  # one input + target patch
+                     for a in (store.input_array(inputs), store.array("hr")))
     need = (len(store) + len(store.split_indices(split))) * pair_bytes
     if need <= memory_budget:
-        return PatchTensors.from_numpy(*store.load(split))
+        return PatchTensors.from_numpy(*store.load(split, inputs))
     log.info("patch store %s: %d MB over the %d MB budget, streaming split %s", store.url,
              need // 2**20, memory_budget // 2**20, split)
-    stream = PatchStream(store, split, batch_size, seed=seed, **stream_options)
+    stream = PatchStream(store, split, batch_size, seed=seed, inputs=inputs, **stream_options)
     return StreamedPatches(stream)

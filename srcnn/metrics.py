@@ -1,6 +1,7 @@
 """PSNR and SSIM on the Y channel with border shave: the standard SR evaluation protocol.
 
-HR = image mod-cropped to the scale; LR = HR bicubic-downscaled; SR = model(bicubic(LR));
+HR = image mod-cropped to the scale; LR = HR bicubic-downscaled; SR = model(LR) (SRCNN reads
+bicubic(LR), an LR-space net LR itself);
 compare Y (BT.601, [16, 235] scale) with `scale` pixels shaved from every border, peak 255.
 The bicubic rows this gives on Set5 match the SRCNN paper's (DESIGN.md): a golden check.
 """
@@ -23,6 +24,12 @@ from srcnn.storage import IMAGE_SUFFIXES
 PAPER_PSNR: dict[str, dict[int, float]] = {
     "Set5": {2: 36.66, 3: 32.75, 4: 30.49},
     "Set14": {2: 32.45, 3: 29.30, 4: 27.50},
+}
+# FSRCNN (Dong, Loy, Tang, ECCV 2016; trained on T91 + General-100) as tabled in CARN (ECCV
+# 2018): the bar for the LR-space (espcn) family, which must reach it trained on T91 alone.
+FSRCNN_PSNR: dict[str, dict[int, float]] = {
+    "Set5": {2: 37.00, 3: 33.16, 4: 30.71},
+    "Set14": {2: 32.63, 3: 29.43, 4: 27.59},
 }
 
 
@@ -100,17 +107,18 @@ class SetScore:
         }
 
 
-# (bicubic-upscaled Y, (H, W) float32 in [0, 1]) -> super-resolved Y of the same size
-LumaUpscaler = Callable[[np.ndarray], np.ndarray]
+# (LR Y (h, w), its bicubic upscale (s h, s w)), float32 in [0, 1] -> super-resolved Y (s h, s w)
+LumaUpscaler = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler) -> ImageScore:
     """Score one HR image by the standard protocol."""
     hr = mod_crop(hr.convert("RGB"), scale)
     y_hr = luma(hr)
-    y_bic = luma(bicubic_upscale(degrade(hr, scale), scale))
+    lr = degrade(hr, scale)
+    y_bic = luma(bicubic_upscale(lr, scale))
     # The SR output is an 8-bit image: quantise its Y as the paper's evaluation code does.
-    y_sr = np.round(np.clip(upscale_y(y_bic), 0.0, 1.0) * 255.0) / 255.0
+    y_sr = np.round(np.clip(upscale_y(luma(lr), y_bic), 0.0, 1.0) * 255.0) / 255.0
     return ImageScore(
         name=name,
         psnr=psnr_y(y_hr, y_sr, scale),

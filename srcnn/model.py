@@ -24,13 +24,24 @@ class SRCNN(nn.Module):
             (centre of the) bicubic input, at the same cost.
     """
 
+    upsamples = False  # input is the bicubic upscale (an LRNet's is the LR image)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.family != "srcnn":
+            raise ValueError(f"SRCNN: family {config.family!r}; build it with build_net")
         self.config = config
         c = config.channels
         for i, f in enumerate(config.kernels):  # conv1, conv2, conv3 for the paper's net
             self.add_module(f"conv{i + 1}", nn.Conv2d(c[i], c[i + 1], f))
         self.reset_parameters()
+
+    @property
+    def border(self) -> int:
+        """Input pixels of margin per side (the receptive-field radius)."""
+        return self.config.border
+
+    output_border = border  # what a training target loses per side: the same, in HR space
 
     @property
     def hidden(self) -> list[nn.Conv2d]:
@@ -77,11 +88,9 @@ class SRCNN(nn.Module):
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 return self(x).float()
         dtype = torch.bfloat16 if bf16 else torch.float32
-        conv_relu = torch.ops.mkldnn._convolution_pointwise
         h = x.to(dtype)
         for conv in self.hidden:
-            h = conv_relu(h, conv.weight.to(dtype), conv.bias.to(dtype), [0, 0], [1, 1], [1, 1],
-                          1, "relu", [], "")
+            h = fused_conv_relu(h, conv)
         if bf16:
             out = F.conv2d(h, self.last.weight.to(dtype), self.last.bias.to(dtype)).float()
         else:
@@ -93,3 +102,22 @@ class SRCNN(nn.Module):
 
 _FUSED_CONV_RELU = (torch.backends.mkldnn.is_available()
                     and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _fused(h: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """relu(conv(h)) as one oneDNN op, in h's dtype (valid padding, stride 1)."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        h, conv.weight.to(h.dtype), conv.bias.to(h.dtype), [0, 0], [1, 1], [1, 1], 1, "relu",
+        [], "")
+
+
+fused_conv_relu = _fused if _FUSED_CONV_RELU else None
+
+
+def build_net(config: ModelConfig, scale: int) -> nn.Module:
+    """The net `config` describes for `scale`: an SRCNN, or an LRNet (family espcn)."""
+    if config.family == "espcn":
+        from srcnn.lrnet import LRNet
+
+        return LRNet(config, scale)
+    return SRCNN(config)

@@ -22,7 +22,7 @@ import dask
 import numpy as np
 from PIL import Image
 
-from srcnn.color import bicubic_resize, training_pair
+from srcnn.color import bicubic_resize, training_planes
 from srcnn.config import PatchConfig
 from srcnn.images import BadImageError, decode_image, read_image
 from srcnn.patches import assign_splits, crop_patches, grid_positions, patch_count, resized_size
@@ -36,6 +36,7 @@ from srcnn.store import (
     publish,
     read_marker,
     read_markers,
+    store_arrays,
     store_attrs,
     write_marker,
     write_region,
@@ -136,8 +137,9 @@ def plan_shards(counts: list[int], shard_patches: int) -> list[ShardPlan]:
 
 
 def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: PatchConfig,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lr, hr, positions) of patches [piece.start, piece.stop) of one entry, float16.
+                  ) -> dict[str, np.ndarray]:
+    """The arrays of patches [piece.start, piece.stop) of one entry: `lr`, `hr` (float16),
+    `position`, and `lr_native` (the LR patches) when the grid is aligned to the scale.
 
     The same patches as `image_patches(...)[piece.start:piece.stop]`, but only this piece is
     cropped, from planes cast to float16 once: at stride 7 every pixel lies in ~20 patches,
@@ -146,13 +148,17 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
     """
     if entry.factor != 1.0:
         img = bicubic_resize(img.convert("RGB"), resized_size(img.width, img.height, entry.factor))
-    lr_y, hr_y = training_pair(img, config.scale)
+    lr_y, bic_y, hr_y = training_planes(img, config.scale)
     positions = grid_positions(*hr_y.shape, config.patch_size, config.stride)
     if len(positions) != entry.n_patches:  # the image changed since it was inspected
         raise RuntimeError(f"{entry.key}: {len(positions)} patches, inspected {entry.n_patches}")
     pos = positions[piece.start : piece.stop]
-    return (crop_patches(lr_y.astype(np.float16), pos, config.patch_size),
-            crop_patches(hr_y.astype(np.float16), pos, config.patch_size), pos)
+    out = {"lr": crop_patches(bic_y.astype(np.float16), pos, config.patch_size),
+           "hr": crop_patches(hr_y.astype(np.float16), pos, config.patch_size), "position": pos}
+    if config.lr_native:  # the same windows of the LR image (positions are multiples of s)
+        out["lr_native"] = crop_patches(lr_y.astype(np.float16), pos // config.scale,
+                                        config.patch_size // config.scale)
+    return out
 
 
 def _marks(marker: dict | None, shard: ShardPlan, fingerprint: str) -> bool:
@@ -173,14 +179,12 @@ def write_shard(store_url: str, source_url: str, plan: ShardPlan,
     if _marks(read_marker(store_url, plan.index), plan, fingerprint):
         return plan.stop - plan.start
     fs, root = filesystem(source_url)  # once per shard: settings are read on every call
-    parts: dict[str, list[np.ndarray]] = {"lr": [], "hr": [], "source": [], "position": []}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in store_arrays(config)}
     for piece in plan.pieces:
         entry = entries[piece.entry]
         img = decode_image(fs.cat_file(posixpath.join(root.rstrip("/"), entry.key)), entry.key)
-        lr, hr, pos = piece_patches(img, entry, piece, config)
-        parts["lr"].append(lr)
-        parts["hr"].append(hr)
-        parts["position"].append(pos)
+        for name, data in piece_patches(img, entry, piece, config).items():
+            parts[name].append(data)
         parts["source"].append(np.full(piece.stop - piece.start, piece.entry, dtype=np.int32))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     write_region(store_url, plan.start, arrays)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from srcnn.model import SRCNN  # noqa: E402
+from torch import nn  # noqa: E402
 from srcnn.train import EpochReport  # noqa: E402
 
 
@@ -36,9 +36,10 @@ def learning_curves(history: list[EpochReport]) -> Image.Image:
     return _render(fig)
 
 
-def filter_grid(model: SRCNN) -> Image.Image:
+def filter_grid(model: nn.Module) -> Image.Image:
     """The first-layer filters (n1 of f1 x f1), each normalised to its own range."""
-    w = model.conv1.weight.detach().cpu().numpy()[:, 0]  # (n1, f1, f1)
+    first = model.body[0] if model.upsamples else model.conv1  # LRNet / SRCNN
+    w = first.weight.detach().cpu().numpy()[:, 0]  # (n1, f1, f1)
     cols = 8
     rows = math.ceil(len(w) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))

@@ -1,10 +1,19 @@
-"""Named training recipes (`--preset x3`): patch, model and training settings per scale.
+"""Named training recipes (`--preset x3`, `--preset fast-x3`): patch, model and training
+settings per scale.
 
-Measured choices (see benchmarks/ and the MLflow runs): a deeper, narrower net at 9-5-5's cost,
+`x2`, `x3`, `x4`: the pre-upsampling SRCNN family. Measured choices (see benchmarks/ and the MLflow runs): a deeper, narrower net at 9-5-5's cost,
 residual learning over the bicubic input, He initialisation, Adam with a cosine-decayed learning
 rate, random flips/rotations per batch, downscaled copies of the training images (FSRCNN's
 1.0-0.6), and larger patches than the paper's 33 so that less of each forward pass is lost to
 the valid-convolution border.
+
+`fast-x2`, `fast-x3`, `fast-x4`: LR-space nets (family espcn) at FSRCNN's cost (at most 6,500
+multiply-adds per output pixel, the in-net bicubic included): 3x3 convolutions on the LR image,
+a sub-pixel layer, the residual over bicubic, SESR re-parameterisation (expand 2) while
+training, an L1 loss, batches of 32 LR patches of 32 x 32 (36 at x4) on an 8-pixel LR grid
+(patch size and stride in HR pixels are multiples of the scale, so the store holds the LR
+patches), and FSRCNN's downscaled copies. Recipe search: benchmarks/lr_recipe.py, selected on
+held-out T91 images.
 """
 
 from __future__ import annotations
@@ -45,11 +54,31 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
     )
 
 
-PRESETS: dict[str, Recipe] = {f"x{s}": recipe(s) for s in (2, 3, 4)}
-# `make demo`'s training: a few minutes on a 2-core CPU, enough to beat bicubic clearly (it
-# does not beat the shipped weights, which the registry holds first).
-DEMO_TRAINING = TrainOverrides(epochs=8, steps_per_epoch=150, batch_size=128, lr=1e-3,
-                               max_minutes=4)
+# (filters, convolutions) of each fast net: the widest/deepest 3x3 stack within the budget.
+FAST_NETS = {2: (26, 6), 3: (32, 8), 4: (40, 8)}
+FAST_LR_PATCH = {2: 32, 3: 32, 4: 36}  # LR patch side: the output centre stays >= 20 LR px
+FAST_LR_STRIDE = {2: 8, 3: 8, 4: 4}  # x4's LR images are small: a denser grid
+
+
+def fast_recipe(scale: int, minutes: float = 40.0) -> Recipe:
+    width, depth = FAST_NETS[scale]
+    return Recipe(
+        patches=PatchConfig(scale=scale, patch_size=FAST_LR_PATCH[scale] * scale,
+                            stride=FAST_LR_STRIDE[scale] * scale, val_fraction=0.1,
+                            augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
+        model=ModelConfig(family="espcn", f1=3, f2=3, f3=3, n1=width, n2=width, depth=depth,
+                          residual=True, expand=2),
+        training=TrainConfig(epochs=100, steps_per_epoch=500, batch_size=32, lr=1e-3,
+                             lr_schedule="cosine", loss="l1", augment=True, seed=scale,
+                             max_minutes=minutes),
+    )
+
+
+PRESETS: dict[str, Recipe] = {**{f"x{s}": recipe(s) for s in (2, 3, 4)},
+                              **{f"fast-x{s}": fast_recipe(s) for s in (2, 3, 4)}}
+# `make demo`'s training, over the fast preset of its scale: a few minutes on a 2-core CPU,
+# enough to beat bicubic clearly (not the shipped weights, which the registry holds first).
+DEMO_TRAINING = TrainOverrides(steps_per_epoch=150, max_minutes=4)
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (a flow parameter's type)
 
 

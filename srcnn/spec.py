@@ -30,36 +30,84 @@ class ModelSpec:
         return h.hexdigest()
 
     def build(self):
-        """The `srcnn.model.SRCNN` these bytes describe, in eval mode."""
+        """The net (`srcnn.model.build_net`) these bytes describe, in eval mode."""
         from safetensors.torch import load as load_tensors
 
         from srcnn.config import ModelConfig
-        from srcnn.model import SRCNN
+        from srcnn.model import build_net
 
-        model = SRCNN(ModelConfig(**self.config))
+        model = build_net(ModelConfig(**self.config), self.scale)
         model.load_state_dict(load_tensors(self.weights))
         return model.eval()
 
 
-def pretrained_dir(scale: int) -> str:
-    """Folder of the weights shipped in the package for `scale` (x2, x3, x4)."""
-    path = resources.files("srcnn") / "pretrained" / f"x{scale}"
+# Shipped kinds: `srcnn` (the paper's pre-upsampling family, folders x2, x3, x4) and `fast`
+# (LR-space nets at FSRCNN's cost, folders fast-x2, ...).
+PRETRAINED_KINDS = ("fast", "srcnn")
+
+
+def pretrained_dir(scale: int, kind: str = "srcnn") -> str:
+    """Folder of the weights of `kind` shipped in the package for `scale` (x2, x3, x4)."""
+    if kind not in PRETRAINED_KINDS:
+        raise ValueError(f"pretrained:{kind}: choose one of {', '.join(PRETRAINED_KINDS)}")
+    folder = f"x{scale}" if kind == "srcnn" else f"{kind}-x{scale}"
+    path = resources.files("srcnn") / "pretrained" / folder
     if not (path / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
+        raise FileNotFoundError(f"pretrained:{kind} x{scale}: no shipped weights for this scale")
     return str(path)
 
 
+def shipped_psnr(folder: str) -> float:
+    """Mean PSNR of the evaluation table recorded beside shipped weights."""
+    with open(f"{folder}/{CONFIG_FILE}", "rb") as f:
+        rows = json.load(f)["evaluation"]
+    return sum(r["psnr"] for r in rows) / len(rows)
+
+
+def best_pretrained(scale: int) -> str:
+    """The kind of shipped weights that score best at `scale` by their recorded tables (the
+    same benchmark sets for every kind)."""
+    found = {}
+    for kind in PRETRAINED_KINDS:
+        try:
+            folder = pretrained_dir(scale, kind)
+        except FileNotFoundError:
+            continue
+        found[kind] = shipped_psnr(folder)
+    if not found:
+        raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
+    return max(found, key=found.get)
+
+
 def is_local_ref(ref: str) -> bool:
-    """`pretrained` or a model folder: references that need no registry."""
+    """`pretrained[:kind]` or a model folder: references that need no registry."""
     return ref not in ("champion", "challenger") and not ref.startswith(("models:/", "runs:/"))
 
 
+def pretrained_kind(ref: str, scale: int) -> str | None:
+    """The shipped kind a reference names, or None for a folder: `pretrained` (the best for the
+    scale), `pretrained:fast`, `pretrained:srcnn`, and as sources are recorded,
+    `pretrained:fast-x3`, `pretrained:srcnn-x3` and the older `pretrained:x3` (srcnn)."""
+    if ref == "pretrained":
+        return best_pretrained(scale)
+    if not ref.startswith("pretrained:"):
+        return None
+    kind = ref.removeprefix("pretrained:").removesuffix(f"-x{scale}")
+    if kind == f"x{scale}":
+        return "srcnn"
+    if kind not in PRETRAINED_KINDS:
+        raise ValueError(f"model {ref}: unknown shipped weights (choose pretrained, "
+                         f"{', '.join('pretrained:' + k for k in PRETRAINED_KINDS)})")
+    return kind
+
+
 def local_source(ref: str, scale: int) -> tuple[str, str]:
-    """(the source recorded for it, its folder) of a local reference: `pretrained` (or the
-    `pretrained:xS` it is recorded as) or a model folder."""
-    if ref in ("pretrained", f"pretrained:x{scale}"):
-        return f"pretrained:x{scale}", pretrained_dir(scale)
-    return ref, ref
+    """(the source recorded for it, its folder) of a local reference: shipped weights
+    (recorded as `pretrained:<kind>-xS`) or a model folder."""
+    kind = pretrained_kind(ref, scale)
+    if kind is None:
+        return ref, ref
+    return f"pretrained:{kind}-x{scale}", pretrained_dir(scale, kind)
 
 
 def read_model_files(folder: str) -> tuple[dict, bytes]:

@@ -1,8 +1,10 @@
 """The Zarr v3 patch store: the data contract between `build-patches` and training.
 
 Layout (patch index first, chunked along it, sharded so object storage sees few objects):
-    lr        (N, P, P) float16   bicubic-upscaled degraded Y in [0, 1] (network input)
+    lr        (N, P, P) float16   bicubic-upscaled degraded Y in [0, 1] (SRCNN's input)
     hr        (N, P, P) float16   original Y in [0, 1] (target)
+    lr_native (N, P/s, P/s) float16  the degraded (LR) Y itself: an LR-space net's input; only
+                                  where P and the stride are multiples of s (format 2 on)
     source    (N,)      int32     index into attrs["sources"]
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
 Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
@@ -32,8 +34,8 @@ from srcnn.config import PatchConfig
 from srcnn.settings import get_settings
 from srcnn.storage import filesystem, is_local, join, write_bytes_atomic
 
-STORE_FORMAT = 1
-ARRAYS = ("lr", "hr", "source", "position")
+STORE_FORMAT = 2  # 2: lr_native
+LR_NATIVE = "lr_native"
 BUILD_DIR = "_build"
 # Attributes that fix the arrays' layout: a resumed build must agree on all of them.
 LAYOUT_ATTRS = ("format", "fingerprint", "n_patches", "sources")
@@ -57,6 +59,10 @@ class IncompleteStoreError(RuntimeError):
     pass
 
 
+class MissingArrayError(ValueError):
+    """The store lacks an array that a net trains on (an older format, or unaligned patches)."""
+
+
 def zarr_store(url: str, read_only: bool = False):
     if is_local(url):
         return LocalStore(filesystem(url)[1], read_only=read_only)
@@ -77,20 +83,26 @@ def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
 def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict) -> None:
     """Create (or replace) the arrays, not yet published (`complete: false`)."""
     root = zarr.open_group(zarr_store(url), mode="w", zarr_format=3)
-    p, c, s = config.patch_size, config.chunk_patches, config.shard_patches
+    c, s = config.chunk_patches, config.shard_patches
     n = max(n_patches, 1)  # zarr needs a non-empty shard shape even for an empty store
-    for name, shape, dtype in (
-        ("lr", (n_patches, p, p), "float16"),
-        ("hr", (n_patches, p, p), "float16"),
-        ("source", (n_patches,), "int32"),
-        ("position", (n_patches, 2), "int32"),
-    ):
+    for name, (shape, dtype) in store_arrays(config, n_patches).items():
         inner = (min(c, n),) + shape[1:]
         # A shard holds whole inner chunks (zarr requires it), even past the array's end.
         outer = (min(s, -(-n // inner[0]) * inner[0]),) + shape[1:]
         root.create_array(name, shape=shape, dtype=dtype, chunks=inner, shards=outer)
     # One write of zarr.json (attrs.update writes once per key: 15 PUTs on S3).
     root.update_attributes({**attrs, "complete": False})
+
+
+def store_arrays(config: PatchConfig, n_patches: int = 0) -> dict[str, tuple[tuple, str]]:
+    """{name: (shape, dtype)} of the arrays a build with `config` writes."""
+    p = config.patch_size
+    arrays = {"lr": ((n_patches, p, p), "float16"), "hr": ((n_patches, p, p), "float16"),
+              "source": ((n_patches,), "int32"), "position": ((n_patches, 2), "int32")}
+    if config.lr_native:
+        q = p // config.scale
+        arrays[LR_NATIVE] = ((n_patches, q, q), "float16")
+    return arrays
 
 
 def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
@@ -150,8 +162,7 @@ def read_markers(url: str) -> dict[int, dict]:
 def write_region(url: str, start: int, arrays: dict[str, np.ndarray]) -> None:
     """Write patches [start, start + n) of every array: one whole shard per call."""
     root = zarr.open_group(zarr_store(url), mode="r+")
-    for name in ARRAYS:
-        data = arrays[name]
+    for name, data in arrays.items():
         root[name][start : start + len(data)] = data
 
 
@@ -181,6 +192,7 @@ def base_attrs(config: PatchConfig, fingerprint: str) -> dict:
         "augmentation": {"downscaled_copies": list(config.augment_scales),
                          "note": "flips/rotations are applied at training time"},
         "fingerprint": fingerprint,
+        LR_NATIVE: config.lr_native,
     }
 
 
@@ -206,11 +218,25 @@ class PatchStore:
         ranges = [np.arange(s.offset, s.offset + s.n_patches) for s in self.sources if s.split == split]
         return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
 
-    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(lr, hr) float16 arrays of one split, read whole (for stores that fit in memory)."""
+    def load(self, split: str, inputs: str = "lr") -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, hr) float16 arrays of one split, read whole (for stores that fit in
+        memory); `inputs` is `lr` (SRCNN's) or `lr_native` (an LR-space net's)."""
         idx = self.split_indices(split)
-        lr, hr = self.root["lr"][:], self.root["hr"][:]
+        lr, hr = self.input_array(inputs)[:], self.root["hr"][:]
         return lr[idx], hr[idx]
+
+    def input_array(self, name: str) -> zarr.Array:
+        """A net's input array; a clear error where an older or unaligned build lacks it."""
+        if name == LR_NATIVE and not self.attrs.get(LR_NATIVE):
+            scale = self.attrs.get("scale")
+            raise MissingArrayError(
+                f"patch store {self.url}: has no LR patches ({LR_NATIVE}), which LR-space "
+                f"(espcn) nets train on: it was built before they existed (format "
+                f"{self.attrs.get('format')}) or with a patch size ({self.attrs.get('patch_size')})"
+                f" or stride ({self.attrs.get('stride')}) that is not a multiple of the scale "
+                f"(x{scale}). Rebuild it: srcnn patches SOURCE {self.url} --preset fast-x{scale}"
+                f" --force")
+        return self.root[name]
 
 
 def entries_as_attrs(entries: list[SourceEntry]) -> list[dict]:

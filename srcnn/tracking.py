@@ -174,8 +174,15 @@ def export_model(loaded: LoadedModel, url: str) -> None:
 def model_tags(loaded: LoadedModel) -> dict[str, str]:
     """What the registry UI and `register-best` compare versions by."""
     config = loaded.model.config
-    return {"scale": str(loaded.scale), "arch": config.arch, "family": "srcnn",
-            "macs_per_pixel": str(config.macs_per_pixel)}
+    return {"scale": str(loaded.scale), "arch": config.arch, "family": config.family,
+            "macs_per_pixel": str(config.macs(loaded.scale))}
+
+
+def cost_table(tags: dict[str, str]) -> str:
+    """The version's net and its cost, as the Markdown table its description leads with."""
+    return ("| family | arch | multiply-adds per output pixel |\n|---|---|---|\n"
+            f"| {tags.get('family', 'srcnn')} | {tags.get('arch', '?')} | "
+            f"{tags.get('macs_per_pixel', '?')} |")
 
 
 def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
@@ -336,12 +343,13 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     log_model(client, run.info.run_id, loaded)
     client.set_terminated(run.info.run_id)
     selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
-    tags = {"source": "pretrained"}
+    tags = {"source": "pretrained", **model_tags(loaded)}
     for row in loaded.metadata.get("evaluation", []):
         for what in ("psnr", "ssim"):
             tags[metric_key(row["dataset"], scale, what)] = f"{row[what]:.4f}"
     return register(client, run.info.run_id, scale, selection, tags,
-                    "Weights shipped with the package (seeded into an empty registry).")
+                    "Weights shipped with the package (seeded into an empty registry).\n\n"
+                    + cost_table(tags))
 
 
 def shipped_version(client: MlflowClient, scale: int) -> str | None:

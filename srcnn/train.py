@@ -1,4 +1,8 @@
-"""The training loop: MSE on the valid (centre) region, Adam, cosine learning rate.
+"""The training loop: MSE (or L1) on the valid (centre) region, Adam, cosine learning rate.
+
+It trains either family (`srcnn.model.build_net`): the input patches are what the net reads
+(the bicubic upscale for SRCNN, the LR patch for an LR-space net), the targets are HR patches,
+cut to the net's `output_border`.
 
 It knows nothing about MLflow or Prefect: progress goes out through `on_epoch`, a callback
 that the caller implements (the train task logs to MLflow with an explicit run id).
@@ -20,7 +24,6 @@ from torch import nn
 
 from srcnn.config import TrainConfig
 from srcnn.inference import resolve_device
-from srcnn.model import SRCNN
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class EpochReport:
 
 @dataclass
 class TrainResult:
-    model: SRCNN  # the best model by validation PSNR
+    model: nn.Module  # the best model by validation PSNR
     best_epoch: int
     best_val_psnr: float
     history: list[EpochReport] = field(default_factory=list)
@@ -49,7 +52,8 @@ class TrainResult:
 
 @dataclass
 class PatchTensors:
-    """LR inputs and HR targets, (N, 1, P, P) float16 (compact in memory; cast per batch)."""
+    """Inputs and HR targets, (N, 1, P, P) float16 (compact in memory; cast per batch); an
+    LR-space net's inputs are (N, 1, P/s, P/s)."""
 
     lr: torch.Tensor
     hr: torch.Tensor
@@ -74,11 +78,11 @@ def centre(x: torch.Tensor, border: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_psnr(model: SRCNN, data: PatchTensors, device: torch.device,
+def evaluate_psnr(model: nn.Module, data: PatchTensors, device: torch.device,
                   batch_size: int = 512) -> float:
     """PSNR (dB, peak 1) over all valid-region pixels of a set of patches."""
     model.eval()
-    b = model.config.border
+    b = model.output_border
     se, count = 0.0, 0
     for i in range(0, len(data), batch_size):
         x = data.lr[i : i + batch_size].to(device).float()
@@ -102,15 +106,15 @@ def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) ->
     return config.lr * factor * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
-          on_epoch: Callable[[EpochReport, SRCNN], None] | None = None) -> TrainResult:
+def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
+          on_epoch: Callable[[EpochReport, nn.Module], None] | None = None) -> TrainResult:
     """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
     on the training device: a callback may run it, e.g. on a benchmark set)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
     model = model.to(device).to(memory_format=torch.channels_last).train()
-    b = model.config.border
+    b = model.output_border
     steps_per_epoch = config.steps_per_epoch or max(1, len(train_data) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -123,7 +127,7 @@ def train(model: SRCNN, train_data: PatchTensors, val_data: PatchTensors, config
         index_gen = torch.Generator(device=device).manual_seed(config.seed)
     else:
         index_gen = gen
-    loss_fn = nn.MSELoss()
+    loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
     best_opt_state = copy.deepcopy(opt.state_dict())
     start, step = time.perf_counter(), 0

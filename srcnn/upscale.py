@@ -35,7 +35,7 @@ from srcnn.planning import Chunk
 from srcnn.storage import join, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:  # the flow's driver imports this module and never needs torch
-    from srcnn.model import SRCNN
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def output_format_of(key: str, options: UpscaleOptions) -> str:
     return FORMATS[ext]
 
 
-def upscale_pil(model: SRCNN, img: Image.Image, scale: int, tile_size: int,
+def upscale_pil(model: "nn.Module", img: Image.Image, scale: int, tile_size: int,
                 bf16: bool = False) -> Image.Image:
     """Super-resolve one decoded image of any common kind, keeping its kind:
     RGB, L, P (as RGB/RGBA), RGBA/LA (alpha upscaled bicubically and kept), 16-bit grey
@@ -220,7 +220,7 @@ def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int
         yield pending.popleft()
 
 
-def upscale_chunk(model: SRCNN, job: Job, chunk: Chunk) -> ChunkResult:
+def upscale_chunk(model: "nn.Module", job: Job, chunk: Chunk) -> ChunkResult:
     """Upscale a chunk's images that are not current, write each output whole, then the
     chunk's manifest (one PUT for the chunk; none when nothing changed). Reads run ahead of
     the net and encodes/writes behind it, in threads; one bad image fails only itself."""

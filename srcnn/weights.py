@@ -13,7 +13,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from srcnn.config import ModelConfig
-from srcnn.model import SRCNN
+from torch import nn
+
+from srcnn.model import build_net
 from srcnn.spec import (  # noqa: F401  (pretrained_dir: where callers have found it)
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -29,13 +31,13 @@ from srcnn.storage import join, write_bytes_atomic
 
 @dataclass
 class LoadedModel:
-    model: SRCNN
+    model: nn.Module  # an SRCNN or an LRNet (srcnn.model.build_net)
     scale: int
     source: str  # where it came from: a path, a models:/ URI, "pretrained"
     metadata: dict = field(default_factory=dict)
 
 
-def _state_bytes(model: SRCNN) -> bytes:
+def _state_bytes(model: nn.Module) -> bytes:
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_tensors(state)
 
@@ -45,7 +47,7 @@ def model_spec(loaded: LoadedModel) -> ModelSpec:
                      loaded.model.config.model_dump())
 
 
-def save_model(model: SRCNN, scale: int, url: str, metadata: dict | None = None) -> None:
+def save_model(model: nn.Module, scale: int, url: str, metadata: dict | None = None) -> None:
     config = {"model": model.config.model_dump(), "scale": scale, **(metadata or {})}
     write_bytes_atomic(join(url, WEIGHTS_FILE), _state_bytes(model))
     write_bytes_atomic(join(url, CONFIG_FILE), json.dumps(config, indent=2).encode())
@@ -53,14 +55,14 @@ def save_model(model: SRCNN, scale: int, url: str, metadata: dict | None = None)
 
 def load_model(url: str, source: str | None = None) -> LoadedModel:
     config, weights = read_model_files(url)
-    model = SRCNN(ModelConfig(**config.pop("model")))
+    scale = int(config.pop("scale"))
+    model = build_net(ModelConfig(**config.pop("model")), scale)
     model.load_state_dict(load_tensors(weights))
-    return LoadedModel(model=model, scale=int(config.pop("scale")), source=source or url,
-                       metadata=config)
+    return LoadedModel(model=model, scale=scale, source=source or url, metadata=config)
 
 
 def load_local(ref: str, scale: int) -> LoadedModel:
-    """`pretrained` (the shipped weights for `scale`) or a model folder (path or URL): the
+    """`pretrained[:kind]` (shipped weights for `scale`) or a model folder (path or URL): the
     references that need no registry."""
     source, folder = local_source(ref, scale)
     loaded = load_model(folder, source=source)

@@ -14,6 +14,7 @@ from srcnn.tracking import (
     TRAIN_EXPERIMENT,
     Registration,
     champion_version,
+    cost_table,
     make_client,
     register,
     registered_name,
@@ -23,35 +24,43 @@ from srcnn.tracking import (
 )
 from tasks import NETWORK_RETRIES
 
-LINEAGE_TAGS = ("arch", "code_version", "patch_store", "patch_store_fingerprint",
-                "prefect_flow_run_id", "device")
+LINEAGE_TAGS = ("family", "arch", "macs_per_pixel", "code_version", "patch_store",
+                "patch_store_fingerprint", "prefect_flow_run_id", "device")
 
 
 @task(name="find-best-run", **NETWORK_RETRIES)
-def best_run(scale: int) -> str | None:
-    """The finished training run of this scale with the highest selection PSNR."""
+def best_run(scale: int, max_macs: int | None = None) -> str | None:
+    """The finished training run of this scale with the highest selection PSNR; with
+    `max_macs`, among those whose net costs at most that per output pixel (runs that did not
+    record their cost are left out)."""
     client = make_client(get_settings())
     exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
     if exp is None:
         return None
+    budget = f" and metrics.macs_per_pixel <= {int(max_macs)}" if max_macs else ""
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
-                      "and metrics.selection_psnr > 0",
+                      f"and metrics.selection_psnr > 0{budget}",
         order_by=["metrics.selection_psnr DESC"], max_results=1,
     )
     return runs[0].info.run_id if runs else None
 
 
 @task(name="register-model", **NETWORK_RETRIES)
-def register_run(run_id: str, scale: int) -> Registration:
-    """Register a run's model with its metrics, evaluation table and lineage."""
+def register_run(run_id: str, scale: int, max_macs: int | None = None) -> Registration:
+    """Register a run's model with its metrics, cost, evaluation table and lineage (refused
+    when its cost is over `max_macs`)."""
     logger = get_run_logger()
     client = make_client(get_settings())
     run = client.get_run(run_id)
     metrics = run.data.metrics
     if "selection_psnr" not in metrics:
         raise ValueError(f"run {run_id}: has no selection_psnr metric (evaluate it first)")
+    if max_macs and not metrics.get("macs_per_pixel", float("inf")) <= max_macs:
+        cost = metrics.get("macs_per_pixel", "an unrecorded number of")
+        raise ValueError(f"run {run_id}: its net costs {cost} multiply-adds per output pixel, "
+                         f"over the budget of {max_macs}")
     tags = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("_psnr", "_ssim"))}
     tags |= {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags}
     tags["run_id"] = run_id
@@ -63,7 +72,8 @@ def register_run(run_id: str, scale: int) -> Registration:
             logger.warning("champion v%s not scored on the run's sets: %s", champion.version, exc)
     table = client.download_artifacts(run_id, "evaluation/table.md")
     with open(table) as f:
-        description = f"SRCNN {run.data.tags.get('arch', '')} x{scale}, run {run_id}\n\n{f.read()}"
+        description = (f"{tags.get('family', 'srcnn')} {tags.get('arch', '')} x{scale}, run "
+                       f"{run_id}\n\n{cost_table(tags)}\n\n{f.read()}")
     reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description)
     announce(reg)
     logger.info("%s v%s: selection PSNR %.3f dB, %s", reg.name, reg.version, reg.selection_psnr,

@@ -17,7 +17,6 @@ from srcnn.evaluation import evaluate_model, format_table, metric_key, selection
 from srcnn.experiment import train_run
 from srcnn.inference import prepare, upscale_rgb
 from srcnn.metrics import dataset_digest, list_dataset
-from srcnn.model import SRCNN
 from srcnn.settings import get_settings
 from srcnn.tracking import (
     EVAL_DATASETS_TAG,
@@ -71,7 +70,7 @@ def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
             "scores": [s.summary() for s in scores]}
 
 
-def _log_crops(client, run_id: str, model: SRCNN, datasets: list[str], scale: int) -> None:
+def _log_crops(client, run_id: str, model, datasets: list[str], scale: int) -> None:
     """HR / bicubic / SRCNN centre crops for the first image of each set."""
     net = prepare(model, "cpu")
     for directory in datasets:
@@ -79,7 +78,8 @@ def _log_crops(client, run_id: str, model: SRCNN, datasets: list[str], scale: in
         with Image.open(path) as img:
             hr = mod_crop(img.convert("RGB"), scale)
         lr = degrade(hr, scale)
-        panels = {"HR": hr, "bicubic": bicubic_upscale(lr, scale), "SRCNN": upscale_rgb(net, lr, scale)}
+        panels = {"HR": hr, "bicubic": bicubic_upscale(lr, scale),
+                  model.config.family: upscale_rgb(net, lr, scale)}
         panels = {k: plots.centre_crop(v, 128) for k, v in panels.items()}
         figure = plots.comparison(panels, f"{Path(directory).name}/{path.name} x{scale}")
         client.log_image(run_id, figure, f"plots/crops_{Path(directory).name}.png")

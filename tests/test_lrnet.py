@@ -1,11 +1,29 @@
-"""LR-space nets (issue 13 groundwork): shapes, cost per output pixel counted from the real
-convolutions, and the collapsed (inference) net equal to the re-parameterised one."""
+"""LR-space nets (family espcn): shapes, cost per output pixel counted from the real
+convolutions, the collapsed (inference) net equal to the re-parameterised one, the in-net
+bicubic equal to PIL's, and exact tiling at x2/x3/x4 for RGB, grey, 16-bit and alpha."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from srcnn.lrnet import LinearBlock, LRNet, LRNetConfig
+from srcnn.config import ModelConfig
+from srcnn.inference import prepare, upscale_grey_float, upscale_rgb, upscale_rgb_tiled
+from srcnn.lrnet import LinearBlock, LRNet, bicubic_upscale_y
+from srcnn.model import build_net
+from srcnn.upscale import upscale_pil
+
+
+def espcn(depth: int = 5, width: int = 16, **kw) -> ModelConfig:
+    return ModelConfig(family="espcn", f1=3, f2=3, f3=3, n1=width, n2=width, depth=depth, **kw)
+
+
+def random_net(scale: int, seed: int = 0, **kw) -> LRNet:
+    torch.manual_seed(seed)
+    net = build_net(espcn(**kw), scale)
+    nn.init.normal_(net.body[-1].weight, std=0.05)  # away from the near-bicubic init
+    return prepare(net, "cpu")
 
 
 def counted_macs_per_output_pixel(net: LRNet, size: int) -> float:
@@ -25,29 +43,76 @@ def counted_macs_per_output_pixel(net: LRNet, size: int) -> float:
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_output_shape_border_and_cost_per_output_pixel(scale):
-    config = LRNetConfig(scale=scale, channels=16, layers=4)
-    net = LRNet(config)
+    config = espcn(depth=5)
+    net = build_net(config, scale)
     out = net(torch.rand(2, 1, 20, 23))
     b = config.border
     assert b == 5 and out.shape == (2, 1, scale * (20 - 2 * b), scale * (23 - 2 * b))
-    # Counted on a large input (the valid-convolution borders become negligible).
-    assert counted_macs_per_output_pixel(net, 400) == pytest.approx(config.macs_per_pixel,
-                                                                     rel=0.06)
+    # Counted on a large input (the valid-convolution borders become negligible), plus the
+    # in-net bicubic base: 25 taps per output pixel (a 5 x 5 convolution per output phase).
+    counted = counted_macs_per_output_pixel(net, 400) + 25
+    assert counted == pytest.approx(config.macs(scale), rel=0.06)
 
 
 def test_collapsed_net_computes_the_reparameterised_one():
     torch.manual_seed(0)
-    config = LRNetConfig(scale=3, channels=8, layers=3, expand=4)
-    wide = LRNet(config)
+    wide = build_net(espcn(depth=4, width=8, expand=4), 3)
     for p in wide.parameters():  # away from the near-zero init, so every path matters
         nn.init.normal_(p, std=0.2)
     plain = wide.collapse()
     assert all(isinstance(m, nn.Conv2d) for m in plain.body)
-    assert plain.config.expand == 0 and plain.config.macs_per_pixel == config.macs_per_pixel
+    assert plain.config.expand == 0 and plain.config.macs(3) == wide.config.macs(3)
     x = torch.rand(2, 1, 17, 19)
     with torch.no_grad():
         assert torch.allclose(plain(x), wide(x), atol=1e-4, rtol=1e-4)
+        assert torch.allclose(plain.infer(x), wide(x), atol=1e-4, rtol=1e-4)  # fast path too
 
 
 def test_linear_block_identity_only_when_shapes_match():
     assert LinearBlock(8, 8, 3, 2).identity and not LinearBlock(1, 8, 3, 2).identity
+
+
+def test_re_parameterisation_and_families_are_validated():
+    with pytest.raises(ValueError, match="expand"):
+        ModelConfig(expand=2)  # srcnn has no re-parameterised layers
+    with pytest.raises(ValueError, match="scale"):
+        espcn().macs_per_pixel  # noqa: B018  the cost of an LR-space net depends on the scale
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_in_net_bicubic_is_pils(scale):
+    lr = np.random.default_rng(scale).random((21, 30)).astype(np.float32)
+    pil = np.asarray(Image.fromarray(lr, "F").resize((30 * scale, 21 * scale),
+                                                     Image.Resampling.BICUBIC))
+    ours = bicubic_upscale_y(torch.from_numpy(np.pad(lr, 2, mode="edge"))[None, None], scale)
+    inner = slice(2 * scale, -2 * scale)  # PIL renormalises its window at the image border
+    np.testing.assert_allclose(ours[0, 0].numpy()[inner, inner], pil[inner, inner], atol=1e-6)
+
+
+@pytest.mark.parametrize("scale,tile", [(2, 16), (2, 37), (3, 17), (3, 50), (4, 23), (4, 64)])
+def test_tiled_equals_whole_image(scale, tile):
+    rng = np.random.default_rng(scale)
+    lr = Image.fromarray(rng.integers(0, 256, (29, 47, 3), dtype=np.uint8), "RGB")
+    net = random_net(scale, depth=4)
+    whole = np.asarray(upscale_rgb(net, lr, scale, tile_size=10_000))
+    tiled = np.asarray(upscale_rgb_tiled(net, lr, scale, tile_size=tile))
+    assert tiled.shape == (29 * scale, 47 * scale, 3) and (29 * scale) % tile
+    assert np.array_equal(whole, tiled)
+    grey = rng.random((23, 31)).astype(np.float32)
+    a, b = (upscale_grey_float(net, grey, scale, tile_size=t) for t in (tile, 10_000))
+    assert a.shape == (23 * scale, 31 * scale) and np.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16", "L"])
+def test_every_image_kind_tiles_exactly(mode):
+    rng = np.random.default_rng(7)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, (19, 26), dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (19, 26, 4), dtype=np.uint8), "RGBA")
+        img = img.convert(mode)
+    net = random_net(3, depth=3)
+    a = upscale_pil(net, img, 3, 13, False)
+    b = upscale_pil(net, img, 3, 4096, False)
+    assert a.mode == b.mode and a.size == (78, 57)
+    assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from srcnn import patch_build
 from srcnn.cluster import dask_client
-from srcnn.color import training_pair
+from srcnn.color import luma, training_pair
 from srcnn.config import PatchConfig
 from srcnn.patch_build import (
     Piece,
@@ -79,9 +79,31 @@ def test_piece_patches_equal_image_patches(small_collection, factor):
     w, h = resized_size(img.width, img.height, factor)
     entry = SourceEntry("t2.png", "fp", w, h, 0, len(pos), "train", factor)
     got = piece_patches(img, entry, Piece(0, 5, len(pos) - 3), PatchConfig(scale=3, stride=7))
-    for a, b in zip(got, (lr[5:-3].astype(np.float16), hr[5:-3].astype(np.float16), pos[5:-3])):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+    assert "lr_native" not in got  # a 33-pixel patch on a 7-pixel grid is not whole LR pixels
+    expected = {"lr": lr[5:-3].astype(np.float16), "hr": hr[5:-3].astype(np.float16),
+                "position": pos[5:-3]}
+    assert got.keys() == expected.keys()
+    for name, b in expected.items():
+        assert got[name].dtype == b.dtype
+        np.testing.assert_array_equal(got[name], b)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_aligned_patches_carry_the_lr_patch_of_the_same_window(small_collection, scale):
+    """What LR-space nets train on: the LR image's own pixels under each HR patch, from the
+    same degradation (PIL bicubic downscale of the mod-cropped image, 8-bit, then Y)."""
+    img = Image.open(small_collection / "t2.png").convert("RGB")
+    config = PatchConfig(scale=scale, patch_size=8 * scale, stride=3 * scale)
+    _, _, pos = image_patches(img, scale, config.patch_size, config.stride)
+    entry = SourceEntry("t2.png", "fp", img.width, img.height, 0, len(pos), "train")
+    got = piece_patches(img, entry, Piece(0, 0, len(pos)), config)
+    hr = img.crop((0, 0, img.width - img.width % scale, img.height - img.height % scale))
+    lr_y = luma(hr.resize((hr.width // scale, hr.height // scale), Image.Resampling.BICUBIC))
+    assert got["lr_native"].shape == (len(pos), 8, 8) and len(pos) > 4
+    for i in (0, len(pos) // 2, len(pos) - 1):
+        y, x = pos[i] // scale
+        np.testing.assert_array_equal(got["lr_native"][i], lr_y[y : y + 8, x : x + 8]
+                                      .astype(np.float16))
 
 
 @pytest.fixture(scope="module")

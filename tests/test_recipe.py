@@ -6,16 +6,21 @@ from mlflow import MlflowClient
 from flows.build_patches import build_patches
 from flows.train_srcnn import train_srcnn
 from srcnn.presets import PRESETS, get_preset
-from srcnn.store import PatchStore
+from srcnn.store import MissingArrayError, PatchStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_presets_cover_scales_and_cost():
-    assert set(PRESETS) == {"x2", "x3", "x4"}
+    assert set(PRESETS) == {"x2", "x3", "x4", "fast-x2", "fast-x3", "fast-x4"}
     for name, recipe in PRESETS.items():
-        assert recipe.patches.scale == int(name[1:])
-        assert recipe.model.macs_per_pixel <= 57_184  # no more expensive than 9-5-5
+        scale = recipe.patches.scale
+        assert name.endswith(f"x{scale}")
+        if name.startswith("fast"):  # FSRCNN's cost (~5,400 at x3), the in-net bicubic counted
+            assert recipe.model.family == "espcn" and recipe.model.macs(scale) <= 6_500
+            assert recipe.patches.lr_native  # its store holds the LR patches it trains on
+        else:
+            assert recipe.model.macs_per_pixel <= 57_184  # no more expensive than 9-5-5
     with pytest.raises(ValueError, match="choose one of"):
         get_preset("x5")
 
@@ -42,3 +47,34 @@ def test_recipe_runs_through_flow_and_records_settings(small_collection, tmp_pat
     # Ten steps cannot reach the paper's 32.75 dB: no time-to-paper is recorded.
     assert "time_to_paper_s" not in run.data.metrics
     assert run.data.metrics["set5_x3_psnr"] == pytest.approx(result["scores"][0]["psnr"], abs=1e-3)
+
+
+def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_collection, tmp_path,
+                                                                      mlflow_home, set5):
+    """The LR-space preset end to end: its store holds the LR patches, it trains (re-
+    parameterised) through the real flow, and the model logged is the collapsed plain net,
+    with its family and cost recorded; a store without LR patches fails with the command that
+    rebuilds it."""
+    from srcnn.tracking import resolve_model
+
+    recipe = get_preset("fast-x3")
+    store = str(tmp_path / "fast.zarr")
+    build_patches(str(small_collection), store, recipe.patches)
+    patches = PatchStore(store)
+    assert patches.attrs["lr_native"] and patches.array("lr_native").shape[1:] == (32, 32)
+    training = recipe.training.model_copy(update={"epochs": 2, "steps_per_epoch": 3})
+    result = train_srcnn(store, recipe.model, training, [str(set5)], "fast-test", str(set5))
+    client = MlflowClient(f"sqlite:///{mlflow_home / 'mlflow.db'}")
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["family"] == "espcn" and run.data.params["model.expand"] == "2"
+    assert run.data.metrics["macs_per_pixel"] == recipe.model.macs(3) <= 6_500
+    assert run.data.params["train.loss"] == "l1"
+    assert "time_to_fsrcnn_s" not in run.data.metrics  # six steps cannot reach 33.16 dB
+    logged = resolve_model(f"models:/{run.data.tags['model_id']}", 3, client)
+    assert logged.model.config.expand == 0  # what ships is the plain net
+    assert logged.model.config == recipe.model.model_copy(update={"expand": 0})
+    assert result["scores"][0]["psnr"] > 20
+    old = str(tmp_path / "srcnn.zarr")  # the SRCNN preset's grid is not whole LR pixels
+    build_patches(str(small_collection), old, get_preset("x3").patches)
+    with pytest.raises(MissingArrayError, match=f"srcnn patches SOURCE {old} --preset fast-x3"):
+        train_srcnn(old, recipe.model, training, [str(set5)], "fast-on-old-store")
