@@ -1,4 +1,5 @@
-"""Issue 13 groundwork: how far an LR-space net (srcnn.lrnet) gets on T91 alone on this CPU.
+"""How far an LR-space net (srcnn.lrnet, family espcn) gets on T91 alone on this CPU: the
+recipe search behind the fast-x2/x3/x4 presets and the training of their shipped weights.
 
 Cuts LR/HR Y patches from T91 in memory (the pipeline's degradation, `srcnn.color`), holds out
 10% of the images by name (`srcnn.patches.split_of`) for checkpoint selection, trains with Adam,
@@ -7,6 +8,12 @@ PSNR by the protocol). Set5/Set14 are scored once, at the end, for the report on
 
     python benchmarks/lr_recipe.py --t91 ../shared/datasets/T91 --scale 3 --minutes 40 \
         --report ../shared/datasets/Set5 ../shared/datasets/Set14 [--expand 4] [--save OUT.pt]
+
+Shipping a trained checkpoint as `srcnn/pretrained/fast-xS` (weights, config, recipe, cost,
+training time and the Set5/Set14 table, scored through the package's own inference path):
+
+    python benchmarks/lr_recipe.py --ship-from OUT.pt --log RUN.log --ship srcnn/pretrained/fast-x3 \
+        --report ../shared/datasets/Set5 ../shared/datasets/Set14 --recipe "the command line"
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
-from srcnn.lrnet import LRNet, LRNetConfig
-from srcnn.metrics import list_dataset, psnr_y
+from srcnn.config import ModelConfig
+from srcnn.evaluation import evaluate_model
+from srcnn.lrnet import LRNet
+from srcnn.metrics import FSRCNN_PSNR, list_dataset, psnr_y
 from srcnn.patches import resized_size, split_of
+from srcnn.weights import save_model
 
 AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)  # FSRCNN's downscaled copies of each training image
 
@@ -57,9 +67,47 @@ def cut(images: list[Image.Image], scale: int, size: int, stride: int, border: i
 
 @torch.inference_mode()
 def upscale_y(net: LRNet, lr: np.ndarray, bic: np.ndarray) -> np.ndarray:
+    """SR Y of one image; this search's nets add the 8-bit PIL bicubic `bic` themselves."""
     b = net.config.border
     x = torch.from_numpy(np.pad(lr, b, mode="edge"))[None, None]
     return net(x)[0, 0].numpy() + bic
+
+
+def net_config(scale: int, channels: int, layers: int, kernel: int = 3,
+               expand: int = 0) -> ModelConfig:
+    """The package's ModelConfig of a searched net; residual=False: the search adds the
+    bicubic outside the net (the shipped net adds its own, `srcnn.lrnet`)."""
+    return ModelConfig(family="espcn", f1=kernel, f2=kernel, f3=kernel, n1=channels,
+                       n2=channels, depth=layers + 1, residual=False, expand=expand)
+
+
+def ship(checkpoint: str, log: str, folder: str, report: list[str], recipe: str) -> None:
+    """Write a trained checkpoint as shipped weights, scored by the package's evaluation."""
+    saved = torch.load(checkpoint)
+    c = saved["config"]
+    scale = int(c["scale"])
+    config = net_config(scale, c["channels"], c["layers"], c["kernel"]).model_copy(
+        update={"residual": True})
+    net = LRNet(config, scale)
+    net.load_state_dict(saved["state"])
+    lines = [json.loads(line) for line in Path(log).read_text().splitlines()
+             if line.startswith("{")]
+    progress, final = [x for x in lines if "step" in x], lines[-1]
+    scores = evaluate_model(net, report, scale)
+    evaluation = [{**s.summary(), "fsrcnn_psnr": FSRCNN_PSNR.get(s.dataset, {}).get(scale)}
+                  for s in scores]
+    metadata = {"arch": config.arch, "family": config.family,
+                "macs_per_pixel": config.macs(scale),
+                "selection_psnr": final["best_val_psnr"],
+                "selection": "whole-image Y PSNR on the 9 held-out T91 images",
+                "evaluation": evaluation, "recipe": recipe,
+                # the last progress line's rate, over all the steps
+                "trained_for_s": round(progress[-1]["minutes"] * 60 * final["steps"]
+                                       / progress[-1]["step"], 1) if progress else None,
+                "steps": final["steps"], "training_data": "T91 only (82 images; 9 held out)",
+                "device": "cpu"}
+    save_model(net, scale, folder, metadata)
+    print(json.dumps({"shipped": folder, **metadata}, indent=1))
 
 
 def score(net: LRNet, images: list[Image.Image], scale: int) -> float:
@@ -74,7 +122,11 @@ def score(net: LRNet, images: list[Image.Image], scale: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--t91", required=True)
+    parser.add_argument("--t91")
+    parser.add_argument("--ship-from", help="checkpoint (--save) to ship instead of training")
+    parser.add_argument("--log", help="with --ship-from: its training log")
+    parser.add_argument("--ship", help="with --ship-from: the model folder to write")
+    parser.add_argument("--recipe", default="", help="with --ship-from: how it was trained")
     parser.add_argument("--scale", type=int, default=3)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--layers", type=int, default=7)
@@ -91,18 +143,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ship_from:
+        ship(args.ship_from, args.log, args.ship, args.report, args.recipe)
+        return
     torch.manual_seed(args.scale)
-    config = LRNetConfig(scale=args.scale, channels=args.channels, layers=args.layers,
-                         expand=args.expand)
-    print(json.dumps({"config": config.model_dump(), "macs_per_pixel": config.macs_per_pixel,
-                      "border_lr": config.border}), flush=True)
+    config = net_config(args.scale, args.channels, args.layers, expand=args.expand)
+    print(json.dumps({"config": {"scale": args.scale, "channels": args.channels,
+                                 "layers": args.layers, "kernel": 3, "expand": args.expand},
+                      "macs_per_pixel": config.model_copy(update={"residual": True}).macs(
+                          args.scale), "border_lr": config.border}), flush=True)
     paths = list_dataset(args.t91)
     train_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "train"]
     val_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "val"]
     lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.stride, config.border)
     print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
           flush=True)
-    net = LRNet(config)
+    net = LRNet(config, args.scale)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     budget, start, step, best = args.minutes * 60, time.perf_counter(), 0, -math.inf
     best_state, generator = None, torch.Generator().manual_seed(0)
@@ -120,7 +176,7 @@ def main() -> None:
         opt.step()
         step += 1
         if step % args.eval_every == 0:
-            plain = net.collapse() if config.expand else net.eval()
+            plain = net.collapse()
             val = score(plain, val_imgs, args.scale)
             net.train()
             if val > best:
@@ -128,18 +184,19 @@ def main() -> None:
             print(json.dumps({"step": step, "minutes": round(elapsed / 60, 2),
                               "loss": round(float(loss), 5), "val_psnr": round(val, 3),
                               "best": round(best, 3)}), flush=True)
-    final = LRNet(config.model_copy(update={"expand": 0}))
+    final = LRNet(config.model_copy(update={"expand": 0}), args.scale)
     if best_state is not None:
         final.load_state_dict(best_state)
     final.eval()
-    report = {"steps": step, "best_val_psnr": round(best, 3),
-              "macs_per_pixel": config.macs_per_pixel}
+    report = {"steps": step, "best_val_psnr": round(best, 3)}
     for folder in args.report:
         images = [Image.open(p).convert("RGB") for p in list_dataset(folder)]
         report[Path(folder).name] = round(score(final, images, args.scale), 3)
     print(json.dumps(report), flush=True)
     if args.save:
-        torch.save({"config": config.model_dump(), "state": final.state_dict()}, args.save)
+        torch.save({"config": {"scale": args.scale, "channels": args.channels,
+                               "layers": args.layers, "kernel": 3}, "state": final.state_dict()},
+                   args.save)
 
 
 if __name__ == "__main__":

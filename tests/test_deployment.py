@@ -93,7 +93,7 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     upscale-bucket/nightly (default parameters: s3://srcnn/incoming/ -> upscaled-x3/)."""
     store = str(tmp_path / "t91-tiny.zarr")
     build_patch_store(str(images), store,
-                      PatchConfig(scale=3, patch_size=48, stride=24, val_fraction=0.34))
+                      PatchConfig(scale=3, patch_size=72, stride=24, val_fraction=0.34))
     fs.mkdir("srcnn")
     put_images(fs, "srcnn/incoming")
     params = {"store": store, "training": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8},
@@ -105,7 +105,7 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     with api_client(api) as client:
         trained = client.read_flow_run(UUID(flow_run_id(done.stdout)))
     assert trained.state.is_completed(), (trained.state, wrk.tail())
-    assert trained.parameters["preset"] == "x3"  # the deployment's, merged in
+    assert trained.parameters["preset"] == "fast-x3"  # the deployment's, merged in
 
     registered = wait_for_run(api, "register-best/x3", 240, wrk)
     assert registered.state.is_completed(), (registered.state, wrk.tail())
@@ -114,7 +114,10 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     ml = MlflowClient(tracking_uri=uri, registry_uri=uri)
     (champion,) = ml.search_model_versions("name = 'srcnn-x3'")
     assert ml.get_run(champion.run_id).info.run_name == "triggered-chain"
-    assert ml.get_run(champion.run_id).data.params["model.depth"] == "8"  # the x3 preset's net
+    run = ml.get_run(champion.run_id)  # the fast-x3 preset's net, within the budget
+    assert run.data.params["model.family"] == "espcn" and run.data.params["model.depth"] == "8"
+    assert champion.tags["family"] == "espcn" and int(champion.tags["macs_per_pixel"]) <= 6500
+    assert "multiply-adds per output pixel" in champion.description
     assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
 
     upscaled = wait_for_run(api, "upscale-bucket/nightly", 300, wrk)
