@@ -4,9 +4,12 @@
    (and the presets' deeper net at the same cost);
 2. speed-up of tiled whole-image inference over the seed approach (33x33 patches one by one);
 3. flow throughput on 200 small images in S3 (moto server) vs a bare in-process loop;
-4. peak memory of a 6000x4000 input at x3 with a small tile (in a child process).
+4. peak memory of a 6000x4000 input at x3 with a small tile (in a child process);
+5. issue 13: `srcnn upscale`'s per-worker work (`upscale_chunk`: read, decode, net, encode,
+   write, overlapped in threads) over photos, output Mpx/s of the shipped fast x3 against the
+   shipped SRCNN x3 and against a plain bicubic resize with the same decode and encode.
 
-    python benchmarks/upscale.py [--skip-big] [--images 200]
+    python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -152,12 +156,67 @@ def big_image(model_dir: str, tile: int) -> None:
           f"{18000 * 12000 * 3 / 2**30:.2f} GiB)")
 
 
+def fast_vs_srcnn(photos: str, rounds: int = 3) -> None:
+    """Section 5: the same chunk of photos upscaled x3 by each, interleaved, best of `rounds`."""
+    import srcnn.upscale as upscale
+    from srcnn.planning import Chunk, Item
+    from srcnn.storage import list_images
+    from srcnn.upscale import Job, UpscaleOptions, upscale_chunk
+    from srcnn.weights import load_model, pretrained_dir
+
+    keys = list(list_images(photos))
+    chunk = Chunk("c" + "0" * 19, tuple(Item(k, "etag") for k in keys))
+    real = upscale.upscale_pil
+
+    def bicubic(model, img, scale, tile_size, bf16=False):  # the same decode and encode
+        return img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
+
+    models = {kind: prepare(load_model(pretrained_dir(3, kind)).model, "cpu")
+              for kind in ("fast", "srcnn")}
+    runs = {"bicubic": (models["fast"], bicubic, "fp32"), "fast": (models["fast"], real, "fp32"),
+            "fast bf16": (models["fast"], real, "bf16"),
+            "srcnn": (models["srcnn"], real, "fp32")}
+    best: dict[str, tuple[float, int]] = {}
+    with tempfile.TemporaryDirectory() as out:
+        for r in range(rounds):
+            for name, (model, fn, precision) in runs.items():
+                if name == "srcnn" and r:  # ~10x slower and steady: once
+                    continue
+                upscale.upscale_pil = fn
+                try:
+                    job = Job(photos, f"{out}/{name}-{r}", UpscaleOptions(
+                        scale=3, precision=precision), name, name, f"bench-{r}")
+                    result = upscale_chunk(model, job, chunk)
+                finally:
+                    upscale.upscale_pil = real
+                assert result.done == len(keys), result.lines[:3]
+                if name not in best or result.seconds < best[name][0]:
+                    best[name] = (result.seconds, result.pixels)
+    rate = {k: px / sec / 1e6 for k, (sec, px) in best.items()}
+    print(f"5. {len(keys)} photos from {photos} x3 (read, decode, upscale, PNG encode, write), "
+          f"output Mpx/s: bicubic {rate['bicubic']:.2f}, shipped fast x3 "
+          f"({models['fast'].config.macs(3):,} MACs/px) {rate['fast']:.2f} (bf16 "
+          f"{rate['fast bf16']:.2f}), shipped SRCNN x3 ({models['srcnn'].config.macs(3):,} "
+          f"MACs/px) {rate['srcnn']:.3f}")
+    print(f"   fast / SRCNN throughput {rate['fast'] / rate['srcnn']:.1f}x (goal >= 8x), bf16 "
+          f"{rate['fast bf16'] / rate['srcnn']:.1f}x; fast time / bicubic time "
+          f"{rate['bicubic'] / rate['fast']:.2f} (goal <= 1.5), bf16 "
+          f"{rate['bicubic'] / rate['fast bf16']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-flow", action="store_true")
+    parser.add_argument("--only-fast", action="store_true", help="section 5 only")
+    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared"
+                                                / "datasets" / "Set14"),
+                        help="section 5's inputs (upscaled as they are)")
     args = parser.parse_args()
+    if args.only_fast:
+        fast_vs_srcnn(args.photos)
+        return
     torch.manual_seed(0)
     model = prepare(SRCNN(ModelConfig()), "cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -200,6 +259,7 @@ def main() -> None:
             flow_vs_loop(tmp, args.images)
         if not args.skip_big:
             big_image(tmp, 256)
+    fast_vs_srcnn(args.photos)
     print(f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
 
 
