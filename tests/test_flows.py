@@ -82,6 +82,19 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     assert reg3["version"] == reg["version"] and not reg3["promoted"]
     assert len(ml.search_model_versions("name = 'srcnn-x3'")) == 2
 
+    # The cost budget: versions carry family, arch and cost; register-best --max-macs takes
+    # the best run within it, refuses a run over it, and still never moves champion down.
+    assert (champion.tags["family"], champion.tags["arch"]) == ("srcnn", "9-5-5")
+    assert int(champion.tags["macs_per_pixel"]) == ModelConfig().macs(3) == 57_184
+    assert "| srcnn | 9-5-5 | 57184 |" in champion.description
+    cheap = register_best(3, max_macs=10_000)  # only the tiny net (1,624) fits
+    assert cheap["version"] == reg2["version"] and not cheap["promoted"]
+    assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
+    with pytest.raises(ValueError, match="57184.0 multiply-adds per output pixel, over the budget"):
+        register_best(3, good["run_id"], max_macs=10_000)
+    assert register_best(3, max_macs=100) == {}  # nothing fits; the registry is not empty
+    assert len(ml.search_model_versions("name = 'srcnn-x3'")) == 2
+
 
 def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     trained = train_srcnn(store, TINY, QUICK, [str(set5)])
