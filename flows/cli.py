@@ -118,7 +118,8 @@ def upscale(
     input: Annotated[str, typer.Argument(help="Input folder or fsspec URL prefix.")],
     output: Annotated[str, typer.Argument(help="Output folder or fsspec URL prefix.")],
     model: Annotated[str, typer.Option(
-        help="champion | challenger | pretrained (the best shipped for the scale) | pretrained:fast | pretrained:srcnn | models:/ URI | model folder.")] = "champion",
+        help="champion | challenger | pretrained (the best shipped for the scale) | "
+             "pretrained:fast | pretrained:srcnn | models:/ URI | model folder.")] = "champion",
     dask_address: Annotated[Optional[str], typer.Option(
         help="Existing Dask scheduler (default: SRCNN_DASK_ADDRESS, else a LocalCluster).")] = None,
     *, options: Overrides, bucket: Overrides,
@@ -140,7 +141,8 @@ def upscale(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="champion | pretrained | pretrained:fast | pretrained:srcnn | models:/ URI | folder.")],
+    model: Annotated[str, typer.Option(help="champion | pretrained | pretrained:fast | "
+                                            "pretrained:srcnn | models:/ URI | folder.")],
     dataset: Annotated[list[str], typer.Option(help="Benchmark folder (repeat for several).")],
     scale: Scale = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Per-image JSON instead of a table.")] = False,

@@ -78,7 +78,7 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
                    dask_address: str | None = None) -> dict:
     """Upscale every image under `input` into `output`; fails at the end if any image failed.
 
-    `model`: champion | challenger | pretrained | a models:/ URI | a model folder. `options`
+    `model`: champion | challenger | pretrained[:fast|:srcnn] | a models:/ URI | a model folder. `options`
     shape each output (scale, format, precision, ...); `bucket` selects keys and sizes the
     work. `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask cluster
     (a LocalCluster sized to this machine otherwise).

@@ -112,7 +112,8 @@ class ModelConfig(StrictModel):
     def macs_per_pixel(self) -> int:
         """`macs(scale)` of a srcnn net, which does not depend on the scale."""
         if self.family != "srcnn":
-            raise ValueError(f"family {self.family}: the cost depends on the scale; use macs(scale)")
+            raise ValueError(f"family {self.family}: the cost depends on the scale; "
+                             "use macs(scale)")
         return self.macs(1)
 
     @property

@@ -1,8 +1,8 @@
 """Named training recipes (`--preset x3`, `--preset fast-x3`): patch, model and training
 settings per scale.
 
-`x2`, `x3`, `x4`: the pre-upsampling SRCNN family. Measured choices (see benchmarks/ and the MLflow runs): a deeper, narrower net at 9-5-5's cost,
-residual learning over the bicubic input, He initialisation, Adam with a cosine-decayed learning
+`x2`, `x3`, `x4`: the pre-upsampling SRCNN family. Measured choices (see benchmarks/ and the
+MLflow runs): a deeper, narrower net at 9-5-5's cost, residual learning over the bicubic input, He initialisation, Adam with a cosine-decayed learning
 rate, random flips/rotations per batch, downscaled copies of the training images (FSRCNN's
 1.0-0.6), and larger patches than the paper's 33 so that less of each forward pass is lost to
 the valid-convolution border.
