@@ -189,7 +189,8 @@ class TileConfig(StrictModel):
 
     # 256: the activations of a tile stay in cache (fp32 ~20% faster than 512 on this CPU)
     tile_size: int = Field(256, ge=16, le=8192, description=(
-        "Output tile side in pixels (bounds memory; tiling is exact)."))
+        "Tile side in pixels of what the net runs on: output pixels for srcnn, LR pixels for "
+        "LR-space nets (bounds memory; tiling is exact)."))
 
 
 class Overrides(StrictModel):

@@ -89,14 +89,16 @@ def test_in_net_bicubic_is_pils(scale):
     np.testing.assert_allclose(ours[0, 0].numpy()[inner, inner], pil[inner, inner], atol=1e-6)
 
 
-@pytest.mark.parametrize("scale,tile", [(2, 16), (2, 37), (3, 17), (3, 50), (4, 23), (4, 64)])
+@pytest.mark.parametrize("scale,tile", [(2, 7), (2, 13), (3, 5), (3, 11), (4, 6), (4, 17)])
 def test_tiled_equals_whole_image(scale, tile):
+    """`tile` counts LR pixels for these nets; output tiles of tile x scale are cut into
+    near-equal spans, so their edges fall inside LR pixels too."""
     rng = np.random.default_rng(scale)
     lr = Image.fromarray(rng.integers(0, 256, (29, 47, 3), dtype=np.uint8), "RGB")
     net = random_net(scale, depth=4)
     whole = np.asarray(upscale_rgb(net, lr, scale, tile_size=10_000))
     tiled = np.asarray(upscale_rgb_tiled(net, lr, scale, tile_size=tile))
-    assert tiled.shape == (29 * scale, 47 * scale, 3) and (29 * scale) % tile
+    assert tiled.shape == (29 * scale, 47 * scale, 3) and 29 % tile and tile < 29
     assert np.array_equal(whole, tiled)
     grey = rng.random((23, 31)).astype(np.float32)
     a, b = (upscale_grey_float(net, grey, scale, tile_size=t) for t in (tile, 10_000))
@@ -112,7 +114,7 @@ def test_every_image_kind_tiles_exactly(mode):
         img = Image.fromarray(rng.integers(0, 256, (19, 26, 4), dtype=np.uint8), "RGBA")
         img = img.convert(mode)
     net = random_net(3, depth=3)
-    a = upscale_pil(net, img, 3, 13, False)
+    a = upscale_pil(net, img, 3, 5, False)
     b = upscale_pil(net, img, 3, 4096, False)
     assert a.mode == b.mode and a.size == (78, 57)
     assert np.array_equal(np.asarray(a), np.asarray(b))
