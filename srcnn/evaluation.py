@@ -1,4 +1,5 @@
-"""Benchmark evaluation: Set5/Set14-style tables of model vs bicubic vs the paper."""
+"""Benchmark evaluation: Set5/Set14-style tables of model vs bicubic vs the SRCNN paper and
+FSRCNN."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from pathlib import Path
 
 from srcnn.inference import luma_upscaler, prepare
-from srcnn.metrics import SetScore, score_dataset
+from srcnn.metrics import FSRCNN_PSNR, SetScore, score_dataset
 from torch import nn
 
 
@@ -20,15 +21,17 @@ def evaluate_model(model: nn.Module, datasets: list[str | Path], scale: int,
 def format_table(scores: list[SetScore]) -> str:
     """A Markdown table: per set and scale, model and bicubic PSNR/SSIM, the paper's PSNR."""
     lines = [
-        "| set | scale | PSNR (dB) | SSIM | bicubic PSNR | bicubic SSIM | paper SRCNN PSNR | vs paper |",
-        "|---|---|---|---|---|---|---|---|",
+        "| set | scale | PSNR (dB) | SSIM | bicubic PSNR | bicubic SSIM | paper SRCNN PSNR | vs paper "
+        "| FSRCNN PSNR | vs FSRCNN |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in scores:
-        paper = s.paper_psnr
-        delta = f"{s.psnr - paper:+.2f}" if paper else "–"
+        refs = []
+        for ref in (s.paper_psnr, FSRCNN_PSNR.get(s.dataset, {}).get(s.scale)):
+            refs += [f"{ref}", f"{s.psnr - ref:+.2f}"] if ref else ["–", "–"]
         lines.append(
             f"| {s.dataset} | x{s.scale} | {s.psnr:.2f} | {s.ssim:.4f} | {s.bicubic_psnr:.2f} | "
-            f"{s.bicubic_ssim:.4f} | {paper if paper else '–'} | {delta} |"
+            f"{s.bicubic_ssim:.4f} | {' | '.join(refs)} |"
         )
     return "\n".join(lines)
 
