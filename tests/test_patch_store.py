@@ -71,6 +71,25 @@ def test_plan_shards_partition_every_patch_once(counts, shard):
         assert covered == list(range(counts[entry]))
 
 
+def test_plan_shards_matches_the_direct_cut():
+    """The linear walk cuts exactly what intersecting every entry with every shard gives."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        counts = [int(c) for c in rng.integers(0, 25, rng.integers(0, 30))]
+        shard = int(rng.integers(1, 40))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        expected = []
+        for start in range(0, int(offsets[-1]), shard):
+            stop = min(start + shard, int(offsets[-1]))
+            expected.append((start, stop, [(e, max(a, start) - a, min(b, stop) - a)
+                                           for e, (a, b) in enumerate(zip(offsets, offsets[1:]))
+                                           if max(a, start) < min(b, stop)]))
+        got = [(p.start, p.stop, [(pc.entry, pc.start, pc.stop) for pc in p.pieces])
+               for p in plan_shards(counts, shard)]
+        assert got == expected and [p.index for p in plan_shards(counts, shard)] == list(
+            range(len(expected)))
+
+
 @pytest.mark.parametrize("factor", [1.0, 0.7])
 def test_piece_patches_equal_image_patches(small_collection, factor):
     """The writer's fast path (crop one piece from float16 planes) is the reference cut."""
