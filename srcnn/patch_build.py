@@ -31,13 +31,13 @@ from srcnn.store import (
     SourceEntry,
     base_attrs,
     build_fingerprint,
-    entries_as_attrs,
     open_for_build,
     publish,
     read_marker,
     read_markers,
     store_arrays,
     store_attrs,
+    table_attrs,
     write_marker,
     write_region,
 )
@@ -245,7 +245,7 @@ def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
     attrs = base_attrs(config, fingerprint) | {
         "n_patches": sum(e.n_patches for e in entries),
         "source_url": source_url,
-        "sources": entries_as_attrs(entries),
+        **table_attrs(entries),
         "skipped": skipped,
     }
     return BuildPlan(fingerprint, entries, skipped, n_images, shards, attrs)
@@ -270,12 +270,13 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
     existing = store_attrs(store_url)
     if not force and existing and existing.get("complete") and existing.get("fingerprint") == fingerprint:
         log.info("patch store %s is up to date (fingerprint %s)", store_url, fingerprint[:12])
-        n_images = len({s["key"] for s in existing["sources"]})
+        n_images = int(existing["n_images"])
         return BuildReport(store_url, int(existing["n_patches"]), n_images,
                            existing.get("skipped", []), False, fingerprint)
 
     plan = plan_build(source_url, sources, config, fingerprint)
-    resumed = open_for_build(store_url, plan.n_patches, config, plan.attrs, resume=not force)
+    resumed = open_for_build(store_url, plan.n_patches, config, plan.attrs, plan.entries,
+                             resume=not force)
     todo = pending_shards(store_url, plan) if resumed else plan.shards
     if resumed:
         log.info("patch store %s: resuming build %s, %d of %d shards left", store_url,

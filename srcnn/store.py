@@ -5,10 +5,15 @@ Layout (patch index first, chunked along it, sharded so object storage sees few 
     hr        (N, P, P) float16   original Y in [0, 1] (target)
     lr_native (N, P/s, P/s) float16  the degraded (LR) Y itself: an LR-space net's input; only
                                   where P and the stride are multiples of s (format 2 on)
-    source    (N,)      int32     index into attrs["sources"]
+    source    (N,)      int32     index into the source table
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
+    sources/  one array per field of SourceEntry (key, fingerprint, width, height, offset,
+              n_patches, split, factor), one row per (image, downscaled copy): the source
+              table and the split by source image (format 2 on; format 1 kept it in the
+              root attributes, which stores of that format still open with)
 Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
-the sources and settings) and hold the split by source image. A store is published by writing
+the sources and settings, counts and a digest of the source table): kilobytes, whatever the
+collection's size, so opening a store reads kilobytes too; the source table is read when asked. A store is published by writing
 `complete: true` last; readers refuse a store without it, so none sees a half-written one.
 
 Builds resume: after writing its region, each shard writes a small marker
@@ -23,7 +28,8 @@ import hashlib
 import json
 import posixpath
 import time
-from dataclasses import asdict, dataclass
+import functools
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import zarr
@@ -34,11 +40,13 @@ from srcnn.config import PatchConfig
 from srcnn.settings import get_settings
 from srcnn.storage import filesystem, is_local, join, write_bytes_atomic
 
-STORE_FORMAT = 2  # 2: lr_native
+STORE_FORMAT = 2  # 2: lr_native, the source table as arrays
 LR_NATIVE = "lr_native"
 BUILD_DIR = "_build"
 # Attributes that fix the arrays' layout: a resumed build must agree on all of them.
-LAYOUT_ATTRS = ("format", "fingerprint", "n_patches", "sources")
+LAYOUT_ATTRS = ("format", "fingerprint", "n_patches", "n_sources", "sources_digest")
+SOURCES = "sources"
+SOURCE_CHUNK = 65536  # source rows per chunk of each source-table array
 
 
 @dataclass(frozen=True)
@@ -80,9 +88,52 @@ def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict) -> None:
-    """Create (or replace) the arrays, not yet published (`complete: false`)."""
+def sources_digest(entries: list[SourceEntry]) -> str:
+    """A hash of the source table (what a resumed build must agree on)."""
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(json.dumps(asdict(e), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def table_attrs(entries: list[SourceEntry]) -> dict:
+    """The root attributes that describe the source table, not the table itself."""
+    return {"n_sources": len(entries), "n_images": len({e.key for e in entries}),
+            "sources_digest": sources_digest(entries)}
+
+
+def _write_sources(root: zarr.Group, entries: list[SourceEntry]) -> None:
+    group = root.create_group(SOURCES)
+    n = len(entries)
+    for field in fields(SourceEntry):
+        values = [getattr(e, field.name) for e in entries]
+        if field.type == "str":
+            data, dtype = np.array(values, dtype=object), str
+        else:
+            dtype = "float64" if field.type == "float" else "int64"
+            data = np.array(values, dtype=dtype)
+        array = group.create_array(field.name, shape=(n,), dtype=dtype,
+                                   chunks=(max(1, min(SOURCE_CHUNK, n)),))
+        if n:
+            array[:] = data
+
+
+def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
+    """{field: (n,) array} of the source table (format 1: from the root attributes)."""
+    if SOURCES in attrs:
+        rows = attrs[SOURCES]
+        return {f.name: np.array([r.get(f.name, f.default) for r in rows])
+                for f in fields(SourceEntry)}
+    group = root[SOURCES]
+    return {f.name: group[f.name][:] for f in fields(SourceEntry)}
+
+
+def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict,
+                 entries: list[SourceEntry] = ()) -> None:
+    """Create (or replace) the arrays and the source table, not yet published
+    (`complete: false`)."""
     root = zarr.open_group(zarr_store(url), mode="w", zarr_format=3)
+    _write_sources(root, list(entries))
     c, s = config.chunk_patches, config.shard_patches
     n = max(n_patches, 1)  # zarr needs a non-empty shard shape even for an empty store
     for name, (shape, dtype) in store_arrays(config, n_patches).items():
@@ -106,7 +157,7 @@ def store_arrays(config: PatchConfig, n_patches: int = 0) -> dict[str, tuple[tup
 
 
 def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
-                   resume: bool = True) -> bool:
+                   entries: list[SourceEntry], resume: bool = True) -> bool:
     """Resume an unpublished store of the same build (True), or create a fresh one (False).
 
     Root attributes are written after the arrays, so matching attributes imply the arrays exist.
@@ -115,7 +166,7 @@ def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
     if (existing and not existing.get("complete")
             and all(existing.get(k) == attrs.get(k) for k in LAYOUT_ATTRS)):
         return True
-    create_store(url, n_patches, config, attrs)
+    create_store(url, n_patches, config, attrs, entries)
     return False
 
 
@@ -205,7 +256,17 @@ class PatchStore:
         self.attrs = dict(self.root.attrs)
         if not self.attrs.get("complete"):
             raise IncompleteStoreError(f"patch store {url}: not complete (still building or failed)")
-        self.sources = [SourceEntry(**s) for s in self.attrs["sources"]]
+
+    @functools.cached_property
+    def source_table(self) -> dict[str, np.ndarray]:
+        """{field of SourceEntry: (n_sources,) array}, read on first use."""
+        return _read_sources(self.root, self.attrs)
+
+    @functools.cached_property
+    def sources(self) -> list[SourceEntry]:
+        table = self.source_table
+        return [SourceEntry(*row) for row in zip(*(table[f.name].tolist()
+                                                   for f in fields(SourceEntry)))]
 
     def __len__(self) -> int:
         return self.root["lr"].shape[0]
@@ -215,8 +276,14 @@ class PatchStore:
 
     def split_indices(self, split: str) -> np.ndarray:
         """Patch indices of one split, from the per-image ranges (contiguous per image)."""
-        ranges = [np.arange(s.offset, s.offset + s.n_patches) for s in self.sources if s.split == split]
-        return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+        table = self.source_table
+        pick = table["split"] == split
+        offsets, counts = table["offset"][pick].astype(np.int64), table["n_patches"][pick]
+        if not counts.sum():
+            return np.zeros(0, dtype=np.int64)
+        # offset of each range, repeated over it, plus the position within it
+        starts = np.repeat(offsets - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return starts + np.arange(int(counts.sum()), dtype=np.int64)
 
     def load(self, split: str, inputs: str = "lr") -> tuple[np.ndarray, np.ndarray]:
         """(inputs, hr) float16 arrays of one split, read whole (for stores that fit in
@@ -239,5 +306,9 @@ class PatchStore:
         return self.root[name]
 
 
-def entries_as_attrs(entries: list[SourceEntry]) -> list[dict]:
-    return [asdict(e) for e in entries]
+def read_source_entries(url: str) -> list[SourceEntry]:
+    """The source table of a store, published or not."""
+    root = zarr.open_group(zarr_store(url, read_only=True), mode="r")
+    table = _read_sources(root, dict(root.attrs))
+    return [SourceEntry(*row) for row in zip(*(table[f.name].tolist()
+                                               for f in fields(SourceEntry)))]

@@ -26,7 +26,6 @@ from srcnn.store import (
     PatchStore,
     SourceEntry,
     create_store,
-    entries_as_attrs,
     publish,
     write_region,
 )
@@ -40,8 +39,8 @@ def make_store(url: str, counts: list[int], patch: int, chunk: int, shard_chunks
     entries = [SourceEntry(f"img{i}.png", "fp", 100, 100, int(offsets[i]), c,
                            "val" if i % 3 == 2 else "train") for i, c in enumerate(counts)]
     n = int(offsets[-1])
-    attrs = {"sources": entries_as_attrs(entries), "n_patches": n, "patch_size": patch}
-    create_store(url, n, config, attrs)
+    attrs = {"n_patches": n, "patch_size": patch}
+    create_store(url, n, config, attrs, entries)
     for start in range(0, n, config.shard_patches):
         idx = np.arange(start, min(start + config.shard_patches, n))
         lr = np.zeros((len(idx), patch, patch), np.float16)

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import dask
@@ -39,6 +40,7 @@ from srcnn.store import (
     create_store,
     open_for_build,
     read_markers,
+    read_source_entries,
     store_attrs,
 )
 
@@ -219,7 +221,7 @@ def test_bad_images_are_skipped_with_reason(small_collection, tmp_path, dask_clu
 
 def test_unpublished_store_is_refused(tmp_path):
     url = str(tmp_path / "half.zarr")
-    create_store(url, 10, _config(), {"sources": []})
+    create_store(url, 10, _config(), {})
     with pytest.raises(IncompleteStoreError, match="not complete"):
         PatchStore(url)
 
@@ -258,7 +260,7 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     with pytest.raises(IncompleteStoreError):
         PatchStore(url)
     attrs = store_attrs(url)
-    (t10,) = [s for s in attrs["sources"] if s["key"] == "t10.png"]
+    (t10,) = [asdict(s) for s in read_source_entries(url) if s.key == "t10.png"]
     shard = _config().shard_patches
     n_shards = math.ceil(attrs["n_patches"] / shard)
     failed = {i for i in range(n_shards)
@@ -288,7 +290,7 @@ def test_changed_build_recreates_half_written_store(small_collection, tmp_path):
         old = _config(stride=20)
         plan = plan_build(source, list_images(source), old,
                           build_fingerprint(list_images(source), old))
-        open_for_build(url, plan.n_patches, old, plan.attrs)
+        open_for_build(url, plan.n_patches, old, plan.attrs, plan.entries)
         write_shard(url, source, plan.shards[0], plan.entries, old, plan.fingerprint)
         report = build_patch_store(source, url, _config())
     assert not report.resumed and report.shards_reused == 0
@@ -306,7 +308,7 @@ def test_killed_build_resumes_on_s3(small_collection, tmp_path, s3_bucket):
     with dask.config.set(scheduler="sync"):  # the S3 endpoint lives in this process's env
         sources = list_images(source)
         plan = plan_build(source, sources, config, build_fingerprint(sources, config))
-        assert not open_for_build(url, plan.n_patches, config, plan.attrs)
+        assert not open_for_build(url, plan.n_patches, config, plan.attrs, plan.entries)
         for shard in plan.shards[::2]:
             write_shard(url, source, shard, plan.entries, config, plan.fingerprint)
         done = {s.index: json.loads(fs.cat(f"{bucket}/x3.zarr/_build/shard-{s.index:06d}.json"))

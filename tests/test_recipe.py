@@ -32,8 +32,8 @@ def test_recipe_runs_through_flow_and_records_settings(small_collection, tmp_pat
     build_patches(str(small_collection), store, recipe.patches)
     attrs = PatchStore(store).attrs
     assert attrs["augmentation"]["downscaled_copies"] == [1.0, 0.9, 0.8, 0.7, 0.6]
-    assert {s["factor"] for s in attrs["sources"] if s["split"] == "train"} == {1.0, 0.9, 0.8,
-                                                                                 0.7, 0.6}
+    assert {s.factor for s in PatchStore(store).sources if s.split == "train"} == {
+        1.0, 0.9, 0.8, 0.7, 0.6}
     training = recipe.training.model_copy(update={"epochs": 2, "steps_per_epoch": 5})
     result = train_srcnn(store, recipe.model, training, [str(set5)], "recipe-test", str(set5))
     uri = f"sqlite:///{mlflow_home / 'mlflow.db'}"
