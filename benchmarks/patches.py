@@ -4,9 +4,11 @@
 2. the speed-up of 2 Dask workers over 1 on T91 with downscaled copies (augment 1.0..0.6) at
    a small stride, a collection that keeps one worker busy for 20 s or more; runs alternate
    1, 2, 2, 1, ... so that a drift in the machine's speed hits both sides alike;
-3. the number of objects a T91 x3 store writes to S3 (a moto server on loopback).
+3. the number of objects a T91 x3 store writes to S3 (a moto server on loopback);
+4. issue 14: opening a store of 100k source images (seconds and bytes read), the source
+   table as arrays (format 2) against the format-1 layout that kept it in the root attributes.
 
-    python benchmarks/patches.py [--t91 DIR] [--stride 3] [--repeats 1] [--skip-s3]
+    python benchmarks/patches.py [--t91 DIR] [--stride 3] [--repeats 1] [--skip-s3] [--only-open]
 
 Cluster start-up (and the workers' first imports) is outside the timings; everything from
 listing the sources to publishing the store is inside. Each build writes a fresh store.
@@ -112,6 +114,67 @@ def s3_objects(source: str) -> None:
               f"{put_requests} PUT requests; built in {seconds:.1f} s")
 
 
+class _CountingReads:
+    """Counts the bytes zarr's local store reads (its `_get`) while active."""
+
+    def __init__(self):
+        self.bytes = 0
+
+    def __enter__(self):
+        import zarr.storage._local as local
+
+        self._get, counter = local._get, self
+
+        def counting_get(path, prototype, byte_range):
+            buffer = counter._get(path, prototype, byte_range)
+            counter.bytes += len(buffer)
+            return buffer
+
+        local._get = counting_get
+        return self
+
+    def __exit__(self, *exc):
+        import zarr.storage._local as local
+
+        local._get = self._get
+
+
+def store_open(workdir: Path, n_sources: int = 100_000) -> None:
+    """A store of `n_sources` source images (one patch each: the open cost is the metadata's),
+    opened as training opens it, then its split read; against the format-1 layout."""
+    import zarr
+
+    from srcnn.store import PatchStore, SourceEntry, create_store, publish, table_attrs
+
+    config = PatchConfig(scale=3, patch_size=12, stride=12, chunk_patches=4096, shard_chunks=8)
+    entries = [SourceEntry(f"collection/part-{i // 1000:04d}/image-{i:07d}.jpg", f"etag-{i:032x}",
+                           1024, 768, i, 1, "val" if i % 10 == 0 else "train")
+               for i in range(n_sources)]
+    attrs = {"scale": 3, "patch_size": 12, "stride": 12, "n_patches": n_sources,
+             **table_attrs(entries)}
+    new, old = str(workdir / "open-new.zarr"), str(workdir / "open-old.zarr")
+    create_store(new, n_sources, config, attrs, entries)
+    publish(new, attrs)
+    create_store(old, n_sources, config, {})
+    zarr.open_group(old, mode="r+").update_attributes(  # format 1: the table in the attributes
+        {**attrs, "sources": [vars(e) for e in entries], "complete": True})
+    for name, url in (("arrays (format 2)", new), ("root attributes (format 1)", old)):
+        opens, reads = [], []
+        for _ in range(3):
+            with _CountingReads() as counter:
+                start = time.perf_counter()
+                store = PatchStore(url)
+                opens.append(time.perf_counter() - start)
+                opened = counter.bytes
+                start = time.perf_counter()
+                val = store.split_indices("val")
+                reads.append(time.perf_counter() - start)
+        assert len(val) == n_sources // 10
+        print(f"4. store of {n_sources:,} source images, source table in {name}: open "
+              f"{min(opens) * 1e3:.1f} ms, {opened / 1e3:,.1f} kB read; then its val split "
+              f"{min(reads) * 1e3:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,11 +182,17 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=3, help="stride of the speed-up build")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-s3", action="store_true")
+    parser.add_argument("--only-open", action="store_true", help="section 4 only")
     args = parser.parse_args()
+    if args.only_open:
+        with tempfile.TemporaryDirectory(prefix="bench-patches-") as tmp:
+            store_open(Path(tmp))
+        return
     print(f"{os.cpu_count()} CPUs; Dask workers are processes with one thread each")
     with tempfile.TemporaryDirectory(prefix="bench-patches-") as tmp:
         throughput(args.t91, Path(tmp))
         speedup(args.t91, Path(tmp), args.stride, args.repeats)
+        store_open(Path(tmp))
     if not args.skip_s3:
         s3_objects(args.t91)
 
