@@ -6,9 +6,14 @@
    1, 2, 2, 1, ... so that a drift in the machine's speed hits both sides alike;
 3. the number of objects a T91 x3 store writes to S3 (a moto server on loopback);
 4. issue 14: opening a store of 100k source images (seconds and bytes read), the source
-   table as arrays (format 2) against the format-1 layout that kept it in the root attributes.
+   table as arrays (format 2) against the format-1 layout that kept it in the root attributes;
+5. issue 14: the driver's planning (fingerprint, split, entries with the FSRCNN downscaled
+   copies, shards, source-table attributes) for 100k and 1M simulated images: the real code
+   driven by a stand-in listing and stand-in image sizes, each size in a fresh child process
+   (time and peak RSS).
 
     python benchmarks/patches.py [--t91 DIR] [--stride 3] [--repeats 1] [--skip-s3] [--only-open]
+                                 [--only-plan]
 
 Cluster start-up (and the workers' first imports) is outside the timings; everything from
 listing the sources to publishing the store is inside. Each build writes a fresh store.
@@ -175,6 +180,48 @@ def store_open(workdir: Path, n_sources: int = 100_000) -> None:
               f"{min(reads) * 1e3:.0f} ms")
 
 
+PLAN_CHILD = """
+import resource, sys, time
+from srcnn.config import PatchConfig
+from srcnn.patch_build import ImageInfo, plan_entries, plan_shards
+from srcnn.store import build_fingerprint, table_attrs
+
+n = int(sys.argv[1])
+config = PatchConfig(scale=3, augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6))
+start = time.perf_counter()
+# the stand-in listing: keys and ETags as a bucket listing gives them; sizes as headers give
+sources = {f"part-{i // 1000:04d}/image-{i:07d}.jpg": f"etag-{i:032x}" for i in range(n)}
+infos = [ImageInfo(key, 480 + i % 320, 360 + i % 240) for i, key in enumerate(sources)]
+listed = time.perf_counter()
+fingerprint = build_fingerprint(sources, config)
+entries = plan_entries(infos, sources, config)
+shards = plan_shards([e.n_patches for e in entries], config.shard_patches)
+attrs = table_attrs(entries)
+done = time.perf_counter()
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{n} {len(entries)} {len(shards)} {done - listed:.2f} {listed - start:.2f} {rss:.0f}")
+"""
+
+
+def planning(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
+    import subprocess
+    import sys
+
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-c", PLAN_CHILD, str(n)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        rows.append(out)
+        images, entries, shards, plan_s, list_s, rss = out
+        print(f"5. planning {int(images):,} images: {int(entries):,} entries, {int(shards):,} "
+              f"shards in {float(plan_s):.1f} s (+{float(list_s):.1f} s making the stand-in "
+              f"listing); driver peak RSS {float(rss):,.0f} MB")
+    if len(rows) == 2:
+        ratio = float(rows[1][3]) / float(rows[0][3])
+        print(f"   time ratio {ratio:.1f}x for {int(rows[1][0]) // int(rows[0][0])}x the images "
+              f"(linear: ~10x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,7 +230,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--only-open", action="store_true", help="section 4 only")
+    parser.add_argument("--only-plan", action="store_true", help="section 5 only")
     args = parser.parse_args()
+    if args.only_plan:
+        planning()
+        return
     if args.only_open:
         with tempfile.TemporaryDirectory(prefix="bench-patches-") as tmp:
             store_open(Path(tmp))
@@ -193,6 +244,7 @@ def main() -> None:
         throughput(args.t91, Path(tmp))
         speedup(args.t91, Path(tmp), args.stride, args.repeats)
         store_open(Path(tmp))
+    planning()
     if not args.skip_s3:
         s3_objects(args.t91)
 
