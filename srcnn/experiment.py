@@ -97,8 +97,12 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
 
         net = build_net(model, scale)
         if init_model:
+            if model.expand:
+                raise ValueError(f"init model {init_model}: shipped and logged nets are collapsed;"
+                                 f" fine-tune them with --expand 0 (this run asks expand "
+                                 f"{model.expand})")
             start = resolve_model(init_model, scale, client)
-            if start.model.config != model.model_copy(update={"expand": 0}) or model.expand:
+            if start.model.config != model:
                 raise ValueError(f"init model {init_model}: its config {start.model.config} "
                                  f"differs from {model}")
             net.load_state_dict(start.model.state_dict())
