@@ -7,9 +7,9 @@ Layout (patch index first, chunked along it, sharded so object storage sees few 
                                   where P and the stride are multiples of s (format 2 on)
     source    (N,)      int32     index into the source table
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
-    sources/  one array per field of SourceEntry (key, fingerprint, width, height, offset,
-              n_patches, split, factor), one row per (image, downscaled copy): the source
-              table and the split by source image (format 2 on; format 1 kept it in the
+    sources/  the source table, one row per (image, downscaled copy): `key` and
+              `fingerprint` strings and a (n, 6) `table` of width, height, offset, n_patches,
+              split (0 train, 1 val) and factor: where each image's patches are and its split (format 2 on; format 1 kept it in the
               root attributes, which stores of that format still open with)
 Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
 the sources and settings, counts and a digest of the source table): kilobytes, whatever the
@@ -102,20 +102,26 @@ def table_attrs(entries: list[SourceEntry]) -> dict:
             "sources_digest": sources_digest(entries)}
 
 
+NUMERIC_FIELDS = ("width", "height", "offset", "n_patches", "split", "factor")
+SPLITS = ("train", "val")
+
+
 def _write_sources(root: zarr.Group, entries: list[SourceEntry]) -> None:
-    group = root.create_group(SOURCES)
+    """Three arrays (few objects on S3): `key` and `fingerprint` (strings) and `table`
+    (n, 6) float64, the columns NUMERIC_FIELDS (integers exact below 2^53; split 0 = train)."""
+    group = root.create_group(SOURCES, attributes={"columns": list(NUMERIC_FIELDS)})
     n = len(entries)
-    for field in fields(SourceEntry):
-        values = [getattr(e, field.name) for e in entries]
-        if field.type == "str":
-            data, dtype = np.array(values, dtype=object), str
-        else:
-            dtype = "float64" if field.type == "float" else "int64"
-            data = np.array(values, dtype=dtype)
-        array = group.create_array(field.name, shape=(n,), dtype=dtype,
-                                   chunks=(max(1, min(SOURCE_CHUNK, n)),))
+    chunks = (max(1, min(SOURCE_CHUNK, n)),)
+    table = np.array([(e.width, e.height, e.offset, e.n_patches, SPLITS.index(e.split), e.factor)
+                      for e in entries], dtype=np.float64).reshape(n, len(NUMERIC_FIELDS))
+    for name in ("key", "fingerprint"):
+        array = group.create_array(name, shape=(n,), dtype=str, chunks=chunks)
         if n:
-            array[:] = data
+            array[:] = np.array([getattr(e, name) for e in entries], dtype=object)
+    array = group.create_array("table", shape=table.shape, dtype="float64",
+                               chunks=chunks + (len(NUMERIC_FIELDS),))
+    if n:
+        array[:] = table
 
 
 def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
@@ -125,7 +131,13 @@ def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
         return {f.name: np.array([r.get(f.name, f.default) for r in rows])
                 for f in fields(SourceEntry)}
     group = root[SOURCES]
-    return {f.name: group[f.name][:] for f in fields(SourceEntry)}
+    table = group["table"][:]
+    out = {name: table[:, i] for i, name in enumerate(group.attrs["columns"])}
+    for name in ("width", "height", "offset", "n_patches"):
+        out[name] = out[name].astype(np.int64)
+    out["split"] = np.array(SPLITS, dtype=object)[out["split"].astype(np.int64)]
+    out["key"], out["fingerprint"] = group["key"][:], group["fingerprint"][:]
+    return out
 
 
 def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict,
