@@ -9,11 +9,12 @@ the valid-convolution border.
 
 `fast-x2`, `fast-x3`, `fast-x4`: LR-space nets (family espcn) at FSRCNN's cost (at most 6,500
 multiply-adds per output pixel, the in-net bicubic included): 3x3 convolutions on the LR image,
-a sub-pixel layer, the residual over bicubic, SESR re-parameterisation (expand 2) while
-training, an L1 loss, batches of 32 LR patches of 32 x 32 (36 at x4) on an 8-pixel LR grid
-(patch size and stride in HR pixels are multiples of the scale, so the store holds the LR
-patches), and FSRCNN's downscaled copies. Recipe search: benchmarks/lr_recipe.py, selected on
-held-out T91 images.
+a sub-pixel layer, the residual over bicubic, an L1 loss, batches of 32 LR patches of 32 x 32
+(36 at x4) on an 8-pixel LR grid (4 at x4; patch size and stride in HR pixels are multiples of
+the scale, so the store holds the LR patches), and FSRCNN's downscaled copies. Plain
+convolutions: SESR re-parameterisation (`--expand 2`) costs 2.5x per step here and lost 0.3 dB
+on Set5 x3 at equal training time (benchmarks/reparam_ablation.sh). Recipe search:
+benchmarks/lr_recipe.py, selected on held-out T91 images.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def fast_recipe(scale: int, minutes: float = 40.0) -> Recipe:
                             stride=FAST_LR_STRIDE[scale] * scale, val_fraction=0.1,
                             augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
         model=ModelConfig(family="espcn", f1=3, f2=3, f3=3, n1=width, n2=width, depth=depth,
-                          residual=True, expand=2),
+                          residual=True),
         training=TrainConfig(epochs=100, steps_per_epoch=500, batch_size=32, lr=1e-3,
                              lr_schedule="cosine", loss="l1", augment=True, seed=scale,
                              max_minutes=minutes),

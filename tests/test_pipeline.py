@@ -17,7 +17,7 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
                              eval_datasets=[str(set5)])
     ml = MlflowClient(f"sqlite:///{mlflow_home / 'mlflow.db'}")
     run = ml.get_run(summary["run_id"])  # the demo trains the fast preset of its scale
-    assert run.data.tags["family"] == "espcn" and run.data.params["model.expand"] == "2"
+    assert run.data.tags["family"] == "espcn" and run.data.params["model.depth"] == "8"
     (set5_score,) = summary["evaluation"]
     assert set5_score["dataset"] == "Set5" and set5_score["scale"] == 3
     assert set5_score["bicubic_psnr"] == pytest.approx(30.40, abs=0.02)
