@@ -157,6 +157,11 @@ def big_image(model_dir: str, tile: int) -> None:
 
 
 def fast_vs_srcnn(photos: str, rounds: int = 3) -> None:
+    for fmt in ("PNG", "JPEG"):
+        fast_vs_srcnn_as(photos, fmt, rounds)
+
+
+def fast_vs_srcnn_as(photos: str, output_format: str, rounds: int) -> None:
     """Section 5: the same chunk of photos upscaled x3 by each, interleaved, best of `rounds`."""
     import srcnn.upscale as upscale
     from srcnn.planning import Chunk, Item
@@ -185,7 +190,8 @@ def fast_vs_srcnn(photos: str, rounds: int = 3) -> None:
                 upscale.upscale_pil = fn
                 try:
                     job = Job(photos, f"{out}/{name}-{r}", UpscaleOptions(
-                        scale=3, precision=precision), name, name, f"bench-{r}")
+                        scale=3, precision=precision, output_format=output_format), name, name,
+                        f"bench-{r}")
                     result = upscale_chunk(model, job, chunk)
                 finally:
                     upscale.upscale_pil = real
@@ -193,7 +199,8 @@ def fast_vs_srcnn(photos: str, rounds: int = 3) -> None:
                 if name not in best or result.seconds < best[name][0]:
                     best[name] = (result.seconds, result.pixels)
     rate = {k: px / sec / 1e6 for k, (sec, px) in best.items()}
-    print(f"5. {len(keys)} photos from {photos} x3 (read, decode, upscale, PNG encode, write), "
+    print(f"5. {len(keys)} photos from {photos} x3 (read, decode, upscale, {output_format} "
+          f"encode, write), "
           f"output Mpx/s: bicubic {rate['bicubic']:.2f}, shipped fast x3 "
           f"({models['fast'].config.macs(3):,} MACs/px) {rate['fast']:.2f} (bf16 "
           f"{rate['fast bf16']:.2f}), shipped SRCNN x3 ({models['srcnn'].config.macs(3):,} "

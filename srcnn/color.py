@@ -31,6 +31,19 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# Replacing Y alone: RGB' = RGB + (Y' - Y) x the Y column of the inverse (Cb, Cr unchanged).
+_LUMA_ROW = _RGB_TO_YCBCR[0].astype(np.float32)
+_LUMA_COL = _YCBCR_TO_RGB[:, 0].astype(np.float32)
+
+
+def with_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(H, W, 3) 8-bit RGB with its Y replaced by `y` ((H, W) in [0, 1]), Cb and Cr kept:
+    `ycbcr_to_rgb` of (y, Cb, Cr) in one float32 pass, without the two 3 x 3 transforms."""
+    up = rgb.astype(np.float32) * np.float32(1 / 255)
+    delta = y - (up @ _LUMA_ROW + np.float32(_YCBCR_OFFSET[0]))
+    return up + delta[..., None] * _LUMA_COL
+
+
 def to_float(img: Image.Image) -> np.ndarray:
     """8-bit RGB PIL image -> (H, W, 3) float32 in [0, 1]."""
     if img.mode != "RGB":

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from srcnn.color import bicubic_resize, bicubic_upscale, rgb_to_ycbcr, to_float, ycbcr_to_rgb
+from srcnn.color import (
+    bicubic_resize,
+    bicubic_upscale,
+    rgb_to_ycbcr,
+    to_float,
+    with_luma,
+    ycbcr_to_rgb,
+)
 from torch import nn
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
@@ -133,9 +140,12 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 def upscale_rgb(model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512,
                 bf16: bool = False) -> Image.Image:
     """Reference path: whole-image bicubic, the net on Y, bicubic Cb and Cr (8-bit RGB)."""
-    ycbcr = rgb_to_ycbcr(to_float(bicubic_upscale(lr, scale)))
-    ycbcr[..., 0] = luma_upscaler(model, tile_size, bf16)(rgb_to_ycbcr(to_float(lr))[..., 0],
-                                                          ycbcr[..., 0])
+    up = bicubic_upscale(lr, scale)
+    if model.upsamples:
+        y = upscale_luma_lr(model, rgb_to_ycbcr(to_float(lr))[..., 0], tile_size, bf16)
+        return Image.fromarray(_to_uint8(with_luma(np.asarray(up), y)), "RGB")
+    ycbcr = rgb_to_ycbcr(to_float(up))
+    ycbcr[..., 0] = upscale_luma(model, ycbcr[..., 0], tile_size, bf16)
     return Image.fromarray(_to_uint8(ycbcr_to_rgb(ycbcr)), "RGB")
 
 
@@ -176,14 +186,14 @@ def upscale_rgb_tiled(model: nn.Module, lr: Image.Image, scale: int, tile_size: 
             else None)
     for t in plan_tiles(h, w, tile_size * scale if model.upsamples else tile_size):
         up, oy, ox = _window(lr, t, scale, 0 if model.upsamples else b)
-        if model.upsamples:  # the bicubic gives only Cb and Cr: convert just the tile
+        if model.upsamples:  # the bicubic gives only Cb and Cr: the tile's, Y replaced
             y = _lr_tile(model, lr_y, t, scale, bf16)
-            rgb = to_float(up)[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox]
-            cbcr = rgb_to_ycbcr(rgb)[..., 1:]
-        else:
-            ycbcr = rgb_to_ycbcr(to_float(up))
-            y = run_net(model, _halo_cut(ycbcr[..., 0], t, oy, ox, b, (h, w)), bf16)
-            cbcr = ycbcr[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox, 1:]
+            rgb = np.asarray(up)[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox]
+            out[t.y0 : t.y1, t.x0 : t.x1] = _to_uint8(with_luma(rgb, y))
+            continue
+        ycbcr = rgb_to_ycbcr(to_float(up))
+        y = run_net(model, _halo_cut(ycbcr[..., 0], t, oy, ox, b, (h, w)), bf16)
+        cbcr = ycbcr[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox, 1:]
         out[t.y0 : t.y1, t.x0 : t.x1] = _to_uint8(ycbcr_to_rgb(np.dstack([y, cbcr])))
     return Image.fromarray(out, "RGB")
 
