@@ -114,8 +114,9 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     ml = MlflowClient(tracking_uri=uri, registry_uri=uri)
     (champion,) = ml.search_model_versions("name = 'srcnn-x3'")
     assert ml.get_run(champion.run_id).info.run_name == "triggered-chain"
-    run = ml.get_run(champion.run_id)  # the fast-x3 preset's net, within the budget
-    assert run.data.params["model.family"] == "espcn" and run.data.params["model.depth"] == "8"
+    trained_run = ml.get_run(champion.run_id)  # the fast-x3 preset's net, within the budget
+    assert trained_run.data.params["model.family"] == "espcn"
+    assert trained_run.data.params["model.depth"] == "8"
     assert champion.tags["family"] == "espcn" and int(champion.tags["macs_per_pixel"]) <= 6500
     assert "multiply-adds per output pixel" in champion.description
     assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version

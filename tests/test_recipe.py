@@ -59,7 +59,8 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
 
     recipe = get_preset("fast-x3")
     store = str(tmp_path / "fast.zarr")
-    build_patches(str(small_collection), store, recipe.patches)
+    build_patches(str(small_collection), store, recipe.patches.model_copy(
+        update={"augment_scales": (1.0,)}))  # the preset's grid; fewer patches, a quicker test
     patches = PatchStore(store)
     assert patches.attrs["lr_native"] and patches.array("lr_native").shape[1:] == (32, 32)
     training = recipe.training.model_copy(update={"epochs": 2, "steps_per_epoch": 3})
@@ -76,6 +77,7 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
     assert logged.model.config == recipe.model  # the plain net of the preset
     assert result["scores"][0]["psnr"] > 20
     old = str(tmp_path / "srcnn.zarr")  # the SRCNN preset's grid is not whole LR pixels
-    build_patches(str(small_collection), old, get_preset("x3").patches)
+    build_patches(str(small_collection), old, get_preset("x3").patches.model_copy(
+        update={"augment_scales": (1.0,)}))
     with pytest.raises(MissingArrayError, match=f"srcnn patches SOURCE {old} --preset fast-x3"):
         train_srcnn(old, recipe.model, training, [str(set5)], "fast-on-old-store")
