@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/srcnn pipeline
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=12
 
 clean:
 	rm -rf demo-output mlflow.db mlartifacts .prefect
