@@ -9,11 +9,13 @@ Layout (patch index first, chunked along it, sharded so object storage sees few 
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
     sources/  the source table, one row per (image, downscaled copy): `key` and
               `fingerprint` strings and a (n, 6) `table` of width, height, offset, n_patches,
-              split (0 train, 1 val) and factor: where each image's patches are and its split (format 2 on; format 1 kept it in the
-              root attributes, which stores of that format still open with)
+              split (0 train, 1 val) and factor: where each image's patches are and its
+              split (format 2 on; format 1 kept it in the root attributes, which stores of
+              that format still open with)
 Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
 the sources and settings, counts and a digest of the source table): kilobytes, whatever the
-collection's size, so opening a store reads kilobytes too; the source table is read when asked. A store is published by writing
+collection's size, so opening a store reads kilobytes too; the source table is read when
+asked. A store is published by writing
 `complete: true` last; readers refuse a store without it, so none sees a half-written one.
 
 Builds resume: after writing its region, each shard writes a small marker
@@ -276,9 +278,7 @@ class PatchStore:
 
     @functools.cached_property
     def sources(self) -> list[SourceEntry]:
-        table = self.source_table
-        return [SourceEntry(*row) for row in zip(*(table[f.name].tolist()
-                                                   for f in fields(SourceEntry)))]
+        return _entries(self.source_table)
 
     def __len__(self) -> int:
         return self.root["lr"].shape[0]
@@ -321,6 +321,10 @@ class PatchStore:
 def read_source_entries(url: str) -> list[SourceEntry]:
     """The source table of a store, published or not."""
     root = zarr.open_group(zarr_store(url, read_only=True), mode="r")
-    table = _read_sources(root, dict(root.attrs))
+    return _entries(_read_sources(root, dict(root.attrs)))
+
+
+def _entries(table: dict[str, np.ndarray]) -> list[SourceEntry]:
+    """The rows of a source table as SourceEntry objects."""
     return [SourceEntry(*row) for row in zip(*(table[f.name].tolist()
                                                for f in fields(SourceEntry)))]
