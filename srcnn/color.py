@@ -31,17 +31,9 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-# Replacing Y alone: RGB' = RGB + (Y' - Y) x the Y column of the inverse (Cb, Cr unchanged).
-_LUMA_ROW = _RGB_TO_YCBCR[0].astype(np.float32)
-_LUMA_COL = _YCBCR_TO_RGB[:, 0].astype(np.float32)
-
-
-def with_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(H, W, 3) 8-bit RGB with its Y replaced by `y` ((H, W) in [0, 1]), Cb and Cr kept:
-    `ycbcr_to_rgb` of (y, Cb, Cr) in one float32 pass, without the two 3 x 3 transforms."""
-    up = rgb.astype(np.float32) * np.float32(1 / 255)
-    delta = y - (up @ _LUMA_ROW + np.float32(_YCBCR_OFFSET[0]))
-    return up + delta[..., None] * _LUMA_COL
+# Y's row of the transform (the same for 8-bit and [0, 1] RGB) and its offset.
+LUMA_ROW = _RGB_TO_YCBCR[0].astype(np.float32)
+YCBCR_OFFSET = tuple(float(v) for v in _YCBCR_OFFSET)
 
 
 def to_float(img: Image.Image) -> np.ndarray:
@@ -52,8 +44,10 @@ def to_float(img: Image.Image) -> np.ndarray:
 
 
 def luma(img: Image.Image) -> np.ndarray:
-    """Y channel of an 8-bit RGB image as (H, W) float32 in [0, 1]."""
-    return rgb_to_ycbcr(to_float(img))[..., 0]
+    """Y channel of an 8-bit RGB image as (H, W) float32 in [0, 1] (`rgb_to_ycbcr`'s first
+    channel, without computing the other two)."""
+    out = to_float(img).astype(np.float64) @ _RGB_TO_YCBCR[0] + _YCBCR_OFFSET[0]
+    return out.astype(np.float32)
 
 
 def mod_crop(img: Image.Image, scale: int) -> Image.Image:
