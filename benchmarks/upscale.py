@@ -8,7 +8,8 @@
 5. issue 13: `srcnn upscale`'s work as it runs here (`upscale_chunk` on the product's Dask
    LocalCluster: read, decode, net, encode, write, overlapped in threads) over photos, output
    Mpx/s of the shipped fast x3 against the shipped SRCNN x3 (fp32 and bf16 each) and against a
-   plain bicubic resize with the same decode and encode, for PNG and JPEG outputs.
+   plain bicubic resize with the same decode and encode, for PNG (zlib level 6, the default,
+   and 1: `--png-compress-level 1`) and JPEG outputs.
 
     python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast]
 """
@@ -162,7 +163,7 @@ KINDS = ("bicubic", "fast", "fast bf16", "srcnn", "srcnn bf16")
 
 
 def _chunk_on_worker(kind: str, plugin: str, photos: str, out: str, key: str, fmt: str,
-                     tag: str) -> tuple:
+                     level: int, tag: str) -> tuple:
     """One chunk (one photo) on a Dask worker, as the flow's task runs it (`upscale_chunk`
     with the model the product's worker plugin holds); "bicubic" swaps the net for a plain
     resize and keeps everything else (read, decode, encode, write, manifest)."""
@@ -178,7 +179,8 @@ def _chunk_on_worker(kind: str, plugin: str, photos: str, out: str, key: str, fm
             (img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
     try:
         job = upscale.Job(photos, f"{out}/{kind}-{tag}", upscale.UpscaleOptions(
-            scale=3, output_format=fmt, precision="bf16" if "bf16" in kind else "fp32"),
+            scale=3, output_format=fmt, png_compress_level=level,
+            precision="bf16" if "bf16" in kind else "fp32"),
             kind, kind, tag)
         result = upscale.upscale_chunk(worker_model(plugin), job, Chunk(
             "c" + hashlib.sha256(key.encode()).hexdigest()[:19], (Item(key, "etag"),)))
@@ -209,15 +211,16 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
                    for k, spec in specs.items()}
         for name in plugins.values():  # loaded on every worker before any timing
             client.run(lambda dask_worker, name=name: dask_worker.plugins[name].model is not None)
-        for fmt in ("PNG", "JPEG"):
+        for label, fmt, level in (("PNG", "PNG", 6), ("PNG level 1", "PNG", 1),
+                                  ("JPEG", "JPEG", 6)):
             best: dict[str, tuple[float, int]] = {}
             for r in range(rounds):
                 for kind in KINDS:
                     start = time.perf_counter()
                     plugin = plugins["srcnn" if kind.startswith("srcnn") else "fast"]
                     done = client.gather([client.submit(
-                        _chunk_on_worker, kind, plugin, photos, out, key, fmt, f"{fmt}{r}",
-                        pure=False) for key in keys])
+                        _chunk_on_worker, kind, plugin, photos, out, key, fmt, level,
+                        f"{fmt}{level}-{r}", pure=False) for key in keys])
                     seconds = time.perf_counter() - start
                     threads = {t for _, t in done}
                     if kind not in best or seconds < best[kind][0]:
@@ -225,10 +228,10 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
             rate = {k: px / sec / 1e6 for k, (sec, px) in best.items()}
             print(f"5. {len(keys)} photos from {photos} x3 through `upscale_chunk` on {workers} "
                   f"Dask workers ({sorted(threads)} torch thread each): read, decode, upscale, "
-                  f"{fmt} encode, write; output Mpx/s:")
+                  f"{label} encode, write; output Mpx/s:")
             print("   " + ", ".join(f"{k} {v:.2f}" for k, v in rate.items())
                   + f"  (MACs/px: fast {macs['fast']:,}, srcnn {macs['srcnn']:,})")
-            print(f"   {fmt}: fast / SRCNN throughput fp32 {rate['fast'] / rate['srcnn']:.1f}x, "
+            print(f"   {label}: fast / SRCNN throughput fp32 {rate['fast'] / rate['srcnn']:.1f}x, "
                   f"bf16 {rate['fast bf16'] / rate['srcnn bf16']:.1f}x, fast bf16 / SRCNN fp32 "
                   f"{rate['fast bf16'] / rate['srcnn']:.1f}x (goal >= 8x); fast time / bicubic "
                   f"time fp32 {rate['bicubic'] / rate['fast']:.2f}, bf16 "

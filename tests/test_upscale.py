@@ -114,6 +114,21 @@ def test_bf16_precision_is_an_option_of_its_own(tmp_path):
     assert a.shape == b.shape == (28, 42, 3) and np.abs(a - b).max() <= 8
 
 
+def test_png_compress_level_changes_the_file_not_the_pixels(tmp_path):
+    (tmp_path / "in").mkdir()
+    smooth = np.linspace(0, 255, 40 * 60 * 3).reshape(40, 60, 3).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "in" / "a.png")
+    fast, default = UpscaleOptions(scale=2, png_compress_level=1), UpscaleOptions(scale=2)
+    assert fast.token("etag", "m") != default.token("etag", "m")  # another file: redone
+    for name, level in (("one", 1), ("six", 6)):
+        result = upscale_chunk(tiny_model(), job(tmp_path, name, scale=2,
+                                                 png_compress_level=level), chunk("a.png"))
+        assert result.done == 1
+    one, six = (tmp_path / n / "a.png" for n in ("one", "six"))
+    assert np.array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(six)))
+    assert one.stat().st_size > six.stat().st_size  # zlib level 1 compresses less
+
+
 def _bad_corpus(folder: Path) -> dict[str, str]:
     """{key: words the failure reason must contain}."""
     folder.mkdir(parents=True, exist_ok=True)
