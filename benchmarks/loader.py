@@ -1,13 +1,16 @@
 """Training-step time fed from the Zarr store through the streaming reader vs from tensors
 already in memory, side by side in one run (target: within 5%).
 
-    python benchmarks/loader.py [--store STORE] [--steps 100] [--repeats 2] [--batch 128]
+    python benchmarks/loader.py [--store STORE] [--preset x3|fast-x3] [--steps 100]
+                                [--repeats 2] [--batch 128]
 
 Both sides run the real `srcnn.train.train` on the same model and settings; the streamed side
 gets `srcnn.loader.StreamedPatches` (forced by a zero memory budget), created just before
 training starts, so its first reads overlap the first steps. Runs alternate in-memory,
 streamed, streamed, in-memory, ... so that drift in the machine's speed hits both alike.
-Without --store, a T91 x3 store is built first (Dask LocalCluster).
+Without --store, a T91 store is built first with the preset's patch settings (Dask
+LocalCluster). The preset's net trains on its own input array: `lr` for the SRCNN presets,
+`lr_native` for the fast (LR-space) ones, whose much cheaper steps ask the most of the reader.
 """
 
 from __future__ import annotations
@@ -19,25 +22,29 @@ from pathlib import Path
 
 import torch
 
-from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.config import ModelConfig, TrainConfig
 from srcnn.loader import StreamedPatches, training_data
-from srcnn.model import SRCNN
-from srcnn.store import PatchStore
+from srcnn.model import build_net
+from srcnn.presets import get_preset
+from srcnn.store import LR_NATIVE, PatchStore
 from srcnn.train import PatchTensors, train
 
 DEFAULT_T91 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T91"
 
 
 def step_seconds(store: PatchStore, streamed: bool, val: PatchTensors, config: TrainConfig,
-                 ) -> tuple[float, float]:
+                 model: ModelConfig) -> tuple[float, float]:
     """(seconds per training step, seconds the loop waited for input)."""
+    inputs = LR_NATIVE if model.family == "espcn" else "lr"
     if streamed:
-        data = training_data(store, "train", config.batch_size, memory_budget=0, seed=config.seed)
+        data = training_data(store, "train", config.batch_size, memory_budget=0, seed=config.seed,
+                             inputs=inputs)
         assert isinstance(data, StreamedPatches)
     else:
-        data = training_data(store, "train", config.batch_size)
+        data = training_data(store, "train", config.batch_size, inputs=inputs)
         assert isinstance(data, PatchTensors)
-    result = train(SRCNN(ModelConfig()), data, val, config)
+    torch.manual_seed(0)
+    result = train(build_net(model, store.attrs["scale"]), data, val, config)
     report = result.history[-1]  # elapsed_s is taken before validation: training steps only
     waited = data.wait_s if streamed else 0.0
     if streamed:
@@ -50,33 +57,35 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store")
     parser.add_argument("--t91", default=str(DEFAULT_T91))
+    parser.add_argument("--preset", default="x3", help="the net, its input and patch settings")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
+    recipe = get_preset(args.preset)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         url = args.store
         if not url:
             from srcnn.cluster import dask_client
             from srcnn.patch_build import build_patch_store
 
-            url = str(Path(tmp) / "t91-x3.zarr")
+            url = str(Path(tmp) / f"t91-{args.preset}.zarr")
             with dask_client():
-                build_patch_store(args.t91, url, PatchConfig(scale=3))
+                build_patch_store(args.t91, url, recipe.patches)
         store = PatchStore(url)
-        lr, hr = store.load("val")
+        lr, hr = store.load("val", LR_NATIVE if recipe.model.family == "espcn" else "lr")
         val = PatchTensors.from_numpy(lr[:256], hr[:256])
         config = TrainConfig(epochs=1, steps_per_epoch=args.steps, batch_size=args.batch,
                              device="cpu")
         print(f"store {url}: {len(store)} patches, {len(store.split_indices('train'))} train; "
-              f"9-5-5, batch {args.batch}, {args.steps} steps per run, "
+              f"preset {args.preset} ({recipe.model.family} {recipe.model.arch}), batch {args.batch}, {args.steps} steps per run, "
               f"torch {torch.__version__} with {torch.get_num_threads()} threads")
         times: dict[bool, list[float]] = {False: [], True: []}
         waits = []
         for r in range(args.repeats):
             for streamed in ((False, True) if r % 2 == 0 else (True, False)):
                 start = time.perf_counter()
-                seconds, waited = step_seconds(store, streamed, val, config)
+                seconds, waited = step_seconds(store, streamed, val, config, recipe.model)
                 times[streamed].append(seconds)
                 if streamed:
                     waits.append(waited)

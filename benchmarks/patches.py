@@ -8,12 +8,16 @@
 4. issue 14: opening a store of 100k source images (seconds and bytes read), the source
    table as arrays (format 2) against the format-1 layout that kept it in the root attributes;
 5. issue 14: the driver's planning (fingerprint, split, entries with the FSRCNN downscaled
-   copies, shards, source-table attributes) for 100k and 1M simulated images: the real code
-   driven by a stand-in listing and stand-in image sizes, each size in a fresh child process
-   (time and peak RSS).
+   copies as columns, source-table attributes, then every shard's pieces and rows cut as the
+   bounded submission cuts them) for 100k and 1M simulated images: the real code driven by a
+   stand-in listing and stand-in image sizes (as headers give them), each size in a fresh
+   child process (time and peak RSS);
+6. issue 14: adding 10 images (mirrored and cropped copies of T91 images, under new names) to
+   a T91 x3 store: the files the incremental build writes (only new shards, their markers, the
+   new index version and metadata) and its time against a full build of the 101 images.
 
     python benchmarks/patches.py [--t91 DIR] [--stride 3] [--repeats 1] [--skip-s3] [--only-open]
-                                 [--only-plan]
+                                 [--only-plan] [--only-incremental]
 
 Cluster start-up (and the workers' first imports) is outside the timings; everything from
 listing the sources to publishing the store is inside. Each build writes a fresh store.
@@ -182,24 +186,35 @@ def store_open(workdir: Path, n_sources: int = 100_000) -> None:
 
 PLAN_CHILD = """
 import resource, sys, time
+import numpy as np
+from srcnn.build_plan import ImageSizes, plan_from_sizes
 from srcnn.config import PatchConfig
-from srcnn.patch_build import ImageInfo, plan_entries, plan_shards
-from srcnn.store import build_fingerprint, table_attrs
+from srcnn.store import build_fingerprint
 
 n = int(sys.argv[1])
 config = PatchConfig(scale=3, augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6))
 start = time.perf_counter()
 # the stand-in listing: keys and ETags as a bucket listing gives them; sizes as headers give
+# them, reduced into columns as the inspection pass reduces its results
 sources = {f"part-{i // 1000:04d}/image-{i:07d}.jpg": f"etag-{i:032x}" for i in range(n)}
-infos = [ImageInfo(key, 480 + i % 320, 360 + i % 240) for i, key in enumerate(sources)]
+i = np.arange(n)
+sizes = ImageSizes((480 + i % 320).astype(np.int32), (360 + i % 240).astype(np.int32), {})
+del i
 listed = time.perf_counter()
 fingerprint = build_fingerprint(sources, config)
-entries = plan_entries(infos, sources, config)
-shards = plan_shards([e.n_patches for e in entries], config.shard_patches)
-attrs = table_attrs(entries)
+plan = plan_from_sizes("s3://bucket/collection", sources, sizes, config, fingerprint)
+planned = time.perf_counter()
+# what submission does for every shard: cut its pieces, look up its rows
+pieces = rows = 0
+for index in range(plan.n_shards):
+    shard = plan.shard(index)
+    pieces += len(shard.pieces)
+    rows += len(plan.entries_of(shard))
 done = time.perf_counter()
+assert pieces >= len(plan.table) and plan.attrs["n_sources"] == len(plan.table)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{n} {len(entries)} {len(shards)} {done - listed:.2f} {listed - start:.2f} {rss:.0f}")
+print(f"{n} {len(plan.table)} {plan.n_shards} {done - listed:.2f} {listed - start:.2f} {rss:.0f} "
+      f"{planned - listed:.2f} {done - planned:.2f}")
 """
 
 
@@ -212,14 +227,75 @@ def planning(sizes: tuple[int, ...] = (100_000, 1_000_000)) -> None:
         out = subprocess.run([sys.executable, "-c", PLAN_CHILD, str(n)], capture_output=True,
                              text=True, check=True).stdout.split()
         rows.append(out)
-        images, entries, shards, plan_s, list_s, rss = out
+        images, entries, shards, plan_s, list_s, rss, table_s, shards_s = out
         print(f"5. planning {int(images):,} images: {int(entries):,} entries, {int(shards):,} "
-              f"shards in {float(plan_s):.1f} s (+{float(list_s):.1f} s making the stand-in "
-              f"listing); driver peak RSS {float(rss):,.0f} MB")
+              f"shards in {float(plan_s):.1f} s ({float(table_s):.1f} s fingerprint, entries "
+              f"and table attributes; {float(shards_s):.1f} s cutting every shard's pieces and "
+              f"rows as submission does; +{float(list_s):.1f} s making the stand-in listing); "
+              f"driver peak RSS {float(rss):,.0f} MB (target < 500 MB at 1M)")
     if len(rows) == 2:
         ratio = float(rows[1][3]) / float(rows[0][3])
         print(f"   time ratio {ratio:.1f}x for {int(rows[1][0]) // int(rows[0][0])}x the images "
               f"(linear: ~10x)")
+
+
+def _file_states(root: Path) -> dict[str, tuple[int, int]]:
+    """{path in the store: (size, mtime_ns)} of every file."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def _kind(path: str) -> str:
+    parts = path.split("/")
+    if parts[0] == "_build":
+        return "completion markers"
+    if parts[0].startswith("sources"):
+        return "index files"
+    return "metadata (zarr.json)" if parts[-1] == "zarr.json" else "shard objects"
+
+
+def incremental(source: str, workdir: Path, n_added: int = 10) -> None:
+    """Build T91 x3, add `n_added` images, update the store in place; then a full build of
+    the same 101 images for comparison. Counts the files the update created or changed."""
+    from PIL import Image, ImageOps
+
+    images = workdir / "t91-plus"
+    shutil.copytree(source, images)
+    config = PatchConfig(scale=3)
+    store = workdir / "t91-incremental.zarr"
+    with dask_client(n_workers=2) as client:
+        client.wait_for_workers(2)
+        client.run(_import_build_modules)
+        start = time.perf_counter()
+        first = build_patch_store(str(images), str(store), config, force=True)
+        first_s = time.perf_counter() - start
+        for i, path in enumerate(sorted(Path(source).glob("*.png"))[:n_added]):
+            with Image.open(path) as img:  # a mirrored copy, a few pixels cropped: new content
+                img = ImageOps.mirror(img.convert("RGB")).crop((0, 0, img.width - 3, img.height))
+                img.save(images / f"added-{i:02d}.png")
+        before = _file_states(store)
+        start = time.perf_counter()
+        report = build_patch_store(str(images), str(store), config)
+        update_s = time.perf_counter() - start
+        after = _file_states(store)
+        start = time.perf_counter()
+        full = build_patch_store(str(images), str(workdir / "t91-full.zarr"), config, force=True)
+        full_s = time.perf_counter() - start
+    assert report.incremental and report.images_added == n_added
+    created = Counter(_kind(p) for p in set(after) - set(before))
+    rewritten = Counter(_kind(p) for p in before if p in after and after[p] != before[p])
+    deleted = len(set(before) - set(after))
+    old_shards = sum(_kind(p) == "shard objects" for p in before)
+    print(f"6. adding {n_added} images to T91 x3 ({first.n_patches} patches, "
+          f"{first.shards_written} shards, built in {first_s:.1f} s): incremental build "
+          f"{update_s:.1f} s ({report.images_added} added, {report.images_kept} kept; "
+          f"{report.shards_written} shards written, {report.n_patches} patches) against a "
+          f"full build of the {full.n_images} images {full_s:.1f} s ({full.shards_written} "
+          f"shards): {update_s / full_s:.2f}x the time")
+    print(f"   files created: {', '.join(f'{v} {k}' for k, v in sorted(created.items()))}; "
+          f"rewritten: {', '.join(f'{v} {k}' for k, v in sorted(rewritten.items())) or 'none'}"
+          f"; deleted: {deleted}; existing shard objects changed: "
+          f"{rewritten.get('shard objects', 0)} of {old_shards}")
 
 
 def main() -> None:
@@ -231,7 +307,12 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--only-open", action="store_true", help="section 4 only")
     parser.add_argument("--only-plan", action="store_true", help="section 5 only")
+    parser.add_argument("--only-incremental", action="store_true", help="section 6 only")
     args = parser.parse_args()
+    if args.only_incremental:
+        with tempfile.TemporaryDirectory(prefix="bench-patches-") as tmp:
+            incremental(args.t91, Path(tmp))
+        return
     if args.only_plan:
         planning()
         return
@@ -244,6 +325,7 @@ def main() -> None:
         throughput(args.t91, Path(tmp))
         speedup(args.t91, Path(tmp), args.stride, args.repeats)
         store_open(Path(tmp))
+        incremental(args.t91, Path(tmp))
     planning()
     if not args.skip_s3:
         s3_objects(args.t91)

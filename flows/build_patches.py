@@ -19,8 +19,11 @@ def build_patches(source: str, store: str, patches: PatchOverrides = PatchOverri
     The settings are `preset`'s patch settings (or PatchConfig's defaults) with the fields
     given in `patches` replaced (a whole PatchConfig replaces them all).
 
-    Rebuilding with the same sources and settings does no work; re-running a build that
-    failed or was killed half-way finishes it, writing only the shards still missing.
+    Rebuilding with the same sources and settings does no work; with images added, removed
+    or changed (same settings) only the new images' shards and a new index are written, and
+    readers keep the previous version until it is published; `force` rebuilds whole.
+    Re-running a build that failed or was killed half-way finishes it, writing only the
+    shards still missing.
     `dask_address` (or SRCNN_DASK_ADDRESS) runs the work on an existing Dask scheduler.
     """
     return build_store(source, store, patch_settings(preset, patches), dask_address, force)

@@ -194,7 +194,8 @@ class PatchStream:
         self._lr, self._hr = self.store.input_array(inputs), self.store.array("hr")
         self.block_patches = block_patches or (self._lr.shards or self._lr.chunks)[0]
         self.indices = np.sort(self.store.split_indices(split))
-        self.blocks = plan_blocks(self.indices, len(self.store), self.block_patches)
+        # over the whole index space: unindexed ranges (removed images) hold no split's rows
+        self.blocks = plan_blocks(self.indices, self.store.extent, self.block_patches)
         self.buffer_patches = max(buffer_patches, batch_size)  # a batch comes from one pool
         largest = max((len(b.rows) for b in self.blocks), default=0)
         self.capacity = min(self.buffer_patches + largest, len(self.indices))
@@ -334,7 +335,7 @@ def training_data(store: PatchStore | str, split: str, batch_size: int, *,
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     pair_bytes = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize  # one input + target patch
                      for a in (store.input_array(inputs), store.array("hr")))
-    need = (len(store) + len(store.split_indices(split))) * pair_bytes
+    need = (store.extent + len(store.split_indices(split))) * pair_bytes  # load reads [0, extent)
     if need <= memory_budget:
         return PatchTensors.from_numpy(*store.load(split, inputs))
     log.info("patch store %s: %d MB over the %d MB budget, streaming split %s", store.url,

@@ -2,42 +2,69 @@
 
 Two passes of coarse Dask tasks (one per group of images, one per shard):
 1. `inspect_group` decodes each image (catching unreadable, truncated or too-small files) and
-   counts its patches; `plan_shards` (pure) turns the counts into shard-aligned regions.
+   counts its patches; `srcnn.build_plan` (pure) turns the sizes into the source table, in
+   columns, and each shard into arithmetic over its offsets.
 2. `write_shard` extracts the patches of exactly one shard, writes that region, then the
    shard's completion marker, so parallel writes need no locks and a retried task rewrites
    only its own shard.
 The store is published (`complete: true`) only when every shard has its marker. A build that
 died half-way (or had a shard fail) resumes on re-run: same fingerprint, same arrays, and only
 the shards without a marker are written (`srcnn.store.open_for_build`).
+
+A published store with the same layout settings is updated instead (`srcnn.incremental`):
+only added or changed images are inspected and only their new shards written, then the next
+index version is written and published; readers keep the old version meanwhile.
+
+Both passes go to Dask in bounded batches (`TASKS_PER_BATCH` tasks per `dask.compute`, on
+whatever scheduler is active) and each task carries only its own images, or its own pieces
+and rows: the driver of a million-image build holds one batch of tasks, not a million.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
 import dask
 import numpy as np
 from PIL import Image
 
+from srcnn.build_plan import (  # noqa: F401  (Piece and plan_shards: for callers and tests)
+    BuildPlan,
+    ImageSizes,
+    Piece,
+    ShardPlan,
+    plan_from_sizes,
+    plan_shards,
+)
 from srcnn.color import bicubic_resize, training_planes
 from srcnn.config import PatchConfig
 from srcnn.images import BadImageError, decode_image, read_image
-from srcnn.patches import assign_splits, crop_patches, grid_positions, patch_count, resized_size
+from srcnn.incremental import (
+    array_chunks,
+    diff_listing,
+    drop_old_indexes,
+    grow_arrays,
+    plan_increment,
+    read_index,
+    rebuild_reason,
+    write_index,
+)
+from srcnn.patches import crop_patches, grid_positions, patch_count, resized_size
 from srcnn.storage import filesystem, join, list_images
 from srcnn.store import (
     SourceEntry,
-    base_attrs,
     build_fingerprint,
+    index_path,
     open_for_build,
     publish,
     read_marker,
-    read_markers,
+    read_markers_of,
     store_arrays,
     store_attrs,
-    table_attrs,
     write_marker,
     write_region,
 )
@@ -55,23 +82,6 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
-class Piece:
-    """Patches [start, stop) of source `entry` (index into the store's sources)."""
-
-    entry: int
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    index: int
-    start: int  # first patch index of the shard in the store
-    stop: int
-    pieces: tuple[Piece, ...]
-
-
-@dataclass(frozen=True)
 class BuildReport:
     store: str
     n_patches: int
@@ -81,23 +91,17 @@ class BuildReport:
     fingerprint: str
     shards_written: int = 0  # shards this run wrote
     shards_reused: int = 0  # shards a failed or killed earlier run of the same build had written
-    resumed: bool = False  # True when an unpublished store of the same build was resumed
+    resumed: bool = False  # True when an unfinished run of the same build was resumed
+    incremental: bool = False  # True when a published store was updated, not rebuilt
+    images_added: int = 0  # images new to the index (a full build: every indexed image)
+    images_removed: int = 0  # images of the published index no longer listed
+    images_changed: int = 0  # images whose fingerprint changed (their patches rewritten)
+    images_kept: int = 0  # images whose rows (offsets, split, patches) stayed
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """Everything the write pass needs, computed by the driver from the inspection pass."""
-
-    fingerprint: str
-    entries: list[SourceEntry]
-    skipped: list[dict]
-    n_images: int
-    shards: list[ShardPlan]
-    attrs: dict
-
-    @property
-    def n_patches(self) -> int:
-        return self.shards[-1].stop if self.shards else 0
+TASKS_PER_BATCH = 256  # tasks per dask.compute: few to hold, enough to keep workers busy
+MARKERS_PER_READ = 1024  # completion markers fetched per batched read
+ERRORS_REPORTED = 20  # failed shards named in a ShardWriteError (the count is always exact)
 
 
 class ShardWriteError(RuntimeError):
@@ -118,26 +122,6 @@ def inspect_group(source_url: str, keys: list[str], config: PatchConfig) -> list
             log.warning("skipping %s", exc)
             infos.append(ImageInfo(key, error=exc.reason))
     return infos
-
-
-def plan_shards(counts: list[int], shard_patches: int) -> list[ShardPlan]:
-    """Cut the concatenation of per-image patch ranges into shards of `shard_patches`, in one
-    walk over entries and shards together (linear in both: at a million images, checking
-    every entry against every shard was ~10^11 steps)."""
-    plans, pieces, start, entry_start = [], [], 0, 0
-    for entry, n in enumerate(counts):
-        done = 0  # patches of this entry already placed
-        while done < n:
-            take = min(n - done, start + shard_patches - (entry_start + done))
-            pieces.append(Piece(entry, done, done + take))
-            done += take
-            if entry_start + done == start + shard_patches:  # the shard is full
-                plans.append(ShardPlan(len(plans), start, start + shard_patches, tuple(pieces)))
-                start, pieces = start + shard_patches, []
-        entry_start += n
-    if pieces:
-        plans.append(ShardPlan(len(plans), start, entry_start, tuple(pieces)))
-    return plans
 
 
 def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: PatchConfig,
@@ -165,10 +149,10 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
     return out
 
 
-def _marks(marker: dict | None, shard: ShardPlan, fingerprint: str) -> bool:
-    """Whether `marker` records `shard` as written by build `fingerprint`."""
+def _marks(marker: dict | None, start: int, stop: int, fingerprint: str) -> bool:
+    """Whether `marker` records patches [start, stop) as written by build `fingerprint`."""
     return bool(marker) and (marker["fingerprint"], marker["start"], marker["stop"]) == (
-        fingerprint, shard.start, shard.stop)
+        fingerprint, start, stop)
 
 
 def write_shard(store_url: str, source_url: str, plan: ShardPlan,
@@ -180,7 +164,7 @@ def write_shard(store_url: str, source_url: str, plan: ShardPlan,
     A shard already marked by this build is left alone: when a worker dies, Dask reruns the
     tasks whose results it held, and those shards are written already.
     """
-    if _marks(read_marker(store_url, plan.index), plan, fingerprint):
+    if _marks(read_marker(store_url, plan.index), plan.start, plan.stop, fingerprint):
         return plan.stop - plan.start
     fs, root = filesystem(source_url)  # once per shard: settings are read on every call
     parts: dict[str, list[np.ndarray]] = {name: [] for name in store_arrays(config)}
@@ -208,60 +192,135 @@ def _write_shard_outcome(store_url: str, source_url: str, plan: ShardPlan,
         return 0, f"shard {plan.index}: {type(exc).__name__}: {exc}"
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), taken from `items` as needed."""
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
-def plan_entries(infos: list[ImageInfo], sources: dict[str, str], config: PatchConfig,
-                 ) -> list[SourceEntry]:
-    """One entry per (usable image, augmentation factor), with contiguous patch offsets."""
-    good = [i for i in infos if i.error is None]
-    splits = assign_splits([i.key for i in good], config.val_fraction)
-    entries, offset = [], 0
-    for info in good:
-        factors = config.augment_scales if splits[info.key] == "train" else (1.0,)
-        for factor in factors:
-            w, h = resized_size(info.width, info.height, factor)
-            n = patch_count(w, h, config.scale, config.patch_size, config.stride)
-            if n:
-                entries.append(SourceEntry(info.key, sources[info.key], w, h, offset, n,
-                                           splits[info.key], factor))
-                offset += n
-    return entries
+def inspect_images(source_url: str, keys: list[str], config: PatchConfig,
+                   tasks_per_batch: int = TASKS_PER_BATCH) -> ImageSizes:
+    """Pass 1: the size of every image (or why it is skipped), one task per
+    `images_per_task` images, reduced into columns as each batch of tasks returns."""
+    width, height = np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
+    errors: dict[int, str] = {}
+    step = config.images_per_task
+    for batch in _batches(range(0, len(keys), step), tasks_per_batch):
+        results = dask.compute(*[dask.delayed(inspect_group)(source_url, keys[i : i + step], config)
+                                 for i in batch])
+        for first, infos in zip(batch, results):
+            for i, info in enumerate(infos, first):
+                if info.error is None:
+                    width[i], height[i] = info.width, info.height
+                else:
+                    errors[i] = info.error
+    return ImageSizes(width, height, errors)
 
 
 def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
-               fingerprint: str) -> BuildPlan:
+               fingerprint: str, tasks_per_batch: int = TASKS_PER_BATCH) -> BuildPlan:
     """Pass 1: inspect every image with Dask, then plan the entries and shards (pure)."""
-    groups = _chunks(list(sources), config.images_per_task)
-    infos = [i for g in dask.compute(*[dask.delayed(inspect_group)(source_url, g, config)
-                                       for g in groups]) for i in g]
-    skipped = [{"key": i.key, "reason": i.error} for i in infos if i.error is not None]
-    n_images = sum(i.error is None for i in infos)
-    if not n_images:
-        raise ValueError(f"image collection {source_url}: no usable images ({skipped})")
-    entries = plan_entries(infos, sources, config)
-    shards = plan_shards([e.n_patches for e in entries], config.shard_patches)
-    attrs = base_attrs(config, fingerprint) | {
-        "n_patches": sum(e.n_patches for e in entries),
-        "source_url": source_url,
-        **table_attrs(entries),
-        "skipped": skipped,
-    }
-    return BuildPlan(fingerprint, entries, skipped, n_images, shards, attrs)
+    sizes = inspect_images(source_url, list(sources), config, tasks_per_batch)
+    return plan_from_sizes(source_url, sources, sizes, config, fingerprint)
 
 
-def pending_shards(store_url: str, plan: BuildPlan) -> list[ShardPlan]:
-    """The shards of `plan` without a completion marker of this very build."""
-    markers = read_markers(store_url)
-    return [s for s in plan.shards if not _marks(markers.get(s.index), s, plan.fingerprint)]
+def pending_shards(store_url: str, plan: BuildPlan) -> Iterator[int]:
+    """Indices of the shards of `plan` without a completion marker of this very build, the
+    markers read a batch at a time as the indices are taken."""
+    for batch in _batches(range(plan.first_shard, plan.n_shards), MARKERS_PER_READ):
+        markers = read_markers_of(store_url, batch)
+        for index in batch:
+            start = index * plan.shard_patches
+            stop = min(start + plan.shard_patches, plan.extent)
+            if not _marks(markers.get(index), start, stop, plan.fingerprint):
+                yield index
+
+
+def write_shards(store_url: str, source_url: str, plan: BuildPlan, shards: Iterable[int],
+                 config: PatchConfig, tasks_per_batch: int = TASKS_PER_BATCH,
+                 ) -> tuple[int, int, list[str]]:
+    """Pass 2: write `shards`, `tasks_per_batch` tasks per `dask.compute`; (shards submitted,
+    shards failed, the reasons of the first ERRORS_REPORTED failures).
+
+    Each task gets only its own pieces and rows, cut when its batch is submitted: handing
+    every task the whole table made Dask walk and ship it once per shard, and cutting every
+    shard up front held a million shards' pieces in the driver.
+    """
+    submitted, failed, reasons = 0, 0, []
+    for batch in _batches(shards, tasks_per_batch):
+        tasks = []
+        for index in batch:
+            shard = plan.shard(index)
+            tasks.append(dask.delayed(_write_shard_outcome)(
+                store_url, source_url, shard, plan.entries_of(shard), config, plan.fingerprint))
+        for _, error in dask.compute(*tasks):
+            if error:
+                failed += 1
+                if len(reasons) < ERRORS_REPORTED:
+                    reasons.append(error)
+        submitted += len(batch)
+        log.debug("patch store %s: %d shards submitted, %d failed", store_url, submitted, failed)
+    return submitted, failed, reasons
+
+
+def _write_and_check(store_url: str, source_url: str, plan: BuildPlan, todo: Iterable[int],
+                     config: PatchConfig, tasks_per_batch: int) -> int:
+    """Write shards `todo` of `plan`, then check that every shard of it is marked; the
+    number written. Raises ShardWriteError (the store unpublished) where any is not."""
+    written, failed, reasons = write_shards(store_url, source_url, plan, todo, config,
+                                            tasks_per_batch)
+    if failed:
+        more = f"; and {failed - len(reasons)} more" if failed > len(reasons) else ""
+        raise ShardWriteError(f"patch store {store_url}: {failed} of {written} shards "
+                              f"failed (re-run to resume): " + "; ".join(reasons) + more)
+    missing, named = 0, []
+    for index in pending_shards(store_url, plan):  # counted, never listed whole
+        missing += 1
+        named += [index][: ERRORS_REPORTED - len(named)]
+    if missing:
+        raise ShardWriteError(f"patch store {store_url}: {missing} shards without a "
+                              f"completion marker, first {named}")
+    return written
+
+
+def build_increment(source_url: str, store_url: str, config: PatchConfig,
+                    sources: dict[str, str], fingerprint: str, existing: dict,
+                    tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
+    """Update the published store (root attributes `existing`) to the build of `sources`:
+    inspect and write only added and changed images, then publish the next index version."""
+    published = read_index(store_url, existing)
+    diff = diff_listing(published, sources)
+    sizes = inspect_images(source_url, diff.new_keys, config, tasks_per_batch)
+    plan = plan_increment(source_url, existing, published, diff, sizes, config, fingerprint)
+    if plan.n_shards > plan.first_shard:
+        grow_arrays(store_url, plan.extent, list(store_arrays(config)))
+    written = _write_and_check(store_url, source_url, plan, pending_shards(store_url, plan),
+                               config, tasks_per_batch)
+    path = plan.attrs["sources_path"]
+    write_index(store_url, plan.table, path)
+    publish(store_url, plan.attrs)  # one write of zarr.json: readers switch versions here
+    drop_old_indexes(store_url, keep=(path, index_path(existing)))
+    reused = plan.n_shards - plan.first_shard - written
+    # listed images new to the index that are still unusable (skipped again) are not added
+    added = diff.added - sum(diff.prior_val[i] < 0 for i in sizes.errors)
+    log.info("patch store %s: updated to %s: %d images added, %d changed, %d removed, %d kept; "
+             "%d shards written (%d reused), %d of %d patches indexed", store_url,
+             fingerprint[:12], added, diff.changed, diff.removed, diff.kept, written,
+             reused, plan.n_patches, plan.extent)
+    return BuildReport(store_url, plan.n_patches, plan.n_images, plan.skipped, True, fingerprint,
+                       shards_written=written, shards_reused=reused, resumed=reused > 0,
+                       incremental=True, images_added=int(added), images_removed=diff.removed,
+                       images_changed=diff.changed, images_kept=diff.kept)
 
 
 def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
-                      include: list[str] | None = None, force: bool = False) -> BuildReport:
+                      include: list[str] | None = None, force: bool = False,
+                      tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
     """Build (or confirm up to date, or finish) the patch store of `source_url` at `store_url`.
 
-    Runs on whatever Dask scheduler is active (a distributed Client, if one is set).
+    Runs on whatever Dask scheduler is active (a distributed Client, if one is set), at most
+    `tasks_per_batch` tasks at a time.
     """
     sources = list_images(source_url, include=include)
     if not sources:
@@ -274,30 +333,26 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
         return BuildReport(store_url, int(existing["n_patches"]), n_images,
                            existing.get("skipped", []), False, fingerprint)
 
-    plan = plan_build(source_url, sources, config, fingerprint)
-    resumed = open_for_build(store_url, plan.n_patches, config, plan.attrs, plan.entries,
+    if not force and existing and existing.get("complete"):
+        reason = rebuild_reason(existing, source_url, config, array_chunks(store_url))
+        if reason is None:
+            return build_increment(source_url, store_url, config, sources, fingerprint,
+                                   existing, tasks_per_batch)
+        log.info("patch store %s: rebuilding whole (%s)", store_url, reason)
+
+    plan = plan_build(source_url, sources, config, fingerprint, tasks_per_batch)
+    resumed = open_for_build(store_url, plan.extent, config, plan.attrs, plan.table,
                              resume=not force)
-    todo = pending_shards(store_url, plan) if resumed else plan.shards
+    todo = pending_shards(store_url, plan) if resumed else range(plan.n_shards)
+    written = _write_and_check(store_url, source_url, plan, todo, config, tasks_per_batch)
+    reused = plan.n_shards - written
     if resumed:
-        log.info("patch store %s: resuming build %s, %d of %d shards left", store_url,
-                 fingerprint[:12], len(todo), len(plan.shards))
-    # Each task gets only its own entries: handing every task the whole list made Dask walk
-    # and ship it once per shard (seconds of driver time on an augmented T91).
-    outcomes = dask.compute(*[dask.delayed(_write_shard_outcome)(
-        store_url, source_url, s, {p.entry: plan.entries[p.entry] for p in s.pieces}, config,
-        fingerprint) for s in todo])
-    errors = [e for _, e in outcomes if e]
-    if errors:
-        raise ShardWriteError(f"patch store {store_url}: {len(errors)} of {len(todo)} shards "
-                              f"failed (re-run to resume): " + "; ".join(errors))
-    missing = pending_shards(store_url, plan)
-    if missing:
-        raise ShardWriteError(f"patch store {store_url}: shards without a completion marker: "
-                              f"{[s.index for s in missing]}")
+        log.info("patch store %s: resumed build %s, %d of %d shards were left", store_url,
+                 fingerprint[:12], written, plan.n_shards)
     publish(store_url, plan.attrs)
     log.info("patch store %s: %d patches from %d images (%d skipped, %d shards written, "
              "%d reused)", store_url, plan.n_patches, plan.n_images, len(plan.skipped),
-             len(todo), len(plan.shards) - len(todo))
+             written, reused)
     return BuildReport(store_url, plan.n_patches, plan.n_images, plan.skipped, True, fingerprint,
-                       shards_written=len(todo), shards_reused=len(plan.shards) - len(todo),
-                       resumed=resumed)
+                       shards_written=written, shards_reused=reused, resumed=resumed,
+                       images_added=plan.n_images)

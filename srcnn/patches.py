@@ -7,6 +7,7 @@ is the same window of the degraded-then-bicubic-upscaled image (`color.training_
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,6 +30,25 @@ def patch_count(width: int, height: int, scale: int, size: int, stride: int) -> 
     """How many patches an image of this size yields (after the mod-crop to `scale`)."""
     h, w = height - height % scale, width - width % scale
     return len(grid_positions(h, w, size, stride))
+
+
+def patch_counts(width: np.ndarray, height: np.ndarray, scale: int, size: int, stride: int,
+                 ) -> np.ndarray:
+    """`patch_count` of many images at once: (n,) int64 from (n,) widths and heights."""
+    h, w = (np.asarray(v, dtype=np.int64) for v in (height, width))
+    h, w = h - h % scale, w - w % scale
+    ny = np.where(h >= size, (h - size) // stride + 1, 0)
+    nx = np.where(w >= size, (w - size) // stride + 1, 0)
+    return ny * nx
+
+
+def resized_sizes(width: np.ndarray, height: np.ndarray, factor: float,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`resized_size` of many images at once (np.rint rounds half to even, as round does)."""
+    if factor == 1.0:
+        return np.asarray(width, dtype=np.int64), np.asarray(height, dtype=np.int64)
+    return tuple(np.rint(np.asarray(v, dtype=np.int64) * factor).astype(np.int64)
+                 for v in (width, height))
 
 
 def crop_patches(image: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
@@ -72,6 +92,23 @@ def assign_splits(keys: list[str], val_fraction: float) -> dict[str, str]:
         if "train" not in splits.values():
             splits[ranked[-1]] = "train"
     return splits
+
+
+def val_mask(keys: Sequence[str], val_fraction: float) -> np.ndarray:
+    """(n,) bool, True where `assign_splits(keys, val_fraction)` says "val", as a column: a
+    million keys need no dict of them, and the hash ranking is computed only in the rare
+    case where it decides (no val or no train image)."""
+    mask = np.fromiter((split_of(k, val_fraction) == "val" for k in keys), dtype=bool,
+                       count=len(keys))
+    if val_fraction > 0 and len(keys) >= 2:
+        def rank(i: int) -> str:
+            return hashlib.sha256(keys[i].encode()).hexdigest()
+
+        if not mask.any():
+            mask[min(range(len(keys)), key=rank)] = True
+        elif mask.all():
+            mask[max(reversed(range(len(keys))), key=rank)] = False
+    return mask
 
 
 def collection_patches(images: dict[str, Image.Image], scale: int, size: int, stride: int,

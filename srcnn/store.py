@@ -7,62 +7,78 @@ Layout (patch index first, chunked along it, sharded so object storage sees few 
                                   where P and the stride are multiples of s (format 2 on)
     source    (N,)      int32     index into the source table
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
-    sources/  the source table, one row per (image, downscaled copy): `key` and
+    sources/  the source table (the index), one row per (image, downscaled copy): `key` and
               `fingerprint` strings and a (n, 6) `table` of width, height, offset, n_patches,
               split (0 train, 1 val) and factor: where each image's patches are and its
               split (format 2 on; format 1 kept it in the root attributes, which stores of
-              that format still open with)
+              that format still open with). Only the patches the index names are data.
+    sources-vNNNNNN/  a later version of the index, written by an incremental build; the
+              root attribute `sources_path` names the current one (absent: `sources`)
 Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
 the sources and settings, counts and a digest of the source table): kilobytes, whatever the
 collection's size, so opening a store reads kilobytes too; the source table is read when
 asked. A store is published by writing
 `complete: true` last; readers refuse a store without it, so none sees a half-written one.
 
+The patch index space is [0, `extent`) (root attribute; absent: `n_patches`, the number of
+indexed patches). A build in one go fills it without gaps; an incremental build
+(`srcnn.incremental`) appends the new images' patches from the next shard boundary at or
+after `extent` (so no stored shard object is rewritten), grows the arrays (metadata only),
+writes a new index version once those shards are marked, then points the root attributes at
+it in one write. Removed or changed images' old patches stay in the arrays, unindexed, until a
+full rebuild. Readers read the version their root attributes named when they opened; the
+previous version is kept when a new one is published, older ones are deleted.
+`source` holds a patch's row in the index version that wrote it (the current row, in a store
+built in one go); the index's offsets are what say which image a patch is from.
+
 Builds resume: after writing its region, each shard writes a small marker
 `_build/shard-NNNNNN.json` naming the build's fingerprint. A re-run of the same build on an
 unpublished store keeps the arrays and redoes only the shards without a matching marker; a
-different build recreates the store, which deletes the old markers with it.
+different build recreates the store, which deletes the old markers with it. An incremental
+build's markers name its own fingerprint, so markers of earlier builds never count for it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import posixpath
-import time
-import functools
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import fields
 
 import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from srcnn import __version__
+# The completion markers are re-exported: builds, readers and tests import them here.
+from srcnn.build_markers import (  # noqa: F401
+    BUILD_DIR,
+    marker_url,
+    read_marker,
+    read_markers,
+    read_markers_of,
+    write_marker,
+)
 from srcnn.config import PatchConfig
 from srcnn.settings import get_settings
-from srcnn.storage import filesystem, is_local, join, write_bytes_atomic
+# SourceEntry and sources_digest are re-exported: the store's readers and tests import them here.
+from srcnn.source_table import (  # noqa: F401
+    SPLITS,
+    SourceEntry,
+    SourceTable,
+    as_table,
+    sources_digest,
+)
+from srcnn.storage import filesystem, is_local
 
 STORE_FORMAT = 2  # 2: lr_native, the source table as arrays
 LR_NATIVE = "lr_native"
-BUILD_DIR = "_build"
 # Attributes that fix the arrays' layout: a resumed build must agree on all of them.
 LAYOUT_ATTRS = ("format", "fingerprint", "n_patches", "n_sources", "sources_digest")
 SOURCES = "sources"
 SOURCE_CHUNK = 65536  # source rows per chunk of each source-table array
-
-
-@dataclass(frozen=True)
-class SourceEntry:
-    """One source image of the store: where its patches are and which split it is in."""
-
-    key: str
-    fingerprint: str
-    width: int
-    height: int
-    offset: int
-    n_patches: int
-    split: str  # "train" or "val"
-    factor: float = 1.0  # downscale applied before cutting patches (augmentation)
+FINGERPRINT_SLICE = 8192  # sources serialised at a time for the build fingerprint
 
 
 class IncompleteStoreError(RuntimeError):
@@ -81,49 +97,58 @@ def zarr_store(url: str, read_only: bool = False):
 
 
 def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
-    """Identity of a build: the source set (keys + ETags/mtimes) and the settings that shape it."""
-    payload = {
-        "format": STORE_FORMAT,
-        "sources": sources,
-        "config": config.model_dump(exclude={"images_per_task"}),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    """Identity of a build: the source set (keys + ETags/mtimes) and the settings that shape it.
 
-
-def sources_digest(entries: list[SourceEntry]) -> str:
-    """A hash of the source table (what a resumed build must agree on)."""
-    h = hashlib.sha256()
-    for e in entries:
-        h.update(json.dumps(asdict(e), sort_keys=True).encode())
+    The sha256 of `json.dumps({"config": ..., "format": ..., "sources": sources},
+    sort_keys=True)`, fed to the hash a slice of sources at a time: the same bytes, but a
+    million sources never become one 140 MB string (and its bytes) in the driver.
+    """
+    head = json.dumps({"config": config.model_dump(exclude={"images_per_task"}),
+                       "format": STORE_FORMAT}, sort_keys=True)
+    h = hashlib.sha256(head[:-1].encode() + b', "sources": {')  # keys sort: config, format, sources
+    keys = sorted(sources)
+    for lo in range(0, len(keys), FINGERPRINT_SLICE):
+        part = json.dumps({k: sources[k] for k in keys[lo : lo + FINGERPRINT_SLICE]})
+        h.update((", " if lo else "").encode() + part[1:-1].encode())
+    h.update(b"}}")
     return h.hexdigest()
 
 
-def table_attrs(entries: list[SourceEntry]) -> dict:
+def table_attrs(entries: SourceTable | Sequence[SourceEntry]) -> dict:
     """The root attributes that describe the source table, not the table itself."""
-    return {"n_sources": len(entries), "n_images": len({e.key for e in entries}),
-            "sources_digest": sources_digest(entries)}
+    table = as_table(entries)
+    return {"n_sources": len(table), "n_images": table.n_images,
+            "sources_digest": sources_digest(table)}
 
 
 NUMERIC_FIELDS = ("width", "height", "offset", "n_patches", "split", "factor")
-SPLITS = ("train", "val")
 
 
-def _write_sources(root: zarr.Group, entries: list[SourceEntry]) -> None:
+def index_path(attrs: dict) -> str:
+    """The group of the index version that root attributes `attrs` name."""
+    return attrs.get("sources_path", SOURCES)
+
+
+def patch_extent(attrs: dict) -> int:
+    """The patch index space [0, extent) that root attributes `attrs` describe."""
+    return int(attrs.get("extent", attrs["n_patches"]))
+
+
+def _write_sources(root: zarr.Group, table: SourceTable, path: str = SOURCES) -> None:
     """Three arrays (few objects on S3): `key` and `fingerprint` (strings) and `table`
-    (n, 6) float64, the columns NUMERIC_FIELDS (integers exact below 2^53; split 0 = train)."""
-    group = root.create_group(SOURCES, attributes={"columns": list(NUMERIC_FIELDS)})
-    n = len(entries)
-    chunks = (max(1, min(SOURCE_CHUNK, n)),)
-    table = np.array([(e.width, e.height, e.offset, e.n_patches, SPLITS.index(e.split), e.factor)
-                      for e in entries], dtype=np.float64).reshape(n, len(NUMERIC_FIELDS))
-    for name in ("key", "fingerprint"):
-        array = group.create_array(name, shape=(n,), dtype=str, chunks=chunks)
-        if n:
-            array[:] = np.array([getattr(e, name) for e in entries], dtype=object)
-    array = group.create_array("table", shape=table.shape, dtype="float64",
-                               chunks=chunks + (len(NUMERIC_FIELDS),))
-    if n:
-        array[:] = table
+    (n, 6) float64, the columns NUMERIC_FIELDS; written a chunk at a time from the columns,
+    so a table of millions of rows never exists as one array of strings or rows."""
+    group = root.create_group(path, attributes={"columns": list(NUMERIC_FIELDS)})
+    n = len(table)
+    chunk = max(1, min(SOURCE_CHUNK, n))
+    strings = {name: group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
+               for name in ("key", "fingerprint")}
+    numeric = group.create_array("table", shape=(n, len(NUMERIC_FIELDS)), dtype="float64",
+                                 chunks=(chunk, len(NUMERIC_FIELDS)))
+    for lo, hi in table.chunks(chunk):  # whole chunks: one object written per call
+        for name, array in strings.items():
+            array[lo:hi] = table.strings(name, lo, hi)
+        numeric[lo:hi] = table.numeric(lo, hi)
 
 
 def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
@@ -132,7 +157,13 @@ def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
         rows = attrs[SOURCES]
         return {f.name: np.array([r.get(f.name, f.default) for r in rows])
                 for f in fields(SourceEntry)}
-    group = root[SOURCES]
+    path = index_path(attrs)
+    try:
+        group = root[path]
+    except KeyError:
+        raise KeyError(f"patch store {root.store}: index version {path!r} is gone (two newer "
+                       f"builds were published since these attributes were read); reopen "
+                       f"the store") from None
     table = group["table"][:]
     out = {name: table[:, i] for i, name in enumerate(group.attrs["columns"])}
     for name in ("width", "height", "offset", "n_patches"):
@@ -143,11 +174,11 @@ def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
 
 
 def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict,
-                 entries: list[SourceEntry] = ()) -> None:
+                 entries: SourceTable | Sequence[SourceEntry] = ()) -> None:
     """Create (or replace) the arrays and the source table, not yet published
     (`complete: false`)."""
     root = zarr.open_group(zarr_store(url), mode="w", zarr_format=3)
-    _write_sources(root, list(entries))
+    _write_sources(root, as_table(entries))
     c, s = config.chunk_patches, config.shard_patches
     n = max(n_patches, 1)  # zarr needs a non-empty shard shape even for an empty store
     for name, (shape, dtype) in store_arrays(config, n_patches).items():
@@ -171,7 +202,7 @@ def store_arrays(config: PatchConfig, n_patches: int = 0) -> dict[str, tuple[tup
 
 
 def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
-                   entries: list[SourceEntry], resume: bool = True) -> bool:
+                   entries: SourceTable | Sequence[SourceEntry], resume: bool = True) -> bool:
     """Resume an unpublished store of the same build (True), or create a fresh one (False).
 
     Root attributes are written after the arrays, so matching attributes imply the arrays exist.
@@ -182,46 +213,6 @@ def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
         return True
     create_store(url, n_patches, config, attrs, entries)
     return False
-
-
-def marker_url(url: str, shard: int) -> str:
-    return join(url, BUILD_DIR, f"shard-{shard:06d}.json")
-
-
-def write_marker(url: str, shard: int, start: int, stop: int, fingerprint: str) -> None:
-    """Record that shard `shard` (patches [start, stop)) of build `fingerprint` is written.
-
-    Written whole (rename or one PUT) and only after the region, so a marker never claims
-    a shard that a crash left half-written.
-    """
-    record = {"shard": shard, "start": start, "stop": stop, "fingerprint": fingerprint,
-              "written_at": time.time()}
-    write_bytes_atomic(marker_url(url, shard), json.dumps(record).encode())
-
-
-def read_marker(url: str, shard: int) -> dict | None:
-    """The completion marker of one shard, or None where it has none."""
-    fs, path = filesystem(marker_url(url, shard))
-    try:
-        return json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        return None
-
-
-def read_markers(url: str) -> dict[int, dict]:
-    """{shard index: marker record} of every completion marker in the store (one listing)."""
-    fs, path = filesystem(url)
-    folder = posixpath.join(path.rstrip("/"), BUILD_DIR)
-    fs.invalidate_cache()
-    try:
-        files = [f for f in fs.find(folder) if f.endswith(".json")]
-    except FileNotFoundError:
-        return {}
-    records = {}
-    for data in (fs.cat(files, on_error="omit") if files else {}).values():
-        record = json.loads(data)
-        records[int(record["shard"])] = record
-    return records
 
 
 def write_region(url: str, start: int, arrays: dict[str, np.ndarray]) -> None:
@@ -281,7 +272,13 @@ class PatchStore:
         return _entries(self.source_table)
 
     def __len__(self) -> int:
-        return self.root["lr"].shape[0]
+        """Indexed patches (the training data; the arrays may also hold unindexed ones)."""
+        return int(self.attrs["n_patches"])
+
+    @property
+    def extent(self) -> int:
+        """The patch index space [0, extent) of this version: every indexed patch is in it."""
+        return patch_extent(self.attrs)
 
     def array(self, name: str) -> zarr.Array:
         return self.root[name]
@@ -300,8 +297,8 @@ class PatchStore:
     def load(self, split: str, inputs: str = "lr") -> tuple[np.ndarray, np.ndarray]:
         """(inputs, hr) float16 arrays of one split, read whole (for stores that fit in
         memory); `inputs` is `lr` (SRCNN's) or `lr_native` (an LR-space net's)."""
-        idx = self.split_indices(split)
-        lr, hr = self.input_array(inputs)[:], self.root["hr"][:]
+        idx = self.split_indices(split)  # below `extent`; a newer build may have grown the arrays
+        lr, hr = self.input_array(inputs)[: self.extent], self.root["hr"][: self.extent]
         return lr[idx], hr[idx]
 
     def input_array(self, name: str) -> zarr.Array:

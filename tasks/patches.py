@@ -26,6 +26,10 @@ def build_store(source: str, store: str, config: PatchConfig, dask_address: str 
         report = build_patch_store(source, store, config, force=force)
     logger.info("patch store %s: %d patches from %d images (%s)", store, report.n_patches,
                 report.n_images, "built" if report.built else "already up to date")
+    if report.incremental:
+        logger.info("updated in place: %d images added, %d changed, %d removed, %d kept; "
+                    "%d new shards written", report.images_added, report.images_changed,
+                    report.images_removed, report.images_kept, report.shards_written)
     if report.resumed:
         logger.info("resumed an unfinished build: %d shards written, %d kept from before",
                     report.shards_written, report.shards_reused)

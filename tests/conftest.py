@@ -58,6 +58,15 @@ def mlflow_home(tmp_path, monkeypatch, set5) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real Dask LocalCluster of two worker processes, shared by a module's tests."""
+    from srcnn.cluster import dask_client
+
+    with dask_client(n_workers=2) as client:
+        yield client
+
+
 @pytest.fixture
 def small_collection(tmp_path, t91) -> Path:
     """Six real T91 photographs in a folder of their own."""

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from srcnn import patch_build
-from srcnn.cluster import dask_client
 from srcnn.color import luma, training_pair
 from srcnn.config import PatchConfig
 from srcnn.patch_build import (
@@ -73,11 +72,21 @@ def test_plan_shards_partition_every_patch_once(counts, shard):
         assert covered == list(range(counts[entry]))
 
 
+def _random_counts(rng, case: int) -> list[int]:
+    """Patch counts of random rows: small ones, then (every third case) mostly empty rows
+    between rows that span many shards."""
+    if case % 3 == 2:
+        n = int(rng.integers(1, 30))
+        return [int(c) for c in np.where(rng.random(n) < 0.6, 0, rng.integers(30, 200, n))]
+    return [int(c) for c in rng.integers(0, 25, rng.integers(0, 30))]
+
+
 def test_plan_shards_matches_the_direct_cut():
-    """The linear walk cuts exactly what intersecting every entry with every shard gives."""
+    """The binary-search cut gives exactly what intersecting every entry with every shard
+    gives, with empty rows and rows spanning many shards."""
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        counts = [int(c) for c in rng.integers(0, 25, rng.integers(0, 30))]
+    for case in range(300):
+        counts = _random_counts(rng, case)
         shard = int(rng.integers(1, 40))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         expected = []
@@ -125,12 +134,6 @@ def test_aligned_patches_carry_the_lr_patch_of_the_same_window(small_collection,
         y, x = pos[i] // scale
         np.testing.assert_array_equal(got["lr_native"][i], lr_y[y : y + 8, x : x + 8]
                                       .astype(np.float16))
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    with dask_client(n_workers=2) as client:
-        yield client
 
 
 def _config(**kw):
@@ -246,17 +249,18 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     stays unpublished; the re-run writes exactly the failed shards and equals a clean build."""
     victim = small_collection / "t10.png"
     data, stat = victim.read_bytes(), victim.stat()
-    real_plan_shards = patch_build.plan_shards
+    real_plan = patch_build.plan_from_sizes
 
-    def plan_then_break_image(counts, shard_patches):  # runs in the driver after inspection
+    def plan_then_break_image(*args):  # runs in the driver after inspection
         victim.write_bytes(data[: len(data) // 3])
-        return real_plan_shards(counts, shard_patches)
+        return real_plan(*args)
 
     url = str(tmp_path / "store.zarr")
-    monkeypatch.setattr(patch_build, "plan_shards", plan_then_break_image)
+    monkeypatch.setattr(patch_build, "plan_from_sizes", plan_then_break_image)
     with pytest.raises(ShardWriteError, match="t10.png"):
         build_patch_store(str(small_collection), url, _config())
     monkeypatch.undo()
+    monkeypatch.setattr(patch_build, "MARKERS_PER_READ", 4)  # the markers read in batches
     with pytest.raises(IncompleteStoreError):
         PatchStore(url)
     attrs = store_attrs(url)
@@ -290,8 +294,9 @@ def test_changed_build_recreates_half_written_store(small_collection, tmp_path):
         old = _config(stride=20)
         plan = plan_build(source, list_images(source), old,
                           build_fingerprint(list_images(source), old))
-        open_for_build(url, plan.n_patches, old, plan.attrs, plan.entries)
-        write_shard(url, source, plan.shards[0], plan.entries, old, plan.fingerprint)
+        open_for_build(url, plan.n_patches, old, plan.attrs, plan.table)
+        first = plan.shard(0)
+        write_shard(url, source, first, plan.entries_of(first), old, plan.fingerprint)
         report = build_patch_store(source, url, _config())
     assert not report.resumed and report.shards_reused == 0
     markers = read_markers(url)
@@ -308,15 +313,40 @@ def test_killed_build_resumes_on_s3(small_collection, tmp_path, s3_bucket):
     with dask.config.set(scheduler="sync"):  # the S3 endpoint lives in this process's env
         sources = list_images(source)
         plan = plan_build(source, sources, config, build_fingerprint(sources, config))
-        assert not open_for_build(url, plan.n_patches, config, plan.attrs, plan.entries)
-        for shard in plan.shards[::2]:
-            write_shard(url, source, shard, plan.entries, config, plan.fingerprint)
-        done = {s.index: json.loads(fs.cat(f"{bucket}/x3.zarr/_build/shard-{s.index:06d}.json"))
-                for s in plan.shards[::2]}
+        assert not open_for_build(url, plan.n_patches, config, plan.attrs, plan.table)
+        for shard in map(plan.shard, range(0, plan.n_shards, 2)):
+            write_shard(url, source, shard, plan.entries_of(shard), config, plan.fingerprint)
+        done = {i: json.loads(fs.cat(f"{bucket}/x3.zarr/_build/shard-{i:06d}.json"))
+                for i in range(0, plan.n_shards, 2)}
         report = build_patch_store(source, url, config)
         assert report.resumed and report.shards_reused == len(done)
-        assert report.shards_written == len(plan.shards) - len(done)
+        assert report.shards_written == plan.n_shards - len(done)
         markers = read_markers(url)
         assert {i: markers[i] for i in done} == done  # untouched: same write time
         build_patch_store(source, str(tmp_path / "clean.zarr"), config)
     assert_same_store(url, str(tmp_path / "clean.zarr"))
+
+
+def test_build_in_small_batches_without_a_client_equals_one_batch(small_collection, tmp_path,
+                                                                   dask_cluster, monkeypatch):
+    """Both passes submitted two tasks per `dask.compute` on Dask's local threaded scheduler
+    (no distributed Client) write the store that one batch on the LocalCluster writes."""
+    config = _config(augment_scales=(1.0, 0.8))
+    one = str(tmp_path / "one.zarr")
+    report = build_patch_store(str(small_collection), one, config)  # one batch of each pass
+    n_shards = math.ceil(report.n_patches / config.shard_patches)
+    assert n_shards > 4
+    real_compute, batches = dask.compute, []
+
+    def counting_compute(*tasks, **kw):
+        batches.append(len(tasks))
+        return real_compute(*tasks, **kw)
+
+    monkeypatch.setattr(patch_build.dask, "compute", counting_compute)
+    small = str(tmp_path / "small.zarr")
+    with dask.config.set(scheduler="threads"):
+        again = build_patch_store(str(small_collection), small, config, tasks_per_batch=2)
+    groups = math.ceil(6 / config.images_per_task)
+    assert max(batches) == 2 and len(batches) == math.ceil(groups / 2) + math.ceil(n_shards / 2)
+    assert sum(batches) == groups + n_shards and again.shards_written == n_shards
+    assert_same_store(small, one)
