@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image

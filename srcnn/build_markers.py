@@ -22,14 +22,17 @@ def marker_url(url: str, shard: int) -> str:
     return join(url, BUILD_DIR, _marker_name(shard))
 
 
-def write_marker(url: str, shard: int, start: int, stop: int, fingerprint: str) -> None:
-    """Record that shard `shard` (patches [start, stop)) of build `fingerprint` is written.
+def write_marker(url: str, shard: int, start: int, stop: int, fingerprint: str,
+                 bad: dict[str, str] | None = None) -> None:
+    """Record that shard `shard` (patches [start, stop)) of build `fingerprint` is written;
+    `bad` names the images ({key: reason}) whose patches it could not cut (left as zeros,
+    and out of the index the build publishes).
 
     Written whole (rename or one PUT) and only after the region, so a marker never claims
     a shard that a crash left half-written.
     """
     record = {"shard": shard, "start": start, "stop": stop, "fingerprint": fingerprint,
-              "written_at": time.time()}
+              "bad": bad or {}, "written_at": time.time()}
     write_bytes_atomic(marker_url(url, shard), json.dumps(record).encode())
 
 

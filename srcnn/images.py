@@ -11,13 +11,19 @@ import warnings
 
 from PIL import Image, ImageOps
 
-from srcnn.storage import read_bytes, write_bytes_atomic
+from srcnn.storage import read_bytes, read_head, write_bytes_atomic
 
 # Pillow's own bomb check reads a process-wide limit (and raises past twice it), which would
 # override a caller's larger `max_pixels`. `decode_image` makes the check itself, per call,
 # with Pillow's default limit unless told otherwise.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 Image.MAX_IMAGE_PIXELS = None
+# Bytes read to learn an image's size from its header: a PNG's is in its first 33 bytes; a
+# JPEG's frame header follows its APPn segments (EXIF at most 64 kB; a large ICC profile can
+# push it further, and then the whole file is read).
+HEAD_BYTES = 1 << 17
+# EXIF orientations that turn the image a quarter: width and height swap (exif_transpose).
+_QUARTER_TURNS = {5, 6, 7, 8}
 
 
 class BadImageError(ValueError):
@@ -55,6 +61,50 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(key, f"not a readable image ({exc})") from exc
     return ImageOps.exif_transpose(img)
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation an opened (not decoded) image declares. A PNG's `getexif` decodes
+    the image to look for an eXIf chunk after the pixels; here only one before them counts (a
+    later one shows up as a size mismatch when the image is decoded, and fails it alone)."""
+    if img.format == "PNG":
+        if not (raw := img.info.get("exif")):
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(0x0112)
+    return img.getexif().get(0x0112)
+
+
+def probe_image(url: str, key: str | None = None, max_pixels: int | None = None,
+                ) -> tuple[int, int]:
+    """(width, height) of an image as `read_image` would return it (EXIF orientation applied),
+    from its header: no pixel is decoded. What the header cannot vouch for (truncated or
+    corrupt pixel data) is found when the image is decoded. A file that fits in the first
+    HEAD_BYTES, an animated GIF, or a header that does not parse from the first HEAD_BYTES is
+    decoded whole, which raises the BadImageError that names what is wrong."""
+    key = key or url
+    head = read_head(url, HEAD_BYTES)
+    if len(head) < HEAD_BYTES:  # the whole file: decoding it is cheap and checks it all
+        img = decode_image(head, key, max_pixels)
+        return img.width, img.height
+    try:
+        img = Image.open(io.BytesIO(head))
+        if img.format == "GIF":  # counting a GIF's frames reads them all
+            raise ValueError("GIF")
+        width, height = img.size
+        animated = getattr(img, "n_frames", 1) > 1
+        turned = _orientation(img) in _QUARTER_TURNS
+    except Exception:  # noqa: BLE001  any header trouble: the strict path says what it is
+        img = read_image(url, key, max_pixels)
+        return img.width, img.height
+    if animated:
+        raise BadImageError(key, f"animated image ({img.n_frames} frames) not supported")
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    if width * height > limit:
+        raise BadImageError(key, f"too large: {width}x{height} pixels exceeds the limit of "
+                                 f"{limit} (decompression-bomb guard)")
+    return (height, width) if turned else (width, height)
 
 
 def read_image(url: str, key: str | None = None, max_pixels: int | None = None) -> Image.Image:

@@ -1,12 +1,13 @@
 """Build a patch store from an image collection, with Dask doing the per-image work.
 
 Two passes of coarse Dask tasks (one per group of images, one per shard):
-1. `inspect_group` decodes each image (catching unreadable, truncated or too-small files) and
-   counts its patches; `srcnn.build_plan` (pure) turns the sizes into the source table, in
-   columns, and each shard into arithmetic over its offsets.
-2. `write_shard` extracts the patches of exactly one shard, writes that region, then the
-   shard's completion marker, so parallel writes need no locks and a retried task rewrites
-   only its own shard.
+1. `inspect_group` reads each image's size from its header (`probe_image`: a ranged read, no
+   pixel decoded; unreadable headers, empty or too-small files are skipped with a reason)
+   and counts its patches; `srcnn.build_plan` (pure) turns the sizes into the source table,
+   in columns, and each shard into arithmetic over its offsets.
+2. `srcnn.shard_writer` writes each shard's region and marker, decoding each image it cuts
+   from (the only decode of a build); an image whose pixels do not decode fails alone and
+   is left out of the index the build publishes (a skipped image, with the reason).
 The store is published (`complete: true`) only when every shard has its marker. A build that
 died half-way (or had a shard fail) resumes on re-run: same fingerprint, same arrays, and only
 the shards without a marker are written (`srcnn.store.open_for_build`).
@@ -18,55 +19,47 @@ index version is written and published; readers keep the old version meanwhile.
 Both passes go to Dask in bounded batches (`TASKS_PER_BATCH` tasks per `dask.compute`, on
 whatever scheduler is active) and each task carries only its own images, or its own pieces
 and rows: the driver of a million-image build holds one batch of tasks, not a million.
+(`ShardWriteError`, `piece_patches` and `write_shard` live in `srcnn.shard_writer`.)
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
-from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 
 import dask
 import numpy as np
-from PIL import Image
 
-from srcnn.build_plan import (  # noqa: F401  (Piece and plan_shards: for callers and tests)
-    BuildPlan,
-    ImageSizes,
-    Piece,
-    ShardPlan,
-    plan_from_sizes,
-    plan_shards,
-)
-from srcnn.color import bicubic_resize, training_planes
+from srcnn.build_plan import BuildPlan, ImageSizes, plan_from_sizes
 from srcnn.config import PatchConfig
-from srcnn.images import BadImageError, decode_image, read_image
+from srcnn.images import BadImageError, probe_image
 from srcnn.incremental import (
     array_chunks,
     diff_listing,
     drop_old_indexes,
     grow_arrays,
+    next_index_path,
     plan_increment,
     read_index,
     rebuild_reason,
     write_index,
 )
-from srcnn.patches import crop_patches, grid_positions, patch_count, resized_size
-from srcnn.storage import filesystem, join, list_images
+from srcnn.patches import patch_count
+from srcnn.shard_writer import (
+    TASKS_PER_BATCH,
+    batches,
+    pending_shards,
+    without_bad,
+    write_and_check,
+)
+from srcnn.storage import join, list_images
 from srcnn.store import (
-    SourceEntry,
     build_fingerprint,
     index_path,
     open_for_build,
     publish,
-    read_marker,
-    read_markers_of,
     store_arrays,
     store_attrs,
-    write_marker,
-    write_region,
 )
 
 log = logging.getLogger(__name__)
@@ -99,104 +92,22 @@ class BuildReport:
     images_kept: int = 0  # images whose rows (offsets, split, patches) stayed
 
 
-TASKS_PER_BATCH = 256  # tasks per dask.compute: few to hold, enough to keep workers busy
-MARKERS_PER_READ = 1024  # completion markers fetched per batched read
-ERRORS_REPORTED = 20  # failed shards named in a ShardWriteError (the count is always exact)
-
-
-class ShardWriteError(RuntimeError):
-    """Some shards failed; the others are written and marked, so a re-run redoes only these."""
-
-
 def inspect_group(source_url: str, keys: list[str], config: PatchConfig) -> list[ImageInfo]:
+    """Sizes and patch counts of `keys`, from their headers (the write pass decodes each
+    image, once per shard it feeds, and drops one that does not decode)."""
     infos = []
     for key in keys:
         try:
-            img = read_image(join(source_url, key), key)
-            n = patch_count(img.width, img.height, config.scale, config.patch_size, config.stride)
+            width, height = probe_image(join(source_url, key), key)
+            n = patch_count(width, height, config.scale, config.patch_size, config.stride)
             if n == 0:
-                raise BadImageError(key, f"too small ({img.width}x{img.height}) for one "
+                raise BadImageError(key, f"too small ({width}x{height}) for one "
                                          f"{config.patch_size}px patch at x{config.scale}")
-            infos.append(ImageInfo(key, img.width, img.height, n))
+            infos.append(ImageInfo(key, width, height, n))
         except BadImageError as exc:
             log.warning("skipping %s", exc)
             infos.append(ImageInfo(key, error=exc.reason))
     return infos
-
-
-def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: PatchConfig,
-                  ) -> dict[str, np.ndarray]:
-    """The arrays of patches [piece.start, piece.stop) of one entry: `lr`, `hr` (float16),
-    `position`, and `lr_native` (the LR patches) when the grid is aligned to the scale.
-
-    The same patches as `image_patches(...)[piece.start:piece.stop]`, but only this piece is
-    cropped, from planes cast to float16 once: at stride 7 every pixel lies in ~20 patches,
-    and an image can straddle shards, so cutting all its patches per shard was most of a
-    worker's time (tested equal to `image_patches`).
-    """
-    if entry.factor != 1.0:
-        img = bicubic_resize(img.convert("RGB"), resized_size(img.width, img.height, entry.factor))
-    lr_y, bic_y, hr_y = training_planes(img, config.scale)
-    positions = grid_positions(*hr_y.shape, config.patch_size, config.stride)
-    if len(positions) != entry.n_patches:  # the image changed since it was inspected
-        raise RuntimeError(f"{entry.key}: {len(positions)} patches, inspected {entry.n_patches}")
-    pos = positions[piece.start : piece.stop]
-    out = {"lr": crop_patches(bic_y.astype(np.float16), pos, config.patch_size),
-           "hr": crop_patches(hr_y.astype(np.float16), pos, config.patch_size), "position": pos}
-    if config.lr_native:  # the same windows of the LR image (positions are multiples of s)
-        out["lr_native"] = crop_patches(lr_y.astype(np.float16), pos // config.scale,
-                                        config.patch_size // config.scale)
-    return out
-
-
-def _marks(marker: dict | None, start: int, stop: int, fingerprint: str) -> bool:
-    """Whether `marker` records patches [start, stop) as written by build `fingerprint`."""
-    return bool(marker) and (marker["fingerprint"], marker["start"], marker["stop"]) == (
-        fingerprint, start, stop)
-
-
-def write_shard(store_url: str, source_url: str, plan: ShardPlan,
-                entries: Mapping[int, SourceEntry] | list[SourceEntry], config: PatchConfig,
-                fingerprint: str) -> int:
-    """Extract and write the patches of one shard, then its completion marker.
-
-    `entries` needs only the entries of this shard's pieces (the driver sends just those).
-    A shard already marked by this build is left alone: when a worker dies, Dask reruns the
-    tasks whose results it held, and those shards are written already.
-    """
-    if _marks(read_marker(store_url, plan.index), plan.start, plan.stop, fingerprint):
-        return plan.stop - plan.start
-    fs, root = filesystem(source_url)  # once per shard: settings are read on every call
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in store_arrays(config)}
-    for piece in plan.pieces:
-        entry = entries[piece.entry]
-        img = decode_image(fs.cat_file(posixpath.join(root.rstrip("/"), entry.key)), entry.key)
-        for name, data in piece_patches(img, entry, piece, config).items():
-            parts[name].append(data)
-        parts["source"].append(np.full(piece.stop - piece.start, piece.entry, dtype=np.int32))
-    arrays = {k: np.concatenate(v) for k, v in parts.items()}
-    write_region(store_url, plan.start, arrays)
-    write_marker(store_url, plan.index, plan.start, plan.stop, fingerprint)
-    return plan.stop - plan.start
-
-
-def _write_shard_outcome(store_url: str, source_url: str, plan: ShardPlan,
-                         entries: Mapping[int, SourceEntry], config: PatchConfig,
-                         fingerprint: str) -> tuple[int, str | None]:
-    """`write_shard`, but a failure comes back as a value, so one bad shard does not cancel
-    the others: every shard that can be written is, and the driver raises after all ran."""
-    try:
-        return write_shard(store_url, source_url, plan, entries, config, fingerprint), None
-    except Exception as exc:  # re-raised by the driver as ShardWriteError, with this reason
-        log.exception("shard %d failed", plan.index)
-        return 0, f"shard {plan.index}: {type(exc).__name__}: {exc}"
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    """Lists of `size` items (the last may be shorter), taken from `items` as needed."""
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def inspect_images(source_url: str, keys: list[str], config: PatchConfig,
@@ -206,7 +117,7 @@ def inspect_images(source_url: str, keys: list[str], config: PatchConfig,
     width, height = np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
     errors: dict[int, str] = {}
     step = config.images_per_task
-    for batch in _batches(range(0, len(keys), step), tasks_per_batch):
+    for batch in batches(range(0, len(keys), step), tasks_per_batch):
         results = dask.compute(*[dask.delayed(inspect_group)(source_url, keys[i : i + step], config)
                                  for i in batch])
         for first, infos in zip(batch, results):
@@ -225,90 +136,36 @@ def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
     return plan_from_sizes(source_url, sources, sizes, config, fingerprint)
 
 
-def pending_shards(store_url: str, plan: BuildPlan) -> Iterator[int]:
-    """Indices of the shards of `plan` without a completion marker of this very build, the
-    markers read a batch at a time as the indices are taken."""
-    for batch in _batches(range(plan.first_shard, plan.n_shards), MARKERS_PER_READ):
-        markers = read_markers_of(store_url, batch)
-        for index in batch:
-            start = index * plan.shard_patches
-            stop = min(start + plan.shard_patches, plan.extent)
-            if not _marks(markers.get(index), start, stop, plan.fingerprint):
-                yield index
-
-
-def write_shards(store_url: str, source_url: str, plan: BuildPlan, shards: Iterable[int],
-                 config: PatchConfig, tasks_per_batch: int = TASKS_PER_BATCH,
-                 ) -> tuple[int, int, list[str]]:
-    """Pass 2: write `shards`, `tasks_per_batch` tasks per `dask.compute`; (shards submitted,
-    shards failed, the reasons of the first ERRORS_REPORTED failures).
-
-    Each task gets only its own pieces and rows, cut when its batch is submitted: handing
-    every task the whole table made Dask walk and ship it once per shard, and cutting every
-    shard up front held a million shards' pieces in the driver.
-    """
-    submitted, failed, reasons = 0, 0, []
-    for batch in _batches(shards, tasks_per_batch):
-        tasks = []
-        for index in batch:
-            shard = plan.shard(index)
-            tasks.append(dask.delayed(_write_shard_outcome)(
-                store_url, source_url, shard, plan.entries_of(shard), config, plan.fingerprint))
-        for _, error in dask.compute(*tasks):
-            if error:
-                failed += 1
-                if len(reasons) < ERRORS_REPORTED:
-                    reasons.append(error)
-        submitted += len(batch)
-        log.debug("patch store %s: %d shards submitted, %d failed", store_url, submitted, failed)
-    return submitted, failed, reasons
-
-
-def _write_and_check(store_url: str, source_url: str, plan: BuildPlan, todo: Iterable[int],
-                     config: PatchConfig, tasks_per_batch: int) -> int:
-    """Write shards `todo` of `plan`, then check that every shard of it is marked; the
-    number written. Raises ShardWriteError (the store unpublished) where any is not."""
-    written, failed, reasons = write_shards(store_url, source_url, plan, todo, config,
-                                            tasks_per_batch)
-    if failed:
-        more = f"; and {failed - len(reasons)} more" if failed > len(reasons) else ""
-        raise ShardWriteError(f"patch store {store_url}: {failed} of {written} shards "
-                              f"failed (re-run to resume): " + "; ".join(reasons) + more)
-    missing, named = 0, []
-    for index in pending_shards(store_url, plan):  # counted, never listed whole
-        missing += 1
-        named += [index][: ERRORS_REPORTED - len(named)]
-    if missing:
-        raise ShardWriteError(f"patch store {store_url}: {missing} shards without a "
-                              f"completion marker, first {named}")
-    return written
-
-
 def build_increment(source_url: str, store_url: str, config: PatchConfig,
                     sources: dict[str, str], fingerprint: str, existing: dict,
                     tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
     """Update the published store (root attributes `existing`) to the build of `sources`:
     inspect and write only added and changed images, then publish the next index version."""
     published = read_index(store_url, existing)
+    published_keys = set(published["key"].tolist())
     diff = diff_listing(published, sources)
     sizes = inspect_images(source_url, diff.new_keys, config, tasks_per_batch)
     plan = plan_increment(source_url, existing, published, diff, sizes, config, fingerprint)
     if plan.n_shards > plan.first_shard:
         grow_arrays(store_url, plan.extent, list(store_arrays(config)))
-    written = _write_and_check(store_url, source_url, plan, pending_shards(store_url, plan),
-                               config, tasks_per_batch)
+    written, bad = write_and_check(store_url, source_url, plan, pending_shards(store_url, plan),
+                                    config, tasks_per_batch)
     path = plan.attrs["sources_path"]
-    write_index(store_url, plan.table, path)
-    publish(store_url, plan.attrs)  # one write of zarr.json: readers switch versions here
+    table, attrs = without_bad(source_url, plan, bad, path) if bad else (plan.table, plan.attrs)
+    write_index(store_url, table, path)
+    publish(store_url, attrs)  # one write of zarr.json: readers switch versions here
     drop_old_indexes(store_url, keep=(path, index_path(existing)))
     reused = plan.n_shards - plan.first_shard - written
     # listed images new to the index that are still unusable (skipped again) are not added
-    added = diff.added - sum(diff.prior_val[i] < 0 for i in sizes.errors)
+    new_bad = sum(diff.prior_val[i] < 0 for i in sizes.errors) + sum(
+        k not in published_keys for k in bad)
+    added = diff.added - new_bad
     log.info("patch store %s: updated to %s: %d images added, %d changed, %d removed, %d kept; "
              "%d shards written (%d reused), %d of %d patches indexed", store_url,
              fingerprint[:12], added, diff.changed, diff.removed, diff.kept, written,
-             reused, plan.n_patches, plan.extent)
-    return BuildReport(store_url, plan.n_patches, plan.n_images, plan.skipped, True, fingerprint,
+             reused, attrs["n_patches"], plan.extent)
+    return BuildReport(store_url, attrs["n_patches"], table.n_images, attrs["skipped"], True,
+                       fingerprint,
                        shards_written=written, shards_reused=reused, resumed=reused > 0,
                        incremental=True, images_added=int(added), images_removed=diff.removed,
                        images_changed=diff.changed, images_kept=diff.kept)
@@ -344,15 +201,21 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
     resumed = open_for_build(store_url, plan.extent, config, plan.attrs, plan.table,
                              resume=not force)
     todo = pending_shards(store_url, plan) if resumed else range(plan.n_shards)
-    written = _write_and_check(store_url, source_url, plan, todo, config, tasks_per_batch)
+    written, bad = write_and_check(store_url, source_url, plan, todo, config, tasks_per_batch)
     reused = plan.n_shards - written
     if resumed:
         log.info("patch store %s: resumed build %s, %d of %d shards were left", store_url,
                  fingerprint[:12], written, plan.n_shards)
-    publish(store_url, plan.attrs)
+    attrs, n_images = plan.attrs, plan.n_images
+    if bad:  # published as the next index version: the one created with the store has them
+        path = next_index_path(plan.attrs)
+        table, attrs = without_bad(source_url, plan, bad, path)
+        write_index(store_url, table, path)
+        n_images = table.n_images
+    publish(store_url, attrs)
     log.info("patch store %s: %d patches from %d images (%d skipped, %d shards written, "
-             "%d reused)", store_url, plan.n_patches, plan.n_images, len(plan.skipped),
+             "%d reused)", store_url, attrs["n_patches"], n_images, len(attrs["skipped"]),
              written, reused)
-    return BuildReport(store_url, plan.n_patches, plan.n_images, plan.skipped, True, fingerprint,
-                       shards_written=written, shards_reused=reused, resumed=resumed,
-                       images_added=plan.n_images)
+    return BuildReport(store_url, attrs["n_patches"], n_images, attrs["skipped"], True,
+                       fingerprint, shards_written=written, shards_reused=reused,
+                       resumed=resumed, images_added=n_images)

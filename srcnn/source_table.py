@@ -72,6 +72,16 @@ class SourceTable:
                     self.image, self.width, self.height, self.offset, self.n_patches,
                     self.val, self.factor)))]
 
+    def without_keys(self, keys: set[str]) -> SourceTable:
+        """The table less every row of the images `keys` (offsets kept: their patches stay
+        where they are, unindexed)."""
+        drop = np.zeros(len(self.keys), dtype=bool)
+        drop[[i for i, k in enumerate(self.keys) if k in keys]] = True
+        rows = ~drop[self.image]
+        return SourceTable(self.keys, self.fingerprints, self.factors, self.image[rows],
+                           self.factor[rows], self.width[rows], self.height[rows],
+                           self.offset[rows], self.n_patches[rows], self.val[rows])
+
     def chunks(self, size: int = ROWS_PER_CHUNK) -> Iterator[tuple[int, int]]:
         """(lo, hi) row ranges of at most `size` rows (aligned to `size`)."""
         return ((lo, min(lo + size, len(self))) for lo in range(0, len(self), size))

@@ -56,6 +56,17 @@ def read_bytes(url: str) -> bytes:
     return fs.cat_file(path)
 
 
+def read_head(url: str, size: int) -> bytes:
+    """The first `size` bytes of an object (all of it when shorter): one ranged GET on S3."""
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path, start=0, end=size)
+    except FileNotFoundError:
+        raise
+    except OSError:  # S3 refuses any range of an empty object (416): read it whole
+        return read_bytes(url)
+
+
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write a whole object: a reader sees the old one or the new one, never a partial one.
 

@@ -16,7 +16,7 @@ from flows.build_patches import build_patches
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
-from srcnn.upscale import BucketOptions, UpscaleOptions, report_lines
+from srcnn.upscale import BucketOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.store import PatchStore
 

@@ -1,5 +1,6 @@
 """Patch extraction and the Zarr store, built through a real Dask LocalCluster."""
 
+import io
 import json
 import math
 import os
@@ -11,18 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn import patch_build
+from srcnn import patch_build, shard_writer
 from srcnn.color import luma, training_pair
 from srcnn.config import PatchConfig
-from srcnn.patch_build import (
-    Piece,
-    ShardWriteError,
-    build_patch_store,
-    piece_patches,
-    plan_build,
-    plan_shards,
-    write_shard,
-)
+from srcnn.images import HEAD_BYTES
+from srcnn.build_plan import Piece, plan_shards
+from srcnn.patch_build import build_patch_store, plan_build
+from srcnn.shard_writer import ShardWriteError, piece_patches, write_shard
 from srcnn.patches import (
     collection_patches,
     grid_positions,
@@ -222,6 +218,28 @@ def test_bad_images_are_skipped_with_reason(small_collection, tmp_path, dask_clu
     assert PatchStore(str(tmp_path / "s.zarr")).attrs["skipped"] == report.skipped
 
 
+def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_path,
+                                                         dask_cluster):
+    clean_url, url = str(tmp_path / "clean.zarr"), str(tmp_path / "s.zarr")
+    clean = build_patch_store(str(small_collection), clean_url, _config())
+    buf = io.BytesIO()  # a header that reads, pixel data cut short: found only by decoding
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+                    ).save(buf, "PNG")
+    (small_collection / "cut.png").write_bytes(buf.getvalue()[: HEAD_BYTES + 4096])
+    report = build_patch_store(str(small_collection), url, _config())
+    assert [s["key"] for s in report.skipped] == ["cut.png"]
+    assert "not a readable image" in report.skipped[0]["reason"]
+    store, ref = PatchStore(url), PatchStore(clean_url)
+    assert (report.n_images, report.n_patches) == (clean.n_images, clean.n_patches)
+    assert store.attrs["skipped"] == report.skipped and store.attrs["n_images"] == 6
+    assert {e.key for e in store.sources} == {e.key for e in ref.sources}
+    assert store.extent > len(store)  # the cut image's patches are there, unindexed
+    for split in ("train", "val"):  # the other images' patches, exactly the clean build's
+        for a, b in zip(store.load(split), ref.load(split)):
+            np.testing.assert_array_equal(a, b)
+    assert not build_patch_store(str(small_collection), url, _config()).built  # up to date
+
+
 def test_unpublished_store_is_refused(tmp_path):
     url = str(tmp_path / "half.zarr")
     create_store(url, 10, _config(), {})
@@ -245,14 +263,15 @@ def _marker_times(url: str) -> dict[int, int]:
 def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, dask_cluster,
                                                   monkeypatch):
     """One image becomes unreadable between inspection and writing (as a flaky disk or
-    bucket would do): its shards fail, every other shard is written and marked, the store
+    bucket would do; an image that reads but does not decode fails alone instead): its shards
+    fail, every other shard is written and marked, the store
     stays unpublished; the re-run writes exactly the failed shards and equals a clean build."""
     victim = small_collection / "t10.png"
     data, stat = victim.read_bytes(), victim.stat()
     real_plan = patch_build.plan_from_sizes
 
     def plan_then_break_image(*args):  # runs in the driver after inspection
-        victim.write_bytes(data[: len(data) // 3])
+        victim.unlink()  # gone for now (a flaky disk or bucket): its shards fail and retry
         return real_plan(*args)
 
     url = str(tmp_path / "store.zarr")
@@ -260,7 +279,7 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     with pytest.raises(ShardWriteError, match="t10.png"):
         build_patch_store(str(small_collection), url, _config())
     monkeypatch.undo()
-    monkeypatch.setattr(patch_build, "MARKERS_PER_READ", 4)  # the markers read in batches
+    monkeypatch.setattr(shard_writer, "MARKERS_PER_READ", 4)  # the markers read in batches
     with pytest.raises(IncompleteStoreError):
         PatchStore(url)
     attrs = store_attrs(url)

@@ -1,0 +1,67 @@
+"""Image sizes from headers: what `probe_image` says equals what decoding gives."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srcnn.images import HEAD_BYTES, BadImageError, probe_image, read_image
+
+RNG = np.random.default_rng(7)
+
+
+def noise(h: int, w: int) -> Image.Image:
+    return Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_header_sizes_equal_decoded_sizes_for_large_files(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: width and height swap
+    noise(300, 500).save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=98)
+    noise(300, 500).save(tmp_path / "plain.png")
+    grey = Image.fromarray(RNG.integers(0, 65535, (260, 410), dtype=np.uint16))
+    grey.save(tmp_path / "deep.png")
+    for name in ("turned.jpg", "plain.png", "deep.png"):
+        path = tmp_path / name
+        assert path.stat().st_size > HEAD_BYTES  # the header path, not a whole decode
+        assert probe_image(str(path), name) == read_image(str(path), name).size, name
+    assert probe_image(str(tmp_path / "turned.jpg")) == (300, 500)
+
+
+def test_truncated_pixels_pass_the_header_and_fail_the_decode(tmp_path):
+    buf = io.BytesIO()
+    noise(400, 400).save(buf, "PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[: HEAD_BYTES + 1000])
+    assert probe_image(str(tmp_path / "cut.png"), "cut.png") == (400, 400)
+    with pytest.raises(BadImageError, match="not a readable image"):
+        read_image(str(tmp_path / "cut.png"), "cut.png")
+
+
+def test_bad_headers_and_small_files_fail_with_reasons(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"not an image" * 20_000)  # over HEAD_BYTES
+    buf = io.BytesIO()
+    noise(40, 40).save(buf, "PNG")
+    (tmp_path / "short.png").write_bytes(buf.getvalue()[:300])  # small: decoded whole
+    frames = [noise(300, 300) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    noise(300, 500).save(tmp_path / "big.png")
+    cases = {"empty.png": "0 bytes", "text.png": "not a readable image",
+             "short.png": "not a readable image", "anim.gif": "animated"}
+    for name, reason in cases.items():
+        with pytest.raises(BadImageError, match=reason):
+            probe_image(str(tmp_path / name), name)
+    with pytest.raises(BadImageError, match="too large"):  # from the header, not decoded
+        probe_image(str(tmp_path / "big.png"), "big.png", max_pixels=100_000)
+
+
+def test_png_exif_orientation_before_the_pixels_counts(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    noise(300, 500).save(tmp_path / "turned.png", exif=exif.tobytes())
+    assert (tmp_path / "turned.png").stat().st_size > HEAD_BYTES
+    assert probe_image(str(tmp_path / "turned.png")) == read_image(str(tmp_path / "turned.png")).size
+    assert probe_image(str(tmp_path / "turned.png")) == (300, 500)
