@@ -45,6 +45,7 @@ from srcnn.incremental import (
     write_index,
 )
 from srcnn.patches import patch_count
+from srcnn.source_table import SourceTable
 from srcnn.shard_writer import (
     TASKS_PER_BATCH,
     batches,
@@ -136,6 +137,16 @@ def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
     return plan_from_sizes(source_url, sources, sizes, config, fingerprint)
 
 
+def stored_plan(store_url: str, attrs: dict, config: PatchConfig) -> BuildPlan:
+    """The plan of the unpublished build whose root attributes are `attrs` (same listing and
+    settings: same fingerprint), read back from the index it wrote when it created the
+    store, so a retried or re-run build re-lists the images but does not inspect them again."""
+    table = SourceTable.from_columns(read_index(store_url, attrs))
+    plan_attrs = {k: v for k, v in attrs.items() if k != "complete"}
+    return BuildPlan(attrs["fingerprint"], table, list(attrs.get("skipped", [])),
+                     table.n_images, config.shard_patches, plan_attrs)
+
+
 def build_increment(source_url: str, store_url: str, config: PatchConfig,
                     sources: dict[str, str], fingerprint: str, existing: dict,
                     tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
@@ -197,7 +208,11 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
                                    existing, tasks_per_batch)
         log.info("patch store %s: rebuilding whole (%s)", store_url, reason)
 
-    plan = plan_build(source_url, sources, config, fingerprint, tasks_per_batch)
+    if (not force and existing and not existing.get("complete")
+            and existing.get("fingerprint") == fingerprint):
+        plan = stored_plan(store_url, existing, config)  # a retry: no second inspection pass
+    else:
+        plan = plan_build(source_url, sources, config, fingerprint, tasks_per_batch)
     resumed = open_for_build(store_url, plan.extent, config, plan.attrs, plan.table,
                              resume=not force)
     todo = pending_shards(store_url, plan) if resumed else range(plan.n_shards)

@@ -100,6 +100,26 @@ class SourceTable:
         return np.array([values[i] for i in self.image[lo:hi].tolist()], dtype=object)
 
     @classmethod
+    def from_columns(cls, columns: dict[str, np.ndarray]) -> SourceTable:
+        """The table of an index read back (`srcnn.store`'s columns: key, fingerprint, width,
+        height, offset, n_patches, split, factor), without a Python object per row."""
+        index: dict[str, int] = {}
+        image = np.fromiter((index.setdefault(k, len(index)) for k in columns["key"].tolist()),
+                            dtype=np.int32, count=len(columns["key"]))
+        fingerprints = [""] * len(index)
+        for i, fp in zip(image.tolist(), columns["fingerprint"].tolist()):
+            fingerprints[i] = fp
+        values = columns["factor"].tolist()
+        factors = tuple(dict.fromkeys(float(f) for f in values))
+        position = {f: i for i, f in enumerate(factors)}
+        return cls(list(index), fingerprints, factors, image,
+                   np.fromiter((position[float(f)] for f in values), dtype=np.int8,
+                               count=len(values)),
+                   columns["width"].astype(np.int32), columns["height"].astype(np.int32),
+                   columns["offset"].astype(np.int64), columns["n_patches"].astype(np.int32),
+                   np.asarray(columns["split"]) == SPLITS[1])
+
+    @classmethod
     def from_entries(cls, entries: Sequence[SourceEntry]) -> SourceTable:
         """The table of `SourceEntry` rows (small tables: tests, benchmarks, old readers)."""
         index: dict[str, int] = {}

@@ -169,3 +169,16 @@ def test_shard_plan_cuts_one_shard_and_refuses_others():
     for index in (-1, 10):
         with pytest.raises(IndexError, match=f"shard {index}: the plan has 10 shards"):
             shard_plan(offset, counts, index, 4)
+
+
+def test_table_read_back_from_its_columns_is_the_same_table():
+    entries = [SourceEntry("b.png", "e1", 40, 30, 0, 5, "train", 1.0),
+               SourceEntry("b.png", "e1", 32, 24, 5, 3, "train", 0.8),
+               SourceEntry("a.png", "e2", 50, 50, 8, 7, "val", 1.0)]
+    table = SourceTable.from_entries(entries)
+    columns = {name: np.array([getattr(e, name) for e in entries])
+               for name in ("key", "fingerprint", "width", "height", "offset", "n_patches",
+                            "split", "factor")}
+    back = SourceTable.from_columns(columns)
+    assert back.entries(range(3)) == entries
+    assert sources_digest(back) == sources_digest(table)

@@ -293,7 +293,13 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
 
     victim.write_bytes(data)  # the image is back, unchanged (same size and mtime)
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    def no_second_inspection(*args, **kwargs):
+        raise AssertionError("the re-run inspected the images again")
+
+    monkeypatch.setattr(patch_build, "inspect_images", no_second_inspection)
     report = build_patch_store(str(small_collection), url, _config())
+    monkeypatch.undo()
     assert report.built and report.resumed and report.fingerprint == attrs["fingerprint"]
     assert (report.shards_written, report.shards_reused) == (len(failed), len(before))
     after = _marker_times(url)
