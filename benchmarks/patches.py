@@ -185,7 +185,7 @@ def store_open(workdir: Path, n_sources: int = 100_000) -> None:
 
 
 PLAN_CHILD = """
-import resource, sys, time
+import sys, time
 import numpy as np
 from srcnn.build_plan import ImageSizes, plan_from_sizes
 from srcnn.config import PatchConfig
@@ -212,7 +212,9 @@ for index in range(plan.n_shards):
     rows += len(plan.entries_of(shard))
 done = time.perf_counter()
 assert pieces >= len(plan.table) and plan.attrs["n_sources"] == len(plan.table)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss carries a parent's peak across exec)
+rss = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM")) / 1024
 print(f"{n} {len(plan.table)} {plan.n_shards} {done - listed:.2f} {listed - start:.2f} {rss:.0f} "
       f"{planned - listed:.2f} {done - planned:.2f}")
 """
