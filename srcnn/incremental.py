@@ -22,7 +22,6 @@ may leave a split empty; it is logged).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import posixpath
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ import zarr
 
 from srcnn.build_plan import BuildPlan, ImageSizes, plan_entries
 from srcnn.config import PatchConfig
-from srcnn.patches import split_of
+from srcnn.patches import ensure_both_splits, split_of
 from srcnn.source_table import SPLITS, SourceTable
 from srcnn.storage import filesystem
 from srcnn.store import (
@@ -121,14 +120,7 @@ def new_splits(diff: ListingDiff, usable: np.ndarray, kept_val: np.ndarray,
         return val
     has_val = bool(kept_val.any() or val[candidates].any())
     has_train = bool((~kept_val).any() or (~val[candidates]).any())
-    if candidates.size and not (has_val and has_train):
-        ranked = sorted(candidates.tolist(),
-                        key=lambda i: hashlib.sha256(diff.new_keys[i].encode()).hexdigest())
-        if not has_val:
-            val[ranked[0]] = True
-        else:
-            val[ranked[-1]] = False
-    elif not (has_val and has_train):
+    if not ensure_both_splits(val, diff.new_keys, candidates.tolist(), has_val, has_train):
         log.warning("incremental build: the store keeps no %s image (no new image to assign)",
                     "validation" if not has_val else "training")
     return val
@@ -144,28 +136,10 @@ def next_index_path(attrs: dict) -> str:
 def _merge(published: dict[str, np.ndarray], diff: ListingDiff, new: SourceTable,
            ) -> SourceTable:
     """Kept rows (in published order) then the new rows, as one table."""
-    rows = diff.kept_rows
-    row_keys = published["key"][rows].tolist()
-    keys = list(dict.fromkeys(row_keys))
-    index = {k: i for i, k in enumerate(keys)}
-    first_fp = dict(zip(published["key"][rows].tolist(), published["fingerprint"][rows].tolist()))
-    factor_of = {f: i for i, f in enumerate(new.factors)}
-    old = {
-        "image": np.fromiter((index[k] for k in row_keys), dtype=np.int32, count=len(rows)),
-        "factor": np.fromiter((factor_of[f] for f in published["factor"][rows].tolist()),
-                              dtype=np.int8, count=len(rows)),
-        "width": published["width"][rows].astype(np.int32),
-        "height": published["height"][rows].astype(np.int32),
-        "offset": published["offset"][rows].astype(np.int64),
-        "n_patches": published["n_patches"][rows].astype(np.int32),
-        "val": published["split"][rows] == SPLITS[1],
-    }
-    columns = {name: np.concatenate([values, getattr(new, name) + (len(keys) if name == "image"
-                                                                    else 0)])
-               for name, values in old.items()}
-    columns["image"] = columns["image"].astype(np.int32)
-    return SourceTable(keys + list(new.keys), [first_fp[k] for k in keys] + list(new.fingerprints),
-                       new.factors, **columns)
+    new_columns = new.columns()
+    return SourceTable.from_columns({
+        name: np.concatenate([values[diff.kept_rows], new_columns[name]])
+        for name, values in published.items()})
 
 
 def plan_increment(source_url: str, existing: dict, published: dict[str, np.ndarray],

@@ -153,7 +153,6 @@ def build_increment(source_url: str, store_url: str, config: PatchConfig,
     """Update the published store (root attributes `existing`) to the build of `sources`:
     inspect and write only added and changed images, then publish the next index version."""
     published = read_index(store_url, existing)
-    published_keys = set(published["key"].tolist())
     diff = diff_listing(published, sources)
     sizes = inspect_images(source_url, diff.new_keys, config, tasks_per_batch)
     plan = plan_increment(source_url, existing, published, diff, sizes, config, fingerprint)
@@ -168,9 +167,8 @@ def build_increment(source_url: str, store_url: str, config: PatchConfig,
     drop_old_indexes(store_url, keep=(path, index_path(existing)))
     reused = plan.n_shards - plan.first_shard - written
     # listed images new to the index that are still unusable (skipped again) are not added
-    new_bad = sum(diff.prior_val[i] < 0 for i in sizes.errors) + sum(
-        k not in published_keys for k in bad)
-    added = diff.added - new_bad
+    added = diff.added - sum(diff.prior_val[i] < 0 and (i in sizes.errors or key in bad)
+                             for i, key in enumerate(diff.new_keys))
     log.info("patch store %s: updated to %s: %d images added, %d changed, %d removed, %d kept; "
              "%d shards written (%d reused), %d of %d patches indexed", store_url,
              fingerprint[:12], added, diff.changed, diff.removed, diff.kept, written,

@@ -94,20 +94,35 @@ def assign_splits(keys: list[str], val_fraction: float) -> dict[str, str]:
     return splits
 
 
+def ensure_both_splits(val: np.ndarray, keys: Sequence[str], candidates: Sequence[int],
+                       has_val: bool, has_train: bool) -> bool:
+    """`assign_splits`' fix-up, in place on the column `val` (True: validation): where the
+    splits (summarised by `has_val`, `has_train`) lack a validation image, the candidate whose
+    key hashes lowest becomes one; where they lack a training image, the highest becomes one.
+    Only that candidate's hash ranking is computed (no sort of a million keys). False where a
+    split is missing and there is no candidate to fill it."""
+    if has_val and has_train:
+        return True
+    if not len(candidates):
+        return False
+
+    def rank(i: int) -> str:
+        return hashlib.sha256(keys[i].encode()).hexdigest()
+
+    if not has_val:
+        val[min(candidates, key=rank)] = True
+    else:
+        val[max(reversed(candidates), key=rank)] = False
+    return True
+
+
 def val_mask(keys: Sequence[str], val_fraction: float) -> np.ndarray:
     """(n,) bool, True where `assign_splits(keys, val_fraction)` says "val", as a column: a
-    million keys need no dict of them, and the hash ranking is computed only in the rare
-    case where it decides (no val or no train image)."""
+    million keys need no dict of them."""
     mask = np.fromiter((split_of(k, val_fraction) == "val" for k in keys), dtype=bool,
                        count=len(keys))
     if val_fraction > 0 and len(keys) >= 2:
-        def rank(i: int) -> str:
-            return hashlib.sha256(keys[i].encode()).hexdigest()
-
-        if not mask.any():
-            mask[min(range(len(keys)), key=rank)] = True
-        elif mask.all():
-            mask[max(reversed(range(len(keys))), key=rank)] = False
+        ensure_both_splits(mask, keys, range(len(keys)), bool(mask.any()), bool((~mask).any()))
     return mask
 
 

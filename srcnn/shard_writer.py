@@ -135,16 +135,21 @@ def batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def pending_shards(store_url: str, plan: BuildPlan) -> Iterator[int]:
-    """Indices of the shards of `plan` without a completion marker of this very build, the
-    markers read a batch at a time as the indices are taken."""
+def _own_markers(store_url: str, plan: BuildPlan) -> Iterator[tuple[int, dict | None]]:
+    """(index, its marker, or None where it has none of this very build) for each shard of
+    `plan`, the markers read a batch at a time as the indices are taken."""
     for batch in batches(range(plan.first_shard, plan.n_shards), MARKERS_PER_READ):
         markers = read_markers_of(store_url, batch)
         for index in batch:
             start = index * plan.shard_patches
             stop = min(start + plan.shard_patches, plan.extent)
-            if not _marks(markers.get(index), start, stop, plan.fingerprint):
-                yield index
+            marker = markers.get(index)
+            yield index, marker if _marks(marker, start, stop, plan.fingerprint) else None
+
+
+def pending_shards(store_url: str, plan: BuildPlan) -> Iterator[int]:
+    """Indices of the shards of `plan` without a completion marker of this very build."""
+    return (index for index, marker in _own_markers(store_url, plan) if marker is None)
 
 
 def write_shards(store_url: str, source_url: str, plan: BuildPlan, shards: Iterable[int],
@@ -179,17 +184,12 @@ def check_markers(store_url: str, plan: BuildPlan) -> tuple[int, list[int], dict
     marker of this build, the first ERRORS_REPORTED of them, {key: reason} of the images the
     marked shards could not decode)."""
     missing, named, bad = 0, [], {}
-    for batch in batches(range(plan.first_shard, plan.n_shards), MARKERS_PER_READ):
-        markers = read_markers_of(store_url, batch)
-        for index in batch:
-            start = index * plan.shard_patches
-            stop = min(start + plan.shard_patches, plan.extent)
-            marker = markers.get(index)
-            if _marks(marker, start, stop, plan.fingerprint):
-                bad.update(marker.get("bad", {}))
-            else:
-                missing += 1
-                named += [index][: ERRORS_REPORTED - len(named)]
+    for index, marker in _own_markers(store_url, plan):
+        if marker is None:
+            missing += 1
+            named += [index][: ERRORS_REPORTED - len(named)]
+        else:
+            bad.update(marker.get("bad", {}))
     return missing, named, bad
 
 

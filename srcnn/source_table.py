@@ -119,6 +119,16 @@ class SourceTable:
                    columns["offset"].astype(np.int64), columns["n_patches"].astype(np.int32),
                    np.asarray(columns["split"]) == SPLITS[1])
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The rows as `from_columns` takes them (the columns of the store's index)."""
+        keys = np.array(self.keys, dtype=object)
+        fingerprints = np.array(self.fingerprints, dtype=object)
+        return {"key": keys[self.image], "fingerprint": fingerprints[self.image],
+                "width": self.width, "height": self.height, "offset": self.offset,
+                "n_patches": self.n_patches,
+                "split": np.array(SPLITS, dtype=object)[self.val.astype(np.int64)],
+                "factor": np.asarray(self.factors, dtype=np.float64)[self.factor]}
+
     @classmethod
     def from_entries(cls, entries: Sequence[SourceEntry]) -> SourceTable:
         """The table of `SourceEntry` rows (small tables: tests, benchmarks, old readers)."""
