@@ -70,19 +70,6 @@ def depth_to_space(x: torch.Tensor, scale: int) -> torch.Tensor:
     return phases.permute(0, 1, 3, 2, 4).reshape(b, 1, h * scale, w * scale)
 
 
-def _first_conv_relu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """relu(conv(x)) for a one-channel float32 x, as one matmul over its k x k shifted copies:
-    oneDNN's direct convolution runs at ~10 GFLOP/s with one input channel (this: ~2x faster).
-    Returns (B, c, h - k + 1, w - k + 1) in channels_last layout."""
-    k, c = conv.kernel_size[0], conv.out_channels
-    b, _, hh, ww = x.shape
-    oh, ow = hh - k + 1, ww - k + 1
-    taps = torch.stack([x[:, 0, i : i + oh, j : j + ow] for i in range(k) for j in range(k)],
-                       -1)  # (B, oh, ow, k*k)
-    out = torch.addmm(conv.bias, taps.view(-1, k * k), conv.weight.view(c, k * k).t()).relu_()
-    return out.view(b, oh, ow, c).permute(0, 3, 1, 2)
-
-
 class LinearBlock(nn.Module):
     """k x k convolution that trains as k x k (c_in -> p) then 1 x 1 (p -> c_out) with no
     nonlinearity between, plus the identity when c_in == c_out; `collapsed()` is the single
@@ -194,9 +181,7 @@ class LRNet(nn.Module):
             return self._output(residual, x.float())
         dtype = torch.bfloat16 if bf16 else torch.float32
         h = self._trim(x).to(dtype)
-        if not bf16:  # (in bf16 oneDNN's own is the faster)
-            h = _first_conv_relu(h, self.body[0])
-        for conv in self.body[int(not bf16) : -1]:
+        for conv in self.body[:-1]:
             h = fused_conv_relu(h, conv)
         last = self.body[-1]
         out = F.conv2d(h, last.weight.to(dtype), last.bias.to(dtype)).float()  # (B, s^2, h, w)
