@@ -11,6 +11,10 @@
    plain bicubic resize with the same decode and encode, for PNG (zlib level 6, the default,
    and 1: `--png-compress-level 1`) and JPEG outputs.
 
+6. where section 5's time goes, on one thread in this process: per output Mpx, decode, JPEG
+   encode, a plain bicubic resize, and for each net its Y pass alone and its whole colour path
+   (`upscale_rgb_tiled`); what the nets' ratio is with and without the work both pay.
+
     python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast]
 """
 
@@ -238,6 +242,56 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
                   f"{rate['bicubic'] / rate['fast bf16']:.2f} (goal <= 1.5)")
 
 
+def stage_costs(photos: str, repeat: int = 3) -> None:
+    """Section 6: single-thread milliseconds per output Mpx of each stage over `photos` x3, the
+    stages interleaved `repeat` times, best of each."""
+    from srcnn.color import bicubic_upscale, luma, rgb_to_ycbcr, to_float
+    from srcnn.inference import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
+    from srcnn.tracking import resolve_spec
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        paths = sorted(p for p in Path(photos).iterdir() if p.suffix.lower() == ".png")
+        blobs = [p.read_bytes() for p in paths]
+        imgs = [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]
+        mpx = sum(9 * im.width * im.height for im in imgs) / 1e6
+        nets = {k: prepare(resolve_spec(f"pretrained:{k}", 3).build(), "cpu")
+                for k in ("fast", "srcnn")}
+        lr_y = [luma(im) for im in imgs]
+        bic_y = [rgb_to_ycbcr(to_float(bicubic_upscale(im, 3)))[..., 0] for im in imgs]
+        outs = [bicubic_upscale(im, 3) for im in imgs]
+        stages = {
+            "decode (PNG)": lambda: [Image.open(io.BytesIO(b)).convert("RGB").load()
+                                     for b in blobs],
+            "JPEG encode": lambda: [o.save(io.BytesIO(), "JPEG", quality=90) for o in outs],
+            "bicubic resize": lambda: [bicubic_upscale(im, 3) for im in imgs],
+            "fast: net on Y": lambda: [upscale_luma_lr(nets["fast"], y) for y in lr_y],
+            "fast: whole colour path": lambda: [upscale_rgb_tiled(nets["fast"], im, 3)
+                                                for im in imgs],
+            "srcnn: net on Y": lambda: [upscale_luma(nets["srcnn"], y) for y in bic_y],
+            "srcnn: whole colour path": lambda: [upscale_rgb_tiled(nets["srcnn"], im, 3)
+                                                 for im in imgs],
+        }
+        best = {k: float("inf") for k in stages}
+        for _ in range(repeat):
+            for k, fn in stages.items():
+                best[k] = min(best[k], best_of(fn, 1))
+    finally:
+        torch.set_num_threads(threads)
+    ms = {k: v / mpx * 1e3 for k, v in best.items()}
+    io_ms = ms["decode (PNG)"] + ms["JPEG encode"]
+    print(f"6. {len(imgs)} photos x3 on one thread, ms per output Mpx (best of {repeat}, "
+          "interleaved): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+    fast, srcnn = ms["fast: whole colour path"] + io_ms, ms["srcnn: whole colour path"] + io_ms
+    print(f"   fast / SRCNN, nets alone {ms['srcnn: net on Y'] / ms['fast: net on Y']:.1f}x; "
+          f"end to end with JPEG {srcnn / fast:.1f}x (goal >= 8x). Besides its net, the fast "
+          f"path spends {fast - ms['fast: net on Y']:.1f} ms; 8x would need at most "
+          f"{(srcnn - 8 * ms['fast: net on Y']) / 8:.1f}. The fast net alone is "
+          f"{ms['fast: net on Y'] / (io_ms + ms['bicubic resize']):.1f}x a whole bicubic resize "
+          "with decode and JPEG encode (goal: the whole path <= 1.5x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=200)
@@ -250,6 +304,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.only_fast:
         fast_vs_srcnn(args.photos)
+        stage_costs(args.photos)
         return
     torch.manual_seed(0)
     model = prepare(SRCNN(ModelConfig()), "cpu")
@@ -294,6 +349,7 @@ def main() -> None:
         if not args.skip_big:
             big_image(tmp, 256)
     fast_vs_srcnn(args.photos)
+    stage_costs(args.photos)
     print(f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
 
 

@@ -135,3 +135,15 @@ def s3_bucket(s3_endpoint, request):
     name = f"test-{uuid.uuid4().hex[:12]}"
     fs.mkdir(name)
     return fs, name
+
+
+# The longest files first: `make test` runs two processes a file at a time (pytest-xdist's
+# loadfile, with its own reordering off), so the long end-to-end runs start at once instead of
+# ending the suite alone on one process.
+SLOW_FIRST = ("test_deployment.py", "test_pipeline.py", "test_flows.py", "test_upscale.py",
+              "test_mlflow_server.py", "test_secrets.py", "test_worker_kill.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: in-file order kept
