@@ -17,9 +17,9 @@ export DO_NOT_TRACK ?= 1
 
 setup: $(STAMP)
 
-# --no-compile: bytecode is written on first import, for the modules used only (set-up here took
-# 3.7 min with pip compiling every module of torch, mlflow and prefect, 2.0 min without).
-PIP_FLAGS ?= -q --disable-pip-version-check --no-compile
+# pip writes the bytecode: where PYTHONDONTWRITEBYTECODE is set (as here) nothing else would,
+# and every process of the suite would compile torch, mlflow and prefect again (1.8x its time).
+PIP_FLAGS ?= -q --disable-pip-version-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
