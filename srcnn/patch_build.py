@@ -16,9 +16,9 @@ A published store with the same layout settings is updated instead (`srcnn.incre
 only added or changed images are inspected and only their new shards written, then the next
 index version is written and published; readers keep the old version meanwhile.
 
-Both passes go to Dask in bounded batches (`TASKS_PER_BATCH` tasks per `dask.compute`, on
-whatever scheduler is active) and each task carries only its own images, or its own pieces
-and rows: the driver of a million-image build holds one batch of tasks, not a million.
+Both passes go to Dask with at most `TASKS_IN_FLIGHT` tasks in flight, a new one as each ends
+(`srcnn.bounded`), and each task carries only its own images, or its own pieces and rows: the
+driver of a million-image build holds a window of tasks, not a million.
 (`ShardWriteError`, `piece_patches` and `write_shard` live in `srcnn.shard_writer`.)
 """
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 
+from srcnn.bounded import run_bounded
 from srcnn.build_plan import BuildPlan, ImageSizes, plan_from_sizes
 from srcnn.config import PatchConfig
 from srcnn.images import BadImageError, probe_image
@@ -45,14 +45,13 @@ from srcnn.incremental import (
     write_index,
 )
 from srcnn.patches import patch_count
-from srcnn.source_table import SourceTable
 from srcnn.shard_writer import (
-    TASKS_PER_BATCH,
-    batches,
+    TASKS_IN_FLIGHT,
     pending_shards,
     without_bad,
     write_and_check,
 )
+from srcnn.source_table import SourceTable
 from srcnn.storage import join, list_images
 from srcnn.store import (
     build_fingerprint,
@@ -112,28 +111,26 @@ def inspect_group(source_url: str, keys: list[str], config: PatchConfig) -> list
 
 
 def inspect_images(source_url: str, keys: list[str], config: PatchConfig,
-                   tasks_per_batch: int = TASKS_PER_BATCH) -> ImageSizes:
+                   tasks_in_flight: int = TASKS_IN_FLIGHT) -> ImageSizes:
     """Pass 1: the size of every image (or why it is skipped), one task per
-    `images_per_task` images, reduced into columns as each batch of tasks returns."""
+    `images_per_task` images, reduced into columns as each task returns."""
     width, height = np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
     errors: dict[int, str] = {}
     step = config.images_per_task
-    for batch in batches(range(0, len(keys), step), tasks_per_batch):
-        results = dask.compute(*[dask.delayed(inspect_group)(source_url, keys[i : i + step], config)
-                                 for i in batch])
-        for first, infos in zip(batch, results):
-            for i, info in enumerate(infos, first):
-                if info.error is None:
-                    width[i], height[i] = info.width, info.height
-                else:
-                    errors[i] = info.error
+    groups = ((i, (source_url, keys[i : i + step], config)) for i in range(0, len(keys), step))
+    for first, infos in run_bounded(inspect_group, groups, tasks_in_flight):
+        for i, info in enumerate(infos, first):
+            if info.error is None:
+                width[i], height[i] = info.width, info.height
+            else:
+                errors[i] = info.error
     return ImageSizes(width, height, errors)
 
 
 def plan_build(source_url: str, sources: dict[str, str], config: PatchConfig,
-               fingerprint: str, tasks_per_batch: int = TASKS_PER_BATCH) -> BuildPlan:
+               fingerprint: str, tasks_in_flight: int = TASKS_IN_FLIGHT) -> BuildPlan:
     """Pass 1: inspect every image with Dask, then plan the entries and shards (pure)."""
-    sizes = inspect_images(source_url, list(sources), config, tasks_per_batch)
+    sizes = inspect_images(source_url, list(sources), config, tasks_in_flight)
     return plan_from_sizes(source_url, sources, sizes, config, fingerprint)
 
 
@@ -149,17 +146,17 @@ def stored_plan(store_url: str, attrs: dict, config: PatchConfig) -> BuildPlan:
 
 def build_increment(source_url: str, store_url: str, config: PatchConfig,
                     sources: dict[str, str], fingerprint: str, existing: dict,
-                    tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
+                    tasks_in_flight: int = TASKS_IN_FLIGHT) -> BuildReport:
     """Update the published store (root attributes `existing`) to the build of `sources`:
     inspect and write only added and changed images, then publish the next index version."""
     published = read_index(store_url, existing)
     diff = diff_listing(published, sources)
-    sizes = inspect_images(source_url, diff.new_keys, config, tasks_per_batch)
+    sizes = inspect_images(source_url, diff.new_keys, config, tasks_in_flight)
     plan = plan_increment(source_url, existing, published, diff, sizes, config, fingerprint)
     if plan.n_shards > plan.first_shard:
         grow_arrays(store_url, plan.extent, list(store_arrays(config)))
     written, bad = write_and_check(store_url, source_url, plan, pending_shards(store_url, plan),
-                                    config, tasks_per_batch)
+                                    config, tasks_in_flight)
     path = plan.attrs["sources_path"]
     table, attrs = without_bad(source_url, plan, bad, path) if bad else (plan.table, plan.attrs)
     write_index(store_url, table, path)
@@ -182,11 +179,11 @@ def build_increment(source_url: str, store_url: str, config: PatchConfig,
 
 def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
                       include: list[str] | None = None, force: bool = False,
-                      tasks_per_batch: int = TASKS_PER_BATCH) -> BuildReport:
+                      tasks_in_flight: int = TASKS_IN_FLIGHT) -> BuildReport:
     """Build (or confirm up to date, or finish) the patch store of `source_url` at `store_url`.
 
     Runs on whatever Dask scheduler is active (a distributed Client, if one is set), at most
-    `tasks_per_batch` tasks at a time.
+    `tasks_in_flight` tasks at a time.
     """
     sources = list_images(source_url, include=include)
     if not sources:
@@ -203,18 +200,18 @@ def build_patch_store(source_url: str, store_url: str, config: PatchConfig,
         reason = rebuild_reason(existing, source_url, config, array_chunks(store_url))
         if reason is None:
             return build_increment(source_url, store_url, config, sources, fingerprint,
-                                   existing, tasks_per_batch)
+                                   existing, tasks_in_flight)
         log.info("patch store %s: rebuilding whole (%s)", store_url, reason)
 
     if (not force and existing and not existing.get("complete")
             and existing.get("fingerprint") == fingerprint):
         plan = stored_plan(store_url, existing, config)  # a retry: no second inspection pass
     else:
-        plan = plan_build(source_url, sources, config, fingerprint, tasks_per_batch)
+        plan = plan_build(source_url, sources, config, fingerprint, tasks_in_flight)
     resumed = open_for_build(store_url, plan.extent, config, plan.attrs, plan.table,
                              resume=not force)
     todo = pending_shards(store_url, plan) if resumed else range(plan.n_shards)
-    written, bad = write_and_check(store_url, source_url, plan, todo, config, tasks_per_batch)
+    written, bad = write_and_check(store_url, source_url, plan, todo, config, tasks_in_flight)
     reused = plan.n_shards - written
     if resumed:
         log.info("patch store %s: resumed build %s, %d of %d shards were left", store_url,

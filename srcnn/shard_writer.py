@@ -6,8 +6,8 @@ image feeds), writes exactly its shard's region, then the shard's completion mar
 parallel writes need no locks and a retried task rewrites only its own shard. An image whose
 pixels do not decode (truncated after a good header) fails alone: its patches are left as
 zeros, the marker names it, and `without_bad` leaves it out of the index the build publishes.
-Shards go to Dask in bounded batches (`TASKS_PER_BATCH` per `dask.compute`, on whatever
-scheduler is active), each task with only its own pieces and rows.
+Shards go to Dask with at most `TASKS_IN_FLIGHT` tasks in flight, a new one as each ends
+(`srcnn.bounded`), each task with only its own pieces and rows.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import islice
 
-import dask
 import numpy as np
 from PIL import Image
 
+from srcnn.bounded import batches, run_bounded
 from srcnn.build_plan import BuildPlan, Piece, ShardPlan
 from srcnn.color import bicubic_resize, training_planes
 from srcnn.config import PatchConfig
@@ -40,7 +39,8 @@ from srcnn.store import (
 
 log = logging.getLogger(__name__)
 
-TASKS_PER_BATCH = 256  # tasks per dask.compute: few to hold, enough to keep workers busy
+TASKS_IN_FLIGHT = 256  # tasks submitted and not yet returned: few to hold, enough to keep
+                       # a cluster's workers busy
 MARKERS_PER_READ = 1024  # completion markers fetched per batched read
 ERRORS_REPORTED = 20  # failed shards named in a ShardWriteError (the count is always exact)
 
@@ -128,13 +128,6 @@ def _write_shard_outcome(store_url: str, source_url: str, plan: ShardPlan,
         return 0, f"shard {plan.index}: {type(exc).__name__}: {exc}"
 
 
-def batches(items: Iterable, size: int) -> Iterator[list]:
-    """Lists of `size` items (the last may be shorter), taken from `items` as needed."""
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
-
-
 def _own_markers(store_url: str, plan: BuildPlan) -> Iterator[tuple[int, dict | None]]:
     """(index, its marker, or None where it has none of this very build) for each shard of
     `plan`, the markers read a batch at a time as the indices are taken."""
@@ -153,29 +146,31 @@ def pending_shards(store_url: str, plan: BuildPlan) -> Iterator[int]:
 
 
 def write_shards(store_url: str, source_url: str, plan: BuildPlan, shards: Iterable[int],
-                 config: PatchConfig, tasks_per_batch: int = TASKS_PER_BATCH,
+                 config: PatchConfig, tasks_in_flight: int = TASKS_IN_FLIGHT,
                  ) -> tuple[int, int, list[str]]:
-    """Pass 2: write `shards`, `tasks_per_batch` tasks per `dask.compute`; (shards submitted,
+    """Pass 2: write `shards`, at most `tasks_in_flight` tasks in flight; (shards submitted,
     shards failed, the reasons of the first ERRORS_REPORTED failures).
 
-    Each task gets only its own pieces and rows, cut when its batch is submitted: handing
-    every task the whole table made Dask walk and ship it once per shard, and cutting every
-    shard up front held a million shards' pieces in the driver.
+    Each task gets only its own pieces and rows, cut when it is submitted: handing every task
+    the whole table made Dask walk and ship it once per shard, and cutting every shard up
+    front held a million shards' pieces in the driver.
     """
-    submitted, failed, reasons = 0, 0, []
-    for batch in batches(shards, tasks_per_batch):
-        tasks = []
-        for index in batch:
+    def tasks() -> Iterator[tuple]:
+        for index in shards:
             shard = plan.shard(index)
-            tasks.append(dask.delayed(_write_shard_outcome)(
-                store_url, source_url, shard, plan.entries_of(shard), config, plan.fingerprint))
-        for _, error in dask.compute(*tasks):
-            if error:
-                failed += 1
-                if len(reasons) < ERRORS_REPORTED:
-                    reasons.append(error)
-        submitted += len(batch)
-        log.debug("patch store %s: %d shards submitted, %d failed", store_url, submitted, failed)
+            yield index, (store_url, source_url, shard, plan.entries_of(shard), config,
+                          plan.fingerprint)
+
+    submitted, failed, reasons = 0, 0, []
+    for _, (_, error) in run_bounded(_write_shard_outcome, tasks(), tasks_in_flight):
+        submitted += 1
+        if error:
+            failed += 1
+            if len(reasons) < ERRORS_REPORTED:
+                reasons.append(error)
+        if submitted % 1024 == 0:
+            log.debug("patch store %s: %d shards written, %d failed", store_url, submitted,
+                      failed)
     return submitted, failed, reasons
 
 
@@ -194,12 +189,12 @@ def check_markers(store_url: str, plan: BuildPlan) -> tuple[int, list[int], dict
 
 
 def write_and_check(store_url: str, source_url: str, plan: BuildPlan, todo: Iterable[int],
-                     config: PatchConfig, tasks_per_batch: int) -> tuple[int, dict[str, str]]:
+                     config: PatchConfig, tasks_in_flight: int) -> tuple[int, dict[str, str]]:
     """Write shards `todo` of `plan`, then check that every shard of it is marked; (the
     number written, {key: reason} of images that did not decode). Raises ShardWriteError
     (the store unpublished) where any shard is not marked."""
     written, failed, reasons = write_shards(store_url, source_url, plan, todo, config,
-                                            tasks_per_batch)
+                                            tasks_in_flight)
     if failed:
         more = f"; and {failed - len(reasons)} more" if failed > len(reasons) else ""
         raise ShardWriteError(f"patch store {store_url}: {failed} of {written} shards "

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn import patch_build, shard_writer
+from srcnn import bounded, patch_build, shard_writer
+from srcnn.build_plan import Piece, plan_shards
 from srcnn.color import luma, training_pair
 from srcnn.config import PatchConfig
 from srcnn.images import HEAD_BYTES
-from srcnn.build_plan import Piece, plan_shards
 from srcnn.patch_build import build_patch_store, plan_build
-from srcnn.shard_writer import ShardWriteError, piece_patches, write_shard
 from srcnn.patches import (
     collection_patches,
     grid_positions,
@@ -26,6 +25,7 @@ from srcnn.patches import (
     patch_count,
     resized_size,
 )
+from srcnn.shard_writer import ShardWriteError, piece_patches, write_shard
 from srcnn.storage import list_images
 from srcnn.store import (
     IncompleteStoreError,
@@ -352,25 +352,31 @@ def test_killed_build_resumes_on_s3(small_collection, tmp_path, s3_bucket):
     assert_same_store(url, str(tmp_path / "clean.zarr"))
 
 
-def test_build_in_small_batches_without_a_client_equals_one_batch(small_collection, tmp_path,
-                                                                   dask_cluster, monkeypatch):
-    """Both passes submitted two tasks per `dask.compute` on Dask's local threaded scheduler
-    (no distributed Client) write the store that one batch on the LocalCluster writes."""
+def test_build_in_small_windows_equals_one_window(small_collection, tmp_path, dask_cluster,
+                                                 monkeypatch):
+    """Both passes with two tasks in flight, on the LocalCluster (a task submitted as each
+    ends) and on Dask's local threaded scheduler (two per `dask.compute`), write the store
+    that the default window (every task at once here) writes."""
     config = _config(augment_scales=(1.0, 0.8))
     one = str(tmp_path / "one.zarr")
-    report = build_patch_store(str(small_collection), one, config)  # one batch of each pass
+    report = build_patch_store(str(small_collection), one, config)
     n_shards = math.ceil(report.n_patches / config.shard_patches)
     assert n_shards > 4
+    two = str(tmp_path / "two.zarr")
+    again = build_patch_store(str(small_collection), two, config, tasks_in_flight=2)
+    assert again.shards_written == n_shards
+    assert_same_store(two, one)
+
     real_compute, batches = dask.compute, []
 
     def counting_compute(*tasks, **kw):
         batches.append(len(tasks))
         return real_compute(*tasks, **kw)
 
-    monkeypatch.setattr(patch_build.dask, "compute", counting_compute)
+    monkeypatch.setattr(bounded.dask, "compute", counting_compute)
     small = str(tmp_path / "small.zarr")
     with dask.config.set(scheduler="threads"):
-        again = build_patch_store(str(small_collection), small, config, tasks_per_batch=2)
+        again = build_patch_store(str(small_collection), small, config, tasks_in_flight=2)
     groups = math.ceil(6 / config.images_per_task)
     assert max(batches) == 2 and len(batches) == math.ceil(groups / 2) + math.ceil(n_shards / 2)
     assert sum(batches) == groups + n_shards and again.shards_written == n_shards

@@ -3,8 +3,8 @@
 A real `dask scheduler` and two `dask worker` processes on loopback (`test_dask_cluster`);
 as soon as the first shard's completion marker appears, one worker that has finished a shard
 is killed with its whole process group. The scheduler sees the connection drop and gives that
-worker's tasks (the one it was running and those whose results it held) to the survivor; a
-rerun task finds its shard marked and writes nothing. The build completes on its own: every
+worker's tasks (the one it was running, and any finished one whose result the driver had not
+collected yet) to the survivor; a rerun task finds its shard marked and writes nothing. The build completes on its own: every
 shard written and marked once, every patch once, arrays equal to a build of the same
 collection made without Dask's distributed scheduler.
 """
@@ -94,14 +94,16 @@ def test_worker_killed_mid_build_loses_and_duplicates_nothing(t91, tmp_path):
     assert report.built and report.shards_written == n_shards > 50
     assert 0 < len(kill["markers"]) < n_shards / 2, "killed too late: half the shards were done"
 
-    # What Dask did: the write tasks the victim had finished ran again on the survivor (their
-    # results died with it), but found their shard marked and wrote nothing; the task it was
-    # running (not in the stream: it never finished) was rescheduled there too.
+    # What Dask did: the task the victim was running (not in the stream: it never finished)
+    # was rescheduled on the survivor. The driver collects each result as its task ends
+    # (srcnn.bounded), so of the write tasks the victim had finished only those not collected
+    # yet ran again (their results died with it); they found their shard marked and wrote
+    # nothing.
     writes = [t for t in stream.data if _is_write(t["key"])]
     by_victim = [t for t in writes if t["worker"] == kill["address"]]
     assert by_victim, "the victim finished no write task"
     rerun = len(writes) - n_shards
-    assert rerun == len(by_victim), (rerun, len(by_victim))
+    assert 0 <= rerun <= len(by_victim), (rerun, len(by_victim))
     markers = read_markers(url)
     assert {i: markers[i] for i in kill["markers"]} == kill["markers"]  # none rewritten
     after = [m for m in markers.values() if m["written_at"] > kill["at"]]
