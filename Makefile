@@ -32,9 +32,12 @@ demo: $(STAMP)
 
 # Two test processes (pytest-xdist), a file each at a time: most of the suite waits on real
 # servers and subprocesses, so two keep both cores busy. TEST_WORKERS=0 runs in one process.
+# One torch/OpenMP thread per process unless OMP_NUM_THREADS says otherwise: two processes
+# of two spinning threads each on two cores slowed the training tests by half.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -ra --durations=12 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/pytest -q -ra --durations=12 \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf demo-output mlflow.db mlartifacts .prefect
