@@ -259,8 +259,8 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         nets = {k: prepare(resolve_spec(f"pretrained:{k}", 3).build(), "cpu")
                 for k in ("fast", "srcnn")}
         lr_y = [luma(im) for im in imgs]
-        bic_y = [rgb_to_ycbcr(to_float(bicubic_upscale(im, 3)))[..., 0] for im in imgs]
-        outs = [bicubic_upscale(im, 3) for im in imgs]
+        outs = [bicubic_upscale(im, 3) for im in imgs]  # what is encoded; SRCNN reads its Y
+        bic_y = [rgb_to_ycbcr(to_float(up))[..., 0] for up in outs]
         stages = {
             "decode (PNG)": lambda: [Image.open(io.BytesIO(b)).convert("RGB").load()
                                      for b in blobs],

@@ -28,17 +28,15 @@ def current_client():
     """The distributed Client that `dask.compute` would use here, or None: none is open, or
     `dask.config.set(scheduler=...)` chose a local scheduler."""
     from dask.base import get_scheduler
+    from distributed import Client
 
     client = getattr(get_scheduler(), "__self__", None)  # Client.get, bound to its Client
-    try:
-        from distributed import Client
-    except ImportError:
-        return None
     return client if isinstance(client, Client) else None
 
 
 def batches(items: Iterable, size: int) -> Iterator[list]:
-    """Lists of `size` items (the last may be shorter), taken from `items` as needed."""
+    """Lists of `size` items (the last may be shorter), taken from `items` only as each list
+    is made (toolz.partition_all reads a list ahead: a window of jobs more in the driver)."""
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
