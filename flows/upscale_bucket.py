@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections import deque
+
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import (
     create_progress_artifact,
@@ -27,6 +27,7 @@ from prefect.artifacts import (
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from srcnn.bounded import as_they_end
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers
 from srcnn.planning import plan
 from srcnn.settings import get_settings
@@ -134,24 +135,20 @@ def _run(client, plugin: str, job: Job, bucket: BucketOptions,
     shards = plan(partitions(job.input_url, bucket.prefixes), bucket.chunk_size,
                   keep=lambda k: is_image_key(k) and selected(k, bucket.include, bucket.exclude),
                   output_key=(lambda k: output_key(k, output_format)) if output_format else None)
-    in_flight: deque = deque()
 
-    def collect() -> None:
-        s = in_flight.popleft().result()
+    def submissions():
+        for shard in shards:
+            totals["listed"] += sum(chunk.size for chunk in shard.chunks)
+            # quote(): Prefect passes the chunks through as they are, without walking them
+            yield upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin, resources)
+
+    # Collected as they end: a slow shard holds up only itself, not the next submission.
+    for future in as_they_end(submissions(), MAX_SHARDS_IN_FLIGHT):
+        s = future.result()
         _add(totals, failures, s, logger)
         samples.extend(s.samples[: PREVIEW_IMAGES - len(samples)])
         seen = totals["done"] + totals["skipped"] + totals["failed"]
         update_progress_artifact(progress, 100.0 * seen / max(totals["listed"], 1))
-
-    for shard in shards:
-        totals["listed"] += sum(chunk.size for chunk in shard.chunks)
-        # quote(): Prefect passes the chunks through as they are, without walking them
-        in_flight.append(upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin,
-                                              resources))
-        if len(in_flight) >= MAX_SHARDS_IN_FLIGHT:
-            collect()
-    while in_flight:
-        collect()
     update_progress_artifact(progress, 100.0)
     return totals, failures, samples
 
