@@ -4,32 +4,17 @@ once, at most `window` in flight, a slow task holding up only itself, errors re-
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import cloudpickle
+import gates
 import pytest
+from gates import gated
 
 from srcnn.bounded import current_client, run_bounded
 
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
-
-GATE_WAIT_S = 60  # only a guard: the gate opens as soon as task OPENER has run
-
-
-def gated(i: int, folder: str, opener: int) -> str:
-    """Task 0 waits for the file that task `opener` writes; the others return at once."""
-    gate = Path(folder) / "open"
-    if i == opener:
-        gate.write_text("open")
-    if i == 0:
-        deadline = time.monotonic() + GATE_WAIT_S
-        while not gate.exists():
-            if time.monotonic() > deadline:
-                return "gate never opened"
-            time.sleep(0.05)
-        return "passed the gate"
-    return f"task {i}"
+# workers need not import tests/
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(gates)
 
 
 def counted(jobs, pulled: list[int]):

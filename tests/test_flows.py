@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 from uuid import UUID
 
 import numpy as np
 import pytest
+from gates import gated
 from mlflow import MlflowClient
+from PIL import Image
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.task_runners import ThreadPoolTaskRunner
-from PIL import Image
 
 from flows.build_patches import build_patches
 from flows.register_best import register_best
@@ -26,9 +25,9 @@ from flows.upscale_bucket import (
     upscale_bucket,
 )
 from srcnn.bounded import as_they_end
-from srcnn.upscale import BucketOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.store import PatchStore
+from srcnn.upscale import BucketOptions, report_lines
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -156,23 +155,8 @@ def test_training_streams_a_store_over_the_memory_budget(store, mlflow_home, set
     assert run.info.status == "FINISHED" and run.data.metrics["best_val_psnr"] > 20
 
 
-GATE_WAIT_S = 30  # only a guard: the gate opens as soon as the opening task has run
-
-
-@task
-def gated_shard(i: int, folder: str, opener: int) -> str:
-    """Shard 0 waits for the file that shard `opener` writes; the others end at once."""
-    gate = Path(folder) / "open"
-    if i == opener:
-        gate.write_text("open")
-    if i == 0:
-        deadline = time.monotonic() + GATE_WAIT_S
-        while not gate.exists():
-            if time.monotonic() > deadline:
-                return "gate never opened"
-            time.sleep(0.05)
-        return "passed the gate"
-    return f"shard {i}"
+# upscale-bucket's shards, as Prefect task runs
+gated_shard = task(gated, name="gated-shard")
 
 
 @flow(task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
@@ -182,7 +166,7 @@ def windowed_shards(folder: str, n: int, opener: int) -> tuple[list[str], int]:
     def submissions():
         for i in range(n):
             drawn[0] += 1
-            yield gated_shard.submit(i, folder, opener)
+            yield gated_shard.submit(i, folder, opener, 30)
 
     results = []
     for future in as_they_end(submissions(), MAX_SHARDS_IN_FLIGHT):
@@ -198,6 +182,6 @@ def test_shards_are_collected_as_they_end(tmp_path):
     MAX_SHARDS_IN_FLIGHT are out."""
     opener = MAX_SHARDS_IN_FLIGHT + 1  # submitted only after some shard behind 0 is collected
     results, most = windowed_shards(str(tmp_path), opener + 2, opener)
-    assert sorted(results) == sorted(["passed the gate"] + [f"shard {i}"
+    assert sorted(results) == sorted(["passed the gate"] + [f"task {i}"
                                                             for i in range(1, opener + 2)])
     assert results[-1] == "passed the gate" and most <= MAX_SHARDS_IN_FLIGHT
