@@ -138,31 +138,17 @@ def luma_upscaler(model: nn.Module, tile_size: int = 512, bf16: bool = False):
     return lambda y_lr, y_bic: upscale_luma(model, y_bic, tile_size, bf16)
 
 
-# Pixels per pass of `replace_luma`: its float32 buffers (~20 bytes a pixel) stay in a core's L2
-# cache; over a whole 768 x 768 tile at once they did not, and it took twice as long.
-_ROWS_PIXELS = 1 << 15
-
-
 @torch.inference_mode()
-def replace_luma(rgb: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def replace_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB (the bicubic upscale) with its BT.601 Y replaced by `y` ((H, W)
     float32 in [0, 1], the net's) and its Cb, Cr kept: `ycbcr_to_rgb` of (y, Cb, Cr), rounded
-    and clipped to 8 bits, in a few float32 passes over a band of rows at a time (torch, no
-    float64 3 x 3 transforms: this was a quarter of an LR-space net's time per output pixel).
-    Written into `out` ((H, W, 3) uint8, may be a view) if given."""
-    if out is None:
-        out = np.empty(rgb.shape, dtype=np.uint8)
-    rows = max(1, _ROWS_PIXELS // max(1, rgb.shape[1]))
-    for r in range(0, rgb.shape[0], rows):
-        band = torch.from_numpy(rgb[r : r + rows].astype(np.float32))  # (h, W, 3)
-        luma = torch.mv(band.view(-1, 3), _LUMA).view(band.shape[:2]).add_(
-            YCBCR_OFFSET[0] * 255.0)
-        delta = torch.from_numpy(np.ascontiguousarray(y[r : r + rows], dtype=np.float32))
-        delta = delta.mul(255.0).sub_(luma).mul_(_LUMA_GAIN).round_()  # whole levels: the
-        # sum with 8-bit RGB needs no rounding
-        out[r : r + rows] = band.add_(delta.unsqueeze(-1)).clamp_(0.0, 255.0).to(
-            torch.uint8).numpy()
-    return out
+    and clipped to 8 bits, in a few float32 passes over the tile (torch, no float64 3 x 3
+    transforms: this was a quarter of an LR-space net's time per output pixel)."""
+    upf = torch.from_numpy(rgb.astype(np.float32, order="C"))  # (H, W, 3)
+    luma = torch.mv(upf.view(-1, 3), _LUMA).view(y.shape).add_(YCBCR_OFFSET[0] * 255.0)
+    delta = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).mul(255.0).sub_(luma)
+    delta.mul_(_LUMA_GAIN).round_()  # whole levels: the sum with 8-bit RGB needs no rounding
+    return upf.add_(delta.unsqueeze(-1)).clamp_(0.0, 255.0).to(torch.uint8).numpy()
 
 
 def upscale_rgb(model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512,
@@ -219,7 +205,7 @@ def upscale_rgb_tiled(model: nn.Module, lr: Image.Image, scale: int, tile_size: 
             y = run_net(model, _halo_cut(rgb_to_ycbcr(to_float(up))[..., 0], t, oy, ox, b,
                                          (h, w)), bf16)
         rgb = np.asarray(up)[t.y0 - oy : t.y1 - oy, t.x0 - ox : t.x1 - ox]
-        replace_luma(rgb, y, out[t.y0 : t.y1, t.x0 : t.x1])
+        out[t.y0 : t.y1, t.x0 : t.x1] = replace_luma(rgb, y)
     return Image.fromarray(out, "RGB")
 
 
