@@ -13,8 +13,8 @@ a sub-pixel layer, the residual over bicubic, an L1 loss, batches of 32 LR patch
 (36 at x4) on an 8-pixel LR grid (4 at x4; patch size and stride in HR pixels are multiples of
 the scale, so the store holds the LR patches), and FSRCNN's downscaled copies. Plain
 convolutions: SESR re-parameterisation (`--expand 2`) costs 2.5x per step here and lost 0.3 dB
-on Set5 x3 at equal training time (benchmarks/reparam_ablation.sh). Recipe search:
-benchmarks/lr_recipe.py, selected on held-out T91 images.
+on Set5 x3 at equal training time over 12 minutes, 0.15 over 55 (benchmarks/reparam_ablation.sh).
+Recipe search: benchmarks/lr_recipe.py, selected on held-out T91 images.
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
     )
 
 
-# (filters, convolutions) of each fast net: the widest/deepest 3x3 stack within the budget.
+# (filters, convolutions) of each fast net: the widest/deepest 3x3 stack within the budget. The
+# shipped x3 weights are narrower (28 filters, 5,009 multiply-adds per output pixel: the net is
+# most of an upscale's time) and were trained for 55 minutes; in this preset's 15 minutes 28
+# filters peaked 0.007 dB short of FSRCNN's Set5 x3, where 32 passed it after 500 s.
 FAST_NETS = {2: (26, 6), 3: (32, 8), 4: (40, 8)}
 FAST_LR_PATCH = {2: 32, 3: 32, 4: 36}  # LR patch side: the output centre stays >= 20 LR px
 FAST_LR_STRIDE = {2: 8, 3: 8, 4: 4}  # x4's LR images are small: a denser grid
