@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Iterable, Iterator
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import (
@@ -24,10 +25,10 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from srcnn.bounded import as_they_end
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers
 from srcnn.planning import plan
 from srcnn.settings import get_settings
@@ -116,6 +117,27 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
     return summary
 
 
+def as_they_end(submissions: Iterable[PrefectFuture], limit: int) -> Iterator[PrefectFuture]:
+    """Each future of `submissions` once it has ended (completed or failed), whatever their
+    order, the next one drawn (submitted) as each ends: at most `limit` drawn and not yet
+    yielded, so a slow shard holds up only itself."""
+    if limit < 1:
+        raise ValueError(f"limit {limit}: must be positive")
+    out: set[PrefectFuture] = set()
+
+    def first_ended() -> PrefectFuture:
+        ended = next(as_completed(list(out)))
+        out.remove(ended)
+        return ended
+
+    for future in submissions:
+        out.add(future)
+        if len(out) >= limit:
+            yield first_ended()
+    while out:
+        yield first_ended()
+
+
 def _run(client, plugin: str, job: Job, bucket: BucketOptions,
          logger) -> tuple[dict, list[str], list[tuple[str, str]]]:
     """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out;
@@ -142,7 +164,6 @@ def _run(client, plugin: str, job: Job, bucket: BucketOptions,
             # quote(): Prefect passes the chunks through as they are, without walking them
             yield upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin, resources)
 
-    # Collected as they end: a slow shard holds up only itself, not the next submission.
     for future in as_they_end(submissions(), MAX_SHARDS_IN_FLIGHT):
         s = future.result()
         _add(totals, failures, s, logger)

@@ -13,10 +13,6 @@ where `dask.config.set(scheduler=...)` picks one of Dask's local schedulers, the
 
 A task that raises re-raises here, when its result is taken; the tasks still in flight are
 released (cancelled) as the generator closes.
-
-`as_they_end(submissions, limit)` does the same for Prefect task runs (upscale-bucket's
-shards): futures drawn from `submissions` (each draw submits one) are yielded as they end,
-whatever their order, with at most `limit` out.
 """
 
 from __future__ import annotations
@@ -44,26 +40,6 @@ def batches(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
-
-
-def as_they_end(submissions: Iterable, limit: int) -> Iterator:
-    """Each Prefect future of `submissions` once it has ended (completed or failed), the next
-    one drawn as each ends: at most `limit` drawn and not yet yielded."""
-    from prefect.futures import as_completed
-
-    if limit < 1:
-        raise ValueError(f"limit {limit}: must be positive")
-    out: set = set()
-    for future in submissions:
-        out.add(future)
-        if len(out) >= limit:
-            ended = next(as_completed(list(out)))
-            out.remove(ended)
-            yield ended
-    while out:
-        ended = next(as_completed(list(out)))
-        out.remove(ended)
-        yield ended
 
 
 def run_bounded(fn: Callable, jobs: Iterable[tuple[Any, tuple]], window: int,

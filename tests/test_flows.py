@@ -22,9 +22,9 @@ from flows.upscale_bucket import (
     MAX_SHARDS_IN_FLIGHT,
     REPORT_KEY,
     UpscaleFailures,
+    as_they_end,
     upscale_bucket,
 )
-from srcnn.bounded import as_they_end
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.store import PatchStore
 from srcnn.upscale import BucketOptions, report_lines
@@ -176,7 +176,7 @@ def windowed_shards(folder: str, n: int, opener: int) -> tuple[list[str], int]:
 
 
 def test_shards_are_collected_as_they_end(tmp_path):
-    """upscale-bucket's window of shards (`srcnn.bounded.as_they_end`, real Prefect task runs):
+    """upscale-bucket's window of shards (`as_they_end`, real Prefect task runs):
     a shard that waits for a later one does not hold up the submissions (collected in order,
     the later shard is never submitted and the gate never opens), and no more than
     MAX_SHARDS_IN_FLIGHT are out."""

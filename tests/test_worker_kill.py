@@ -4,9 +4,9 @@ A real `dask scheduler` and two `dask worker` processes on loopback (`test_dask_
 as soon as the first shard's completion marker appears, one worker that has finished a shard
 is killed with its whole process group. The scheduler sees the connection drop and gives that
 worker's tasks (the one it was running, and any finished one whose result the driver had not
-collected yet) to the survivor; a rerun task finds its shard marked and writes nothing. The build completes on its own: every
-shard written and marked once, every patch once, arrays equal to a build of the same
-collection made without Dask's distributed scheduler.
+collected yet) to the survivor; a rerun task finds its shard marked and writes nothing. The
+build completes on its own: every shard written and marked once, every patch once, arrays
+equal to a build of the same collection made without Dask's distributed scheduler.
 """
 
 from __future__ import annotations
