@@ -184,4 +184,6 @@ def test_shards_are_collected_as_they_end(tmp_path):
     results, most = windowed_shards(str(tmp_path), opener + 2, opener)
     assert sorted(results) == sorted(["passed the gate"] + [f"task {i}"
                                                             for i in range(1, opener + 2)])
-    assert results[-1] == "passed the gate" and most <= MAX_SHARDS_IN_FLIGHT
+    # Shard 0 ended only after a later shard had been collected (shard 4 is drawn after one);
+    # in what order shard 0 and shard 5 then end is up to the threads.
+    assert results[0] != "passed the gate" and most <= MAX_SHARDS_IN_FLIGHT
