@@ -176,7 +176,8 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
         "Where to train (auto: CUDA when present)."))
     bf16: bool = Field(True, description=(
-        "bf16 autocast on CUDA (ignored on the CPU, where float32 is faster for these convs)."))
+        "bf16 autocast (float32 weights and loss) where the device computes bf16 natively: a "
+        "CUDA GPU or an AMX CPU, where a step is 2-3.5x faster; float32 elsewhere."))
     max_minutes: float | None = Field(None, gt=0, description=(
         "Stop after this many minutes of training (none: run all epochs)."))
     rollback_db: float | None = Field(0.3, gt=0, description=(

@@ -119,6 +119,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                                      "train_seconds": result.elapsed_s,
                                      "macs_per_pixel": model.macs(scale)})
         client.set_tag(run_id, "device", result.device)
+        client.set_tag(run_id, "precision", result.precision)
         log_model(client, run_id, LoadedModel(result.model, scale, run_id,
                                               {"arch": model.arch, "run_id": run_id}))
         client.log_image(run_id, plots.learning_curves(result.history), "plots/learning_curves.png")

@@ -79,6 +79,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU, or a CPU with AMX
+    (oneDNN's bf16 kernels; elsewhere the CPU emulates bf16 and float32 is faster)."""
+    if device.type == "cuda":
+        return True
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own probe (cpuinfo)
+    return device.type == "cpu" and amx is not None and bool(amx())
+
+
 def prepare(model: nn.Module, device: str = "auto") -> nn.Module:
     """Eval mode, on the device, channels_last (the fast layout for these convolutions)."""
     return model.eval().to(resolve_device(device)).to(memory_format=torch.channels_last)

@@ -150,11 +150,15 @@ class LRNet(nn.Module):
         return x[..., extra : x.shape[-2] - extra, extra : x.shape[-1] - extra] if extra else x
 
     def _output(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The residual plus the bicubic base, in float32 under autocast too (a bf16 base would
+        round the output itself, by up to 1/512 near white)."""
         if not self.config.residual:
             return residual
         r = self.config.border - BICUBIC_RADIUS
-        return residual + bicubic_upscale_y(x[..., r : x.shape[-2] - r, r : x.shape[-1] - r],
-                                            self.scale)
+        with torch.autocast(x.device.type, enabled=False):
+            base = bicubic_upscale_y(x[..., r : x.shape[-2] - r, r : x.shape[-1] - r].float(),
+                                     self.scale)
+        return residual.float() + base
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self._trim(x)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from srcnn.config import TrainConfig
-from srcnn.inference import resolve_device
+from srcnn.inference import native_bf16, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class TrainResult:
     history: list[EpochReport] = field(default_factory=list)
     elapsed_s: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"  # of the convolutions: "bf16" under autocast (`TrainConfig.bf16`)
 
 
 @dataclass
@@ -119,7 +120,7 @@ def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, co
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     budget_s = config.max_minutes * 60 if config.max_minutes else None
-    use_bf16 = config.bf16 and device.type == "cuda"
+    use_bf16 = config.bf16 and native_bf16(device)
     if device.type == "cuda":  # keep the patches on the GPU: batches are then gathered there
         train_data = PatchTensors(train_data.lr.to(device), train_data.hr.to(device))
         val_data = PatchTensors(val_data.lr.to(device), val_data.hr.to(device))
@@ -128,7 +129,8 @@ def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, co
     else:
         index_gen = gen
     loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
-    best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device))
+    best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device),
+                       precision="bf16" if use_bf16 else "fp32")
     best_opt_state = copy.deepcopy(opt.state_dict())
     start, step = time.perf_counter(), 0
     lr, lr_factor = config.lr, 1.0

@@ -80,6 +80,22 @@ def test_re_parameterisation_and_families_are_validated():
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_base_stays_float32_under_bf16_autocast(scale):
+    """Training runs the net under bf16 autocast: the residual may round, the base must not (a
+    bf16 base would move the output itself by up to 1/512)."""
+    net = build_net(espcn(), scale)
+    nn.init.zeros_(net.body[-1].weight)
+    nn.init.zeros_(net.body[-1].bias)  # output = the bicubic base alone
+    x = torch.rand(2, 1, 20, 23)
+    r = net.config.border - 2  # the base reads the input inside the net's margin, less 2 taps
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    expected = bicubic_upscale_y(x[..., r : x.shape[-2] - r, r : x.shape[-1] - r], scale)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
 def test_in_net_bicubic_is_pils(scale):
     lr = np.random.default_rng(scale).random((21, 30)).astype(np.float32)
     pil = np.asarray(Image.fromarray(lr, "F").resize((30 * scale, 21 * scale),
