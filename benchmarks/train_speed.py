@@ -3,6 +3,7 @@ preset, on the CPU or a CUDA GPU, measured side by side in one run.
 
     python benchmarks/train_speed.py --store STORE33 --store STORE48 [--steps 60]
     python benchmarks/train_speed.py --images T91 --preset x3 --throughput
+    python benchmarks/train_speed.py --store STORE --preset fast-x3 --throughput
     python benchmarks/train_speed.py --store STORE --preset x3 --minutes 15 --set5 DIR
     python benchmarks/train_speed.py --images T91 --preset x3 --minutes 2 --set5 DIR --save OUT
 
@@ -25,7 +26,7 @@ from PIL import Image
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.evaluation import TimeToQuality
 from srcnn.metrics import PAPER_PSNR, list_dataset
-from srcnn.model import SRCNN
+from srcnn.model import SRCNN, build_net
 from srcnn.patches import collection_patches
 from srcnn.config import ModelOverrides, TrainOverrides
 from srcnn.presets import arch_overrides, get_preset, training_settings
@@ -33,34 +34,41 @@ from srcnn.train import PatchTensors, train
 from srcnn.weights import save_model
 
 
-def load_patches(args: argparse.Namespace, patches: PatchConfig,
+def load_patches(args: argparse.Namespace, patches: PatchConfig, family: str = "srcnn",
                  ) -> tuple[PatchTensors, PatchTensors, int]:
-    """(train, val, patch size) from a Zarr store or, with --images, cut in memory."""
+    """(train, val, patch size) from a Zarr store or, with --images, cut in memory (the SRCNN
+    family's inputs only: an LR-space net's patches come from a store)."""
     if args.images:
+        if family != "srcnn":
+            raise SystemExit(f"--images cuts SRCNN-family patches only; for {family} nets pass "
+                             f"--store (srcnn patches IMAGES STORE --preset {args.preset})")
         images = {p.name: Image.open(p).convert("RGB") for p in list_dataset(args.images)}
         split = collection_patches(images, patches.scale, patches.patch_size,
                                    args.stride or patches.stride, patches.val_fraction,
                                    patches.augment_scales)
         return (PatchTensors.from_numpy(*split["train"]), PatchTensors.from_numpy(*split["val"]),
                 patches.patch_size)
-    from srcnn.store import PatchStore  # Zarr only where a store is used
+    from srcnn.store import LR_NATIVE, PatchStore  # Zarr only where a store is used
 
     store = PatchStore(args.store[0])
-    return (PatchTensors.from_numpy(*store.load("train")),
-            PatchTensors.from_numpy(*store.load("val")), store.attrs["patch_size"])
+    inputs = "lr" if family == "srcnn" else LR_NATIVE
+    return (PatchTensors.from_numpy(*store.load("train", inputs)),
+            PatchTensors.from_numpy(*store.load("val", inputs)), store.attrs["patch_size"])
 
 
-def throughput(data: PatchTensors, patch: int, model: ModelConfig, steps: int, batch: int,
+def throughput(data: PatchTensors, model: ModelConfig, scale: int, steps: int, batch: int,
                device: str, bf16: bool = True) -> float:
+    """Patches/s of the real training loop (its second epoch: warm), either family."""
     config = TrainConfig(epochs=2, steps_per_epoch=steps, batch_size=batch, device=device,
                          bf16=bf16)
     val = PatchTensors(data.lr[:256], data.hr[:256])
-    result = train(SRCNN(model), data, val, config)
-    rate = result.history[-1].patches_per_s  # the second epoch: warm
-    out = (patch - 2 * model.border) ** 2
-    print(f"  patch {patch}, batch {batch}, {'bf16' if bf16 else 'fp32'}: {rate:,.0f} patches/s, "
-          f"{rate * out / 1e6:.1f} M output px/s, "
-          f"~{rate * out * model.macs_per_pixel * 6 / 1e12:.2f} TFLOP/s (device {result.device})")
+    result = train(build_net(model, scale), data, val, config)
+    rate = result.history[-1].patches_per_s
+    with torch.no_grad():
+        out = build_net(model, scale)(data.lr[:1].float()).numel()  # output pixels per patch
+    print(f"  input patch {data.lr.shape[-1]}, batch {batch}, {result.precision}: {rate:,.0f} "
+          f"patches/s, {rate * out / 1e6:.1f} M output px/s, "
+          f"~{rate * out * model.macs(scale) * 6 / 1e12:.2f} TFLOP/s (device {result.device})")
     return rate
 
 
@@ -81,7 +89,7 @@ def time_to_paper(args: argparse.Namespace) -> None:
     train_set, val_set, _ = load_patches(args, recipe.patches)
     print(f"{args.preset}: {len(train_set)} training patches, {len(val_set)} validation patches")
     probe = TimeToQuality(args.set5, scale, PAPER_PSNR["Set5"][scale]) if args.set5 else None
-    if args.fp32:  # no bf16 autocast, and no TF32 in cuDNN/cuBLAS: the CPU's arithmetic
+    if args.fp32:  # no bf16 autocast, and no TF32 in cuDNN/cuBLAS
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     net_config, config = settings(args)
     best_val = -math.inf
@@ -127,7 +135,7 @@ def main() -> None:
     source.add_argument("--images", help="a folder of training images, cut in memory")
     parser.add_argument("--preset")
     parser.add_argument("--throughput", action="store_true",
-                        help="with --images and --preset: patches/s, fp32 and bf16")
+                        help="with --preset: patches/s in float32 and under bf16 autocast")
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--set5")
     parser.add_argument("--save", help="folder for the best model of a --preset run")
@@ -137,21 +145,21 @@ def main() -> None:
     parser.add_argument("--stride", type=int, help="override the preset's patch stride")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--fp32", action="store_true", help="train in full float32 on CUDA")
+    parser.add_argument("--fp32", action="store_true", help="train in full float32 (no bf16 autocast, no TF32)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "no"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA {cuda}")
-    if args.preset and args.throughput:
+    if args.preset and args.throughput:  # float32 and bf16 autocast side by side
         recipe = get_preset(args.preset)
-        data, _, patch = load_patches(args, recipe.patches)
-        gpu = torch.cuda.is_available() and args.device != "cpu"
-        for batch in ([args.batch] if args.batch else [64, 256]):
-            for bf16 in (False, True) if gpu else (False,):  # bf16 autocast is CUDA-only here
-                throughput(data, patch, settings(args)[0],
-                           args.steps, batch, args.device, bf16)
+        data, _, _ = load_patches(args, recipe.patches, recipe.model.family)
+        net = settings(args)[0]
+        for batch in ([args.batch] if args.batch else [recipe.training.batch_size, 256]):
+            rates = {bf16: throughput(data, net, recipe.patches.scale, args.steps, batch,
+                                      args.device, bf16) for bf16 in (False, True)}
+            print(f"  batch {batch}: bf16 autocast / float32 = {rates[True] / rates[False]:.2f}x")
         return
     if args.preset:
         time_to_paper(args)
@@ -162,7 +170,7 @@ def main() -> None:
         store = PatchStore(url)
         data = PatchTensors.from_numpy(*store.load("train"))
         print(url)
-        throughput(data, store.attrs["patch_size"], ModelConfig(), args.steps, args.batch or 64,
+        throughput(data, ModelConfig(), store.attrs["scale"], args.steps, args.batch or 64,
                    args.device)
 
 

@@ -57,9 +57,11 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
 
 # (filters, convolutions) of each fast net: the widest/deepest 3x3 stack within the budget. The
 # shipped x3 weights are narrower (28 filters, 5,009 multiply-adds per output pixel: the net is
-# most of an upscale's time) and were trained for 55 minutes. In this preset's 15 minutes, 32
-# filters passed FSRCNN's Set5 x3 after 500 s on one day; on a slower day 32 and 28 both
-# peaked just short of it (33.157 and 33.153 dB).
+# most of an upscale's time) and were trained for 55 minutes in float32. In this preset's 15
+# minutes on 2 threads, float32 steps left no margin (FSRCNN's Set5 x3 after 500 s on one day,
+# 33.157 dB at best on a slower one); bf16 autocast on this AMX CPU (2.1x the steps) passes it
+# after 407 s at 32 filters and 316 s at 28. 32 stays: it ended level or better on the held-out
+# T91 images (26.504 against 26.497 dB).
 FAST_NETS = {2: (26, 6), 3: (32, 8), 4: (40, 8)}
 FAST_LR_PATCH = {2: 32, 3: 32, 4: 36}  # LR patch side: the output centre stays >= 20 LR px
 FAST_LR_STRIDE = {2: 8, 3: 8, 4: 4}  # x4's LR images are small: a denser grid
