@@ -32,6 +32,7 @@ from PIL import Image
 from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
 from srcnn.config import ModelConfig
 from srcnn.evaluation import evaluate_model
+from srcnn.inference import native_bf16
 from srcnn.lrnet import LRNet
 from srcnn.metrics import FSRCNN_PSNR, list_dataset, psnr_y
 from srcnn.patches import resized_size, split_of
@@ -140,6 +141,9 @@ def main() -> None:
     parser.add_argument("--save")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between selections")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
+    parser.add_argument("--bf16", action="store_true", help=(
+        "bf16 autocast where the CPU has AMX (as `srcnn train` does; the shipped weights were "
+        "trained without it)"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,6 +163,8 @@ def main() -> None:
     print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
           flush=True)
     net = LRNet(config, args.scale)
+    bf16 = args.bf16 and native_bf16(torch.device("cpu"))
+    print(json.dumps({"precision": "bf16" if bf16 else "fp32"}), flush=True)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     budget, start, step, best = args.minutes * 60, time.perf_counter(), 0, -math.inf
     best_state, generator = None, torch.Generator().manual_seed(0)
@@ -170,7 +176,9 @@ def main() -> None:
         x, b, y = (torch.rot90(t[idx], k % 4, (2, 3)) for t in (lr, bic, hr))
         if k >= 4:
             x, b, y = (t.flip(3) for t in (x, b, y))
-        loss = F.l1_loss(net(x) + b, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = F.l1_loss(out.float() + b, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
