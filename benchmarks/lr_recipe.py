@@ -190,7 +190,7 @@ def main() -> None:
             if val > best:
                 best, best_state = val, {k: v.clone() for k, v in plain.state_dict().items()}
             print(json.dumps({"step": step, "minutes": round(elapsed / 60, 2),
-                              "loss": round(float(loss), 5), "val_psnr": round(val, 3),
+                              "loss": round(float(loss.detach()), 5), "val_psnr": round(val, 3),
                               "best": round(best, 3)}), flush=True)
     final = LRNet(config.model_copy(update={"expand": 0}), args.scale)
     if best_state is not None:
