@@ -48,12 +48,14 @@ def planes(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return luma(lr), luma(bicubic_upscale(lr, scale)), luma(hr)
 
 
-def cut(images: list[Image.Image], scale: int, size: int, stride: int, border: int):
-    """LR patches (size x size) and, for their centres, the bicubic and HR targets."""
+def cut(images: list[Image.Image], scale: int, size: int, stride: int, border: int,
+        factors: tuple[float, ...] = AUGMENT):
+    """LR patches (size x size) and, for their centres, the bicubic and HR targets, from each
+    image bicubically downscaled by each of `factors` (1.0: the image itself)."""
     lrs, bics, hrs = [], [], []
     out = (size - 2 * border) * scale
     for img in images:
-        for factor in AUGMENT:
+        for factor in factors:
             im = img if factor == 1.0 else img.resize(resized_size(*img.size, factor),
                                                       Image.Resampling.BICUBIC)
             lr, bic, hr = planes(im, scale)
@@ -141,10 +143,15 @@ def main() -> None:
     parser.add_argument("--save")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between selections")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
+    parser.add_argument("--augment", type=float, nargs="+", default=list(AUGMENT), help=(
+        "downscale factors of the training images (default FSRCNN's 1.0-0.6; more factors give "
+        "new sampling phases, not only shifted copies)"))
     parser.add_argument("--bf16", action="store_true", help=(
         "bf16 autocast where the CPU has AMX (as `srcnn train` does; the shipped weights were "
         "trained without it)"))
     args = parser.parse_args()
+    if not all(0.2 <= f <= 1.0 for f in args.augment):
+        parser.error(f"--augment {args.augment}: each factor must be in [0.2, 1.0]")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ship_from:
@@ -159,7 +166,8 @@ def main() -> None:
     paths = list_dataset(args.t91)
     train_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "train"]
     val_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "val"]
-    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.stride, config.border)
+    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.stride, config.border,
+                      tuple(args.augment))
     print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
           flush=True)
     net = LRNet(config, args.scale)
