@@ -177,7 +177,8 @@ class TrainConfig(StrictModel):
         "Where to train (auto: CUDA when present)."))
     bf16: bool = Field(True, description=(
         "bf16 autocast (float32 weights and loss) where the device computes bf16 natively: a "
-        "CUDA GPU or an AMX CPU, where a step is 2-3.5x faster; float32 elsewhere."))
+        "CUDA GPU, or a CPU with AMX or AVX512-BF16, where a step is 1.5-3x faster; float32 "
+        "elsewhere."))
     max_minutes: float | None = Field(None, gt=0, description=(
         "Stop after this many minutes of training (none: run all epochs)."))
     rollback_db: float | None = Field(0.3, gt=0, description=(

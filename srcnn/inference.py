@@ -80,12 +80,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU, or a CPU with AMX
-    (oneDNN's bf16 kernels; elsewhere the CPU emulates bf16 and float32 is faster)."""
+    """Whether `device` computes bfloat16 convolutions natively: a CUDA GPU, or a CPU with AMX or
+    AVX512-BF16 (oneDNN's bf16 kernels: a fast-x3 training step 2.1x the float32 rate on an AMX
+    Xeon, a 64-filter one 1.8x on an AVX512-BF16 EPYC). Elsewhere the CPU emulates bf16 and
+    float32 is faster."""
     if device.type == "cuda":
         return True
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own probe (cpuinfo)
-    return device.type == "cpu" and amx is not None and bool(amx())
+    if device.type != "cpu":
+        return False
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch's own (cpuinfo)
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def prepare(model: nn.Module, device: str = "auto") -> nn.Module:
