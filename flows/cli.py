@@ -10,6 +10,7 @@ import typer
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from flows.cli_fields import field_options, validated
+from flows.datasets import resolve_datasets
 from srcnn.config import (
     ModelConfig,
     ModelOverrides,
@@ -80,12 +81,23 @@ def train(
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     model = with_arch(model, arch)
     validated(training_settings, preset, model, training)  # one clear error before any work
+    eval_dataset = benchmark_folders(eval_dataset, "--eval-dataset")
+    probe_dataset = probe_dataset and benchmark_folders([probe_dataset], "--probe-dataset")[0]
     from flows.train_srcnn import train_srcnn
 
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
                          init_model, preset)
     typer.echo(result["table"])
     typer.echo(f"MLflow run: {result['run_id']}")
+
+
+def benchmark_folders(names: list[str] | None, option: str) -> list[str] | None:
+    """Benchmark folders as given or by bare name (Set5: under shared/datasets), or a usage error
+    naming the one that is not there: exit 2, before any work."""
+    try:
+        return resolve_datasets(names)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc
 
 
 def with_arch(model: ModelOverrides, arch: str | None) -> ModelOverrides:
@@ -152,6 +164,7 @@ def evaluate(
     from srcnn.spec import is_local_ref
     from srcnn.tracking import make_client, resolve_model
 
+    dataset = benchmark_folders(dataset, "--dataset")
     client = None if is_local_ref(model) else make_client(get_settings())
     loaded = resolve_model(model, scale, client)
     scores = evaluate_model(loaded.model, dataset, scale)
@@ -177,6 +190,7 @@ def export(
     from srcnn.tracking import SELECTION_TAG, export_model, make_client, resolve_model
     from srcnn.weights import LoadedModel
 
+    dataset = benchmark_folders(dataset, "--dataset")
     client = make_client(get_settings()) if not model.startswith("/") else None
     loaded = resolve_model(model, scale, client)
     metadata = {**loaded.metadata, "exported_from": loaded.source}

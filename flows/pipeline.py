@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.build_patches import build_patches
-from flows.datasets import default_eval_datasets
+from flows.datasets import default_eval_datasets, resolve_datasets
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import upscale_bucket
@@ -70,7 +70,8 @@ def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scal
         raise ValueError("upscale_input: required when source is given")
     store = str(work / f"patches-x{scale}.zarr")
     output = str(work / f"upscaled-x{scale}")
-    datasets = eval_datasets if eval_datasets is not None else default_eval_datasets()
+    datasets = (resolve_datasets(eval_datasets) if eval_datasets is not None
+                else default_eval_datasets())
     if not datasets:  # a fresh machine without the benchmark sets: judge on the held-out photos
         datasets = [str(work / "holdout")] if demo else []
     preset = preset or f"fast-x{scale}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.datasets import default_eval_datasets
+from flows.datasets import default_eval_datasets, resolve_dataset, resolve_datasets
 from srcnn.config import ModelOverrides, TrainOverrides
 from srcnn.presets import PresetName, training_settings
 from srcnn.store import PatchStore
@@ -23,11 +23,13 @@ def train_srcnn(store: str, model: ModelOverrides = ModelOverrides(),
     """
     net, settings = training_settings(preset, model, training)
     scale = int(PatchStore(store).attrs["scale"])
-    run_id = train_model(store, net, settings, run_name, probe_dataset, init_model,
-                         {"preset": preset or "none"})
-    datasets = eval_datasets if eval_datasets is not None else default_eval_datasets()
+    datasets = (resolve_datasets(eval_datasets) if eval_datasets is not None  # before training
+                else default_eval_datasets())
     if not datasets:
         raise ValueError("no evaluation datasets: pass eval_datasets or set SRCNN_EVAL_DATASETS")
+    probe = resolve_dataset(probe_dataset) if probe_dataset else None
+    run_id = train_model(store, net, settings, run_name, probe, init_model,
+                         {"preset": preset or "none"})
     return evaluate(run_id, scale, datasets) | {"scale": scale}
 
 

@@ -141,6 +141,46 @@ def test_evaluate_rejects_wrong_scale(model_dir, set5):
     assert "trained for x3" in str(result.exception)
 
 
+def test_benchmark_folders_by_path_or_bare_name_and_a_clear_error_before_any_work(
+        model_dir, set5, tmp_path, monkeypatch):
+    """`--dataset Set5` means shared/datasets/Set5 above the working directory (as the README's
+    commands spell it); a path is taken as given; a folder that is not there stops the command
+    with a usage error naming it, before a store is opened or a server started."""
+    from flows.datasets import resolve_dataset
+
+    root = tmp_path / "shared" / "datasets"
+    (root / "Set5").mkdir(parents=True)
+    (tmp_path / "work" / "deep").mkdir(parents=True)
+    (tmp_path / "work" / "Local").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert resolve_dataset("Set5") == str(root / "Set5")
+    assert resolve_dataset("Local") == "Local"  # a folder here wins over the root
+    monkeypatch.chdir(tmp_path / "work" / "deep")
+    assert resolve_dataset("Set5") == str(root / "Set5")
+    with pytest.raises(FileNotFoundError, match=r"'Set6': no such folder .*datasets"):
+        resolve_dataset("Set6")
+    with pytest.raises(FileNotFoundError, match=r"'sub/Set5': no such folder"):
+        resolve_dataset("sub/Set5")  # a path is never looked up under the root
+
+    runner = CliRunner(env={"COLUMNS": "400"})
+    store = tmp_path / "no-store.zarr"  # never opened: the datasets are checked first
+    for argv, option in ((["train", str(store), "--probe-dataset", "Set6"], "--probe-dataset"),
+                         (["train", str(store), "--eval-dataset", "Set5", "--eval-dataset",
+                           "Set6"], "--eval-dataset"),
+                         (["evaluate", "--model", model_dir, "--dataset", "Set6"], "--dataset")):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert option in result.output and "'Set6': no such folder" in _flat(result.output)
+    assert not store.exists()
+    # A bare name scores the folder under the root (a copy of Set5's first image here).
+    Image.open(sorted(set5.iterdir())[0]).save(root / "Set5" / "one.png")
+    result = runner.invoke(app, ["evaluate", "--model", model_dir, "--dataset", "Set5",
+                                 "--scale", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["dataset"] == "Set5" and [i["name"] for i in row["images"]] == ["one"]
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     inp = tmp_path / "in"
