@@ -147,8 +147,8 @@ def main() -> None:
         "downscale factors of the training images (default FSRCNN's 1.0-0.6; more factors give "
         "new sampling phases, not only shifted copies)"))
     parser.add_argument("--bf16", action="store_true", help=(
-        "bf16 autocast where the CPU has AMX or AVX512-BF16 (as `srcnn train` does; the shipped weights were "
-        "trained without it)"))
+        "bf16 autocast where the CPU has AMX or AVX512-BF16 (as `srcnn train` does; the shipped "
+        "weights were trained without it)"))
     args = parser.parse_args()
     if not all(0.2 <= f <= 1.0 for f in args.augment):
         parser.error(f"--augment {args.augment}: each factor must be in [0.2, 1.0]")

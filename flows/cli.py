@@ -82,7 +82,8 @@ def train(
     model = with_arch(model, arch)
     validated(training_settings, preset, model, training)  # one clear error before any work
     eval_dataset = benchmark_folders(eval_dataset, "--eval-dataset")
-    probe_dataset = probe_dataset and benchmark_folders([probe_dataset], "--probe-dataset")[0]
+    if probe_dataset is not None:
+        (probe_dataset,) = benchmark_folders([probe_dataset], "--probe-dataset")
     from flows.train_srcnn import train_srcnn
 
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,

@@ -23,10 +23,10 @@ def resolve_dataset(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    root = datasets_root()
-    if root is not None and len(path.parts) == 1 and (root / path).is_dir():
+    root = datasets_root() if len(path.parts) == 1 else None  # a path is never looked up there
+    if root is not None and (root / path).is_dir():
         return str(root / path)
-    looked = f"{Path.cwd()}" + (f" and {root}" if root is not None and len(path.parts) == 1 else "")
+    looked = f"{Path.cwd()}" + (f" and {root}" if root is not None else "")
     raise FileNotFoundError(f"benchmark dataset {name!r}: no such folder (looked in {looked})")
 
 

@@ -80,9 +80,10 @@ class SRCNN(nn.Module):
         oneDNN runs each convolution with its ReLU fused (one pass over the 64-channel
         activations instead of two). In float32 the last layer, whose single output channel
         oneDNN handles at ~6% of the matmul rate, runs as a depthwise convolution plus a channel
-        sum (twice as fast). With `bf16` the convolutions run in bfloat16 (AMX, AVX512-BF16) and the residual
-        is added in float32. The fused op is the one torch.compile's CPU backend emits; where
-        this torch build lacks it, or off the CPU, this is `forward` (under autocast for bf16).
+        sum (twice as fast). With `bf16` the convolutions run in bfloat16 (AMX, AVX512-BF16) and
+        the residual is added in float32. The fused op is the one torch.compile's CPU backend
+        emits; where this torch build lacks it, or off the CPU, this is `forward` (under autocast
+        for bf16).
         """
         if x.device.type != "cpu" or not _FUSED_CONV_RELU:
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -66,7 +66,8 @@ class UpscaleOptions(StrictModel):
     max_pixels: int = Field(100_000_000, ge=1, description=(
         "Inputs larger than this (width x height, read from the header) are refused."))
     precision: Literal["fp32", "bf16"] = Field("fp32", description=(
-        "bf16 convolutions: faster on GPUs and AMX or AVX512-BF16 CPUs, PSNR within 0.05 dB of fp32."))
+        "bf16 convolutions: faster on GPUs and AMX or AVX512-BF16 CPUs, PSNR within 0.05 dB "
+        "of fp32."))
 
     def token(self, source_fingerprint: str, weights_digest: str) -> str:
         # tile_size is left out on purpose: tiling is exact, it cannot change an output.

@@ -61,7 +61,8 @@ def bf16_cpu() -> bool:
     """What the kernel says of this CPU (not torch's probe, which the code under test reads):
     AMX or AVX512-BF16 instructions."""
     cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.exists() and bool({"amx_bf16", "avx512_bf16"} & set(cpuinfo.read_text().split()))
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 def lr_native(data: PatchTensors, scale: int) -> PatchTensors:
