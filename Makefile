@@ -13,7 +13,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast deploy clean
+.PHONY: setup demo test test-fast lint deploy clean
 
 setup: $(STAMP)
 
@@ -35,9 +35,15 @@ demo: $(STAMP)
 # One torch/OpenMP thread per process unless OMP_NUM_THREADS says otherwise: two processes
 # of two spinning threads each on two cores slowed the training tests by half.
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/pytest -q -ra --durations=12 \
 	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# Lint as a habit: ruff (pyflakes, import order, bugbear, pyupgrade) and the import contracts
+# of pyproject.toml (flows -> tasks -> srcnn, and the layers inside srcnn/).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf demo-output mlflow.db mlartifacts .prefect

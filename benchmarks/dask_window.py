@@ -1,5 +1,5 @@
 """A bounded window of tasks against bounded batches, on a cluster with as many worker threads
-as a tenth of the window: how `srcnn.bounded.run_bounded` (a task submitted as each one ends)
+as a tenth of the window: how `srcnn.concurrency.run_bounded` (a task submitted as each one ends)
 and the batches it replaced (`window` tasks per `dask.compute`, each batch waiting for its
 slowest task) use the workers when a few tasks are slow (a large image, a slow read).
 
@@ -19,7 +19,7 @@ import dask
 import numpy as np
 from distributed import Client, LocalCluster
 
-from srcnn.bounded import batches, run_bounded
+from srcnn.concurrency import batches, run_bounded
 
 
 def stand_in(seconds: float) -> float:

@@ -1,8 +1,8 @@
-"""How far an LR-space net (srcnn.lrnet, family espcn) gets on T91 alone on this CPU: the
+"""How far an LR-space net (srcnn.models.lrnet, family espcn) gets on T91 alone on this CPU: the
 recipe search behind the fast-x2/x3/x4 presets and the training of their shipped weights.
 
-Cuts LR/HR Y patches from T91 in memory (the pipeline's degradation, `srcnn.color`), holds out
-10% of the images by name (`srcnn.patches.split_of`) for checkpoint selection, trains with Adam,
+Cuts LR/HR Y patches from T91 in memory (the pipeline's degradation, `srcnn.data.color`), holds out
+10% of the images by name (`srcnn.data.patches.split_of`) for checkpoint selection, trains with Adam,
 a cosine schedule and an L1 loss, and keeps the best model on the held-out images (whole-image
 PSNR by the protocol). Set5/Set14 are scored once, at the end, for the report only.
 
@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from srcnn.color import bicubic_upscale, degrade, luma, mod_crop
 from srcnn.config import ModelConfig
-from srcnn.evaluation import evaluate_model
-from srcnn.inference import native_bf16
-from srcnn.lrnet import LRNet
-from srcnn.metrics import FSRCNN_PSNR, list_dataset, psnr_y
-from srcnn.patches import resized_size, split_of
-from srcnn.weights import save_model
+from srcnn.data.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.data.patches import resized_size, split_of
+from srcnn.evaluation.benchmark import evaluate_model
+from srcnn.evaluation.metrics import FSRCNN_PSNR, list_dataset, psnr_y
+from srcnn.inference.tiling import native_bf16
+from srcnn.models.lrnet import LRNet
+from srcnn.models.weights import save_model
 
 AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)  # FSRCNN's downscaled copies of each training image
 
@@ -48,16 +48,25 @@ def planes(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return luma(lr), luma(bicubic_upscale(lr, scale)), luma(hr)
 
 
-def cut(images: list[Image.Image], scale: int, size: int, stride: int, border: int,
-        factors: tuple[float, ...] = AUGMENT):
+def cut(
+    images: list[Image.Image],
+    scale: int,
+    size: int,
+    stride: int,
+    border: int,
+    factors: tuple[float, ...] = AUGMENT,
+):
     """LR patches (size x size) and, for their centres, the bicubic and HR targets, from each
     image bicubically downscaled by each of `factors` (1.0: the image itself)."""
     lrs, bics, hrs = [], [], []
     out = (size - 2 * border) * scale
     for img in images:
         for factor in factors:
-            im = img if factor == 1.0 else img.resize(resized_size(*img.size, factor),
-                                                      Image.Resampling.BICUBIC)
+            im = (
+                img
+                if factor == 1.0
+                else img.resize(resized_size(*img.size, factor), Image.Resampling.BICUBIC)
+            )
             lr, bic, hr = planes(im, scale)
             for y in range(0, lr.shape[0] - size + 1, stride):
                 for x in range(0, lr.shape[1] - size + 1, stride):
@@ -76,12 +85,22 @@ def upscale_y(net: LRNet, lr: np.ndarray, bic: np.ndarray) -> np.ndarray:
     return net(x)[0, 0].numpy() + bic
 
 
-def net_config(scale: int, channels: int, layers: int, kernel: int = 3,
-               expand: int = 0) -> ModelConfig:
+def net_config(
+    scale: int, channels: int, layers: int, kernel: int = 3, expand: int = 0
+) -> ModelConfig:
     """The package's ModelConfig of a searched net; residual=False: the search adds the
-    bicubic outside the net (the shipped net adds its own, `srcnn.lrnet`)."""
-    return ModelConfig(family="espcn", f1=kernel, f2=kernel, f3=kernel, n1=channels,
-                       n2=channels, depth=layers + 1, residual=False, expand=expand)
+    bicubic outside the net (the shipped net adds its own, `srcnn.models.lrnet`)."""
+    return ModelConfig(
+        family="espcn",
+        f1=kernel,
+        f2=kernel,
+        f3=kernel,
+        n1=channels,
+        n2=channels,
+        depth=layers + 1,
+        residual=False,
+        expand=expand,
+    )
 
 
 def ship(checkpoint: str, log: str, folder: str, report: list[str], recipe: str) -> None:
@@ -90,25 +109,36 @@ def ship(checkpoint: str, log: str, folder: str, report: list[str], recipe: str)
     c = saved["config"]
     scale = int(c["scale"])
     config = net_config(scale, c["channels"], c["layers"], c["kernel"]).model_copy(
-        update={"residual": True})
+        update={"residual": True}
+    )
     net = LRNet(config, scale)
     net.load_state_dict(saved["state"])
-    lines = [json.loads(line) for line in Path(log).read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in Path(log).read_text().splitlines() if line.startswith("{")
+    ]
     progress, final = [x for x in lines if "step" in x], lines[-1]
     scores = evaluate_model(net, report, scale)
-    evaluation = [{**s.summary(), "fsrcnn_psnr": FSRCNN_PSNR.get(s.dataset, {}).get(scale)}
-                  for s in scores]
-    metadata = {"arch": config.arch, "family": config.family,
-                "macs_per_pixel": config.macs(scale),
-                "selection_psnr": final["best_val_psnr"],
-                "selection": "whole-image Y PSNR on the 9 held-out T91 images",
-                "evaluation": evaluation, "recipe": recipe,
-                # the last progress line's rate, over all the steps
-                "trained_for_s": round(progress[-1]["minutes"] * 60 * final["steps"]
-                                       / progress[-1]["step"], 1) if progress else None,
-                "steps": final["steps"], "training_data": "T91 only (82 images; 9 held out)",
-                "device": "cpu"}
+    evaluation = [
+        {**s.summary(), "fsrcnn_psnr": FSRCNN_PSNR.get(s.dataset, {}).get(scale)} for s in scores
+    ]
+    metadata = {
+        "arch": config.arch,
+        "family": config.family,
+        "macs_per_pixel": config.macs(scale),
+        "selection_psnr": final["best_val_psnr"],
+        "selection": "whole-image Y PSNR on the 9 held-out T91 images",
+        "evaluation": evaluation,
+        "recipe": recipe,
+        # the last progress line's rate, over all the steps
+        "trained_for_s": round(
+            progress[-1]["minutes"] * 60 * final["steps"] / progress[-1]["step"], 1
+        )
+        if progress
+        else None,
+        "steps": final["steps"],
+        "training_data": "T91 only (82 images; 9 held out)",
+        "device": "cpu",
+    }
     save_model(net, scale, folder, metadata)
     print(json.dumps({"shipped": folder, **metadata}, indent=1))
 
@@ -143,12 +173,24 @@ def main() -> None:
     parser.add_argument("--save")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between selections")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own)")
-    parser.add_argument("--augment", type=float, nargs="+", default=list(AUGMENT), help=(
-        "downscale factors of the training images (default FSRCNN's 1.0-0.6; more factors give "
-        "new sampling phases, not only shifted copies)"))
-    parser.add_argument("--bf16", action="store_true", help=(
-        "bf16 autocast where the CPU has AMX or AVX512-BF16 (as `srcnn train` does; the shipped "
-        "weights were trained without it)"))
+    parser.add_argument(
+        "--augment",
+        type=float,
+        nargs="+",
+        default=list(AUGMENT),
+        help=(
+            "downscale factors of the training images (default FSRCNN's 1.0-0.6; more factors give "
+            "new sampling phases, not only shifted copies)"
+        ),
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help=(
+            "bf16 autocast where the CPU has AMX or AVX512-BF16 (as `srcnn train` does; the shipped "
+            "weights were trained without it)"
+        ),
+    )
     args = parser.parse_args()
     if not all(0.2 <= f <= 1.0 for f in args.augment):
         parser.error(f"--augment {args.augment}: each factor must be in [0.2, 1.0]")
@@ -159,17 +201,29 @@ def main() -> None:
         return
     torch.manual_seed(args.scale)
     config = net_config(args.scale, args.channels, args.layers, expand=args.expand)
-    print(json.dumps({"config": {"scale": args.scale, "channels": args.channels,
-                                 "layers": args.layers, "kernel": 3, "expand": args.expand},
-                      "macs_per_pixel": config.model_copy(update={"residual": True}).macs(
-                          args.scale), "border_lr": config.border}), flush=True)
+    print(
+        json.dumps(
+            {
+                "config": {
+                    "scale": args.scale,
+                    "channels": args.channels,
+                    "layers": args.layers,
+                    "kernel": 3,
+                    "expand": args.expand,
+                },
+                "macs_per_pixel": config.model_copy(update={"residual": True}).macs(args.scale),
+                "border_lr": config.border,
+            }
+        ),
+        flush=True,
+    )
     paths = list_dataset(args.t91)
     train_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "train"]
     val_imgs = [Image.open(p).convert("RGB") for p in paths if split_of(p.name, 0.1) == "val"]
-    lr, bic, hr = cut(train_imgs, args.scale, args.patch, args.stride, config.border,
-                      tuple(args.augment))
-    print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out",
-          flush=True)
+    lr, bic, hr = cut(
+        train_imgs, args.scale, args.patch, args.stride, config.border, tuple(args.augment)
+    )
+    print(f"{len(lr)} patches from {len(train_imgs)} images, {len(val_imgs)} held out", flush=True)
     net = LRNet(config, args.scale)
     bf16 = args.bf16 and native_bf16(torch.device("cpu"))
     print(json.dumps({"precision": "bf16" if bf16 else "fp32"}), flush=True)
@@ -197,9 +251,18 @@ def main() -> None:
             net.train()
             if val > best:
                 best, best_state = val, {k: v.clone() for k, v in plain.state_dict().items()}
-            print(json.dumps({"step": step, "minutes": round(elapsed / 60, 2),
-                              "loss": round(float(loss.detach()), 5), "val_psnr": round(val, 3),
-                              "best": round(best, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step,
+                        "minutes": round(elapsed / 60, 2),
+                        "loss": round(float(loss.detach()), 5),
+                        "val_psnr": round(val, 3),
+                        "best": round(best, 3),
+                    }
+                ),
+                flush=True,
+            )
     final = LRNet(config.model_copy(update={"expand": 0}), args.scale)
     if best_state is not None:
         final.load_state_dict(best_state)
@@ -210,9 +273,18 @@ def main() -> None:
         report[Path(folder).name] = round(score(final, images, args.scale), 3)
     print(json.dumps(report), flush=True)
     if args.save:
-        torch.save({"config": {"scale": args.scale, "channels": args.channels,
-                               "layers": args.layers, "kernel": 3}, "state": final.state_dict()},
-                   args.save)
+        torch.save(
+            {
+                "config": {
+                    "scale": args.scale,
+                    "channels": args.channels,
+                    "layers": args.layers,
+                    "kernel": 3,
+                },
+                "state": final.state_dict(),
+            },
+            args.save,
+        )
 
 
 if __name__ == "__main__":

@@ -37,16 +37,17 @@ from collections import Counter
 from pathlib import Path
 
 from loopback_s3 import loopback_s3
+
 from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
-from srcnn.patch_build import BuildReport, build_patch_store
+from srcnn.data.build.builder import BuildReport, build_patch_store
 
 DEFAULT_T91 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T91"
 AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 
 def _import_build_modules() -> None:
-    import srcnn.patch_build  # noqa: F401  (a fresh worker's first import takes ~1 s)
+    import srcnn.data.build.builder  # noqa: F401  (a fresh worker's first import takes ~1 s)
 
 
 def timed_build(source: str, store: str, config: PatchConfig, n_workers: int,
@@ -153,7 +154,13 @@ def store_open(workdir: Path, n_sources: int = 100_000) -> None:
     opened as training opens it, then its split read; against the format-1 layout."""
     import zarr
 
-    from srcnn.store import PatchStore, SourceEntry, create_store, publish, table_attrs
+    from srcnn.data.store.patch_store import (
+        PatchStore,
+        SourceEntry,
+        create_store,
+        publish,
+        table_attrs,
+    )
 
     config = PatchConfig(scale=3, patch_size=12, stride=12, chunk_patches=4096, shard_chunks=8)
     entries = [SourceEntry(f"collection/part-{i // 1000:04d}/image-{i:07d}.jpg", f"etag-{i:032x}",
@@ -187,9 +194,9 @@ def store_open(workdir: Path, n_sources: int = 100_000) -> None:
 PLAN_CHILD = """
 import sys, time
 import numpy as np
-from srcnn.build_plan import ImageSizes, plan_from_sizes
+from srcnn.data.build.plan import ImageSizes, plan_from_sizes
 from srcnn.config import PatchConfig
-from srcnn.store import build_fingerprint
+from srcnn.data.store.patch_store import build_fingerprint
 
 n = int(sys.argv[1])
 config = PatchConfig(scale=3, augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6))

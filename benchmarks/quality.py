@@ -14,16 +14,17 @@ import json
 import time
 from pathlib import Path
 
-from srcnn.evaluation import evaluate_model, format_table
-from srcnn.metrics import FSRCNN_PSNR
-from srcnn.spec import PRETRAINED_KINDS, best_pretrained
-from srcnn.weights import load_model, pretrained_dir
+from srcnn.evaluation.benchmark import evaluate_model, format_table
+from srcnn.evaluation.metrics import FSRCNN_PSNR
+from srcnn.models.spec import PRETRAINED_KINDS, best_pretrained
+from srcnn.models.weights import load_model, pretrained_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--datasets", default=str(Path(__file__).resolve().parents[2]
-                                                  / "shared" / "datasets"))
+    parser.add_argument(
+        "--datasets", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    )
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--kinds", nargs="+", default=list(PRETRAINED_KINDS))
     args = parser.parse_args()
@@ -41,20 +42,35 @@ def main() -> None:
             got = evaluate_model(loaded.model, sets, scale)
             scores += got
             config = loaded.model.config
-            meta = {k: loaded.metadata[k] for k in ("trained_for_s", "time_to_paper_s",
-                                                    "time_to_fsrcnn_s", "device", "recipe")
-                    if k in loaded.metadata}
-            print(f"{kind} x{scale}: {config.name}, {config.macs(scale):,} MACs/output px, "
-                  f"evaluated in {time.perf_counter() - start:.1f} s; {json.dumps(meta)}")
+            meta = {
+                k: loaded.metadata[k]
+                for k in (
+                    "trained_for_s",
+                    "time_to_paper_s",
+                    "time_to_fsrcnn_s",
+                    "device",
+                    "recipe",
+                )
+                if k in loaded.metadata
+            }
+            print(
+                f"{kind} x{scale}: {config.name}, {config.macs(scale):,} MACs/output px, "
+                f"evaluated in {time.perf_counter() - start:.1f} s; {json.dumps(meta)}"
+            )
             for s in got:
                 bar = FSRCNN_PSNR[s.dataset][scale]
-                rows.append(f"| {kind} | {s.dataset} | x{scale} | {s.psnr:.2f} | {bar:.2f} | "
-                            f"{s.psnr - bar:+.2f} | {config.macs(scale):,} |")
+                rows.append(
+                    f"| {kind} | {s.dataset} | x{scale} | {s.psnr:.2f} | {bar:.2f} | "
+                    f"{s.psnr - bar:+.2f} | {config.macs(scale):,} |"
+                )
         print(f"\n{kind}:\n{format_table(scores)}\n")
-    print("| kind | set | scale | PSNR (dB) | FSRCNN | vs FSRCNN | MACs/output px |\n"
-          "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    print("`pretrained` resolves to: " + ", ".join(
-        f"x{s} {best_pretrained(s)}" for s in args.scales))
+    print(
+        "| kind | set | scale | PSNR (dB) | FSRCNN | vs FSRCNN | MACs/output px |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+    print(
+        "`pretrained` resolves to: " + ", ".join(f"x{s} {best_pretrained(s)}" for s in args.scales)
+    )
 
 
 if __name__ == "__main__":

@@ -23,15 +23,16 @@ import time
 import torch
 from PIL import Image
 
-from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.evaluation import TimeToQuality
-from srcnn.metrics import PAPER_PSNR, list_dataset
-from srcnn.model import SRCNN, build_net
-from srcnn.patches import collection_patches
-from srcnn.config import ModelOverrides, TrainOverrides
+from srcnn.config import ModelConfig, ModelOverrides, PatchConfig, TrainConfig, TrainOverrides
+from srcnn.data.loader import PatchTensors
+from srcnn.data.patches import collection_patches
+from srcnn.evaluation.benchmark import TimeToQuality
+from srcnn.evaluation.metrics import PAPER_PSNR, list_dataset
+from srcnn.models.build import build_net
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 from srcnn.presets import arch_overrides, get_preset, training_settings
-from srcnn.train import PatchTensors, train
-from srcnn.weights import save_model
+from srcnn.training.loop import train
 
 
 def load_patches(args: argparse.Namespace, patches: PatchConfig, family: str = "srcnn",
@@ -48,7 +49,10 @@ def load_patches(args: argparse.Namespace, patches: PatchConfig, family: str = "
                                    patches.augment_scales)
         return (PatchTensors.from_numpy(*split["train"]), PatchTensors.from_numpy(*split["val"]),
                 patches.patch_size)
-    from srcnn.store import LR_NATIVE, PatchStore  # Zarr only where a store is used
+    from srcnn.data.store.patch_store import (  # Zarr only where a store is used
+        LR_NATIVE,
+        PatchStore,
+    )
 
     store = PatchStore(args.store[0])
     inputs = "lr" if family == "srcnn" else LR_NATIVE
@@ -105,37 +109,59 @@ def time_to_paper(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
         if args.save and report.val_psnr > best_val:
             best_val = report.val_psnr
-            save_model(model, scale, args.save, {
-                "recipe": f"--preset {args.preset}", "trained_for_s": round(report.elapsed_s, 1),
-                "epoch": report.epoch, "val_psnr": report.val_psnr,
-                "set5_probe_psnr": row.get("set5_psnr"), "device": torch.cuda.get_device_name()
-                if torch.cuda.is_available() and args.device != "cpu" else "cpu",
-                "training": config.model_dump(), "tf32": torch.backends.cudnn.allow_tf32, "stride": args.stride or recipe.patches.stride})
+            save_model(
+                model,
+                scale,
+                args.save,
+                {
+                    "recipe": f"--preset {args.preset}",
+                    "trained_for_s": round(report.elapsed_s, 1),
+                    "epoch": report.epoch,
+                    "val_psnr": report.val_psnr,
+                    "set5_probe_psnr": row.get("set5_psnr"),
+                    "device": torch.cuda.get_device_name()
+                    if torch.cuda.is_available() and args.device != "cpu"
+                    else "cpu",
+                    "training": config.model_dump(),
+                    "tf32": torch.backends.cudnn.allow_tf32,
+                    "stride": args.stride or recipe.patches.stride,
+                },
+            )
 
     start = time.perf_counter()
     net = SRCNN(net_config)
     result = train(net, train_set, val_set, config, on_epoch)
-    print(f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
-          f"({time.perf_counter() - start:.0f} s with evaluation), best val "
-          f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}")
+    print(
+        f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
+        f"({time.perf_counter() - start:.0f} s with evaluation), best val "
+        f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}"
+    )
     if probe:
-        reached = (f"{probe.reached_at_s:.0f} s ({probe.reached_at_s / 60:.2f} min)"
-                   if probe.reached_at_s is not None
-                   else f"not reached in {result.elapsed_s / 60:.1f} min")
+        reached = (
+            f"{probe.reached_at_s:.0f} s ({probe.reached_at_s / 60:.2f} min)"
+            if probe.reached_at_s is not None
+            else f"not reached in {result.elapsed_s / 60:.1f} min"
+        )
         best = max(r["set5_psnr"] for r in log)
-        print(f"{args.preset}: time to the paper's Set5 x{scale} {probe.target} dB: {reached}; "
-              f"best probe {best:.3f} dB")
+        print(
+            f"{args.preset}: time to the paper's Set5 x{scale} {probe.target} dB: {reached}; "
+            f"best probe {best:.3f} dB"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", action="append", help="a patch store (repeat to compare)")
     source.add_argument("--images", help="a folder of training images, cut in memory")
     parser.add_argument("--preset")
-    parser.add_argument("--throughput", action="store_true",
-                        help="with --preset: patches/s in float32 and under bf16 autocast")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="with --preset: patches/s in float32 and under bf16 autocast",
+    )
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--set5")
     parser.add_argument("--save", help="folder for the best model of a --preset run")
@@ -145,7 +171,9 @@ def main() -> None:
     parser.add_argument("--stride", type=int, help="override the preset's patch stride")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--fp32", action="store_true", help="train in full float32 (no bf16 autocast, no TF32)")
+    parser.add_argument(
+        "--fp32", action="store_true", help="train in full float32 (no bf16 autocast, no TF32)"
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--device", default="auto")
@@ -156,22 +184,27 @@ def main() -> None:
         recipe = get_preset(args.preset)
         data, _, _ = load_patches(args, recipe.patches, recipe.model.family)
         net = settings(args)[0]
-        for batch in ([args.batch] if args.batch else [recipe.training.batch_size, 256]):
-            rates = {bf16: throughput(data, net, recipe.patches.scale, args.steps, batch,
-                                      args.device, bf16) for bf16 in (False, True)}
+        for batch in [args.batch] if args.batch else [recipe.training.batch_size, 256]:
+            rates = {
+                bf16: throughput(
+                    data, net, recipe.patches.scale, args.steps, batch, args.device, bf16
+                )
+                for bf16 in (False, True)
+            }
             print(f"  batch {batch}: bf16 autocast / float32 = {rates[True] / rates[False]:.2f}x")
         return
     if args.preset:
         time_to_paper(args)
         return
-    from srcnn.store import PatchStore
+    from srcnn.data.store.patch_store import PatchStore
 
     for url in args.store:
         store = PatchStore(url)
         data = PatchTensors.from_numpy(*store.load("train"))
         print(url)
-        throughput(data, ModelConfig(), store.attrs["scale"], args.steps, args.batch or 64,
-                   args.device)
+        throughput(
+            data, ModelConfig(), store.attrs["scale"], args.steps, args.batch or 64, args.device
+        )
 
 
 if __name__ == "__main__":

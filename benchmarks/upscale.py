@@ -32,14 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loopback_s3 import loopback_s3
 from PIL import Image
 
-from loopback_s3 import loopback_s3
 from srcnn.config import ModelConfig, TileConfig
-from srcnn.inference import plan_tiles, prepare, run_net
-from srcnn.model import SRCNN
+from srcnn.inference.tiling import plan_tiles, prepare, run_net
+from srcnn.models.srcnn import SRCNN
 from srcnn.presets import get_preset
-
 
 REPEATS = 5  # best of: this machine is noisy
 
@@ -107,10 +106,10 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
         from prefect.testing.utilities import prefect_test_harness
 
         from flows.upscale_bucket import upscale_bucket
-        from srcnn.images import read_image, write_image
+        from srcnn.batch.job import BucketOptions, upscale_pil
+        from srcnn.data.images import read_image, write_image
+        from srcnn.models.weights import load_model
         from srcnn.storage import list_images
-        from srcnn.upscale import BucketOptions, upscale_pil
-        from srcnn.weights import load_model
 
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
         fs.mkdir("bench")
@@ -129,7 +128,7 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
         with prefect_test_harness(server_startup_timeout=180):
             upscale_bucket("s3://bench/in", "s3://bench/warm", model_dir)  # warm-up
             results = {"loop": [], "flow": []}
-            for attempt in range(2):  # interleaved, best of two each
+            for _ in range(2):  # interleaved, best of two each
                 results["loop"].append(best_of(bare_loop, 1))
                 results["flow"].append(best_of(lambda: upscale_bucket(
                     "s3://bench/in", "s3://bench/flow", model_dir,
@@ -144,8 +143,8 @@ BIG_CHILD = """
 import resource, sys, time
 from PIL import Image
 import numpy as np
-from srcnn.inference import prepare, upscale_rgb_tiled
-from srcnn.weights import load_model
+from srcnn.inference.tiling import prepare, upscale_rgb_tiled
+from srcnn.models.weights import load_model
 model = prepare(load_model(sys.argv[1]).model, "cpu")
 lr = Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8))
 t = time.perf_counter()
@@ -155,39 +154,59 @@ print(out.size, f"{time.perf_counter() - t:.1f}", resource.getrusage(resource.RU
 
 
 def big_image(model_dir: str, tile: int) -> None:
-    out = subprocess.run([sys.executable, "-c", BIG_CHILD, model_dir, str(tile)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", BIG_CHILD, model_dir, str(tile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     size, seconds, rss_kb = " ".join(out[:2]), out[2], int(out[3])
-    print(f"4. 6000x4000 RGB at x3 -> {size}, tile {tile}: {seconds} s, peak RSS "
-          f"{rss_kb / 2**20:.2f} GiB (the 8-bit output alone is "
-          f"{18000 * 12000 * 3 / 2**30:.2f} GiB)")
+    print(
+        f"4. 6000x4000 RGB at x3 -> {size}, tile {tile}: {seconds} s, peak RSS "
+        f"{rss_kb / 2**20:.2f} GiB (the 8-bit output alone is "
+        f"{18000 * 12000 * 3 / 2**30:.2f} GiB)"
+    )
 
 
 KINDS = ("bicubic", "fast", "fast bf16", "srcnn", "srcnn bf16")
 
 
-def _chunk_on_worker(kind: str, plugin: str, photos: str, out: str, key: str, fmt: str,
-                     level: int, tag: str) -> tuple:
+def _chunk_on_worker(
+    kind: str, plugin: str, photos: str, out: str, key: str, fmt: str, level: int, tag: str
+) -> tuple:
     """One chunk (one photo) on a Dask worker, as the flow's task runs it (`upscale_chunk`
     with the model the product's worker plugin holds); "bicubic" swaps the net for a plain
     resize and keeps everything else (read, decode, encode, write, manifest)."""
     import torch
 
-    import srcnn.upscale as upscale
+    import srcnn.batch.job as upscale
+    from srcnn.batch.planning import Chunk, Item
     from srcnn.cluster import worker_model
-    from srcnn.planning import Chunk, Item
 
     real = upscale.upscale_pil
     if kind == "bicubic":  # the same decode and encode, a plain resize for the net
         upscale.upscale_pil = lambda model, img, scale, tile_size, bf16=False: img.resize(
-            (img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
+            (img.width * scale, img.height * scale), Image.Resampling.BICUBIC
+        )
     try:
-        job = upscale.Job(photos, f"{out}/{kind}-{tag}", upscale.UpscaleOptions(
-            scale=3, output_format=fmt, png_compress_level=level,
-            precision="bf16" if "bf16" in kind else "fp32"),
-            kind, kind, tag)
-        result = upscale.upscale_chunk(worker_model(plugin), job, Chunk(
-            "c" + hashlib.sha256(key.encode()).hexdigest()[:19], (Item(key, "etag"),)))
+        job = upscale.Job(
+            photos,
+            f"{out}/{kind}-{tag}",
+            upscale.UpscaleOptions(
+                scale=3,
+                output_format=fmt,
+                png_compress_level=level,
+                precision="bf16" if "bf16" in kind else "fp32",
+            ),
+            kind,
+            kind,
+            tag,
+        )
+        result = upscale.upscale_chunk(
+            worker_model(plugin),
+            job,
+            Chunk("c" + hashlib.sha256(key.encode()).hexdigest()[:19], (Item(key, "etag"),)),
+        )
     finally:
         upscale.upscale_pil = real
     assert result.done == 1, result.lines
@@ -202,52 +221,80 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
     import contextlib
 
     from srcnn.cluster import dask_client, model_on_workers
+    from srcnn.registry.champion import resolve_spec
     from srcnn.storage import list_images
-    from srcnn.tracking import resolve_spec
 
     keys = sorted(list_images(photos))
     specs = {k: resolve_spec(f"pretrained:{k}", 3) for k in ("fast", "srcnn")}
     macs = {k: spec.build().config.macs(3) for k, spec in specs.items()}
-    with tempfile.TemporaryDirectory() as out, dask_client() as client, \
-            contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory() as out,
+        dask_client() as client,
+        contextlib.ExitStack() as stack,
+    ):
         workers = len(client.nthreads())
-        plugins = {k: stack.enter_context(model_on_workers(client, spec))
-                   for k, spec in specs.items()}
+        plugins = {
+            k: stack.enter_context(model_on_workers(client, spec)) for k, spec in specs.items()
+        }
         for name in plugins.values():  # loaded on every worker before any timing
             client.run(lambda dask_worker, name=name: dask_worker.plugins[name].model is not None)
-        for label, fmt, level in (("PNG", "PNG", 6), ("PNG level 1", "PNG", 1),
-                                  ("JPEG", "JPEG", 6)):
+        for label, fmt, level in (
+            ("PNG", "PNG", 6),
+            ("PNG level 1", "PNG", 1),
+            ("JPEG", "JPEG", 6),
+        ):
             best: dict[str, tuple[float, int]] = {}
             for r in range(rounds):
                 for kind in KINDS:
                     start = time.perf_counter()
                     plugin = plugins["srcnn" if kind.startswith("srcnn") else "fast"]
-                    done = client.gather([client.submit(
-                        _chunk_on_worker, kind, plugin, photos, out, key, fmt, level,
-                        f"{fmt}{level}-{r}", pure=False) for key in keys])
+                    done = client.gather(
+                        [
+                            client.submit(
+                                _chunk_on_worker,
+                                kind,
+                                plugin,
+                                photos,
+                                out,
+                                key,
+                                fmt,
+                                level,
+                                f"{fmt}{level}-{r}",
+                                pure=False,
+                            )
+                            for key in keys
+                        ]
+                    )
                     seconds = time.perf_counter() - start
                     threads = {t for _, t in done}
                     if kind not in best or seconds < best[kind][0]:
                         best[kind] = (seconds, sum(px for px, _ in done))
             rate = {k: px / sec / 1e6 for k, (sec, px) in best.items()}
-            print(f"5. {len(keys)} photos from {photos} x3 through `upscale_chunk` on {workers} "
-                  f"Dask workers ({sorted(threads)} torch thread each): read, decode, upscale, "
-                  f"{label} encode, write; output Mpx/s:")
-            print("   " + ", ".join(f"{k} {v:.2f}" for k, v in rate.items())
-                  + f"  (MACs/px: fast {macs['fast']:,}, srcnn {macs['srcnn']:,})")
-            print(f"   {label}: fast / SRCNN throughput fp32 {rate['fast'] / rate['srcnn']:.1f}x, "
-                  f"bf16 {rate['fast bf16'] / rate['srcnn bf16']:.1f}x, fast bf16 / SRCNN fp32 "
-                  f"{rate['fast bf16'] / rate['srcnn']:.1f}x (goal >= 8x); fast time / bicubic "
-                  f"time fp32 {rate['bicubic'] / rate['fast']:.2f}, bf16 "
-                  f"{rate['bicubic'] / rate['fast bf16']:.2f} (goal <= 1.5)")
+            print(
+                f"5. {len(keys)} photos from {photos} x3 through `upscale_chunk` on {workers} "
+                f"Dask workers ({sorted(threads)} torch thread each): read, decode, upscale, "
+                f"{label} encode, write; output Mpx/s:"
+            )
+            print(
+                "   "
+                + ", ".join(f"{k} {v:.2f}" for k, v in rate.items())
+                + f"  (MACs/px: fast {macs['fast']:,}, srcnn {macs['srcnn']:,})"
+            )
+            print(
+                f"   {label}: fast / SRCNN throughput fp32 {rate['fast'] / rate['srcnn']:.1f}x, "
+                f"bf16 {rate['fast bf16'] / rate['srcnn bf16']:.1f}x, fast bf16 / SRCNN fp32 "
+                f"{rate['fast bf16'] / rate['srcnn']:.1f}x (goal >= 8x); fast time / bicubic "
+                f"time fp32 {rate['bicubic'] / rate['fast']:.2f}, bf16 "
+                f"{rate['bicubic'] / rate['fast bf16']:.2f} (goal <= 1.5)"
+            )
 
 
 def stage_costs(photos: str, repeat: int = 3) -> None:
     """Section 6: single-thread milliseconds per output Mpx of each stage over `photos` x3, the
     stages interleaved `repeat` times, best of each."""
-    from srcnn.color import bicubic_upscale, luma, rgb_to_ycbcr, to_float
-    from srcnn.inference import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
-    from srcnn.tracking import resolve_spec
+    from srcnn.data.color import bicubic_upscale, luma, rgb_to_ycbcr, to_float
+    from srcnn.inference.tiling import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
+    from srcnn.registry.champion import resolve_spec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -256,22 +303,26 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         blobs = [p.read_bytes() for p in paths]
         imgs = [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]
         mpx = sum(9 * im.width * im.height for im in imgs) / 1e6
-        nets = {k: prepare(resolve_spec(f"pretrained:{k}", 3).build(), "cpu")
-                for k in ("fast", "srcnn")}
+        nets = {
+            k: prepare(resolve_spec(f"pretrained:{k}", 3).build(), "cpu") for k in ("fast", "srcnn")
+        }
         lr_y = [luma(im) for im in imgs]
         outs = [bicubic_upscale(im, 3) for im in imgs]  # what is encoded; SRCNN reads its Y
         bic_y = [rgb_to_ycbcr(to_float(up))[..., 0] for up in outs]
         stages = {
-            "decode (PNG)": lambda: [Image.open(io.BytesIO(b)).convert("RGB").load()
-                                     for b in blobs],
+            "decode (PNG)": lambda: [
+                Image.open(io.BytesIO(b)).convert("RGB").load() for b in blobs
+            ],
             "JPEG encode": lambda: [o.save(io.BytesIO(), "JPEG", quality=90) for o in outs],
             "bicubic resize": lambda: [bicubic_upscale(im, 3) for im in imgs],
             "fast: net on Y": lambda: [upscale_luma_lr(nets["fast"], y) for y in lr_y],
-            "fast: whole colour path": lambda: [upscale_rgb_tiled(nets["fast"], im, 3)
-                                                for im in imgs],
+            "fast: whole colour path": lambda: [
+                upscale_rgb_tiled(nets["fast"], im, 3) for im in imgs
+            ],
             "srcnn: net on Y": lambda: [upscale_luma(nets["srcnn"], y) for y in bic_y],
-            "srcnn: whole colour path": lambda: [upscale_rgb_tiled(nets["srcnn"], im, 3)
-                                                 for im in imgs],
+            "srcnn: whole colour path": lambda: [
+                upscale_rgb_tiled(nets["srcnn"], im, 3) for im in imgs
+            ],
         }
         best = {k: float("inf") for k in stages}
         for _ in range(repeat):
@@ -281,15 +332,19 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         torch.set_num_threads(threads)
     ms = {k: v / mpx * 1e3 for k, v in best.items()}
     io_ms = ms["decode (PNG)"] + ms["JPEG encode"]
-    print(f"6. {len(imgs)} photos x3 on one thread, ms per output Mpx (best of {repeat}, "
-          "interleaved): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+    print(
+        f"6. {len(imgs)} photos x3 on one thread, ms per output Mpx (best of {repeat}, "
+        "interleaved): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items())
+    )
     fast, srcnn = ms["fast: whole colour path"] + io_ms, ms["srcnn: whole colour path"] + io_ms
-    print(f"   fast / SRCNN, nets alone {ms['srcnn: net on Y'] / ms['fast: net on Y']:.1f}x; "
-          f"end to end with JPEG {srcnn / fast:.1f}x (goal >= 8x). Besides its net, the fast "
-          f"path spends {fast - ms['fast: net on Y']:.1f} ms; 8x would need at most "
-          f"{(srcnn - 8 * ms['fast: net on Y']) / 8:.1f}. The fast net alone is "
-          f"{ms['fast: net on Y'] / (io_ms + ms['bicubic resize']):.1f}x a whole bicubic resize "
-          "with decode and JPEG encode (goal: the whole path <= 1.5x)")
+    print(
+        f"   fast / SRCNN, nets alone {ms['srcnn: net on Y'] / ms['fast: net on Y']:.1f}x; "
+        f"end to end with JPEG {srcnn / fast:.1f}x (goal >= 8x). Besides its net, the fast "
+        f"path spends {fast - ms['fast: net on Y']:.1f} ms; 8x would need at most "
+        f"{(srcnn - 8 * ms['fast: net on Y']) / 8:.1f}. The fast net alone is "
+        f"{ms['fast: net on Y'] / (io_ms + ms['bicubic resize']):.1f}x a whole bicubic resize "
+        "with decode and JPEG encode (goal: the whole path <= 1.5x)"
+    )
 
 
 def main() -> None:
@@ -298,9 +353,11 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-flow", action="store_true")
     parser.add_argument("--only-fast", action="store_true", help="section 5 only")
-    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared"
-                                                / "datasets" / "Set14"),
-                        help="section 5's inputs (upscaled as they are)")
+    parser.add_argument(
+        "--photos",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set14"),
+        help="section 5's inputs (upscaled as they are)",
+    )
     args = parser.parse_args()
     if args.only_fast:
         fast_vs_srcnn(args.photos)
@@ -319,29 +376,37 @@ def main() -> None:
     eager_bf16, _ = model_gflops(model, 1200, 1600, tile, bf16=True, net=eager_net)
     peak_after = matmul_gflops()
     peak = max(peak, peak_after)
-    print(f"1. matmul {peak:.1f} GFLOP/s; SRCNN 9-5-5 on 1600x1200 (1.92 Mpx), fp32: tile {tile} "
-          f"(default) {conv:.1f} GFLOP/s ({seconds:.2f} s): ratio {conv / peak:.2f} (target >= "
-          f"0.8); tile 512: {big / peak:.2f}; one tile: {whole / peak:.2f}; --precision bf16, tile "
-          f"{tile}: {bf16:.1f} GFLOP/s, ratio {bf16 / peak:.2f}")
-    print(f"   plain nn.Module forward (before SRCNN.infer), tile {tile}: {eager:.1f} GFLOP/s, "
-          f"ratio {eager / peak:.2f}; under bf16 autocast {eager_bf16:.1f} GFLOP/s")
+    print(
+        f"1. matmul {peak:.1f} GFLOP/s; SRCNN 9-5-5 on 1600x1200 (1.92 Mpx), fp32: tile {tile} "
+        f"(default) {conv:.1f} GFLOP/s ({seconds:.2f} s): ratio {conv / peak:.2f} (target >= "
+        f"0.8); tile 512: {big / peak:.2f}; one tile: {whole / peak:.2f}; --precision bf16, tile "
+        f"{tile}: {bf16:.1f} GFLOP/s, ratio {bf16 / peak:.2f}"
+    )
+    print(
+        f"   plain nn.Module forward (before SRCNN.infer), tile {tile}: {eager:.1f} GFLOP/s, "
+        f"ratio {eager / peak:.2f}; under bf16 autocast {eager_bf16:.1f} GFLOP/s"
+    )
     preset = get_preset("x3").model  # the net of the shipped weights and the recipe
     if preset != model.config:
         deep = prepare(SRCNN(preset), "cpu")
         d_conv, d_seconds = model_gflops(deep, 1200, 1600, tile)
         d_bf16, d_bf16_seconds = model_gflops(deep, 1200, 1600, tile, bf16=True)
-        print(f"   the presets' net {preset.arch} x{preset.n2} ({preset.macs_per_pixel:,} MACs/px),"
-              f" tile {tile}: fp32 {d_conv:.1f} GFLOP/s, ratio {d_conv / peak:.2f}, "
-              f"{1200 * 1600 / d_seconds / 1e6:.3f} Mpx/s ({seconds / d_seconds:.2f}x 9-5-5's); "
-              f"bf16 {d_bf16:.1f} GFLOP/s, {1200 * 1600 / d_bf16_seconds / 1e6:.3f} Mpx/s")
+        print(
+            f"   the presets' net {preset.arch} x{preset.n2} ({preset.macs_per_pixel:,} MACs/px),"
+            f" tile {tile}: fp32 {d_conv:.1f} GFLOP/s, ratio {d_conv / peak:.2f}, "
+            f"{1200 * 1600 / d_seconds / 1e6:.3f} Mpx/s ({seconds / d_seconds:.2f}x 9-5-5's); "
+            f"bf16 {d_bf16:.1f} GFLOP/s, {1200 * 1600 / d_bf16_seconds / 1e6:.3f} Mpx/s"
+        )
     per_px_seed = seed_loop_seconds_per_px(model)
     per_px_tiled = seconds / (1200 * 1600)
-    print(f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "
-          f"{1 / per_px_tiled / 1e6:.3f} Mpx/s: speed-up {per_px_seed / per_px_tiled:.1f}x "
-          f"(target >= 20x); bf16 tiled {1200 * 1600 / bf16_seconds / 1e6:.3f} Mpx/s: "
-          f"{per_px_seed * 1200 * 1600 / bf16_seconds:.1f}x")
+    print(
+        f"2. seed loop over 33x33 patches: {1 / per_px_seed / 1e6:.3f} Mpx/s; tiled: "
+        f"{1 / per_px_tiled / 1e6:.3f} Mpx/s: speed-up {per_px_seed / per_px_tiled:.1f}x "
+        f"(target >= 20x); bf16 tiled {1200 * 1600 / bf16_seconds / 1e6:.3f} Mpx/s: "
+        f"{per_px_seed * 1200 * 1600 / bf16_seconds:.1f}x"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        from srcnn.weights import save_model
+        from srcnn.models.weights import save_model
 
         save_model(SRCNN(ModelConfig()), 3, tmp)
         if not args.skip_flow:
@@ -350,7 +415,9 @@ def main() -> None:
             big_image(tmp, 256)
     fast_vs_srcnn(args.photos)
     stage_costs(args.photos)
-    print(f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
+    print(
+        f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)"
+    )
 
 
 if __name__ == "__main__":

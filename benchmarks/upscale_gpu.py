@@ -26,8 +26,8 @@ def gpu(n_images: int) -> None:
     import torch
 
     from srcnn.cluster import GPU_PROCESSES
-    from srcnn.inference import prepare
-    from srcnn.weights import load_model, pretrained_dir
+    from srcnn.inference.tiling import prepare
+    from srcnn.models.weights import load_model, pretrained_dir
 
     assert torch.cuda.is_available(), "the gpu section needs CUDA"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
@@ -67,8 +67,8 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
     """Seconds per image of each stage, one at a time in this process: where time goes."""
     import torch
 
-    from srcnn.gpu import upscale_rgb_cuda
-    from srcnn.images import encode_image, read_image
+    from srcnn.data.images import encode_image, read_image
+    from srcnn.inference.cuda import upscale_rgb_cuda
 
     imgs = [read_image(str(folder / k)) for k in keys]
     t = {}
@@ -97,7 +97,7 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
 
 def _gpu_inputs(folder: Path, n: int) -> list[str]:
     """~0.23-Mpx photographs (skimage's samples, cropped), ~2 Mpx each at x3."""
-    from srcnn.demo_data import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
+    from srcnn.demo import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
 
     photos = export_photos(folder.parent / "photos", TRAIN_IMAGES + HOLDOUT_IMAGES)
     folder.mkdir(parents=True)
@@ -114,10 +114,11 @@ def _gpu_inputs(folder: Path, n: int) -> list[str]:
 def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str) -> float:
     """Output Mpx/s of the worker path: chunks of 16 through a one-worker LocalCluster (with
     the GPU resource on CUDA), the model held by the worker plugin."""
-    from srcnn.cluster import dask_client, model_on_workers, upscale_chunk_task
-    from srcnn.planning import Chunk, Item
-    from srcnn.upscale import Job, UpscaleOptions
-    from srcnn.spec import read_spec
+    from srcnn.batch.job import Job, UpscaleOptions
+    from srcnn.batch.planning import Chunk, Item
+    from srcnn.cluster import dask_client, model_on_workers
+    from srcnn.models.spec import read_spec
+    from srcnn.worker_tasks import upscale_chunk_task
 
     spec = read_spec("pretrained", 3)
     out = tmp / f"out-{fmt}-{bf16}-{device}-{time.time_ns()}"

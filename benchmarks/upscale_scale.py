@@ -7,7 +7,7 @@
 
 (The GPU figures: benchmarks/upscale_gpu.py, on a CUDA machine.)
 
-simulate: the real planning code (`srcnn.planning.plan`), the flow's aggregation of shard
+simulate: the real planning code (`srcnn.batch.planning.plan`), the flow's aggregation of shard
     summaries, and the real record and report code (a manifest per chunk, a JSON Lines report
     per shard, written to fsspec's memory filesystem and dropped) driven by a stand-in listing
     (a generator of keys and ETags in 16 partitions), in a child process per size: peak RSS,
@@ -71,9 +71,7 @@ def simulate_child(n_keys: int, records: bool) -> dict:
     """The driver's part (planning, shards handed out, summaries added up), and with `records`
     also the workers' record and report code run here on every chunk and shard."""
     from flows.upscale_bucket import _add
-    from srcnn.planning import plan
-    from srcnn.storage import filesystem
-    from srcnn.upscale import (
+    from srcnn.batch.job import (
         ChunkResult,
         Job,
         ShardSummary,
@@ -81,6 +79,8 @@ def simulate_child(n_keys: int, records: bool) -> dict:
         manifest_url,
         write_shard_report,
     )
+    from srcnn.batch.planning import plan
+    from srcnn.storage import filesystem
 
     parts = 16
     sources = [(f"p{p:02d}/", _standin(p, n_keys // parts + (p < n_keys % parts)))
@@ -124,7 +124,7 @@ class _Quiet:
 
 
 def simulate(sizes: list[int]) -> None:
-    from srcnn.planning import shard_count
+    from srcnn.batch.planning import shard_count
 
     print("== simulation: the real planning code driven by a stand-in listing (16 partitions)")
     print("driver: planning, three shards in flight, summaries added up; + workers' code: the "
@@ -220,7 +220,7 @@ def scaling(n_images: int) -> None:
     from test_dask_cluster import _start, _stop
 
     from flows.upscale_bucket import upscale_bucket
-    from srcnn.upscale import BucketOptions
+    from srcnn.batch.job import BucketOptions
 
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
         tmp = Path(tmp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from srcnn.config import PatchOverrides
-from srcnn.patch_build import BuildReport
+from srcnn.data.build.builder import BuildReport
 from srcnn.presets import PresetName, patch_settings
 from tasks.patches import build_store
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
 from flows.cli_fields import field_options, validated
 from flows.datasets import resolve_datasets
+from srcnn.batch.job import BucketOptions, UpscaleOptions
 from srcnn.config import (
     ModelConfig,
     ModelOverrides,
@@ -23,19 +24,18 @@ from srcnn.config import (
 from srcnn.presets import (
     DEMO_TRAINING,
     PresetName,
-    get_preset,
     arch_overrides,
+    get_preset,
     patch_settings,
     training_settings,
 )
-from srcnn.upscale import BucketOptions, UpscaleOptions
 from srcnn.settings import get_settings, masked
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 Scale = Annotated[int, typer.Option("--scale", "-s", help="Upscaling factor.", min=2, max=8)]
-Preset = Annotated[Optional[PresetName], typer.Option(
+Preset = Annotated[PresetName | None, typer.Option(
     help="A recipe (srcnn/presets.py); the options given replace its values.")]
 PRESET_NOTE = ", or the preset's"
 
@@ -50,7 +50,7 @@ def patches(
     source: Annotated[str, typer.Argument(help="Image collection: folder or fsspec URL.")],
     store: Annotated[str, typer.Argument(help="Zarr patch store to write (folder or URL).")],
     preset: Preset = None,
-    dask_address: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler.")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
     *, patches: PatchOverrides,
 ) -> None:
@@ -67,16 +67,30 @@ def patches(
 def train(
     store: Annotated[str, typer.Argument(help="Patch store built by `srcnn patches`.")],
     preset: Preset = None,
-    arch: Annotated[Optional[str], typer.Option(
-        help="Kernel sizes in the paper's notation, e.g. 9-5-5, or 3-3-3-3-3 (a repeated "
-             "middle): sets --f1 --f2 --f3 --depth.")] = None,
-    eval_dataset: Annotated[Optional[list[str]], typer.Option(help="Benchmark folder (repeat).")] = None,
-    run_name: Annotated[Optional[str], typer.Option(help="MLflow run name.")] = None,
-    probe_dataset: Annotated[Optional[str], typer.Option(
-        help="Benchmark folder scored every epoch (time to the paper's PSNR).")] = None,
-    init_model: Annotated[Optional[str], typer.Option(
-        help="Start from these weights (champion, models:/..., runs:/ID/model, folder).")] = None,
-    *, model: ModelOverrides, training: TrainOverrides,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Kernel sizes in the paper's notation, e.g. 9-5-5, or 3-3-3-3-3 (a repeated "
+            "middle): sets --f1 --f2 --f3 --depth."
+        ),
+    ] = None,
+    eval_dataset: Annotated[
+        list[str] | None, typer.Option(help="Benchmark folder (repeat).")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    probe_dataset: Annotated[
+        str | None,
+        typer.Option(help="Benchmark folder scored every epoch (time to the paper's PSNR)."),
+    ] = None,
+    init_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from these weights (champion, models:/..., runs:/ID/model, folder)."
+        ),
+    ] = None,
+    *,
+    model: ModelOverrides,
+    training: TrainOverrides,
 ) -> None:
     """Train and evaluate a model, logged to MLflow (flow train-srcnn)."""
     model = with_arch(model, arch)
@@ -86,8 +100,9 @@ def train(
         (probe_dataset,) = benchmark_folders([probe_dataset], "--probe-dataset")
     from flows.train_srcnn import train_srcnn
 
-    result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
-                         init_model, preset)
+    result = train_srcnn(
+        store, model, training, eval_dataset, run_name, probe_dataset, init_model, preset
+    )
     typer.echo(result["table"])
     typer.echo(f"MLflow run: {result['run_id']}")
 
@@ -114,10 +129,15 @@ def with_arch(model: ModelOverrides, arch: str | None) -> ModelOverrides:
 @app.command()
 def register(
     scale: Scale = 3,
-    run_id: Annotated[Optional[str], typer.Option(help="Run to register (default: best).")] = None,
-    max_macs: Annotated[Optional[int], typer.Option(
-        min=1, help="Cost budget: the best run whose net costs at most this many multiply-adds "
-                    "per output pixel.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run to register (default: best).")] = None,
+    max_macs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Cost budget: the best run whose net costs at most this many multiply-adds "
+            "per output pixel.",
+        ),
+    ] = None,
 ) -> None:
     """Register the best run; move `champion` only to a better model (flow register-best)."""
     from flows.register_best import register_best
@@ -130,12 +150,22 @@ def register(
 def upscale(
     input: Annotated[str, typer.Argument(help="Input folder or fsspec URL prefix.")],
     output: Annotated[str, typer.Argument(help="Output folder or fsspec URL prefix.")],
-    model: Annotated[str, typer.Option(
-        help="champion | challenger | pretrained (the best shipped for the scale) | "
-             "pretrained:fast | pretrained:srcnn | models:/ URI | model folder.")] = "champion",
-    dask_address: Annotated[Optional[str], typer.Option(
-        help="Existing Dask scheduler (default: SRCNN_DASK_ADDRESS, else a LocalCluster).")] = None,
-    *, options: Overrides, bucket: Overrides,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="champion | challenger | pretrained (the best shipped for the scale) | "
+            "pretrained:fast | pretrained:srcnn | models:/ URI | model folder."
+        ),
+    ] = "champion",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Existing Dask scheduler (default: SRCNN_DASK_ADDRESS, else a LocalCluster)."
+        ),
+    ] = None,
+    *,
+    options: Overrides,
+    bucket: Overrides,
 ) -> None:
     """Upscale every image under INPUT into OUTPUT (flow upscale-bucket)."""
     # one clear error before any work
@@ -148,31 +178,44 @@ def upscale(
     except UpscaleFailures as exc:
         typer.echo(f"FAILED: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"{summary['done']} upscaled, {summary['skipped']} already current, "
-               f"{summary['failed']} failed (x{settings.scale}, {summary['model']}) -> {output}")
+    typer.echo(
+        f"{summary['done']} upscaled, {summary['skipped']} already current, "
+        f"{summary['failed']} failed (x{settings.scale}, {summary['model']}) -> {output}"
+    )
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="champion | pretrained | pretrained:fast | "
-                                            "pretrained:srcnn | models:/ URI | folder.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="champion | pretrained | pretrained:fast | "
+            "pretrained:srcnn | models:/ URI | folder."
+        ),
+    ],
     dataset: Annotated[list[str], typer.Option(help="Benchmark folder (repeat for several).")],
     scale: Scale = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Per-image JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Per-image JSON instead of a table.")
+    ] = False,
 ) -> None:
     """Mean PSNR/SSIM of a model and of bicubic by the standard protocol."""
-    from srcnn.evaluation import evaluate_model, format_table, scores_json
-    from srcnn.spec import is_local_ref
-    from srcnn.tracking import make_client, resolve_model
+    from srcnn.evaluation.benchmark import evaluate_model, format_table, scores_json
+    from srcnn.models.spec import is_local_ref
+    from srcnn.registry.resolve import resolve_model
+    from srcnn.tracking.runs import make_client
 
     dataset = benchmark_folders(dataset, "--dataset")
     client = None if is_local_ref(model) else make_client(get_settings())
     loaded = resolve_model(model, scale, client)
     scores = evaluate_model(loaded.model, dataset, scale)
-    typer.echo(scores_json(scores, per_image=True) if as_json else
-               f"model {loaded.source} ({loaded.model.config.name}, "
-               f"{loaded.model.config.macs(scale):,} multiply-adds per output pixel)\n"
-               f"{format_table(scores)}")
+    typer.echo(
+        scores_json(scores, per_image=True)
+        if as_json
+        else f"model {loaded.source} ({loaded.model.config.name}, "
+        f"{loaded.model.config.macs(scale):,} multiply-adds per output pixel)\n"
+        f"{format_table(scores)}"
+    )
 
 
 @app.command()
@@ -180,16 +223,20 @@ def export(
     model: Annotated[str, typer.Option(help="champion | models:/ URI | runs:/ID/model | folder.")],
     to: Annotated[str, typer.Option(help="Destination model folder (or fsspec URL).")],
     scale: Scale = 3,
-    dataset: Annotated[Optional[list[str]], typer.Option(
-        help="Benchmark folders to score and record with the weights.")] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(help="Benchmark folders to score and record with the weights."),
+    ] = None,
 ) -> None:
     """Write a model as an MLflow model folder (pyfunc from code, safetensors + config), with
     its evaluation recorded in the config: `mlflow models serve -m FOLDER` serves it and
     `--model FOLDER` upscales with it. The weights shipped in `srcnn/pretrained/` come from it.
     """
-    from srcnn.evaluation import evaluate_model, format_table, selection_psnr
-    from srcnn.tracking import SELECTION_TAG, export_model, make_client, resolve_model
-    from srcnn.weights import LoadedModel
+    from srcnn.evaluation.benchmark import evaluate_model, format_table, selection_psnr
+    from srcnn.models.weights import LoadedModel
+    from srcnn.registry.champion import SELECTION_TAG
+    from srcnn.registry.resolve import resolve_model
+    from srcnn.tracking.runs import export_model, make_client
 
     dataset = benchmark_folders(dataset, "--dataset")
     client = make_client(get_settings()) if not model.startswith("/") else None
@@ -197,32 +244,43 @@ def export(
     metadata = {**loaded.metadata, "exported_from": loaded.source}
     if dataset:
         scores = evaluate_model(loaded.model, dataset, scale)
-        metadata |= {SELECTION_TAG: round(selection_psnr(scores), 4),
-                     "evaluation": [s.summary() for s in scores]}
+        metadata |= {
+            SELECTION_TAG: round(selection_psnr(scores), 4),
+            "evaluation": [s.summary() for s in scores],
+        }
         typer.echo(format_table(scores))
     export_model(LoadedModel(loaded.model, scale, loaded.source, metadata), to)
     typer.echo(f"exported {loaded.source} -> {to} (an MLflow model folder)")
 
 
 @app.command()
-@field_options(defaults={"training": DEMO_TRAINING.apply(get_preset("fast-x3").training)},
-               training=TrainConfig)
+@field_options(
+    defaults={"training": DEMO_TRAINING.apply(get_preset("fast-x3").training)}, training=TrainConfig
+)
 def pipeline(
     workdir: Annotated[str, typer.Option(help="Where the demo keeps its files.")] = "demo-output",
-    source: Annotated[Optional[str], typer.Option(help="Training images (default: demo photos).")] = None,
-    upscale_input: Annotated[Optional[str], typer.Option(help="Images to upscale at the end.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Training images (default: demo photos).")
+    ] = None,
+    upscale_input: Annotated[str | None, typer.Option(help="Images to upscale at the end.")] = None,
     scale: Scale = 3,
-    preset: Annotated[Optional[PresetName], typer.Option(
-        help="Recipe of the patches and the net (default: fast-x<scale>); the demo's training "
-             "settings and the options given replace its values.")] = None,
-    *, training: TrainOverrides,
+    preset: Annotated[
+        PresetName | None,
+        typer.Option(
+            help="Recipe of the patches and the net (default: fast-x<scale>); the demo's training "
+            "settings and the options given replace its values."
+        ),
+    ] = None,
+    *,
+    training: TrainOverrides,
 ) -> None:
     """Run the whole chain: patches -> train -> register -> upscale (what `make demo` runs)."""
     from flows.pipeline import srcnn_pipeline
 
     training = TrainOverrides(**(DEMO_TRAINING.given() | training.given()))
-    s = srcnn_pipeline(workdir, source, scale, ModelOverrides(), training, upscale_input,
-                       preset=preset)
+    s = srcnn_pipeline(
+        workdir, source, scale, ModelOverrides(), training, upscale_input, preset=preset
+    )
     settings = get_settings()
     lines = [
         "",
@@ -234,13 +292,17 @@ def pipeline(
         f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
     ]
     for e in s["evaluation"]:
-        lines.append(f"PSNR {e['dataset']} x{e['scale']}: this run's model {e['psnr']:.2f} dB vs "
-                     f"bicubic {e['bicubic_psnr']:.2f} dB ({e['psnr'] - e['bicubic_psnr']:+.2f} dB)")
+        lines.append(
+            f"PSNR {e['dataset']} x{e['scale']}: this run's model {e['psnr']:.2f} dB vs "
+            f"bicubic {e['bicubic_psnr']:.2f} dB ({e['psnr'] - e['bicubic_psnr']:+.2f} dB)"
+        )
     if "holdout_psnr" in s:
         h = s["holdout_psnr"]
-        lines.append(f"PSNR held-out photos x{scale}, as upscaled by the champion: "
-                     f"{h['srcnn']:.2f} dB vs bicubic {h['bicubic']:.2f} dB "
-                     f"({h['srcnn'] - h['bicubic']:+.2f} dB)")
+        lines.append(
+            f"PSNR held-out photos x{scale}, as upscaled by the champion: "
+            f"{h['srcnn']:.2f} dB vs bicubic {h['bicubic']:.2f} dB "
+            f"({h['srcnn'] - h['bicubic']:+.2f} dB)"
+        )
     lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {masked(settings.tracking_uri)}")
     typer.echo("\n".join(lines))
 

@@ -37,7 +37,7 @@ def _parts(annotation) -> tuple[Any, bool]:
     """(the annotation without None, whether None is allowed)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(  # noqa: UP007, UP045  (built at run time)
             typing.get_args(annotation))
     return annotation, False
 
@@ -61,18 +61,18 @@ def _option(name: str, field: FieldInfo, default: Any, default_note: str) -> tup
     origin = typing.get_origin(kind)
     if origin in (tuple, list):  # a repeated option: --augment-scales 1.0 --augment-scales 0.9
         (item, *_) = typing.get_args(kind)
-        return Optional[list[item]], typer.Option(**info)
+        return Optional[list[item]], typer.Option(**info)  # noqa: UP007, UP045  (built at run time)
     if origin is Literal:
         choices = typing.get_args(kind) + (("none",) if nullable else ())
-        return Optional[Literal[choices]], typer.Option(**info)
+        return Optional[Literal[choices]], typer.Option(**info)  # noqa: UP007, UP045  (built at run time)
     if nullable and kind in (int, float, str):
         info.pop("min", None), info.pop("max", None)
 
         def parse(text: str, kind=kind):
             return _NONE if text.lower() in NONE_WORDS else kind(text)
 
-        return Optional[kind], typer.Option(parser=parse, metavar=kind.__name__.upper(), **info)
-    return Optional[kind], typer.Option(**info)
+        return Optional[kind], typer.Option(parser=parse, metavar=kind.__name__.upper(), **info)  # noqa: UP007, UP045  (built at run time)
+    return Optional[kind], typer.Option(**info)  # noqa: UP007, UP045  (built at run time)
 
 
 def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None = None,

@@ -1,6 +1,6 @@
 """Flow `srcnn-pipeline`: patches -> train -> register -> upscale, chained (what `make demo` runs).
 
-With no `source`, it uses real photographs bundled with scikit-image (see `srcnn.demo_data`):
+With no `source`, it uses real photographs bundled with scikit-image (see `srcnn.demo`):
 it trains on most of them and upscales LR versions of the held-out ones.
 """
 
@@ -15,19 +15,17 @@ from flows.datasets import default_eval_datasets, resolve_datasets
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from flows.upscale_bucket import upscale_bucket
-from srcnn.upscale import UpscaleOptions
-from tasks.registry import seed_first
+from srcnn.batch.job import UpscaleOptions
 from srcnn.config import ModelOverrides, PatchOverrides, TrainOverrides
-from srcnn.presets import DEMO_TRAINING, PresetName
-from srcnn.demo_data import (
+from srcnn.demo import (
     HOLDOUT_IMAGES,
     TRAIN_IMAGES,
     export_low_res,
     export_photos,
     holdout_psnr,
 )
-
-
+from srcnn.presets import DEMO_TRAINING, PresetName
+from tasks.registry import seed_first
 
 
 def champion_reason(reg: dict, shipped: str | None) -> str:

@@ -6,8 +6,8 @@ from prefect import flow
 
 from flows.datasets import default_eval_datasets, resolve_dataset, resolve_datasets
 from srcnn.config import ModelOverrides, TrainOverrides
+from srcnn.data.store.patch_store import PatchStore
 from srcnn.presets import PresetName, training_settings
-from srcnn.store import PatchStore
 from tasks.training import evaluate, train_model
 
 

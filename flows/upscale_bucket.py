@@ -3,7 +3,7 @@ results under an output prefix (same relative key and format), on a Dask cluster
 
 The driver streams: partitions of the bucket are listed in parallel, page by page, and cut
 into chunks (one Dask task and one manifest each) and shards (one Prefect task run each, a
-few hundred per run whatever the bucket's size) as keys arrive (`srcnn.planning`). At most
+few hundred per run whatever the bucket's size) as keys arrive (`srcnn.batch.planning`). At most
 `MAX_SHARDS_IN_FLIGHT` shards are out at a time; the driver keeps only counts and the first
 failures. Workers hold the model (`srcnn.cluster.ModelPlugin`); GPU workers get the chunks
 when the cluster has any. Re-runs skip outputs that are current (same input, same weights,
@@ -29,11 +29,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from srcnn.cluster import dask_client, gpu_workers, model_on_workers
-from srcnn.planning import plan
-from srcnn.settings import get_settings
-from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
-from srcnn.upscale import (
+from srcnn.batch.job import (
     MAX_FAILURES_SHOWN,
     PREVIEW_IMAGES,
     REPORTS,
@@ -43,6 +39,10 @@ from srcnn.upscale import (
     UpscaleOptions,
     output_key,
 )
+from srcnn.batch.planning import plan
+from srcnn.cluster import dask_client, gpu_workers, model_on_workers
+from srcnn.settings import get_settings
+from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
 from tasks.upscale import preview, resolve, upscale_shard, write_summary
 
 REPORT_KEY = "_srcnn/upscale-report.json"  # the latest run's summary
@@ -91,29 +91,46 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
     scale = options.scale
     run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
     settings = get_settings()
-    with dask_client(dask_address or settings.dask_address, settings.dask_workers,
-                     gpu=True) as client:
+    with dask_client(
+        dask_address or settings.dask_address, settings.dask_workers, gpu=True
+    ) as client:
         spec = resolve(model, scale)
         job = Job(input, output, options, spec.source, spec.digest, run_id, bucket.overwrite)
         with model_on_workers(client, spec) as plugin:
             totals, failures, samples = _run(client, plugin, job, bucket, logger)
     wall = time.perf_counter() - started
-    summary = {"input": input, "output": output, "model": spec.source,
-               "weights": spec.digest, "scale": scale, "flow_run_id": run_id, **totals,
-               "wall_seconds": round(wall, 3),
-               "images_per_s": round((totals["done"] + totals["skipped"]) / wall, 2),
-               "output_mpx_per_s": round(totals["pixels"] / wall / 1e6, 3),
-               "reports": join(output, REPORTS, run_id), "failures": failures}
+    summary = {
+        "input": input,
+        "output": output,
+        "model": spec.source,
+        "weights": spec.digest,
+        "scale": scale,
+        "flow_run_id": run_id,
+        **totals,
+        "wall_seconds": round(wall, 3),
+        "images_per_s": round((totals["done"] + totals["skipped"]) / wall, 2),
+        "output_mpx_per_s": round(totals["pixels"] / wall / 1e6, 3),
+        "reports": join(output, REPORTS, run_id),
+        "failures": failures,
+    }
     _publish(summary, output, run_id)
     if samples:
         preview(input, samples, scale, summary)
-    logger.info("upscaled %d, skipped %d, failed %d images in %d shards with %s into %s",
-                totals["done"], totals["skipped"], totals["failed"], totals["shards"],
-                spec.source, output)
+    logger.info(
+        "upscaled %d, skipped %d, failed %d images in %d shards with %s into %s",
+        totals["done"],
+        totals["skipped"],
+        totals["failed"],
+        totals["shards"],
+        spec.source,
+        output,
+    )
     if totals["failed"]:
         total = totals["done"] + totals["skipped"] + totals["failed"]
-        raise UpscaleFailures(f"{totals['failed']} of {total} images failed (first "
-                              f"{len(failures)}: {'; '.join(failures)}); see {summary['reports']}")
+        raise UpscaleFailures(
+            f"{totals['failed']} of {total} images failed (first "
+            f"{len(failures)}: {'; '.join(failures)}); see {summary['reports']}"
+        )
     return summary
 
 
@@ -138,25 +155,45 @@ def as_they_end(submissions: Iterable[PrefectFuture], limit: int) -> Iterator[Pr
         yield first_ended()
 
 
-def _run(client, plugin: str, job: Job, bucket: BucketOptions,
-         logger) -> tuple[dict, list[str], list[tuple[str, str]]]:
+def _run(
+    client, plugin: str, job: Job, bucket: BucketOptions, logger
+) -> tuple[dict, list[str], list[tuple[str, str]]]:
     """Plan shards as the listing streams in and keep at most MAX_SHARDS_IN_FLIGHT out;
     returns the run's counts, its first failures and a few images done (for the preview)."""
-    totals = {"done": 0, "skipped": 0, "failed": 0, "pixels": 0, "worker_seconds": 0.0,
-              "shards": 0, "listed": 0}
+    totals = {
+        "done": 0,
+        "skipped": 0,
+        "failed": 0,
+        "pixels": 0,
+        "worker_seconds": 0.0,
+        "shards": 0,
+        "listed": 0,
+    }
     failures: list[str] = []
     samples: list[tuple[str, str]] = []
-    progress = create_progress_artifact(0.0, key="upscale-progress", description=(
-        f"{job.input_url} -> {job.output_url}: share of the images listed so far that are "
-        "done, current or failed (the listing streams, so it can step back while it runs)"))
+    progress = create_progress_artifact(
+        0.0,
+        key="upscale-progress",
+        description=(
+            f"{job.input_url} -> {job.output_url}: share of the images listed so far that are "
+            "done, current or failed (the listing streams, so it can step back while it runs)"
+        ),
+    )
     resources = {"GPU": 1} if gpu_workers(client) else None
-    logger.info("model %s (weights %s) on %d Dask workers%s", job.model_source,
-                job.weights_digest[:12], len(client.nthreads()),
-                ", GPU workers only" if resources else "")
+    logger.info(
+        "model %s (weights %s) on %d Dask workers%s",
+        job.model_source,
+        job.weights_digest[:12],
+        len(client.nthreads()),
+        ", GPU workers only" if resources else "",
+    )
     output_format = job.options.output_format
-    shards = plan(partitions(job.input_url, bucket.prefixes), bucket.chunk_size,
-                  keep=lambda k: is_image_key(k) and selected(k, bucket.include, bucket.exclude),
-                  output_key=(lambda k: output_key(k, output_format)) if output_format else None)
+    shards = plan(
+        partitions(job.input_url, bucket.prefixes),
+        bucket.chunk_size,
+        keep=lambda k: is_image_key(k) and selected(k, bucket.include, bucket.exclude),
+        output_key=(lambda k: output_key(k, output_format)) if output_format else None,
+    )
 
     def submissions():
         for shard in shards:
@@ -182,23 +219,31 @@ def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:
     totals["worker_seconds"] = round(totals["worker_seconds"] + s.seconds, 3)
     totals["shards"] += 1
     failures.extend(s.failures[: MAX_FAILURES_SHOWN - len(failures)])
-    logger.info("%d images so far: %d done, %d current, %d failed", totals["done"] +
-                totals["skipped"] + totals["failed"], totals["done"], totals["skipped"],
-                totals["failed"])
+    logger.info(
+        "%d images so far: %d done, %d current, %d failed",
+        totals["done"] + totals["skipped"] + totals["failed"],
+        totals["done"],
+        totals["skipped"],
+        totals["failed"],
+    )
 
 
 def _publish(summary: dict, output: str, run_id: str) -> None:
     body = json.dumps(summary, indent=2).encode()
     write_summary([join(output, REPORTS, run_id, "summary.json"), join(output, REPORT_KEY)], body)
     counts = {k: summary[k] for k in ("done", "skipped", "failed")}
-    rows = [{"key": f.partition(": ")[0], "reason": f.partition(": ")[2]}
-            for f in summary["failures"]] or [{"key": "-", "reason": "no failures"}]
-    create_table_artifact(rows, key="upscale-report",
-                          description=f"{summary['input']} -> {summary['output']} with "
-                                      f"{summary['model']}: {counts}, "
-                                      f"{summary['images_per_s']} images/s; failures (first "
-                                      f"{MAX_FAILURES_SHOWN}) below, all in "
-                                      f"{summary['reports']}")
+    rows = [
+        {"key": f.partition(": ")[0], "reason": f.partition(": ")[2]} for f in summary["failures"]
+    ] or [{"key": "-", "reason": "no failures"}]
+    create_table_artifact(
+        rows,
+        key="upscale-report",
+        description=f"{summary['input']} -> {summary['output']} with "
+        f"{summary['model']}: {counts}, "
+        f"{summary['images_per_s']} images/s; failures (first "
+        f"{MAX_FAILURES_SHOWN}) below, all in "
+        f"{summary['reports']}",
+    )
 
 
 if __name__ == "__main__":

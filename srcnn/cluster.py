@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
-from srcnn.spec import ModelSpec
+from srcnn.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ModelPlugin(WorkerPlugin):
     def model(self):
         with self._lock:
             if self._model is None:
-                from srcnn.inference import prepare
+                from srcnn.inference.tiling import prepare
 
                 self._model = prepare(self.spec.build(), self._device)
                 log.info("worker loaded %s (%s) on %s", self.spec.source,
@@ -171,18 +171,3 @@ def model_on_workers(client: Client, spec: ModelSpec) -> Iterator[str]:
     finally:
         with contextlib.suppress(Exception):  # a scheduler already gone has nothing to remove
             client.unregister_worker_plugin(plugin.name)
-
-
-def upscale_chunk_task(plugin: str, job, chunk):
-    """Dask task: one chunk of a bucket upscale, with the worker's model."""
-    from srcnn.upscale import upscale_chunk
-
-    return upscale_chunk(worker_model(plugin), job, chunk)
-
-
-def resolve_spec(ref: str, scale: int):
-    """Dask task: a registry reference as a ModelSpec, on a worker (MLflow and torch live
-    there, not in the flow's driver)."""
-    from srcnn.tracking import resolve_spec as resolve
-
-    return resolve(ref, scale)

@@ -29,9 +29,9 @@ class ModelConfig(StrictModel):
     (e.g. 9-1-1-5) and in later work on SRCNN-class nets: "3-3-3-3-3-3-3-3" with n1 = n2 = 32
     costs what 9-5-5 costs (56K vs 57K multiply-adds per pixel) with the same receptive field.
 
-    Family `srcnn` runs on the bicubic-upscaled image (`srcnn.model.SRCNN`); family `espcn`
+    Family `srcnn` runs on the bicubic-upscaled image (`srcnn.models.srcnn.SRCNN`); family `espcn`
     runs the same layers on the LR image, its last layer giving scale^2 channels that a pixel
-    shuffle puts in place, the residual added to an in-net bicubic (`srcnn.lrnet.LRNet`):
+    shuffle puts in place, the residual added to an in-net bicubic (`srcnn.models.lrnet.LRNet`):
     about scale^2 times cheaper per output pixel for the same layers.
     """
 
@@ -223,7 +223,7 @@ class Overrides(StrictModel):
 def overrides_of(config: type[StrictModel]) -> type[Overrides]:
     """`config`'s fields with their bounds and help, each optional with no default."""
     def optional(f):
-        return Optional[Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation]
+        return Optional[Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation]  # noqa: UP007, UP045  (built at run time)
 
     fields = {name: (optional(f), Field(None, description=f.description))
               for name, f in config.model_fields.items()}

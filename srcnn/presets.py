@@ -42,16 +42,28 @@ class Recipe:
 
 def recipe(scale: int, minutes: float = 30.0) -> Recipe:
     return Recipe(
-        patches=PatchConfig(scale=scale, patch_size=48, stride=16, val_fraction=0.1,
-                            augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
+        patches=PatchConfig(
+            scale=scale,
+            patch_size=48,
+            stride=16,
+            val_fraction=0.1,
+            augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6),
+        ),
         # Eight 3x3 layers of 32 filters: 9-5-5's receptive field (17) and cost (55,872 vs
         # 57,184 multiply-adds per pixel), and far faster to train: Set5 x3 32.73 dB after 15
         # minutes on one CPU thread, where 9-5-5 reached 32.63 after two hours; with both
         # threads the paper's 32.75 after 10 minutes and 32.91 after 25.
         model=ModelConfig.from_arch("3-3-3-3-3-3-3-3", n1=32, n2=32, residual=True),
-        training=TrainConfig(epochs=60, steps_per_epoch=250, batch_size=64, lr=5e-4,
-                             lr_schedule="cosine", augment=True, seed=scale,
-                             max_minutes=minutes),
+        training=TrainConfig(
+            epochs=60,
+            steps_per_epoch=250,
+            batch_size=64,
+            lr=5e-4,
+            lr_schedule="cosine",
+            augment=True,
+            seed=scale,
+            max_minutes=minutes,
+        ),
     )
 
 
@@ -70,19 +82,34 @@ FAST_LR_STRIDE = {2: 8, 3: 8, 4: 4}  # x4's LR images are small: a denser grid
 def fast_recipe(scale: int, minutes: float = 40.0) -> Recipe:
     width, depth = FAST_NETS[scale]
     return Recipe(
-        patches=PatchConfig(scale=scale, patch_size=FAST_LR_PATCH[scale] * scale,
-                            stride=FAST_LR_STRIDE[scale] * scale, val_fraction=0.1,
-                            augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6)),
-        model=ModelConfig(family="espcn", f1=3, f2=3, f3=3, n1=width, n2=width, depth=depth,
-                          residual=True),
-        training=TrainConfig(epochs=100, steps_per_epoch=500, batch_size=32, lr=1e-3,
-                             lr_schedule="cosine", loss="l1", augment=True, seed=scale,
-                             max_minutes=minutes),
+        patches=PatchConfig(
+            scale=scale,
+            patch_size=FAST_LR_PATCH[scale] * scale,
+            stride=FAST_LR_STRIDE[scale] * scale,
+            val_fraction=0.1,
+            augment_scales=(1.0, 0.9, 0.8, 0.7, 0.6),
+        ),
+        model=ModelConfig(
+            family="espcn", f1=3, f2=3, f3=3, n1=width, n2=width, depth=depth, residual=True
+        ),
+        training=TrainConfig(
+            epochs=100,
+            steps_per_epoch=500,
+            batch_size=32,
+            lr=1e-3,
+            lr_schedule="cosine",
+            loss="l1",
+            augment=True,
+            seed=scale,
+            max_minutes=minutes,
+        ),
     )
 
 
-PRESETS: dict[str, Recipe] = {**{f"x{s}": recipe(s) for s in (2, 3, 4)},
-                              **{f"fast-x{s}": fast_recipe(s) for s in (2, 3, 4)}}
+PRESETS: dict[str, Recipe] = {
+    **{f"x{s}": recipe(s) for s in (2, 3, 4)},
+    **{f"fast-x{s}": fast_recipe(s) for s in (2, 3, 4)},
+}
 # `make demo`'s training, over the fast preset of its scale: a few minutes on a 2-core CPU,
 # enough to beat bicubic clearly (not the shipped weights, which the registry holds first).
 DEMO_TRAINING = TrainOverrides(steps_per_epoch=150, max_minutes=4)
@@ -101,13 +128,16 @@ def arch_overrides(arch: str) -> dict[str, int]:
     return {"f1": net.f1, "f2": net.f2, "f3": net.f3, "depth": net.depth}
 
 
-def training_settings(preset: str | None, model: Overrides | None = None,
-                      training: Overrides | None = None) -> tuple[ModelConfig, TrainConfig]:
+def training_settings(
+    preset: str | None, model: Overrides | None = None, training: Overrides | None = None
+) -> tuple[ModelConfig, TrainConfig]:
     """What a training run uses: the preset's net and training settings (or the configs'
     defaults: the paper's 9-5-5) with the given fields replaced; validated whole."""
     base = get_preset(preset) if preset else None
-    return ((model or ModelOverrides()).apply(base.model if base else ModelConfig()),
-            (training or TrainOverrides()).apply(base.training if base else TrainConfig()))
+    return (
+        (model or ModelOverrides()).apply(base.model if base else ModelConfig()),
+        (training or TrainOverrides()).apply(base.training if base else TrainConfig()),
+    )
 
 
 def patch_settings(preset: str | None, patches: Overrides | None = None) -> PatchConfig:

@@ -7,21 +7,17 @@ import json
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
-
-from srcnn.settings import get_settings
-from srcnn.tracking import (
-    EVAL_DATASETS_TAG,
-    TRAIN_EXPERIMENT,
+from srcnn.registry.champion import (
     Registration,
     champion_version,
-    cost_table,
-    make_client,
     register,
-    registered_name,
     score_on,
     seed_registry,
     shipped_version,
 )
+from srcnn.registry.resolve import registered_name
+from srcnn.settings import get_settings
+from srcnn.tracking.runs import EVAL_DATASETS_TAG, TRAIN_EXPERIMENT, cost_table, make_client
 from tasks import NETWORK_RETRIES
 
 LINEAGE_TAGS = ("family", "arch", "macs_per_pixel", "code_version", "patch_store",

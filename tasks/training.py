@@ -9,23 +9,23 @@ from PIL import Image
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
-from srcnn import plots
 from srcnn.cluster import run_on_gpu_worker
-from srcnn.color import bicubic_upscale, degrade, mod_crop
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.evaluation import evaluate_model, format_table, metric_key, selection_psnr
-from srcnn.experiment import train_run
-from srcnn.inference import prepare, upscale_rgb
-from srcnn.metrics import dataset_digest, list_dataset
+from srcnn.data.color import bicubic_upscale, degrade, mod_crop
+from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key, selection_psnr
+from srcnn.evaluation.metrics import dataset_digest, list_dataset
+from srcnn.inference.tiling import prepare, upscale_rgb
+from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
-from srcnn.tracking import (
+from srcnn.tracking.runs import (
     EVAL_DATASETS_TAG,
     MODEL_ID_TAG,
     log_eval_dataset,
     log_metrics,
     make_client,
-    resolve_model,
 )
+from srcnn.training import plots
+from srcnn.training.run import train_run
 from tasks import NETWORK_RETRIES
 
 
@@ -33,7 +33,7 @@ from tasks import NETWORK_RETRIES
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
                 run_name: str | None = None, probe_dataset: str | None = None,
                 init_model: str | None = None, tags: dict[str, str] | None = None) -> str:
-    """One training run (see `srcnn.experiment.train_run`); on a Dask cluster with GPU
+    """One training run (see `srcnn.training.run.train_run`); on a Dask cluster with GPU
     workers (`SRCNN_DASK_ADDRESS`) it runs on one of them, else here, on CUDA if present."""
     tags = {**(tags or {}), "prefect_flow_run_id": str(runtime.flow_run.id or "")}
     run_id = run_on_gpu_worker(get_settings().dask_address, train_run, store, model, training,

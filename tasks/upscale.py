@@ -10,11 +10,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from srcnn.cluster import resolve_spec, upscale_chunk_task
-from srcnn.planning import Chunk
-from srcnn.spec import ModelSpec, is_local_ref, read_spec
+from srcnn.batch.job import Job, ShardSummary, preview_crops, write_shard_report
+from srcnn.batch.planning import Chunk
+from srcnn.models.spec import ModelSpec, is_local_ref, read_spec
 from srcnn.storage import write_bytes_atomic
-from srcnn.upscale import Job, ShardSummary, preview_crops, write_shard_report
+from srcnn.worker_tasks import resolve_spec, upscale_chunk_task
 from tasks import NETWORK_RETRIES
 
 DASK_RETRIES = 2  # a chunk whose task raised (not a bad image: those fail alone) runs again

@@ -1,4 +1,4 @@
-"""srcnn.bounded.run_bounded on a real Dask cluster and on Dask's local scheduler: every job
+"""srcnn.concurrency.run_bounded on a real Dask cluster and on Dask's local scheduler: every job
 once, at most `window` in flight, a slow task holding up only itself, errors re-raised."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import gates
 import pytest
 from gates import gated
 
-from srcnn.bounded import current_client, run_bounded
+from srcnn.concurrency import current_client, run_bounded
 
 # workers need not import tests/
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

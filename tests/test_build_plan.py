@@ -11,10 +11,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from srcnn import source_table, store
-from srcnn.build_plan import ImageSizes, plan_entries, plan_from_sizes, shard_plan
 from srcnn.config import PatchConfig
-from srcnn.patches import (
+from srcnn.data.build.plan import ImageSizes, plan_entries, plan_from_sizes, shard_plan
+from srcnn.data.patches import (
     assign_splits,
     patch_count,
     patch_counts,
@@ -22,7 +21,9 @@ from srcnn.patches import (
     resized_sizes,
     val_mask,
 )
-from srcnn.store import (
+from srcnn.data.store import patch_store as store
+from srcnn.data.store import source_table
+from srcnn.data.store.patch_store import (
     SourceEntry,
     SourceTable,
     build_fingerprint,
@@ -64,7 +65,7 @@ def _loop_entries(sizes: ImageSizes, keys, fps, config: PatchConfig) -> list[Sou
 def test_plan_entries_equal_the_per_entry_loop(augment, monkeypatch):
     """Same rows, order, offsets and splits; (0.9, 0.5) gives training images no full-size
     copy while validation images keep theirs; small steps cut the images in several."""
-    monkeypatch.setattr("srcnn.build_plan.IMAGES_PER_STEP", 7)
+    monkeypatch.setattr("srcnn.data.build.plan.IMAGES_PER_STEP", 7)
     rng = np.random.default_rng(len(augment))
     config = PatchConfig(scale=3, stride=14, val_fraction=0.3, augment_scales=augment)
     sizes = _random_sizes(rng, len(KEYS))

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cli_fields import field_options
+from srcnn.batch.job import BucketOptions, UpscaleOptions
 from srcnn.config import ModelConfig, ModelOverrides, PatchConfig, TrainConfig
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 from srcnn.presets import get_preset, training_settings
-from srcnn.upscale import BucketOptions, UpscaleOptions
-from srcnn.model import SRCNN
-from srcnn.weights import save_model
 
 COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "pipeline")
 # Each command's options that come from the typed configs, and their defaults' notes.
@@ -88,9 +88,11 @@ def test_options_reach_the_configs_and_bad_values_name_the_field(tmp_path):
     model, training = training_settings(None, got["model"], got["training"])
     assert model.arch == "9-5-5" and training.epochs == TrainConfig().epochs
 
-    for argv, message in ((["--lr", "-1"], "lr: Input should be greater than 0"),
-                          (["--lr-schedule", "linear"], "linear"),
-                          (["--epochs", "0"], "'--epochs': Input should be greater than or equal to 1")):
+    for argv, message in (
+        (["--lr", "-1"], "lr: Input should be greater than 0"),
+        (["--lr-schedule", "linear"], "linear"),
+        (["--epochs", "0"], "'--epochs': Input should be greater than or equal to 1"),
+    ):
         result = runner.invoke(probe, ["s", *argv])
         assert result.exit_code == 2 and message in _flat(result.output), result.output
     # The real command refuses before any work, naming the field.
@@ -98,8 +100,9 @@ def test_options_reach_the_configs_and_bad_values_name_the_field(tmp_path):
     assert result.exit_code == 2 and "f1=4: kernel sizes must be odd" in _flat(result.output)
     result = runner.invoke(app, ["train", str(tmp_path / "none.zarr"), "--arch", "9-3-1-5"])
     assert result.exit_code == 2 and "one kernel size" in _flat(result.output)
-    result = runner.invoke(app, ["upscale", str(tmp_path), str(tmp_path / "o"),
-                                 "--output-format", "JPG"])
+    result = runner.invoke(
+        app, ["upscale", str(tmp_path), str(tmp_path / "o"), "--output-format", "JPG"]
+    )
     assert result.exit_code == 2 and "JPG" in result.output
 
 
@@ -124,8 +127,9 @@ def model_dir(tmp_path) -> str:
 
 
 def test_evaluate_json_reports_protocol_numbers(model_dir, set5):
-    result = CliRunner().invoke(app, ["evaluate", "--model", model_dir, "--dataset", str(set5),
-                                      "--scale", "3", "--json"])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", model_dir, "--dataset", str(set5), "--scale", "3", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["dataset"] == "Set5" and row["bicubic_psnr"] == pytest.approx(30.40, abs=0.02)
@@ -135,14 +139,16 @@ def test_evaluate_json_reports_protocol_numbers(model_dir, set5):
 
 
 def test_evaluate_rejects_wrong_scale(model_dir, set5):
-    result = CliRunner().invoke(app, ["evaluate", "--model", model_dir, "--dataset", str(set5),
-                                      "--scale", "2"])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", model_dir, "--dataset", str(set5), "--scale", "2"]
+    )
     assert result.exit_code != 0
     assert "trained for x3" in str(result.exception)
 
 
 def test_benchmark_folders_by_path_or_bare_name_and_a_clear_error_before_any_work(
-        model_dir, set5, tmp_path, monkeypatch):
+    model_dir, set5, tmp_path, monkeypatch
+):
     """`--dataset Set5` means shared/datasets/Set5 above the working directory (as the README's
     commands spell it); a path is taken as given; a folder that is not there stops the command
     with a usage error naming it, before a store is opened or a server started."""
@@ -164,18 +170,23 @@ def test_benchmark_folders_by_path_or_bare_name_and_a_clear_error_before_any_wor
 
     runner = CliRunner(env={"COLUMNS": "400"})
     store = tmp_path / "no-store.zarr"  # never opened: the datasets are checked first
-    for argv, option in ((["train", str(store), "--probe-dataset", "Set6"], "--probe-dataset"),
-                         (["train", str(store), "--eval-dataset", "Set5", "--eval-dataset",
-                           "Set6"], "--eval-dataset"),
-                         (["evaluate", "--model", model_dir, "--dataset", "Set6"], "--dataset")):
+    for argv, option in (
+        (["train", str(store), "--probe-dataset", "Set6"], "--probe-dataset"),
+        (
+            ["train", str(store), "--eval-dataset", "Set5", "--eval-dataset", "Set6"],
+            "--eval-dataset",
+        ),
+        (["evaluate", "--model", model_dir, "--dataset", "Set6"], "--dataset"),
+    ):
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, result.output
         assert option in result.output and "'Set6': no such folder" in _flat(result.output)
     assert not store.exists()
     # A bare name scores the folder under the root (a copy of Set5's first image here).
     Image.open(sorted(set5.iterdir())[0]).save(root / "Set5" / "one.png")
-    result = runner.invoke(app, ["evaluate", "--model", model_dir, "--dataset", "Set5",
-                                 "--scale", "3", "--json"])
+    result = runner.invoke(
+        app, ["evaluate", "--model", model_dir, "--dataset", "Set5", "--scale", "3", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["dataset"] == "Set5" and [i["name"] for i in row["images"]] == ["one"]
@@ -188,10 +199,20 @@ def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     rng = np.random.default_rng(0)
     for name in ("x.png", "y.png"):
         Image.fromarray(rng.integers(0, 255, (21, 34, 3), dtype=np.uint8)).save(inp / name)
-    result = CliRunner().invoke(app, ["upscale", str(inp), str(tmp_path / "out"), "--scale", "3",
-                                      "--model", model_dir, "--tile-size", "32"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "upscale",
+            str(inp),
+            str(tmp_path / "out"),
+            "--scale",
+            "3",
+            "--model",
+            model_dir,
+            "--tile-size",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 upscaled, 0 already current, 0 failed" in result.output
     assert Image.open(tmp_path / "out" / "y.png").size == (102, 63)
-
-

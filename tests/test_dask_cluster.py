@@ -22,8 +22,8 @@ from distributed import get_task_stream
 
 from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
-from srcnn.patch_build import build_patch_store
-from srcnn.store import PatchStore
+from srcnn.data.build.builder import build_patch_store
+from srcnn.data.store.patch_store import PatchStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

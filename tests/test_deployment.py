@@ -20,19 +20,18 @@ from uuid import UUID
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from servers import BIN, ROOT, free_port, run, service
 
 from flows.upscale_bucket import REPORT_KEY
-from srcnn.upscale import report_lines
-from mlflow import MlflowClient
-
+from srcnn.batch.job import report_lines
 from srcnn.config import ModelConfig, PatchConfig
-from srcnn.patch_build import build_patch_store
-from srcnn.model import SRCNN
-from srcnn.weights import save_model
+from srcnn.data.build.builder import build_patch_store
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 
 pytestmark = pytest.mark.deployment
 

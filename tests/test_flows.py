@@ -25,9 +25,9 @@ from flows.upscale_bucket import (
     as_they_end,
     upscale_bucket,
 )
+from srcnn.batch.job import BucketOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.store import PatchStore
-from srcnn.upscale import BucketOptions, report_lines
+from srcnn.data.store.patch_store import PatchStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -75,17 +75,22 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     assert reg["promoted"] and reg["name"] == "srcnn-x3"
     champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
     assert str(champion.version) == str(reg["version"])
-    assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
+    assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(
+        good["scores"][0]["psnr"], abs=1e-3
+    )
     assert champion.tags["patch_store_fingerprint"] and "| Set5 | x3 |" in champion.description
 
     # A far worse model (one step at a tiny learning rate) is registered but not promoted.
-    bad = train_srcnn(store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7),
-                      [str(set5)], run_name="bad")
+    bad = train_srcnn(
+        store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7), [str(set5)], run_name="bad"
+    )
     assert bad["selection_psnr"] < good["selection_psnr"]
     reg2 = register_best(3, bad["run_id"])
     assert not reg2["promoted"] and reg2["previous_champion"] == champion.version
     assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
-    assert str(ml.get_model_version_by_alias("srcnn-x3", "challenger").version) == str(reg2["version"])
+    assert str(ml.get_model_version_by_alias("srcnn-x3", "challenger").version) == str(
+        reg2["version"]
+    )
     # Without a run id, register-best picks the best run: the champion again, no new version.
     reg3 = register_best(3)
     assert reg3["version"] == reg["version"] and not reg3["promoted"]
@@ -118,8 +123,12 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     summary = upscale_bucket(str(inp), str(out), "champion", bucket=BucketOptions(chunk_size=2))
     assert summary["done"] == 4 and summary["failed"] == 0
     assert summary["model"].startswith("models:/srcnn-x3/")
-    expect = {"a.png": ((141, 93), "RGB"), "nested/grey.png": ((48, 60), "L"),
-              "alpha.png": ((57, 75), "RGBA"), "photo.jpg": ((90, 90), "RGB")}
+    expect = {
+        "a.png": ((141, 93), "RGB"),
+        "nested/grey.png": ((48, 60), "L"),
+        "alpha.png": ((57, 75), "RGBA"),
+        "photo.jpg": ((90, 90), "RGB"),
+    }
     for key, (size, mode) in expect.items():
         with Image.open(out / key) as img:
             assert (img.size, img.mode) == (size, mode), key
@@ -130,8 +139,14 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     assert {i["status"] for i in lines} == {"done"} and report["done"] == 4
     # What a reviewer sees in Prefect: the report table, the progress, before/after crops.
     with get_client(sync_client=True) as prefect:
-        artifacts = {a.key: a for a in prefect.read_artifacts(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])])))}
+        artifacts = {
+            a.key: a
+            for a in prefect.read_artifacts(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[UUID(report["flow_run_id"])])
+                )
+            )
+        }
     assert {"upscale-report", "upscale-progress", "upscale-preview"} <= set(artifacts)
     assert artifacts["upscale-progress"].type == "progress"
     assert artifacts["upscale-progress"].data == 100.0
@@ -142,7 +157,9 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(UpscaleFailures, match="broken.png"):
         upscale_bucket(str(inp), str(tmp_path / "out2"), "champion")
-    assert (tmp_path / "out2" / "a.png").exists() and not (tmp_path / "out2" / "broken.png").exists()
+    assert (tmp_path / "out2" / "a.png").exists() and not (
+        tmp_path / "out2" / "broken.png"
+    ).exists()
     with pytest.raises(ValueError, match="may not be, lie inside"):
         upscale_bucket(str(inp), str(inp / "sub"), "champion")
 
@@ -182,8 +199,9 @@ def test_shards_are_collected_as_they_end(tmp_path):
     MAX_SHARDS_IN_FLIGHT are out."""
     opener = MAX_SHARDS_IN_FLIGHT + 1  # submitted only after some shard behind 0 is collected
     results, most = windowed_shards(str(tmp_path), opener + 2, opener)
-    assert sorted(results) == sorted(["passed the gate"] + [f"task {i}"
-                                                            for i in range(1, opener + 2)])
+    assert sorted(results) == sorted(
+        ["passed the gate"] + [f"task {i}" for i in range(1, opener + 2)]
+    )
     # Shard 0 ended only after a later shard had been collected (shard 4 is drawn after one);
     # in what order shard 0 and shard 5 then end is up to the threads.
     assert results[0] != "passed the gate" and most <= MAX_SHARDS_IN_FLIGHT

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.model import SRCNN
-from srcnn.train import PatchTensors, train
+from srcnn.data.loader import PatchTensors
+from srcnn.models.srcnn import SRCNN
+from srcnn.training.loop import train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -38,7 +39,7 @@ def test_cuda_bicubic_is_pils_byte_for_byte():
     import numpy as np
     from PIL import Image
 
-    from srcnn.gpu import _resample, _Taps
+    from srcnn.inference.cuda import _resample, _Taps
 
     for h, w, s in [(17, 23, 2), (121, 87, 3), (64, 65, 4)]:
         img = _photo(h, w, seed=h)
@@ -56,9 +57,9 @@ def test_cuda_batched_upscale_tiles_agree_and_match_the_cpu_path(bf16):
     can move by one level (the figures are printed). The GPU pipeline matches the CPU one."""
     import numpy as np
 
-    from srcnn.gpu import upscale_rgb_cuda
-    from srcnn.inference import prepare, upscale_rgb_tiled
-    from srcnn.weights import load_model, pretrained_dir
+    from srcnn.inference.cuda import upscale_rgb_cuda
+    from srcnn.inference.tiling import prepare, upscale_rgb_tiled
+    from srcnn.models.weights import load_model, pretrained_dir
 
     model = load_model(pretrained_dir(3)).model
     lr = _photo(150, 230)

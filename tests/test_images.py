@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn.images import HEAD_BYTES, BadImageError, probe_image, read_image
+from srcnn.data.images import HEAD_BYTES, BadImageError, probe_image, read_image
 
 RNG = np.random.default_rng(7)
 
@@ -63,5 +63,7 @@ def test_png_exif_orientation_before_the_pixels_counts(tmp_path):
     exif[0x0112] = 8
     noise(300, 500).save(tmp_path / "turned.png", exif=exif.tobytes())
     assert (tmp_path / "turned.png").stat().st_size > HEAD_BYTES
-    assert probe_image(str(tmp_path / "turned.png")) == read_image(str(tmp_path / "turned.png")).size
+    assert (
+        probe_image(str(tmp_path / "turned.png")) == read_image(str(tmp_path / "turned.png")).size
+    )
     assert probe_image(str(tmp_path / "turned.png")) == (300, 500)

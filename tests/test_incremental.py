@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srcnn import patch_build
 from srcnn.config import PatchConfig
-from srcnn.patch_build import build_patch_store
-from srcnn.shard_writer import ShardWriteError
-from srcnn.store import PatchStore, read_markers, read_source_entries, store_attrs
+from srcnn.data.build import builder as patch_build
+from srcnn.data.build.builder import build_patch_store
+from srcnn.data.build.shard_writer import ShardWriteError
+from srcnn.data.store.patch_store import PatchStore, read_markers, read_source_entries, store_attrs
 
 ARRAYS = ("lr", "hr", "source", "position")
 ADDED = ("t40.png", "t42.png", "t43.png", "t44.png")

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from srcnn.config import ModelConfig
-from srcnn.inference import (
+from srcnn.inference.tiling import (
     plan_tiles,
     prepare,
     upscale_grey_float,
@@ -14,7 +14,7 @@ from srcnn.inference import (
     upscale_rgb,
     upscale_rgb_tiled,
 )
-from srcnn.model import SRCNN
+from srcnn.models.srcnn import SRCNN
 
 
 def random_model(seed: int = 0, residual: bool = False, arch: str = "9-5-5") -> SRCNN:

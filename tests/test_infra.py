@@ -198,13 +198,15 @@ def test_deployment_settings_are_its_preset_plus_its_overrides(dep):
 def test_deployments_agree_with_each_other_and_the_buckets():
     deps = {d["entrypoint"].split(":")[1]: d for d in DEPLOYMENTS}
     assert deps["build_patches"]["parameters"]["store"] == deps["train_srcnn"]["parameters"]["store"]
-    assert {effective(deps["build_patches"])["patches"]["scale"],
-            deps["register_best"]["parameters"]["scale"],
-            deps["upscale_bucket"]["parameters"]["options"]["scale"]} == {3}
+    assert {
+        effective(deps["build_patches"])["patches"]["scale"],
+        deps["register_best"]["parameters"]["scale"],
+        deps["upscale_bucket"]["parameters"]["options"]["scale"],
+    } == {3}
     # The chain: registration on the training deployment's completion, the upscale on the
     # event register-best emits when `champion` of the same registered model moves.
+    from srcnn.registry.resolve import registered_name
     from tasks.registry import CHAMPION_MOVED, champion_resource
-    from srcnn.tracking import registered_name
 
     (on_trained,) = deps["register_best"]["triggers"]
     assert on_trained["expect"] == ["prefect.flow-run.Completed"]
@@ -214,8 +216,10 @@ def test_deployments_agree_with_each_other_and_the_buckets():
     assert on_champion["match"]["prefect.resource.id"] == champion_resource(registered_name(3))
     init = " ".join(argv(SERVICES["minio-init"]["command"]))
     made = set(re.findall(r"local/([a-z0-9.-]+)", init.split("mc admin")[0]))
-    urls = re.findall(r"s3://([a-z0-9.-]+)/", PREFECT_YAML.read_text() + init
-                      + (INFRA / "compose.yaml").read_text())
+    urls = re.findall(
+        r"s3://([a-z0-9.-]+)/",
+        PREFECT_YAML.read_text() + init + (INFRA / "compose.yaml").read_text(),
+    )
     assert "mlflow" in made and set(urls) <= made, f"buckets used {set(urls)}, created {made}"
 
 
@@ -229,8 +233,9 @@ def env_blocks() -> list[dict]:
     blocks = []
     for svc in SERVICES.values():
         block = svc.get("environment") or {}
-        blocks.append(dict(block) if isinstance(block, dict) else
-                      dict(e.partition("=")[::2] for e in block))
+        blocks.append(
+            dict(block) if isinstance(block, dict) else dict(e.partition("=")[::2] for e in block)
+        )
     for doc in K8S:
         blocks.append(doc.get("data", {}) if doc["kind"] == "ConfigMap" else {})
         blocks += [{e["name"]: e.get("value") for e in c.get("env", [])} for c in containers(doc)]
@@ -248,14 +253,18 @@ def test_environment_variables_are_read_by_something(monkeypatch):
     from srcnn.settings import Settings, get_settings
 
     fields = {f"SRCNN_{f.upper()}" for f in Settings.model_fields}
-    code = "".join(p.read_text() for d in ("srcnn", "flows", "tasks")
-                   for p in (ROOT / d).glob("*.py"))
+    code = "".join(
+        p.read_text() for d in ("srcnn", "flows", "tasks") for p in (ROOT / d).glob("*.py")
+    )
     server_env = {p.envvar for p in mlflow.cli.cli.commands["server"].params}
     prefect_names = _get_valid_setting_names(PrefectSettings)
     for name in {n for block in env_blocks() for n in block}:
         if name.startswith("SRCNN_"):  # a setting, read by the code, or the pull step's directory
-            assert (name in fields or f'"{name}"' in code
-                    or f"{{{{ ${name} }}}}" in PREFECT_YAML.read_text()), name
+            assert (
+                name in fields
+                or f'"{name}"' in code
+                or f"{{{{ ${name} }}}}" in PREFECT_YAML.read_text()
+            ), name
         elif name.startswith("PREFECT_"):
             assert name in prefect_names, name
         elif name.startswith("MLFLOW_"):
@@ -277,16 +286,25 @@ def test_environment_variables_are_read_by_something(monkeypatch):
 def test_no_credentials_on_command_lines():
     """A password in a command line is on display (`ps`, `docker inspect`, `kubectl describe`):
     URIs with credentials reach their programs through the environment or a secret."""
-    secret_env = {e["name"] for doc in K8S for c in containers(doc) for e in c.get("env", [])
-                  if "secretKeyRef" in (e.get("valueFrom") or {})}
+    secret_env = {
+        e["name"]
+        for doc in K8S
+        for c in containers(doc)
+        for e in c.get("env", [])
+        if "secretKeyRef" in (e.get("valueFrom") or {})
+    }
     commands = [argv(svc.get(k)) for svc in SERVICES.values() for k in ("command", "entrypoint")]
-    commands += [argv(c.get(k)) for doc in K8S for c in containers(doc) for k in ("command", "args")]
+    commands += [
+        argv(c.get(k)) for doc in K8S for c in containers(doc) for k in ("command", "args")
+    ]
     for args in commands:
         line = " ".join(args)
         # The one exception, documented in compose.yaml: mc takes a new user's secret only
         # as an argument, in the one-shot minio-init container.
-        line = line.replace('mc admin user add local "$$AWS_ACCESS_KEY_ID" '
-                            '"$$AWS_SECRET_ACCESS_KEY"', "mc admin user add local <exempt>")
+        line = line.replace(
+            'mc admin user add local "$$AWS_ACCESS_KEY_ID" "$$AWS_SECRET_ACCESS_KEY"',
+            "mc admin user add local <exempt>",
+        )
         assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", line), f"a password in: {line}"
         assert not re.search(r"\$\{?\w*(PASSWORD|SECRET)", line, re.I), f"a secret in: {line}"
         for name in re.findall(r"\$\((\w+)\)", line):
@@ -315,7 +333,8 @@ def test_compose_services_fit_together():
     # Every Dask client and worker points at the scheduler service, on the port it listens on.
     scheduler = argv(SERVICES["dask-scheduler"]["command"])
     port = next((a.split("=")[1] for a in scheduler if a.startswith("--port=")), None) or (
-        scheduler[scheduler.index("--port") + 1] if "--port" in scheduler else "8786")
+        scheduler[scheduler.index("--port") + 1] if "--port" in scheduler else "8786"
+    )
     for name, svc in SERVICES.items():
         address = (svc.get("environment") or {}).get("SRCNN_DASK_ADDRESS")
         if address:
@@ -324,8 +343,12 @@ def test_compose_services_fit_together():
 
 def test_k8s_manifests_fit_together():
     kinds = {(d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in K8S}
-    assert {("apps/v1", "Deployment", "prefect-worker"), ("apps/v1", "Deployment", "mlflow"),
-            ("v1", "Service", "mlflow"), ("v1", "ConfigMap", "srcnn-env")} <= kinds
+    assert {
+        ("apps/v1", "Deployment", "prefect-worker"),
+        ("apps/v1", "Deployment", "mlflow"),
+        ("v1", "Service", "mlflow"),
+        ("v1", "ConfigMap", "srcnn-env"),
+    } <= kinds
     cluster = k8s("DaskCluster")
     assert cluster["apiVersion"] == "kubernetes.dask.org/v1"
     assert k8s("DaskWorkerGroup")["spec"]["cluster"] == cluster["metadata"]["name"]
@@ -333,8 +356,10 @@ def test_k8s_manifests_fit_together():
     assert address.startswith(f"tcp://{cluster['metadata']['name']}-scheduler.")
     pod_labels = k8s("Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
     assert k8s("Service", "mlflow")["spec"]["selector"].items() <= pod_labels.items()
-    for ref in re.findall(r"configMap(?:Ref|KeyRef): \{name: ([\w-]+)", "".join(
-            p.read_text() for p in (INFRA / "k8s").glob("*.yaml"))):
+    for ref in re.findall(
+        r"configMap(?:Ref|KeyRef): \{name: ([\w-]+)",
+        "".join(p.read_text() for p in (INFRA / "k8s").glob("*.yaml")),
+    ):
         assert ("v1", "ConfigMap", ref) in kinds, ref
 
 
@@ -352,7 +377,8 @@ def test_dockerfile(path):
 
 
 def test_make_deploy_uses_the_project_file():
-    out = subprocess.run(["make", "-n", "deploy"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "deploy"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert f"work-pool create {POOL} --type process" in out
     assert "deploy --all --prefect-file deployments/prefect.yaml" in out

@@ -13,23 +13,24 @@ import pytest
 import torch
 
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.loader import (
+from srcnn.data.loader import (
     PatchStream,
+    PatchTensors,
     Prefetcher,
     ShuffleBuffer,
     StreamedPatches,
     plan_blocks,
     training_data,
 )
-from srcnn.model import SRCNN
-from srcnn.store import (
+from srcnn.data.store.patch_store import (
     PatchStore,
     SourceEntry,
     create_store,
     publish,
     write_region,
 )
-from srcnn.train import PatchTensors, train
+from srcnn.models.srcnn import SRCNN
+from srcnn.training.loop import train
 
 
 def make_store(url: str, counts: list[int], patch: int, chunk: int, shard_chunks: int) -> str:

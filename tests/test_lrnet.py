@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from srcnn.batch.job import upscale_pil
 from srcnn.config import ModelConfig
-from srcnn.inference import prepare, upscale_grey_float, upscale_rgb, upscale_rgb_tiled
-from srcnn.lrnet import LinearBlock, LRNet, bicubic_upscale_y
-from srcnn.model import build_net
-from srcnn.upscale import upscale_pil
+from srcnn.inference.tiling import prepare, upscale_grey_float, upscale_rgb, upscale_rgb_tiled
+from srcnn.models.build import build_net
+from srcnn.models.lrnet import LinearBlock, LRNet, bicubic_upscale_y
 
 
 def espcn(depth: int = 5, width: int = 16, **kw) -> ModelConfig:

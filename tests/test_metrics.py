@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from srcnn.color import rgb_to_ycbcr, ycbcr_to_rgb
-from srcnn.metrics import psnr_y, score_dataset, ssim_y
+from srcnn.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from srcnn.evaluation.metrics import psnr_y, score_dataset, ssim_y
 
 # Bicubic Y-PSNR by the standard protocol (matches the SRCNN paper's bicubic rows).
 BICUBIC = {("Set5", 2): 33.67, ("Set5", 3): 30.40, ("Set5", 4): 28.43,

@@ -19,20 +19,15 @@ from servers import BIN, free_port, service
 from typer.testing import CliRunner
 
 from flows.cli import app
+from srcnn.batch.job import upscale_pil
 from srcnn.config import ModelConfig
-from srcnn.inference import prepare
-from srcnn.model import SRCNN
+from srcnn.inference.tiling import prepare
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import load_model, save_model
+from srcnn.registry.champion import register, seed_registry
+from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
-from srcnn.tracking import (
-    TRAIN_EXPERIMENT,
-    ensure_experiment,
-    make_client,
-    register,
-    resolve_model,
-    seed_registry,
-)
-from srcnn.upscale import upscale_pil
-from srcnn.weights import load_model, save_model
+from srcnn.tracking.runs import TRAIN_EXPERIMENT, ensure_experiment, make_client
 
 
 def rgb_crop(folder: Path, height: int, width: int) -> np.ndarray:
@@ -99,7 +94,9 @@ def test_champion_is_an_mlflow_model_equal_to_srcnn_upscale(registry, tmp_path, 
     assert {p.name for p in signature.params.params} == {"tile_size", "precision"}
 
     # Loading runs no pickled code: the model is code + safetensors + JSON.
-    local = Path(mlflow.artifacts.download_artifacts("models:/srcnn-x3/1", dst_path=str(tmp_path / "dl")))
+    local = Path(
+        mlflow.artifacts.download_artifacts("models:/srcnn-x3/1", dst_path=str(tmp_path / "dl"))
+    )
     spec_yaml = yaml.safe_load((local / "MLmodel").read_text())
     pyfunc_conf = spec_yaml["flavors"]["python_function"]
     assert pyfunc_conf["model_code_path"].endswith("pyfunc_model.py")
@@ -133,8 +130,9 @@ def test_own_loader_reads_new_versions_and_the_old_layout(registry, tmp_path):
     assert load_model(str(exported)).model.config == tiny
     image = np.zeros((9, 7, 3), np.uint8)
     image[3:6, 2:5] = 200
-    assert np.array_equal(mlflow.pyfunc.load_model(str(exported)).predict(image),
-                          reference_upscale(net, image, 3))
+    assert np.array_equal(
+        mlflow.pyfunc.load_model(str(exported)).predict(image), reference_upscale(net, image, 3)
+    )
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         load_model(str(tmp_path))
 
@@ -143,6 +141,10 @@ def test_served_champion_answers_a_request(registry, tmp_path, set5):
     seed_registry(registry, get_settings(), 3)
     image = rgb_crop(set5, 17, 25)
     expected = reference_upscale(resolve_model("champion", 3, registry).model, image, 3)
-    served = serve_and_post("models:/srcnn-x3@champion", image, tmp_path,
-                            {"MLFLOW_TRACKING_URI": get_settings().tracking_uri})
+    served = serve_and_post(
+        "models:/srcnn-x3@champion",
+        image,
+        tmp_path,
+        {"MLFLOW_TRACKING_URI": get_settings().tracking_uri},
+    )
     assert np.array_equal(served, expected)

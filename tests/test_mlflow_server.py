@@ -21,8 +21,9 @@ from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from srcnn import __version__
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.store import PatchStore
-from srcnn.tracking import TRAIN_EXPERIMENT, resolve_model
+from srcnn.data.store.patch_store import PatchStore
+from srcnn.registry.resolve import resolve_model
+from srcnn.tracking.runs import TRAIN_EXPERIMENT
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -12,22 +12,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srcnn import bounded, patch_build, shard_writer
-from srcnn.build_plan import Piece, plan_shards
-from srcnn.color import luma, training_pair
+from srcnn import concurrency as bounded
 from srcnn.config import PatchConfig
-from srcnn.images import HEAD_BYTES
-from srcnn.patch_build import build_patch_store, plan_build
-from srcnn.patches import (
+from srcnn.data.build import builder as patch_build
+from srcnn.data.build import shard_writer
+from srcnn.data.build.builder import build_patch_store, plan_build
+from srcnn.data.build.plan import Piece, plan_shards
+from srcnn.data.build.shard_writer import ShardWriteError, piece_patches, write_shard
+from srcnn.data.color import luma, training_pair
+from srcnn.data.images import HEAD_BYTES
+from srcnn.data.patches import (
     collection_patches,
     grid_positions,
     image_patches,
     patch_count,
     resized_size,
 )
-from srcnn.shard_writer import ShardWriteError, piece_patches, write_shard
-from srcnn.storage import list_images
-from srcnn.store import (
+from srcnn.data.store.patch_store import (
     IncompleteStoreError,
     PatchStore,
     SourceEntry,
@@ -38,6 +39,7 @@ from srcnn.store import (
     read_source_entries,
     store_attrs,
 )
+from srcnn.storage import list_images
 
 
 def test_t91_patch_count_matches_paper(t91):

@@ -6,9 +6,9 @@ from PIL import Image
 
 from flows.pipeline import srcnn_pipeline
 from srcnn.config import TrainOverrides
+from srcnn.models.spec import best_pretrained
+from srcnn.models.weights import load_model, pretrained_dir
 from srcnn.presets import DEMO_TRAINING
-from srcnn.spec import best_pretrained
-from srcnn.weights import load_model, pretrained_dir
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 

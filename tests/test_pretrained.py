@@ -5,12 +5,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from srcnn.evaluation import evaluate_model
-from srcnn.metrics import FSRCNN_PSNR, PAPER_PSNR
+from srcnn.evaluation.benchmark import evaluate_model
+from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
+from srcnn.models.spec import PRETRAINED_KINDS, local_source
+from srcnn.models.weights import load_model, pretrained_dir
+from srcnn.registry.champion import seed_registry
+from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
-from srcnn.tracking import make_client, resolve_model, seed_registry
-from srcnn.spec import PRETRAINED_KINDS, local_source
-from srcnn.weights import load_model, pretrained_dir
+from srcnn.tracking.runs import make_client
 
 PRETRAINED = Path(pretrained_dir(3)).parent
 # The fast (LR-space) weights shipped, by scale: each one must meet issue 13's bar.
@@ -46,8 +48,8 @@ def test_shipped_x3_beats_bicubic_on_set5_by_2db(set5):
 @pytest.mark.parametrize("kind,scale", [("srcnn", s) for s in (2, 3, 4)]
                          + [("fast", s) for s in FAST_SCALES])
 def test_bf16_inference_keeps_set5_psnr_of_shipped_weights(set5, kind, scale):
-    from srcnn.inference import luma_upscaler, prepare
-    from srcnn.metrics import score_dataset
+    from srcnn.evaluation.metrics import score_dataset
+    from srcnn.inference.tiling import luma_upscaler, prepare
 
     model = prepare(load_model(pretrained_dir(scale, kind)).model, "cpu")
     fp32 = score_dataset(set5, scale, luma_upscaler(model)).psnr
@@ -110,7 +112,7 @@ def test_empty_registry_is_seeded_with_shipped_weights(mlflow_home):
 
 
 def test_champion_comparison_uses_shared_benchmark_sets():
-    from srcnn.tracking import comparable_scores
+    from srcnn.registry.champion import comparable_scores
 
     champion = {"set5_x3_psnr": "32.39", "set14_x3_psnr": "29.05", "selection_psnr": "30.72"}
     # Scored on Set5 only: compared on Set5, not against the Set5+Set14 mean.

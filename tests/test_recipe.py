@@ -5,8 +5,8 @@ from mlflow import MlflowClient
 
 from flows.build_patches import build_patches
 from flows.train_srcnn import train_srcnn
+from srcnn.data.store.patch_store import MissingArrayError, PatchStore
 from srcnn.presets import PRESETS, get_preset
-from srcnn.store import MissingArrayError, PatchStore
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -55,7 +55,7 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
     parameterised) through the real flow, and the model logged is the collapsed plain net,
     with its family and cost recorded; a store without LR patches fails with the command that
     rebuilds it."""
-    from srcnn.tracking import resolve_model
+    from srcnn.registry.resolve import resolve_model
 
     recipe = get_preset("fast-x3")
     store = str(tmp_path / "fast.zarr")

@@ -11,12 +11,12 @@ from PIL import Image
 
 from flows.build_patches import build_patches
 from flows.upscale_bucket import REPORT_KEY, upscale_bucket
-from srcnn.upscale import UpscaleOptions, report_lines
+from srcnn.batch.job import UpscaleOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig
-from srcnn.images import HEAD_BYTES
-from srcnn.model import SRCNN
-from srcnn.store import PatchStore
-from srcnn.weights import save_model
+from srcnn.data.images import HEAD_BYTES
+from srcnn.data.store.patch_store import PatchStore
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

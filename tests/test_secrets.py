@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -101,7 +101,7 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
             monkeypatch.setenv(name, "")  # make_client sets them; gone after the test
         secrets = (PASSWORD, AWS_SECRET)
         store = str(tmp_path / "p.zarr")
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         with CommandLineWatch(secrets) as watch:
             build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
             trained = train_srcnn(store, ModelConfig.from_arch("9-1-5", n1=8, n2=4),

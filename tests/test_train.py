@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.lrnet import LRNet
-from srcnn.metrics import list_dataset
-from srcnn.model import SRCNN
-from srcnn.patches import collection_patches
-from srcnn.train import PatchTensors, evaluate_psnr, train
+from srcnn.data.loader import PatchTensors
+from srcnn.data.patches import collection_patches
+from srcnn.evaluation.metrics import list_dataset
+from srcnn.models.lrnet import LRNet
+from srcnn.models.srcnn import SRCNN
+from srcnn.training.loop import evaluate_psnr, train
 
 
 def t91_patches(t91, n_images: int = 6, size: int = 32) -> tuple[PatchTensors, PatchTensors]:

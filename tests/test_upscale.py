@@ -17,10 +17,7 @@ import torch
 from PIL import Image, ImageCms
 
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
-from srcnn.config import ModelConfig
-from srcnn.model import SRCNN
-from srcnn.planning import Chunk, Item
-from srcnn.upscale import (
+from srcnn.batch.job import (
     MANIFESTS,
     BucketOptions,
     Job,
@@ -28,7 +25,10 @@ from srcnn.upscale import (
     report_lines,
     upscale_chunk,
 )
-from srcnn.weights import save_model
+from srcnn.batch.planning import Chunk, Item
+from srcnn.config import ModelConfig
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 
 RNG = np.random.default_rng(0)
 

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from flows.upscale_bucket import UpscaleFailures, check_prefixes, partitions, upscale_bucket
+from srcnn.batch.job import MANIFESTS, BucketOptions, UpscaleOptions, output_key
+from srcnn.batch.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
 from srcnn.config import ModelConfig
-from srcnn.images import BadImageError, decode_image
-from srcnn.model import SRCNN
-from srcnn.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
+from srcnn.data.images import BadImageError, decode_image
+from srcnn.models.srcnn import SRCNN
+from srcnn.models.weights import save_model
 from srcnn.storage import PAGE, Listed, iter_pages, top_prefixes
-from srcnn.upscale import MANIFESTS, BucketOptions, UpscaleOptions, output_key
-from srcnn.weights import save_model
 
 RNG = np.random.default_rng(0)
 
@@ -213,16 +213,11 @@ def test_champion_is_resolved_once_and_that_version_is_loaded(mlflow_home, monke
     """A promotion between resolving `champion` and downloading it cannot mix versions."""
     import mlflow
 
+    from srcnn.models.weights import LoadedModel, model_spec
+    from srcnn.registry.champion import resolve_spec
+    from srcnn.registry.resolve import CHAMPION
     from srcnn.settings import get_settings
-    from srcnn.tracking import (
-        CHAMPION,
-        TRAIN_EXPERIMENT,
-        ensure_experiment,
-        log_model,
-        make_client,
-        resolve_spec,
-    )
-    from srcnn.weights import LoadedModel, model_spec
+    from srcnn.tracking.runs import TRAIN_EXPERIMENT, ensure_experiment, log_model, make_client
 
     settings = get_settings()
     client = make_client(settings)

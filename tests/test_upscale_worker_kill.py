@@ -24,7 +24,7 @@ from PIL import Image
 from test_dask_cluster import dask_processes
 
 from flows.upscale_bucket import upscale_bucket
-from srcnn.upscale import MANIFESTS, BucketOptions, report_lines
+from srcnn.batch.job import MANIFESTS, BucketOptions, report_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.usefixtures("prefect_server")]
@@ -41,11 +41,17 @@ def _kill_a_busy_worker(address: str, out, workers: dict, done: threading.Event,
                 if (out / MANIFESTS).exists() and any((out / MANIFESTS).rglob("*.json")):
                     busy = [a for a, tasks in client.processing().items() if tasks]
                     if busy:
-                        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+                        names = {
+                            a: w["name"] for a, w in client.scheduler_info()["workers"].items()
+                        }
                         victim = names[busy[0]]
                         os.killpg(workers[victim].pid, signal.SIGKILL)
-                        kill.update(at=time.time(), address=busy[0], name=victim,
-                                    manifests=len(list((out / MANIFESTS).rglob("*.json"))))
+                        kill.update(
+                            at=time.time(),
+                            address=busy[0],
+                            name=victim,
+                            manifests=len(list((out / MANIFESTS).rglob("*.json"))),
+                        )
                         return
                 time.sleep(0.02)
     except Exception as exc:  # reported by the test's assertion, not lost in the thread
@@ -58,18 +64,25 @@ def test_worker_killed_mid_upscale_loses_and_duplicates_nothing(tmp_path):
     for i in range(N_IMAGES):
         (inp / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(
-            inp / f"d{i % 3}" / f"{i:03d}.png")
+            inp / f"d{i % 3}" / f"{i:03d}.png"
+        )
     kill: dict = {}
     done = threading.Event()
     with dask_processes(tmp_path) as (address, workers):
         with Client(address) as client:
             client.wait_for_workers(2, timeout=90)
-        killer = threading.Thread(target=_kill_a_busy_worker,
-                                  args=(address, out, workers, done, kill), daemon=True)
+        killer = threading.Thread(
+            target=_kill_a_busy_worker, args=(address, out, workers, done, kill), daemon=True
+        )
         killer.start()
         try:
-            summary = upscale_bucket(str(inp), str(out), "pretrained",
-                                     bucket=BucketOptions(chunk_size=3), dask_address=address)
+            summary = upscale_bucket(
+                str(inp),
+                str(out),
+                "pretrained",
+                bucket=BucketOptions(chunk_size=3),
+                dask_address=address,
+            )
         finally:
             done.set()
             killer.join(30)
@@ -80,15 +93,18 @@ def test_worker_killed_mid_upscale_loses_and_duplicates_nothing(tmp_path):
     total = sum(len(list((out / f"d{i}").glob("*.png"))) for i in range(3))
     manifests = list((out / MANIFESTS).rglob("*.json"))
     assert kill["manifests"] < len(manifests), "killed too late: every chunk was recorded"
-    print(f"\nkilled {kill['name']} with {kill['manifests']} manifests written; the run "
-          f"finished {summary['done']} images in {summary['wall_seconds']:.1f} s")
+    print(
+        f"\nkilled {kill['name']} with {kill['manifests']} manifests written; the run "
+        f"finished {summary['done']} images in {summary['wall_seconds']:.1f} s"
+    )
 
     # Every image done once, reported once, recorded once; every output whole.
     assert (summary["done"], summary["skipped"], summary["failed"]) == (N_IMAGES, 0, 0)
     assert total == N_IMAGES
     lines = list(report_lines(str(out), summary["flow_run_id"]))
     assert Counter(x["key"] for x in lines) == Counter(
-        f"d{i % 3}/{i:03d}.png" for i in range(N_IMAGES))
+        f"d{i % 3}/{i:03d}.png" for i in range(N_IMAGES)
+    )
     assert {x["status"] for x in lines} == {"done"}
     recorded = Counter()
     for path in manifests:

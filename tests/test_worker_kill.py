@@ -24,9 +24,9 @@ from test_dask_cluster import dask_processes
 
 from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
-from srcnn.patch_build import build_patch_store
-from srcnn.patches import grid_positions
-from srcnn.store import BUILD_DIR, PatchStore, read_markers
+from srcnn.data.build.builder import build_patch_store
+from srcnn.data.patches import grid_positions
+from srcnn.data.store.patch_store import BUILD_DIR, PatchStore, read_markers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -96,7 +96,7 @@ def test_worker_killed_mid_build_loses_and_duplicates_nothing(t91, tmp_path):
 
     # What Dask did: the task the victim was running (not in the stream: it never finished)
     # was rescheduled on the survivor. The driver collects each result as its task ends
-    # (srcnn.bounded), so of the write tasks the victim had finished only those not collected
+    # (srcnn.concurrency), so of the write tasks the victim had finished only those not collected
     # yet ran again (their results died with it); they found their shard marked and wrote
     # nothing.
     writes = [t for t in stream.data if _is_write(t["key"])]

@@ -1,0 +1,360 @@
+"""Training input from a patch store: whole in memory when it fits, streamed when it does not.
+
+A store far larger than memory is read a block (one shard, by default) at a time, in a random
+block order per epoch, into a bounded shuffle buffer from which every batch is drawn uniformly
+(the shuffle of tf.data and WebDataset). Each patch of the split comes out exactly once per
+epoch; memory holds at most `buffer_patches + block_patches` patches plus the prefetch queue.
+A background thread does the reading, decompression and batching ahead of the consumer, so a
+training step finds its batch ready: zarr's decompression and the copies release the GIL,
+and the network's convolutions release it too.
+
+`StreamedPatches` lets `srcnn.training.loop.train` consume a stream unchanged: it stands in for
+`PatchTensors` (see its docstring). `training_data` picks between the two by a memory budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from srcnn.data.store.patch_store import PatchStore
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class PatchTensors:
+    """Inputs and HR targets, (N, 1, P, P) float16 (compact in memory; cast per batch); an
+    LR-space net's inputs are (N, 1, P/s, P/s)."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, lr: np.ndarray, hr: np.ndarray) -> PatchTensors:
+        return cls(torch.from_numpy(np.ascontiguousarray(lr, np.float16))[:, None],
+                   torch.from_numpy(np.ascontiguousarray(hr, np.float16))[:, None])
+
+    def __len__(self) -> int:
+        return self.lr.shape[0]
+
+
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of LR + HR patches a store may take to load whole
+
+
+@dataclass(frozen=True)
+class Block:
+    """Patches [start, stop) of the store, read together; `rows` are the split's, relative."""
+
+    start: int
+    stop: int
+    rows: np.ndarray
+
+
+def plan_blocks(split_indices: np.ndarray, n_patches: int, block_patches: int) -> list[Block]:
+    """Blocks aligned to `block_patches` that hold at least one patch of the split (the
+    others are never read: a validation-only shard costs a training epoch nothing)."""
+    idx = np.sort(np.asarray(split_indices, dtype=np.int64))
+    blocks = []
+    for start in range(0, n_patches, block_patches):
+        stop = min(start + block_patches, n_patches)
+        lo, hi = np.searchsorted(idx, [start, stop])
+        if hi > lo:
+            blocks.append(Block(start, stop, idx[lo:hi] - start))
+    return blocks
+
+
+class ShuffleBuffer:
+    """A fixed-capacity pool of (lr, hr) patches; `take` draws uniformly without replacement
+    and fills the holes from the tail, so neither adding nor taking ever allocates a pool."""
+
+    def __init__(self, capacity: int, patch_shape: tuple[int, ...], rng: np.random.Generator,
+                 target_shape: tuple[int, ...] | None = None):
+        self.lr = np.empty((capacity, *patch_shape), np.float16)  # (C, P, P) or (C, P/s, P/s)
+        self.hr = np.empty((capacity, *(target_shape or patch_shape)), np.float16)
+        self.count = 0
+        self.peak = 0
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, lr: np.ndarray, hr: np.ndarray) -> None:
+        n = len(lr)
+        if self.count + n > len(self.lr):
+            raise OverflowError(f"shuffle buffer: {self.count} + {n} > capacity {len(self.lr)}")
+        self.lr[self.count : self.count + n] = lr
+        self.hr[self.count : self.count + n] = hr
+        self.count += n
+        self.peak = max(self.peak, self.count)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        n = min(n, self.count)
+        picked = self.rng.choice(self.count, n, replace=False)
+        lr, hr = self.lr[picked], self.hr[picked]  # copies: the slots are reused below
+        new_count = self.count - n
+        holes = picked[picked < new_count]
+        tail = np.setdiff1d(np.arange(new_count, self.count), picked, assume_unique=True)
+        self.lr[holes], self.hr[holes] = self.lr[tail], self.hr[tail]
+        self.count = new_count
+        return lr, hr
+
+
+_END, _FAILED = object(), object()  # queue sentinels: the source ended / raised
+
+
+def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce(source: Iterator, q: queue.Queue, stop: threading.Event) -> None:
+    """The prefetch thread's body; it holds no reference to the Prefetcher, so an abandoned
+    Prefetcher is collected and its `__del__` stops the thread."""
+    try:
+        for item in source:
+            if not _put(q, stop, item):
+                return
+        _put(q, stop, _END)
+    except Exception as exc:  # handed to the consumer, raised there
+        _put(q, stop, (_FAILED, exc))
+
+
+class Prefetcher:
+    """Runs an iterator in a daemon thread, `depth` items ahead of the consumer.
+
+    An error in the producer is raised in the consumer; `close` (or dropping the Prefetcher)
+    stops the thread. `wait_s` is the time the consumer spent waiting: input-bound time.
+    """
+
+    def __init__(self, source: Iterator, depth: int = 8):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.wait_s = 0.0
+        self._done = False
+        self._thread = threading.Thread(target=_produce, args=(source, self._queue, self._stop),
+                                        daemon=True, name="patch-prefetch")
+        self._thread.start()
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        start = time.perf_counter()
+        item = self._queue.get()
+        self.wait_s += time.perf_counter() - start
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, tuple) and item[0] is _FAILED:
+            self._done = True
+            raise item[1]
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def _as_tensors(lr: np.ndarray, hr: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(lr)[:, None], torch.from_numpy(hr)[:, None]  # (B, 1, P, P) f16
+
+
+class PatchStream:
+    """Shuffled (lr, hr) batches of one split of a store, read block by block.
+
+    Args:
+        store: a published PatchStore (or its URL).
+        split: "train" or "val".
+        batch_size: patches per batch (an epoch's last batch may be smaller).
+        buffer_patches: shuffle-buffer size; more mixes better and costs 2*2*P*P bytes each.
+        block_patches: patches per read; a shard by default (one object per array on S3).
+        seed: with the epoch number, fixes the order (reproducible, different every epoch).
+        inputs: the input array, `lr` (SRCNN's) or `lr_native` (an LR-space net's).
+    """
+
+    def __init__(self, store: PatchStore | str, split: str, batch_size: int, *,
+                 buffer_patches: int = 16384, block_patches: int | None = None, seed: int = 0,
+                 prefetch: int = 8, inputs: str = "lr"):
+        self.store = store if isinstance(store, PatchStore) else PatchStore(store)
+        self.split, self.batch_size, self.seed, self.prefetch = split, batch_size, seed, prefetch
+        self.inputs = inputs
+        self._lr, self._hr = self.store.input_array(inputs), self.store.array("hr")
+        self.block_patches = block_patches or (self._lr.shards or self._lr.chunks)[0]
+        self.indices = np.sort(self.store.split_indices(split))
+        # over the whole index space: unindexed ranges (removed images) hold no split's rows
+        self.blocks = plan_blocks(self.indices, self.store.extent, self.block_patches)
+        self.buffer_patches = max(buffer_patches, batch_size)  # a batch comes from one pool
+        largest = max((len(b.rows) for b in self.blocks), default=0)
+        self.capacity = min(self.buffer_patches + largest, len(self.indices))
+        self.peak_buffered = 0  # most patches the buffer held (over all epochs so far)
+        self.patch_shape = tuple(self._lr.shape[1:])
+        self.target_shape = tuple(self._hr.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read_block(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        lr, hr = self._lr[block.start : block.stop], self._hr[block.start : block.stop]
+        if len(block.rows) == block.stop - block.start:
+            return lr, hr
+        return lr[block.rows], hr[block.rows]
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Patches at store indices `rows` (sorted), for sequential reads such as evaluation."""
+        array = self._lr if name == "lr" else self.store.array(name)
+        return array.oindex[np.asarray(rows, dtype=np.int64)]
+
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch's batches as (B, P, P) float16 arrays, in this thread."""
+        rng = np.random.default_rng([self.seed, epoch])
+        buffer = ShuffleBuffer(self.capacity, self.patch_shape, rng, self.target_shape)
+        try:
+            for b in rng.permutation(len(self.blocks)):
+                buffer.add(*self.read_block(self.blocks[b]))
+                while len(buffer) >= self.buffer_patches:
+                    yield buffer.take(self.batch_size)
+            while len(buffer):
+                yield buffer.take(self.batch_size)
+        finally:
+            self.peak_buffered = max(self.peak_buffered, buffer.peak)
+
+    def epoch(self, epoch: int) -> Prefetcher:
+        """One epoch's batches as (B, 1, P, P) float16 tensors, read ahead in a thread."""
+        return Prefetcher((_as_tensors(*b) for b in self.epoch_batches(epoch)), self.prefetch)
+
+    def _fixed_batches(self, start_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch after epoch, re-cut into batches of exactly `batch_size` (an epoch's short
+        last batch is completed from the next epoch's first)."""
+        if not len(self):
+            raise ValueError(f"patch store {self.store.url}: split {self.split!r} is empty")
+        b, lr_parts, hr_parts, have = self.batch_size, [], [], 0
+        for epoch in itertools.count(start_epoch):
+            for lr, hr in self.epoch_batches(epoch):  # each at most b, so one yield at most
+                lr_parts.append(lr)
+                hr_parts.append(hr)
+                have += len(lr)
+                if have >= b:
+                    lr, hr = (np.concatenate(p) if len(p) > 1 else p[0]
+                              for p in (lr_parts, hr_parts))
+                    yield _as_tensors(lr[:b], hr[:b])
+                    have -= b
+                    lr_parts, hr_parts = ([lr[b:]], [hr[b:]]) if have else ([], [])
+
+    def endless(self, start_epoch: int = 0) -> Prefetcher:
+        """Batches of exactly `batch_size` forever, read ahead in a thread."""
+        return Prefetcher(self._fixed_batches(start_epoch), self.prefetch)
+
+
+class _Side:
+    """`data.lr` or `data.hr` of a StreamedPatches; `.to(device)` gives one whose batches go
+    to that device (train() on CUDA wraps `data.lr.to(device)` in a new PatchTensors)."""
+
+    def __init__(self, owner: StreamedPatches, name: str, device: torch.device | None = None):
+        self.owner, self.name, self.device = owner, name, device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        stream = self.owner.stream
+        return (len(self.owner), 1,
+                *(stream.patch_shape if self.name == "lr" else stream.target_shape))
+
+    def to(self, device, **_) -> _Side:
+        return _Side(self.owner, self.name, torch.device(device))
+
+    def __getitem__(self, key) -> torch.Tensor:
+        batch = self.owner._get(self.name, key)
+        return batch.to(self.device, non_blocking=True) if self.device else batch
+
+
+class StreamedPatches:
+    """A stand-in for `PatchTensors` as `srcnn.training.loop.train`'s data, fed by a `PatchStream`.
+
+    train() draws random indices `idx` and reads `data.lr[idx]`, then `data.hr[idx]`. Here
+    `lr[idx]` takes the next shuffled batch from the stream (`len(idx)` must be the stream's
+    batch size) and `hr[idx]`, with the same `idx`, returns its targets: every patch is seen
+    once per stream epoch instead of by sampling with replacement. Slices (`data.lr[i:j]`,
+    as evaluation reads) come straight from the store, in split order.
+    """
+
+    def __init__(self, stream: PatchStream, start_epoch: int = 0):
+        self.stream = stream
+        self.lr, self.hr = _Side(self, "lr"), _Side(self, "hr")
+        self._batches = stream.endless(start_epoch)  # prefetching starts now
+        self._pending: tuple[object, torch.Tensor] | None = None
+        self.batches_served = 0
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    @property
+    def wait_s(self) -> float:
+        """Seconds the training loop waited for input (0 when prefetching keeps up)."""
+        return self._batches.wait_s
+
+    def _get(self, name: str, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            return torch.from_numpy(self.stream.read_rows(name, self.stream.indices[key]))[:, None]
+        if name == "lr":
+            if self._pending is not None:
+                raise RuntimeError("StreamedPatches: lr read twice without reading hr")
+            if len(key) != self.stream.batch_size:
+                raise ValueError(f"StreamedPatches: batch of {len(key)}, the stream makes "
+                                 f"{self.stream.batch_size}; build it with the train batch size")
+            lr, hr = next(self._batches)
+            self._pending = (key, hr)
+            self.batches_served += 1
+            return lr
+        if self._pending is None or not (self._pending[0] is key or torch.equal(
+                torch.as_tensor(self._pending[0]).cpu(), torch.as_tensor(key).cpu())):
+            raise RuntimeError("StreamedPatches: hr must be read with the same indices as lr")
+        hr, self._pending = self._pending[1], None
+        return hr
+
+    def close(self) -> None:
+        self._batches.close()
+
+
+def training_data(store: PatchStore | str, split: str, batch_size: int, *,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0, inputs: str = "lr",
+                  **stream_options) -> PatchTensors | StreamedPatches:
+    """The split as `train()` input (`inputs`: the input array, `lr` or `lr_native`): loaded
+    whole when the store fits `memory_budget` (loading reads whole arrays), streamed otherwise."""
+    store = store if isinstance(store, PatchStore) else PatchStore(store)
+    pair_bytes = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize  # one input + target patch
+                     for a in (store.input_array(inputs), store.array("hr")))
+    need = (store.extent + len(store.split_indices(split))) * pair_bytes  # load reads [0, extent)
+    if need <= memory_budget:
+        return PatchTensors.from_numpy(*store.load(split, inputs))
+    log.info("patch store %s: %d MB over the %d MB budget, streaming split %s", store.url,
+             need // 2**20, memory_budget // 2**20, split)
+    stream = PatchStream(store, split, batch_size, seed=seed, inputs=inputs, **stream_options)
+    return StreamedPatches(stream)

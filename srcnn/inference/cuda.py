@@ -1,0 +1,156 @@
+"""Batched inference on CUDA: the whole per-image pipeline on the GPU, many tiles per forward.
+
+The CPU path (`srcnn.inference.tiling.upscale_rgb_tiled`) upscales each tile's window with PIL and
+runs one tile per forward pass. On a GPU that leaves the device idle, so here the 8-bit LR
+image goes to the GPU once and everything else happens there:
+
+1. PIL's bicubic upscale, reproduced exactly: the same filter taps (a = -0.5, support 2), the
+   same 22-bit fixed-point coefficients, horizontal pass then vertical, each rounded and
+   clipped to 8 bits as Pillow does (integer arithmetic, so the bytes are PIL's bytes);
+2. BT.601 YCbCr, Y padded once at the border by the receptive-field radius b (as the
+   reference pads the whole image);
+3. Y cut into equal tiles of `tile` with a halo of b, all tiles of a block in one batch
+   through the net (blocks are bands of rows holding at most `BLOCK_PIXELS`, which bounds
+   memory for any image size);
+4. back to RGB, clipped and rounded to 8 bits on the GPU; only the uint8 result returns.
+
+Valid convolutions make every output pixel depend only on its window, so the result does not
+depend on the tile size (up to the rounding of different convolution algorithms for different
+shapes, which the GPU test measures).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from srcnn.data.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
+from srcnn.models.srcnn import SRCNN
+
+PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
+BLOCK_PIXELS = 16 * 2**20  # output pixels per block of rows (bounds GPU memory)
+MAX_BATCH_PIXELS = 32 * 2**20  # input pixels per forward pass
+MIN_TILE = 512  # on the GPU memory is bounded by blocks; big tiles waste less on their halo
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    a = -0.5
+    x = np.abs(x)
+    return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
+                    np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+@functools.lru_cache(maxsize=64)
+def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, fixed-point weights), each (out_size, K): Pillow's `precompute_coeffs` and
+    `normalize_coeffs_8bpc` for an upscale (filter scale 1), taps past the edge weighted 0.
+    Cached: a bucket's images share a handful of sizes."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int): toward zero
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    x = np.arange(ksize)[None, :]
+    valid = x < xmax[:, None]
+    k = np.where(valid, _bicubic((x + xmin[:, None] - center[:, None] + 0.5) / filterscale), 0.0)
+    total = k.sum(1, keepdims=True)
+    k = np.where(total != 0.0, k / np.where(total != 0.0, total, 1.0), k)
+    one = float(1 << PRECISION_BITS)
+    weights = np.where(k < 0, k * one - 0.5, k * one + 0.5).astype(np.int64)
+    idx = np.where(valid, x + xmin[:, None], xmin[:, None])
+    return idx, weights
+
+
+def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
+    """One 8-bit pass along `dim` of a (C, H, W) uint8 tensor, in Pillow's integer arithmetic."""
+    taps = x.index_select(dim, idx.reshape(-1)).to(torch.int64)
+    if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
+        taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
+        acc = (taps * w).sum(-1)
+    else:  # (C, Hout * K, W) -> (C, Hout, K, W)
+        taps = taps.reshape(x.shape[0], *idx.shape, x.shape[2])
+        acc = (taps * w[None, :, :, None]).sum(2)
+    acc = (acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS
+    return acc.clamp_(0, 255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _taps(h: int, w: int, scale: int, device: torch.device) -> _Taps:
+    return _Taps(h, w, scale, device)
+
+
+class _Taps:
+    """Taps for one image size, on the device."""
+
+    def __init__(self, h: int, w: int, scale: int, device: torch.device):
+        iy, wy = pil_taps(h, h * scale)
+        ix, wx = pil_taps(w, w * scale)
+        self.ix, self.wx = torch.from_numpy(ix).to(device), torch.from_numpy(wx).to(device)
+        self.iy, self.wy = torch.from_numpy(iy).to(device), torch.from_numpy(wy).to(device)
+
+
+def _matrix(m: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(m, dtype=torch.float32, device=device)
+
+
+@torch.inference_mode()
+def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
+                     bf16: bool = False) -> Image.Image:
+    """`srcnn.inference.tiling.upscale_rgb` on the model's (CUDA) device, in batched blocks."""
+    device = next(model.parameters()).device
+    b = model.config.border
+    tile = max(tile, MIN_TILE)
+    h, w = lr.height * scale, lr.width * scale
+    x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
+    x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
+    taps = _taps(lr.height, lr.width, scale, device)
+    wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
+    to_ycc, offset = _matrix(RGB_TO_YCBCR, device), _matrix(np.array(YCBCR_OFFSET), device)
+    to_rgb = _matrix(YCBCR_TO_RGB, device)
+    # The result goes to pinned host memory block by block, asynchronously.
+    cuda = device.type == "cuda"
+    out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
+    rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // tile * tile or tile))
+    cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        # Rows [y0 - b, y1 + b) of the bicubic image, edge-replicated at the image border.
+        ry = torch.arange(y0 - b, y1 + b, device=device).clamp_(0, h - 1)
+        band = _resample(wide, taps.iy[ry], taps.wy[ry], 1)  # (3, y1 - y0 + 2b, w) uint8
+        rgb = band.permute(1, 2, 0).float() / 255.0  # (rows + 2b, w, 3)
+        ycc = rgb @ to_ycc.T + offset
+        y = ycc[..., 0][:, cols]  # (rows + 2b, w + 2b)
+        sr = _net_tiles(model, y, tile, b, bf16)  # (rows, w)
+        cbcr = ycc[b : b + y1 - y0, :, 1:]
+        rgb_out = (torch.cat([sr[..., None], cbcr], -1) - offset) @ to_rgb.T
+        out[y0:y1].copy_((rgb_out.clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8),
+                         non_blocking=True)
+    if cuda:
+        torch.cuda.current_stream(device).synchronize()
+    return Image.fromarray(out.numpy(), "RGB")
+
+
+def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> torch.Tensor:
+    """(H + 2b, W + 2b) padded Y -> (H, W) net output, as equal tiles batched per forward."""
+    hh, ww = y.shape[0] - 2 * b, y.shape[1] - 2 * b
+    ny, nx = -(-hh // tile), -(-ww // tile)
+    th, tw = -(-hh // ny), -(-ww // nx)  # near-equal tiles: under ny (nx) pixels of padding
+    # Pad to whole tiles (zeros past the image only feed outputs past the image, cut below).
+    padded = torch.zeros((ny * th + 2 * b, nx * tw + 2 * b), dtype=y.dtype, device=y.device)
+    padded[: y.shape[0], : y.shape[1]] = y
+    tiles = padded.unfold(0, th + 2 * b, th).unfold(1, tw + 2 * b, tw)  # (ny, nx, th+2b, tw+2b)
+    tiles = tiles.reshape(ny * nx, 1, th + 2 * b, tw + 2 * b)
+    per_batch = max(1, MAX_BATCH_PIXELS // ((th + 2 * b) * (tw + 2 * b)))
+    # fp32 means fp32: no TF32 (10-bit mantissa, and rounding that changes with the tile shape)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        outs = [model.infer(tiles[i : i + per_batch].contiguous(
+            memory_format=torch.channels_last), bf16) for i in range(0, len(tiles), per_batch)]
+    sr = torch.cat(outs)[:, 0].float()  # (ny * nx, th, tw)
+    sr = sr.reshape(ny, nx, th, tw).permute(0, 2, 1, 3).reshape(ny * th, nx * tw)
+    return sr[:hh, :ww]

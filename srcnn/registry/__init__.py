@@ -1,0 +1,1 @@
+"""The MLflow model registry: champion policy and model references."""

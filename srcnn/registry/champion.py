@@ -1,0 +1,165 @@
+"""The model registry's policy: registered models per scale (`srcnn-x3`), `champion` moves only
+to a better version (compared on the benchmark sets both carry), `challenger` marks the rest;
+an empty registry is seeded with the shipped weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from srcnn.evaluation.benchmark import evaluate_model, metric_key
+from srcnn.models.spec import ModelSpec, is_local_ref
+from srcnn.models.weights import load_local, model_spec
+from srcnn.registry.resolve import (
+    CHALLENGER,
+    CHAMPION,
+    download_model,
+    registered_name,
+    resolve_model,
+)
+from srcnn.settings import Settings, get_settings
+from srcnn.tracking.runs import (
+    MODEL_ID_TAG,
+    TRAIN_EXPERIMENT,
+    cost_table,
+    ensure_experiment,
+    log_model,
+    make_client,
+    model_tags,
+)
+
+log = logging.getLogger(__name__)
+
+SELECTION_TAG = "selection_psnr"
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    promoted: bool
+    selection_psnr: float
+    previous_champion: str | None
+    previous_psnr: float | None
+
+
+def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def comparable_scores(new: dict[str, str], old: dict[str, str], scale: int,
+                      selection: float) -> tuple[float, float]:
+    """(new, old) mean PSNR over the benchmark sets both versions carry (`set5_x3_psnr`, ...);
+    the stored selection PSNR when they share none."""
+    suffix = f"_x{scale}_psnr"
+    shared = sorted(k for k in new if k.endswith(suffix) and k in old
+                    and not k.endswith("bicubic_psnr") and k != "val_psnr")
+    if shared:
+        return (sum(float(new[k]) for k in shared) / len(shared),
+                sum(float(old[k]) for k in shared) / len(shared))
+    return selection, float(old.get(SELECTION_TAG, "-inf"))
+
+
+def register(client: MlflowClient, run_id: str, scale: int, selection: float,
+             tags: dict[str, str], description: str) -> Registration:
+    """Register the run's model; move `champion` to it only if it beats the current one."""
+    name = registered_name(scale)
+    try:
+        client.create_registered_model(name, description=f"SRCNN x{scale} (Y channel)")
+    except MlflowException:
+        pass  # already exists
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:  # registering the same run twice reuses its version
+        mv = existing[0]
+        log.info("run %s is already %s v%s", run_id, name, mv.version)
+    else:
+        run = client.get_run(run_id)
+        model_id = run.data.tags.get(MODEL_ID_TAG)  # runs from before MLflow models: a folder
+        source = f"models:/{model_id}" if model_id else f"{run.info.artifact_uri}/model"
+        mv = client.create_model_version(
+            name, source=source, run_id=run_id, model_id=model_id,
+            tags={**tags, SELECTION_TAG: f"{selection:.4f}"}, description=description,
+        )
+    current = champion_version(client, name)
+    previous = None
+    if current is not None:  # compare on the benchmark sets both were scored on
+        selection, previous = comparable_scores(tags, current.tags, scale, selection)
+    if current is not None and str(current.version) == str(mv.version):
+        return Registration(name, mv.version, False, selection, current.version, previous)
+    promoted = current is None or (current.version != mv.version and selection > previous)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+        log.info("%s v%s is the new champion (%.3f dB)", name, mv.version, selection)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+        log.info("%s v%s (%.3f dB) does not beat champion v%s (%.3f dB)", name, mv.version,
+                 selection, current.version, previous)
+    return Registration(name, mv.version, promoted, selection,
+                        current.version if current else None, previous)
+
+
+def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str],
+             scale: int) -> list[str]:
+    """Score a registered version on the benchmark folders it has no tags for yet and record
+    them as its tags (`holdout_x3_psnr`, ...), so that a challenger scored there is compared
+    with it on the same images, never on different sets. Returns the sets it was scored on."""
+    missing = [d for d in datasets if metric_key(Path(d).name, scale) not in version.tags]
+    if not missing:
+        return []
+    loaded = download_model(client, f"models:/{version.name}/{version.version}")
+    for s in evaluate_model(loaded.model, missing, scale):
+        for what, value in (("psnr", s.psnr), ("ssim", s.ssim)):
+            client.set_model_version_tag(version.name, version.version,
+                                         metric_key(s.dataset, scale, what), f"{value:.4f}")
+    log.info("%s v%s scored on %s for a like-for-like comparison", version.name,
+             version.version, ", ".join(Path(d).name for d in missing))
+    return missing
+
+
+def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Registration | None:
+    """Register the shipped weights as the first champion when the registry is empty."""
+    name = registered_name(scale)
+    if champion_version(client, name) is not None:
+        return None
+    try:
+        loaded = load_local("pretrained", scale)
+    except FileNotFoundError:
+        log.warning("no shipped weights for x%d: registry %s stays empty", scale, name)
+        return None
+    exp_id = ensure_experiment(client, TRAIN_EXPERIMENT, settings)
+    run = client.create_run(exp_id, run_name=f"pretrained-x{scale}", tags={"source": "pretrained"})
+    log_model(client, run.info.run_id, loaded)
+    client.set_terminated(run.info.run_id)
+    selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
+    tags = {"source": "pretrained", **model_tags(loaded)}
+    for row in loaded.metadata.get("evaluation", []):
+        for what in ("psnr", "ssim"):
+            tags[metric_key(row["dataset"], scale, what)] = f"{row[what]:.4f}"
+    return register(client, run.info.run_id, scale, selection, tags,
+                    "Weights shipped with the package (seeded into an empty registry).\n\n"
+                    + cost_table(tags))
+
+
+def shipped_version(client: MlflowClient, scale: int) -> str | None:
+    """The registered version that holds the shipped weights, if any."""
+    found = client.search_model_versions(
+        f"name = '{registered_name(scale)}' and tags.source = 'pretrained'")
+    return str(found[0].version) if found else None
+
+
+def resolve_spec(ref: str, scale: int) -> ModelSpec:
+    """A reference as one concrete model in bytes (`champion` -> `models:/srcnn-x3/4`, resolved
+    once); seeds an empty registry with the shipped weights first."""
+    settings = get_settings()
+    client = None if is_local_ref(ref) else make_client(settings)
+    if ref == CHAMPION:
+        seed_registry(client, settings, scale)
+    return model_spec(resolve_model(ref, scale, client))

@@ -1,0 +1,170 @@
+"""MLflow at the edge: the client, experiments, runs' params and metrics, logged models.
+
+Everything takes an explicit client and run id (never MLflow's hidden active run). Models are
+logged as safetensors + config artifacts, so loading one executes no pickled code. The model
+registry (champion policy, references) is `srcnn.registry`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+from srcnn import __version__
+from srcnn.models.spec import PYFUNC_ARTIFACTS
+from srcnn.models.weights import LoadedModel, save_model
+from srcnn.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRAIN_EXPERIMENT = "srcnn-train"
+MODEL_ID_TAG = "model_id"  # on a run: its logged model (MLflow 3)
+EVAL_DATASETS_TAG = "eval_datasets"  # on a run: the benchmark folders it was scored on (JSON)
+
+
+def make_client(settings: Settings) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri, credentials = settings.mlflow_credentials()
+    if credentials:  # basic auth from MLflow's own variables, never from the URI it prints
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
+    # Set globally too: artifact helpers (download_artifacts) read the global URI.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}")
+
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0,
+                model_id: str | None = None, dataset: tuple[str, str] | None = None) -> None:
+    """Metrics in one `log_batch` request; with `model_id` (and `dataset`, its name and
+    digest) they are attached to that logged model too, where the registry UI shows them."""
+    now = int(time.time() * 1000)
+    name, digest = dataset or (None, None)
+    client.log_batch(run_id, metrics=[
+        Metric(key, float(value), now, step, model_id=model_id, dataset_name=name,
+               dataset_digest=digest) for key, value in values.items()])
+
+
+def log_eval_dataset(client: MlflowClient, run_id: str, folder: str, digest: str) -> None:
+    """Record a benchmark folder as an evaluation input of the run (its name and digest)."""
+    dataset = Dataset(Path(folder).name, digest, "local", json.dumps({"uri": str(folder)}))
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                               "evaluation")])])
+
+
+def log_params(client: MlflowClient, run_id: str, values: dict) -> None:
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in values.items()])
+
+
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # MLflow "models from code"
+PIP_REQUIREMENTS = ["torch", "numpy", "pillow", "safetensors", "pydantic",
+                    f"srcnn-pipeline=={__version__}"]
+
+
+def model_signature() -> ModelSignature:
+    """One RGB image in (uint8, any height and width), the upscaled one out; the upscale
+    options that cannot change a result's meaning as params, defaults from UpscaleOptions."""
+    from srcnn.batch.job import UpscaleOptions
+
+    image = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3))])
+    fields = UpscaleOptions.model_fields
+    params = ParamSchema([ParamSpec("tile_size", "long", fields["tile_size"].default),
+                          ParamSpec("precision", "string", fields["precision"].default)])
+    return ModelSignature(inputs=image, outputs=image, params=params)
+
+
+def _input_example() -> np.ndarray:
+    ramp = np.arange(0, 240, 20, dtype=np.uint8)  # a 12 x 12 colour ramp
+    grey = np.full((12, 12), 128, dtype=np.uint8)
+    return np.stack([np.broadcast_to(ramp[:, None], grey.shape),
+                     np.broadcast_to(ramp[None, :], grey.shape), grey], axis=-1)
+
+
+# MLflow asks for type hints on `predict`; with them it would infer its own signature in place
+# of the tensor signature above.
+_NO_HINTS = "Add type hints to the `predict` method"
+
+
+@contextlib.contextmanager
+def _pyfunc_args(loaded: LoadedModel):
+    """The arguments of an MLflow pyfunc save for `loaded` (its weights and config written to
+    a temporary folder as the model's artifacts), with MLflow's type-hint warning silenced."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _NO_HINTS)
+        save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
+        yield {"python_model": PYFUNC_CODE, "signature": model_signature(),
+               "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
+               "artifacts": {k: str(Path(tmp) / f) for k, f in PYFUNC_ARTIFACTS.items()}}
+
+
+def save_pyfunc(loaded: LoadedModel, path: str) -> None:
+    """Write `loaded` as an MLflow model folder (local `path`): what `srcnn export` ships."""
+    with _pyfunc_args(loaded) as args:
+        mlflow.pyfunc.save_model(path, **args)
+
+
+def export_model(loaded: LoadedModel, url: str) -> None:
+    """`save_pyfunc` to any fsspec URL (written locally, then copied; an existing folder is
+    refused, as MLflow refuses it)."""
+    from srcnn.storage import filesystem
+
+    fs, path = filesystem(url)
+    if fs.exists(path) and fs.ls(path):
+        raise FileExistsError(f"export {url}: the folder exists and is not empty")
+    if isinstance(fs, LocalFileSystem):
+        save_pyfunc(loaded, path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pyfunc(loaded, f"{tmp}/model")
+        fs.put(f"{tmp}/model", path, recursive=True)
+
+
+def model_tags(loaded: LoadedModel) -> dict[str, str]:
+    """What the registry UI and `register-best` compare versions by."""
+    config = loaded.model.config
+    return {"scale": str(loaded.scale), "arch": config.arch, "family": config.family,
+            "macs_per_pixel": str(config.macs(loaded.scale))}
+
+
+def cost_table(tags: dict[str, str]) -> str:
+    """The version's net and its cost, as the Markdown table its description leads with."""
+    return ("| family | arch | multiply-adds per output pixel |\n|---|---|---|\n"
+            f"| {tags.get('family', 'srcnn')} | {tags.get('arch', '?')} | "
+            f"{tags.get('macs_per_pixel', '?')} |")
+
+
+def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
+    """Log `loaded` as the run's MLflow model (an MLflow 3 logged model: a pyfunc from code,
+    safetensors weights and config as artifacts, a signature and an input example); returns
+    its model id. The run's metrics logged so far are attached to it too."""
+    mlflow.set_tracking_uri(client.tracking_uri)  # Model.log reads the global tracking URI
+    params = {f"model.{k}": str(v) for k, v in loaded.model.config.model_dump().items()}
+    # Created here, in the run's experiment (Model.log alone would put it in the default one).
+    logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, "model",
+                                        run_id, model_tags(loaded), params, "srcnn")
+    with _pyfunc_args(loaded) as args:
+        info = Model.log(None, mlflow.pyfunc, name="model", run_id=run_id,
+                         model_id=logged.model_id, **args)
+    client.set_tag(run_id, MODEL_ID_TAG, info.model_id)
+    return info.model_id

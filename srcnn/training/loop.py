@@ -1,0 +1,183 @@
+"""The training loop: MSE (or L1) on the valid (centre) region, Adam, cosine learning rate.
+
+It trains either family (`srcnn.models.build.build_net`): the input patches are what the net reads
+(the bicubic upscale for SRCNN, the LR patch for an LR-space net), the targets are HR patches,
+cut to the net's `output_border`.
+
+It knows nothing about MLflow or Prefect: progress goes out through `on_epoch`, a callback
+that the caller implements (the train task logs to MLflow with an explicit run id).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from srcnn.config import TrainConfig
+from srcnn.data.loader import PatchTensors
+from srcnn.inference.tiling import native_bf16, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    step: int
+    train_loss: float
+    val_psnr: float
+    lr: float
+    elapsed_s: float
+    patches_per_s: float
+    rolled_back: bool = False  # diverged: training went on from the best epoch, lr halved
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the best model by validation PSNR
+    best_epoch: int
+    best_val_psnr: float
+    history: list[EpochReport] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    device: str = "cpu"
+    precision: str = "fp32"  # of the convolutions: "bf16" under autocast (`TrainConfig.bf16`)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips/rotations of the last two axes (k in 0..7)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def centre(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border : x.shape[-2] - border, border : x.shape[-1] - border] if border else x
+
+
+@torch.no_grad()
+def evaluate_psnr(model: nn.Module, data: PatchTensors, device: torch.device,
+                  batch_size: int = 512) -> float:
+    """PSNR (dB, peak 1) over all valid-region pixels of a set of patches."""
+    model.eval()
+    b = model.output_border
+    se, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        x = data.lr[i : i + batch_size].to(device).float()
+        y = centre(data.hr[i : i + batch_size].to(device).float(), b)
+        pred = model(x.contiguous(memory_format=torch.channels_last)).clamp(0, 1)
+        se += float(((pred - y) ** 2).sum())
+        count += y.numel()
+    model.train()
+    return 10 * math.log10(count / se) if se > 0 else float("inf")
+
+
+def _progress(step: int, total_steps: int, elapsed_s: float, budget_s: float | None) -> float:
+    """Fraction of the schedule done: by steps, or by time when a time budget binds first."""
+    by_steps = step / total_steps
+    return max(by_steps, elapsed_s / budget_s) if budget_s else by_steps
+
+
+def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) -> float:
+    if config.lr_schedule == "constant":
+        return config.lr * factor
+    return config.lr * factor * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
+          on_epoch: Callable[[EpochReport, nn.Module], None] | None = None) -> TrainResult:
+    """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
+    on the training device: a callback may run it, e.g. on a benchmark set)."""
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    b = model.output_border
+    steps_per_epoch = config.steps_per_epoch or max(1, len(train_data) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    budget_s = config.max_minutes * 60 if config.max_minutes else None
+    use_bf16 = config.bf16 and native_bf16(device)
+    if device.type == "cuda":  # keep the patches on the GPU: batches are then gathered there
+        train_data = PatchTensors(train_data.lr.to(device), train_data.hr.to(device))
+        val_data = PatchTensors(val_data.lr.to(device), val_data.hr.to(device))
+        # batch indices drawn on the GPU: a host->device copy per step would sync every step
+        index_gen = torch.Generator(device=device).manual_seed(config.seed)
+    else:
+        index_gen = gen
+    loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
+    best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device),
+                       precision="bf16" if use_bf16 else "fp32")
+    best_opt_state = copy.deepcopy(opt.state_dict())
+    start, step = time.perf_counter(), 0
+    lr, lr_factor = config.lr, 1.0
+    for epoch in range(1, config.epochs + 1):
+        epoch_start, epoch_steps = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        for _ in range(steps_per_epoch):
+            progress = _progress(step, total_steps, time.perf_counter() - start, budget_s)
+            if progress >= 1.0:
+                break
+            lr = _learning_rate(config, progress, lr_factor)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(len(train_data), (config.batch_size,), generator=index_gen,
+                                device=index_gen.device)
+            x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
+            y = train_data.hr[idx].to(device, non_blocking=True).float()
+            if config.augment:
+                k = int(torch.randint(8, (1,), generator=gen))
+                x, y = dihedral(x, k), dihedral(y, k)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(x.contiguous(memory_format=torch.channels_last))  # (B,1,P-2b,P-2b)
+            loss = loss_fn(pred.float(), centre(y, b))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            step += 1
+            epoch_steps += 1
+        if epoch_steps == 0:
+            break
+        train_loss = float(loss_sum) / epoch_steps  # waits for the epoch's queued GPU work
+        now = time.perf_counter()
+        report = EpochReport(
+            epoch=epoch, step=step, train_loss=train_loss,
+            val_psnr=evaluate_psnr(model, val_data, device), lr=lr, elapsed_s=now - start,
+            patches_per_s=epoch_steps * config.batch_size / (now - epoch_start),
+        )
+        log.info("epoch %d: loss %.5f, val PSNR %.3f dB, %.0f patches/s", epoch,
+                 report.train_loss, report.val_psnr, report.patches_per_s)
+        if report.val_psnr > best.best_val_psnr:
+            best.model, best.best_epoch, best.best_val_psnr = copy.deepcopy(model), epoch, report.val_psnr
+            best_opt_state = copy.deepcopy(opt.state_dict())
+        elif (
+            config.rollback_db is not None
+            and not report.val_psnr >= best.best_val_psnr - config.rollback_db
+        ):  # NaN too
+            log.warning(
+                "epoch %d: val PSNR %.3f dB is %.2f dB below epoch %d's: diverged; going "
+                "on from epoch %d with the learning rate halved",
+                epoch,
+                report.val_psnr,
+                best.best_val_psnr - report.val_psnr,
+                best.best_epoch,
+                best.best_epoch,
+            )
+            model.load_state_dict(best.model.state_dict())
+            opt.load_state_dict(best_opt_state)
+            lr_factor /= 2
+            report = dataclasses.replace(report, rolled_back=True)
+        best.history.append(report)
+        if on_epoch:
+            on_epoch(report, model.eval())
+            model.train()
+    best.elapsed_s = time.perf_counter() - start
+    best.model = best.model.cpu().eval()
+    return best

@@ -1,0 +1,152 @@
+"""One training run, recorded in MLflow: the unit that the `train-model` task runs locally or
+ships to a Dask GPU worker. It takes an MLflow client from the settings of the process it runs
+in (never MLflow's hidden active run) and imports neither Prefect nor MLflow itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from srcnn import __version__
+from srcnn.cluster import current_worker
+from srcnn.config import ModelConfig, TrainConfig
+from srcnn.data.loader import training_data
+from srcnn.data.store.patch_store import LR_NATIVE, PatchStore
+from srcnn.evaluation.benchmark import TimeToQuality
+from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
+from srcnn.models.build import build_net
+from srcnn.models.weights import LoadedModel
+from srcnn.registry.resolve import resolve_model
+from srcnn.settings import get_settings
+from srcnn.tracking.runs import (
+    TRAIN_EXPERIMENT,
+    ensure_experiment,
+    log_metrics,
+    log_model,
+    log_params,
+    make_client,
+)
+from srcnn.training import plots
+from srcnn.training.loop import EpochReport, train
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+class MetricLogger:
+    """The training loop's `on_epoch` callback, logging to one run by id."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def __call__(self, r: EpochReport, model=None, **extra: float) -> None:
+        """One request per epoch: the epoch's figures and any `extra` ones."""
+        values = {key: float(getattr(r, key)) for key in
+                  ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s")} | extra
+        if r.rolled_back:  # diverged this epoch: went back to the best one, lr halved
+            values["rolled_back"] = 1.0
+        log_metrics(self.client, self.run_id, values, step=r.epoch)
+
+
+def _flat(prefix: str, cfg) -> dict[str, str]:
+    return {f"{prefix}.{k}": str(v) for k, v in cfg.model_dump().items()}
+
+
+def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: str | None = None,
+              probe_dataset: str | None = None, init_model: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+    """Train on the store's train split, select on its val split; returns the MLflow run id.
+
+    With `probe_dataset` (e.g. Set5), its PSNR is logged every epoch (`probe_psnr`) with the
+    wall time at which it first reaches the paper's number (`time_to_paper_s`; for the espcn
+    family FSRCNN's, `time_to_fsrcnn_s`). A re-parameterised net (`expand`) is collapsed before
+    it is evaluated, logged and shipped: its model is the plain net it computes.
+    With `init_model` (any model reference), training starts from those weights (fine-tuning).
+    """
+    settings = get_settings()
+    client = make_client(settings)
+    patches = PatchStore(store)
+    scale = int(patches.attrs["scale"])
+    tags = {
+        "scale": str(scale),
+        "arch": model.arch,
+        "family": model.family,
+        "macs_per_pixel": str(model.macs(scale)),
+        "code_version": __version__,
+        "patch_store": store,
+        "patch_store_fingerprint": patches.attrs["fingerprint"],
+        "dask_worker": current_worker() or "none",
+        **(tags or {}),
+    }
+    run = client.create_run(ensure_experiment(client, TRAIN_EXPERIMENT, settings),
+                            run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        log_params(client, run_id, {**_flat("model", model), **_flat("train", training),
+                                    "patch_size": patches.attrs["patch_size"],
+                                    "stride": patches.attrs["stride"], "scale": scale,
+                                    "n_patches": len(patches)})
+        # Whole in memory when the store fits the budget, else streamed with prefetch.
+        budget = settings.train_memory_budget_mb * 2**20
+        inputs = LR_NATIVE if model.family == "espcn" else "lr"
+        train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
+                                  memory_budget=budget, inputs=inputs)
+        val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget,
+                                inputs=inputs)
+        if len(val_set) == 0:  # a one-image collection: select on the training patches
+            val_set = train_set
+        log.info("training %s x%d on %d patches (%d val, %s), torch threads %d", model.name,
+                    scale, len(train_set), len(val_set), type(train_set).__name__,
+                    torch.get_num_threads())
+        client.set_tag(run_id, "training_input", type(train_set).__name__)
+        metrics = MetricLogger(client, run_id)
+        bar, reference = (("fsrcnn", FSRCNN_PSNR) if model.family == "espcn"
+                          else ("paper", PAPER_PSNR))
+        probe = TimeToQuality(probe_dataset, scale, reference.get(Path(probe_dataset).name, {})
+                              .get(scale)) if probe_dataset else None
+
+        def on_epoch(report, net):
+            metrics(report, **({"probe_psnr": probe(net, report.elapsed_s)} if probe else {}))
+
+        net = build_net(model, scale)
+        if init_model:
+            if model.expand:
+                raise ValueError(f"init model {init_model}: shipped and logged nets are collapsed;"
+                                 f" fine-tune them with --expand 0 (this run asks expand "
+                                 f"{model.expand})")
+            start = resolve_model(init_model, scale, client)
+            if start.model.config != model:
+                raise ValueError(f"init model {init_model}: its config {start.model.config} "
+                                 f"differs from {model}")
+            net.load_state_dict(start.model.state_dict())
+            client.set_tag(run_id, "init_model", start.source)
+        try:
+            result = train(net, train_set, val_set, training, on_epoch)
+        finally:
+            for data in (train_set, val_set):
+                getattr(data, "close", lambda: None)()
+        if probe and probe.reached_at_s is not None:
+            client.log_metric(run_id, f"time_to_{bar}_s", probe.reached_at_s)
+        result.model = result.model.collapse() if model.expand else result.model
+        log_metrics(client, run_id, {"best_val_psnr": result.best_val_psnr,
+                                     "train_seconds": result.elapsed_s,
+                                     "macs_per_pixel": model.macs(scale)})
+        client.set_tag(run_id, "device", result.device)
+        client.set_tag(run_id, "precision", result.precision)
+        log_model(client, run_id, LoadedModel(result.model, scale, run_id,
+                                              {"arch": model.arch, "run_id": run_id}))
+        client.log_image(run_id, plots.learning_curves(result.history), "plots/learning_curves.png")
+        client.log_image(run_id, plots.filter_grid(result.model), "plots/filters.png")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    log.info("run %s: best val PSNR %.3f dB at epoch %d", run_id, result.best_val_psnr,
+                result.best_epoch)
+    return run_id
