@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from srcnn.config import ModelConfig
-from srcnn.data.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.data.color import luma
+from srcnn.data.degradation import bicubic_upscale, degrade, mod_crop
 from srcnn.data.patches import resized_size, split_of
 from srcnn.evaluation.benchmark import evaluate_model
 from srcnn.evaluation.metrics import FSRCNN_PSNR, list_dataset, psnr_y
 from srcnn.inference.tiling import native_bf16
+from srcnn.models.files import save_model
 from srcnn.models.lrnet import LRNet
-from srcnn.models.weights import save_model
 
 AUGMENT = (1.0, 0.9, 0.8, 0.7, 0.6)  # FSRCNN's downscaled copies of each training image
 

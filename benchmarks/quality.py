@@ -16,8 +16,8 @@ from pathlib import Path
 
 from srcnn.evaluation.benchmark import evaluate_model, format_table
 from srcnn.evaluation.metrics import FSRCNN_PSNR
-from srcnn.models.spec import PRETRAINED_KINDS, best_pretrained
-from srcnn.models.weights import load_model, pretrained_dir
+from srcnn.models.files import load_model
+from srcnn.models.reference import PRETRAINED_KINDS, best_pretrained, pretrained_dir
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ from srcnn.data.patches import collection_patches
 from srcnn.evaluation.benchmark import TimeToQuality
 from srcnn.evaluation.metrics import PAPER_PSNR, list_dataset
 from srcnn.models.build import build_net
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 from srcnn.presets import arch_overrides, get_preset, training_settings
 from srcnn.training.loop import train
 

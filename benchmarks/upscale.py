@@ -108,7 +108,7 @@ def flow_vs_loop(model_dir: str, n_images: int) -> None:
         from flows.upscale_bucket import upscale_bucket
         from srcnn.batch.job import BucketOptions, upscale_pil
         from srcnn.data.images import read_image, write_image
-        from srcnn.models.weights import load_model
+        from srcnn.models.files import load_model
         from srcnn.storage import list_images
 
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
@@ -144,7 +144,7 @@ import resource, sys, time
 from PIL import Image
 import numpy as np
 from srcnn.inference.tiling import prepare, upscale_rgb_tiled
-from srcnn.models.weights import load_model
+from srcnn.models.files import load_model
 model = prepare(load_model(sys.argv[1]).model, "cpu")
 lr = Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8))
 t = time.perf_counter()
@@ -292,7 +292,8 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
 def stage_costs(photos: str, repeat: int = 3) -> None:
     """Section 6: single-thread milliseconds per output Mpx of each stage over `photos` x3, the
     stages interleaved `repeat` times, best of each."""
-    from srcnn.data.color import bicubic_upscale, luma, rgb_to_ycbcr, to_float
+    from srcnn.data.color import luma, rgb_to_ycbcr, to_float
+    from srcnn.data.degradation import bicubic_upscale
     from srcnn.inference.tiling import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
     from srcnn.registry.champion import resolve_spec
 
@@ -406,7 +407,7 @@ def main() -> None:
         f"{per_px_seed * 1200 * 1600 / bf16_seconds:.1f}x"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        from srcnn.models.weights import save_model
+        from srcnn.models.files import save_model
 
         save_model(SRCNN(ModelConfig()), 3, tmp)
         if not args.skip_flow:

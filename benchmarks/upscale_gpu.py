@@ -27,7 +27,8 @@ def gpu(n_images: int) -> None:
 
     from srcnn.cluster import GPU_PROCESSES
     from srcnn.inference.tiling import prepare
-    from srcnn.models.weights import load_model, pretrained_dir
+    from srcnn.models.files import load_model
+    from srcnn.models.reference import pretrained_dir
 
     assert torch.cuda.is_available(), "the gpu section needs CUDA"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
@@ -117,10 +118,10 @@ def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str) -> 
     from srcnn.batch.job import Job, UpscaleOptions
     from srcnn.batch.planning import Chunk, Item
     from srcnn.cluster import dask_client, model_on_workers
-    from srcnn.models.spec import read_spec
+    from srcnn.models.reference import read_local
     from srcnn.worker_tasks import upscale_chunk_task
 
-    spec = read_spec("pretrained", 3)
+    spec = read_local("pretrained", 3)
     out = tmp / f"out-{fmt}-{bf16}-{device}-{time.time_ns()}"
     job = Job(str(tmp / "in"), str(out), UpscaleOptions(
         scale=3, output_format=fmt, precision="bf16" if bf16 else "fp32"), spec.source,

@@ -201,13 +201,9 @@ def evaluate(
 ) -> None:
     """Mean PSNR/SSIM of a model and of bicubic by the standard protocol."""
     from srcnn.evaluation.benchmark import evaluate_model, format_table, scores_json
-    from srcnn.models.spec import is_local_ref
-    from srcnn.registry.resolve import resolve_model
-    from srcnn.tracking.runs import make_client
 
     dataset = benchmark_folders(dataset, "--dataset")
-    client = None if is_local_ref(model) else make_client(get_settings())
-    loaded = resolve_model(model, scale, client)
+    loaded = _load_model(model, scale)
     scores = evaluate_model(loaded.model, dataset, scale)
     typer.echo(
         scores_json(scores, per_image=True)
@@ -216,6 +212,17 @@ def evaluate(
         f"{loaded.model.config.macs(scale):,} multiply-adds per output pixel)\n"
         f"{format_table(scores)}"
     )
+
+
+def _load_model(model: str, scale: int):
+    """The net a model reference names (parsed once; a registry client only when it needs
+    one)."""
+    from srcnn.models.reference import ModelRef
+    from srcnn.registry.resolve import resolve_model
+    from srcnn.tracking.runs import make_client
+
+    ref = ModelRef.parse(model)
+    return resolve_model(ref, scale, None if ref.local else make_client(get_settings()))
 
 
 @app.command()
@@ -233,14 +240,12 @@ def export(
     `--model FOLDER` upscales with it. The weights shipped in `srcnn/pretrained/` come from it.
     """
     from srcnn.evaluation.benchmark import evaluate_model, format_table, selection_psnr
-    from srcnn.models.weights import LoadedModel
+    from srcnn.models.files import LoadedModel
     from srcnn.registry.champion import SELECTION_TAG
-    from srcnn.registry.resolve import resolve_model
-    from srcnn.tracking.runs import export_model, make_client
+    from srcnn.tracking.runs import export_model
 
     dataset = benchmark_folders(dataset, "--dataset")
-    client = make_client(get_settings()) if not model.startswith("/") else None
-    loaded = resolve_model(model, scale, client)
+    loaded = _load_model(model, scale)
     metadata = {**loaded.metadata, "exported_from": loaded.source}
     if dataset:
         scores = evaluate_model(loaded.model, dataset, scale)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
-from srcnn.models.spec import ModelSpec
+from srcnn.models.files import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srcnn.data.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.data.color import luma
+from srcnn.data.degradation import bicubic_upscale, lr_pair, mod_crop
 from srcnn.evaluation.metrics import psnr_y
 
 # Natural photographs among skimage's bundled images (no synthetic charts or text scans).
@@ -48,7 +49,7 @@ def export_low_res(hr_paths: list[Path], folder: str | Path, scale: int) -> list
     for path in hr_paths:
         dst = folder / path.name
         with Image.open(path) as img:
-            degrade(img.convert("RGB"), scale).save(dst)
+            lr_pair(img, scale)[1].save(dst)
         out.append(dst)
     return out
 

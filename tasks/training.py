@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from srcnn.cluster import run_on_gpu_worker
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.data.color import bicubic_upscale, degrade, mod_crop
+from srcnn.data.degradation import bicubic_upscale, lr_pair
 from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key, selection_psnr
 from srcnn.evaluation.metrics import dataset_digest, list_dataset
 from srcnn.inference.tiling import prepare, upscale_rgb
@@ -76,8 +76,7 @@ def _log_crops(client, run_id: str, model, datasets: list[str], scale: int) -> N
     for directory in datasets:
         path = list_dataset(directory)[0]
         with Image.open(path) as img:
-            hr = mod_crop(img.convert("RGB"), scale)
-        lr = degrade(hr, scale)
+            hr, lr = lr_pair(img, scale)
         panels = {"HR": hr, "bicubic": bicubic_upscale(lr, scale),
                   model.config.family: upscale_rgb(net, lr, scale)}
         panels = {k: plots.centre_crop(v, 128) for k, v in panels.items()}

@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from srcnn.batch.job import Job, ShardSummary, preview_crops, write_shard_report
 from srcnn.batch.planning import Chunk
-from srcnn.models.spec import ModelSpec, is_local_ref, read_spec
+from srcnn.models.files import ModelSpec
+from srcnn.models.reference import ModelRef, read_local
 from srcnn.storage import write_bytes_atomic
 from srcnn.worker_tasks import resolve_spec, upscale_chunk_task
 from tasks import NETWORK_RETRIES
@@ -27,8 +28,8 @@ def resolve(ref: str, scale: int) -> ModelSpec:
     and every output records their digest. Registry references are resolved on a Dask worker
     (which has torch and MLflow; the driver stays lean), seeding an empty registry with the
     shipped weights."""
-    if is_local_ref(ref):  # pretrained or a folder: read its bytes here
-        spec = read_spec(ref, scale)
+    if ModelRef.parse(ref).local:  # pretrained or a folder: read its bytes here
+        spec = read_local(ref, scale)
     else:
         spec = default_client().submit(resolve_spec, ref, scale, pure=False).result()
     get_run_logger().info("model %s -> %s (%s, weights %s)", ref, spec.source,

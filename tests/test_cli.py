@@ -16,8 +16,8 @@ from flows.cli import app
 from flows.cli_fields import field_options
 from srcnn.batch.job import BucketOptions, UpscaleOptions
 from srcnn.config import ModelConfig, ModelOverrides, PatchConfig, TrainConfig
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 from srcnn.presets import get_preset, training_settings
 
 COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "pipeline")

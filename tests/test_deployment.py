@@ -30,8 +30,8 @@ from flows.upscale_bucket import REPORT_KEY
 from srcnn.batch.job import report_lines
 from srcnn.config import ModelConfig, PatchConfig
 from srcnn.data.build.builder import build_patch_store
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 
 pytestmark = pytest.mark.deployment
 

@@ -59,7 +59,8 @@ def test_cuda_batched_upscale_tiles_agree_and_match_the_cpu_path(bf16):
 
     from srcnn.inference.cuda import upscale_rgb_cuda
     from srcnn.inference.tiling import prepare, upscale_rgb_tiled
-    from srcnn.models.weights import load_model, pretrained_dir
+    from srcnn.models.files import load_model
+    from srcnn.models.reference import pretrained_dir
 
     model = load_model(pretrained_dir(3)).model
     lr = _photo(150, 230)

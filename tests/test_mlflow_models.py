@@ -22,8 +22,8 @@ from flows.cli import app
 from srcnn.batch.job import upscale_pil
 from srcnn.config import ModelConfig
 from srcnn.inference.tiling import prepare
+from srcnn.models.files import load_model, save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import load_model, save_model
 from srcnn.registry.champion import register, seed_registry
 from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.models.files import load_model, save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import load_model, save_model
 
 DEEP = "3-3-3-3-3-3-3-3"  # eight 3x3 layers: the receptive field of 9-5-5
 

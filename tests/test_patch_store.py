@@ -19,7 +19,8 @@ from srcnn.data.build import shard_writer
 from srcnn.data.build.builder import build_patch_store, plan_build
 from srcnn.data.build.plan import Piece, plan_shards
 from srcnn.data.build.shard_writer import ShardWriteError, piece_patches, write_shard
-from srcnn.data.color import luma, training_pair
+from srcnn.data.color import luma
+from srcnn.data.degradation import training_pair
 from srcnn.data.images import HEAD_BYTES
 from srcnn.data.patches import (
     collection_patches,

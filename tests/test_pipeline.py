@@ -6,8 +6,8 @@ from PIL import Image
 
 from flows.pipeline import srcnn_pipeline
 from srcnn.config import TrainOverrides
-from srcnn.models.spec import best_pretrained
-from srcnn.models.weights import load_model, pretrained_dir
+from srcnn.models.files import load_model
+from srcnn.models.reference import best_pretrained, pretrained_dir
 from srcnn.presets import DEMO_TRAINING
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]

@@ -7,8 +7,8 @@ from mlflow import MlflowClient
 
 from srcnn.evaluation.benchmark import evaluate_model
 from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
-from srcnn.models.spec import PRETRAINED_KINDS, local_source
-from srcnn.models.weights import load_model, pretrained_dir
+from srcnn.models.files import load_model
+from srcnn.models.reference import PRETRAINED_KINDS, local_source, pretrained_dir
 from srcnn.registry.champion import seed_registry
 from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings

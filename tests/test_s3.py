@@ -15,8 +15,8 @@ from srcnn.batch.job import UpscaleOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig
 from srcnn.data.images import HEAD_BYTES
 from srcnn.data.store.patch_store import PatchStore
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -27,8 +27,8 @@ from srcnn.batch.job import (
 )
 from srcnn.batch.planning import Chunk, Item
 from srcnn.config import ModelConfig
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 
 RNG = np.random.default_rng(0)
 

@@ -18,8 +18,8 @@ from srcnn.batch.job import MANIFESTS, BucketOptions, UpscaleOptions, output_key
 from srcnn.batch.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
 from srcnn.config import ModelConfig
 from srcnn.data.images import BadImageError, decode_image
+from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
-from srcnn.models.weights import save_model
 from srcnn.storage import PAGE, Listed, iter_pages, top_prefixes
 
 RNG = np.random.default_rng(0)
@@ -213,7 +213,7 @@ def test_champion_is_resolved_once_and_that_version_is_loaded(mlflow_home, monke
     """A promotion between resolving `champion` and downloading it cannot mix versions."""
     import mlflow
 
-    from srcnn.models.weights import LoadedModel, model_spec
+    from srcnn.models.files import LoadedModel, spec_of
     from srcnn.registry.champion import resolve_spec
     from srcnn.registry.resolve import CHAMPION
     from srcnn.settings import get_settings
@@ -230,7 +230,7 @@ def test_champion_is_resolved_once_and_that_version_is_loaded(mlflow_home, monke
         model_id = log_model(client, run.info.run_id, loaded)
         mv = client.create_model_version("srcnn-x2", f"models:/{model_id}", run.info.run_id,
                                          model_id=model_id)
-        versions[mv.version] = model_spec(loaded).digest
+        versions[mv.version] = spec_of(loaded).digest
     v1, v2 = sorted(versions, key=int)
     client.set_registered_model_alias("srcnn-x2", CHAMPION, v1)
     real = mlflow.artifacts.download_artifacts

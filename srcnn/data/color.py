@@ -1,8 +1,7 @@
-"""Colour conversion (ITU-R BT.601 YCbCr) and the LR degradation model.
+"""Colour conversion: ITU-R BT.601 YCbCr ("studio swing", as MATLAB's rgb2ycbcr).
 
-One code path for training pairs, evaluation and inference: `bicubic_upscale` is what the net
-is fed at inference, and `degrade` + `bicubic_upscale` is what it is trained on.
-Images inside the library are float32 arrays in [0, 1]; PIL images only at the edges.
+Images inside the library are float32 arrays in [0, 1]; PIL images only at the edges. How an
+LR image is made from an HR one is `srcnn.data.degradation`.
 """
 
 from __future__ import annotations
@@ -48,39 +47,3 @@ def luma(img: Image.Image) -> np.ndarray:
     channel, without computing the other two)."""
     out = to_float(img).astype(np.float64) @ RGB_TO_YCBCR[0] + _YCBCR_OFFSET[0]
     return out.astype(np.float32)
-
-
-def mod_crop(img: Image.Image, scale: int) -> Image.Image:
-    """Crop at the top-left so that width and height are divisible by `scale`."""
-    w, h = img.size
-    return img.crop((0, 0, w - w % scale, h - h % scale))
-
-
-def bicubic_resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """PIL bicubic (antialiased when downscaling), the interpolation of the whole pipeline."""
-    return img.resize(size, Image.Resampling.BICUBIC)
-
-
-def degrade(hr: Image.Image, scale: int) -> Image.Image:
-    """The LR image of `hr`: mod-crop, bicubic downscale by `scale`, 8-bit like a real LR file."""
-    hr = mod_crop(hr, scale)
-    return bicubic_resize(hr, (hr.width // scale, hr.height // scale))
-
-
-def bicubic_upscale(lr: Image.Image, scale: int) -> Image.Image:
-    """What the net is fed: the LR image bicubically upscaled by `scale` (8-bit, like PIL)."""
-    return bicubic_resize(lr, (lr.width * scale, lr.height * scale))
-
-
-def training_pair(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(network input Y, target Y), both (H, W) float32 in [0, 1], for a mod-cropped HR image."""
-    _, bic, target = training_planes(hr, scale)
-    return bic, target
-
-
-def training_planes(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(LR Y (H/s, W/s), bicubic-upscaled LR Y (H, W), HR Y (H, W)), float32 in [0, 1]: what
-    an LR-space net reads, what SRCNN reads, the target; one degradation for all three."""
-    hr = mod_crop(hr.convert("RGB"), scale)
-    lr = degrade(hr, scale)
-    return luma(lr), luma(bicubic_upscale(lr, scale)), luma(hr)

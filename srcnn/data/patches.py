@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from srcnn.data.color import bicubic_resize, training_pair
+from srcnn.data.degradation import bicubic_resize, training_pair
 
 
 def grid_positions(height: int, width: int, size: int, stride: int) -> np.ndarray:

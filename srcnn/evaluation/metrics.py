@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from srcnn.data.color import bicubic_upscale, degrade, luma, mod_crop
+from srcnn.data.color import luma
+from srcnn.data.degradation import bicubic_upscale, lr_pair
 from srcnn.storage import IMAGE_SUFFIXES
 
 # Dong et al. (TPAMI 2016), Table 4 / 5: SRCNN 9-5-5 trained on ImageNet; Y-channel PSNR.
@@ -113,9 +114,8 @@ LumaUpscaler = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler) -> ImageScore:
     """Score one HR image by the standard protocol."""
-    hr = mod_crop(hr.convert("RGB"), scale)
+    hr, lr = lr_pair(hr, scale)
     y_hr = luma(hr)
-    lr = degrade(hr, scale)
     y_bic = luma(bicubic_upscale(lr, scale))
     # The SR output is an 8-bit image: quantise its Y as the paper's evaluation code does.
     y_sr = np.round(np.clip(upscale_y(luma(lr), y_bic), 0.0, 1.0) * 255.0) / 255.0

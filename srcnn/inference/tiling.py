@@ -29,15 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import (
-    LUMA_ROW,
-    YCBCR_OFFSET,
-    bicubic_resize,
-    bicubic_upscale,
-    luma,
-    rgb_to_ycbcr,
-    to_float,
-)
+from srcnn.data.color import LUMA_ROW, YCBCR_OFFSET, luma, rgb_to_ycbcr, to_float
+from srcnn.data.degradation import bicubic_resize, bicubic_upscale
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
 _Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0

@@ -13,14 +13,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
-from srcnn.models.spec import ModelSpec, is_local_ref
-from srcnn.models.weights import load_local, model_spec
+from srcnn.models.files import ModelSpec
+from srcnn.models.reference import ModelRef, read_local
 from srcnn.registry.resolve import (
     CHALLENGER,
     CHAMPION,
     download_model,
     registered_name,
-    resolve_model,
+    resolve,
 )
 from srcnn.settings import Settings, get_settings
 from srcnn.tracking.runs import (
@@ -130,7 +130,7 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     if champion_version(client, name) is not None:
         return None
     try:
-        loaded = load_local("pretrained", scale)
+        loaded = read_local("pretrained", scale).load()
     except FileNotFoundError:
         log.warning("no shipped weights for x%d: registry %s stays empty", scale, name)
         return None
@@ -155,11 +155,15 @@ def shipped_version(client: MlflowClient, scale: int) -> str | None:
     return str(found[0].version) if found else None
 
 
-def resolve_spec(ref: str, scale: int) -> ModelSpec:
+def resolve_spec(ref: ModelRef | str, scale: int) -> ModelSpec:
     """A reference as one concrete model in bytes (`champion` -> `models:/srcnn-x3/4`, resolved
-    once); seeds an empty registry with the shipped weights first."""
+    once), with a client from the settings; seeds an empty registry with the shipped weights
+    first when it names the champion."""
+    ref = ModelRef.parse(ref)
+    if ref.local:
+        return read_local(ref, scale)
     settings = get_settings()
-    client = None if is_local_ref(ref) else make_client(settings)
-    if ref == CHAMPION:
+    client = make_client(settings)
+    if ref.text == CHAMPION:
         seed_registry(client, settings, scale)
-    return model_spec(resolve_model(ref, scale, client))
+    return resolve(ref, scale, client)

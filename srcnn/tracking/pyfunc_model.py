@@ -22,7 +22,7 @@ from mlflow.pyfunc import PythonModel
 class SuperResolution(PythonModel):
     def load_context(self, context) -> None:
         from srcnn.inference.tiling import prepare
-        from srcnn.models.spec import ModelSpec, read_model_files
+        from srcnn.models.files import ModelSpec, read_model_files
 
         config, weights = read_model_files(str(Path(context.artifacts["config"]).parent))
         self.spec = ModelSpec("mlflow", int(config["scale"]), weights, config["model"])

@@ -25,8 +25,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from srcnn import __version__
-from srcnn.models.spec import PYFUNC_ARTIFACTS
-from srcnn.models.weights import LoadedModel, save_model
+from srcnn.models.files import PYFUNC_ARTIFACTS, LoadedModel, save_model
 from srcnn.settings import Settings
 
 log = logging.getLogger(__name__)

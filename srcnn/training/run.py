@@ -19,7 +19,7 @@ from srcnn.data.store.patch_store import LR_NATIVE, PatchStore
 from srcnn.evaluation.benchmark import TimeToQuality
 from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
 from srcnn.models.build import build_net
-from srcnn.models.weights import LoadedModel
+from srcnn.models.files import LoadedModel
 from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
 from srcnn.tracking.runs import (

@@ -22,7 +22,7 @@ from PIL import Image
 from srcnn.concurrency import batches, run_bounded
 from srcnn.config import PatchConfig
 from srcnn.data.build.plan import BuildPlan, Piece, ShardPlan
-from srcnn.data.color import bicubic_resize, training_planes
+from srcnn.data.degradation import bicubic_resize, training_planes
 from srcnn.data.images import BadImageError, decode_image
 from srcnn.data.patches import crop_patches, grid_positions, resized_size
 from srcnn.data.store.patch_store import (
