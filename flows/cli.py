@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-import flows  # noqa: F401  (sets Prefect logging defaults before prefect is imported)
+from flows import prefect_defaults
 from flows.cli_fields import field_options, validated
 from flows.datasets import resolve_datasets
 from srcnn.batch.job import BucketOptions, UpscaleOptions
@@ -313,6 +313,7 @@ def pipeline(
 
 
 def main() -> None:
+    prefect_defaults()  # before any command imports prefect
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("srcnn").setLevel(logging.INFO)
     for noisy in ("distributed", "mlflow", "httpx", "alembic"):

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from flows import prefect_defaults
+
+prefect_defaults()  # as the CLI does, before any test module imports prefect
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "srcnn")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

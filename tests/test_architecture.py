@@ -56,3 +56,30 @@ def test_import_contracts_hold():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout and "6 kept" in out.stdout
+
+
+def test_importing_the_library_changes_nothing_in_the_process():
+    """No import-time side effects: importing every module of srcnn/, tasks/ and flows/ leaves
+    Pillow's pixel limit, matplotlib's backend and pyplot, and the environment as they were."""
+    graph = grimp.build_graph("srcnn", "tasks", "flows")
+    modules = sorted(m for m in graph.modules if m.split(".")[0] in ("srcnn", "tasks", "flows"))
+    script = f"""
+import os, sys
+from PIL import Image
+before = (Image.MAX_IMAGE_PIXELS, dict(os.environ))
+import importlib
+for name in {modules!r}:
+    importlib.import_module(name)
+import matplotlib
+assert Image.MAX_IMAGE_PIXELS == before[0], ("Pillow's limit", Image.MAX_IMAGE_PIXELS)
+changed = {{k for k in set(os.environ) | set(before[1]) if os.environ.get(k) != before[1].get(k)}}
+assert not changed, ("environment", sorted(changed))
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
+assert matplotlib.rcParams._get_backend_or_none() is None, "a backend was chosen"
+print("imported", len({modules!r}))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"imported {len(modules)}" in out.stdout

@@ -382,3 +382,14 @@ def test_make_deploy_uses_the_project_file():
     ).stdout
     assert f"work-pool create {POOL} --type process" in out
     assert "deploy --all --prefect-file deployments/prefect.yaml" in out
+
+
+def test_deployments_run_flows_with_the_flows_prefect_defaults():
+    """What the CLI sets before prefect is imported, every deployment's flow run gets from its
+    job's environment."""
+    from flows import PREFECT_DEFAULTS
+
+    project = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    for deployment in project["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env == PREFECT_DEFAULTS, deployment["name"]

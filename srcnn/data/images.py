@@ -6,6 +6,7 @@ that names the object and the reason, so a batch can record it and carry on.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -17,7 +18,15 @@ from srcnn.storage import read_bytes, read_head, write_bytes_atomic
 # override a caller's larger `max_pixels`. `decode_image` makes the check itself, per call,
 # with Pillow's default limit unless told otherwise.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-Image.MAX_IMAGE_PIXELS = None
+
+
+@functools.cache
+def _own_bomb_check() -> None:
+    """Turn Pillow's process-wide check off, once, when this module first opens an image (not
+    when it is imported): from then on `decode_image` and `probe_image` make the check."""
+    Image.MAX_IMAGE_PIXELS = None
+
+
 # Bytes read to learn an image's size from its header: a PNG's is in its first 33 bytes; a
 # JPEG's frame header follows its APPn segments (EXIF at most 64 kB; a large ICC profile can
 # push it further, and then the whole file is read).
@@ -41,6 +50,7 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
     Images over `max_pixels` (default: Pillow's default limit, ~89 Mpx) are refused from
     their header, before decoding; a larger `max_pixels` is honoured.
     """
+    _own_bomb_check()
     if not data:
         raise BadImageError(key, "empty file (0 bytes)")
     limit = max_pixels or DEFAULT_MAX_PIXELS
@@ -83,6 +93,7 @@ def probe_image(url: str, key: str | None = None, max_pixels: int | None = None,
     corrupt pixel data) is found when the image is decoded. A file that fits in the first
     HEAD_BYTES, an animated GIF, or a header that does not parse from the first HEAD_BYTES is
     decoded whole, which raises the BadImageError that names what is wrong."""
+    _own_bomb_check()
     key = key or url
     head = read_head(url, HEAD_BYTES)
     if len(head) < HEAD_BYTES:  # the whole file: decoding it is cheap and checks it all

@@ -5,30 +5,30 @@ from __future__ import annotations
 import io
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
+from srcnn.training.loop import EpochReport
 
-from srcnn.training.loop import EpochReport  # noqa: E402
+# Figures are made with matplotlib's object API (`Figure`, rendered by the Agg canvas it
+# picks for PNG): no pyplot, so no process-wide backend or figure registry is touched.
 
 
 def _render(fig) -> Image.Image:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
 
-def learning_curves(history: list[EpochReport]) -> Image.Image:
+def learning_curves(history: list[EpochReport], loss: str = "mse") -> Image.Image:
     epochs = [r.epoch for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [r.train_loss for r in history], marker="o")
-    ax1.set(xlabel="epoch", ylabel="training MSE", yscale="log", title="loss")
+    ax1.set(xlabel="epoch", ylabel=f"training {loss.upper()}", yscale="log", title="loss")
     ax2.plot(epochs, [r.val_psnr for r in history], marker="o", color="tab:green")
     ax2.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR (patches)")
     for ax in (ax1, ax2):
@@ -42,7 +42,8 @@ def filter_grid(model: nn.Module) -> Image.Image:
     w = first.weight.detach().cpu().numpy()[:, 0]  # (n1, f1, f1)
     cols = 8
     rows = math.ceil(len(w) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))
+    fig = Figure(figsize=(cols, rows))
+    axes = fig.subplots(rows, cols)
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, f in zip(np.atleast_1d(axes).ravel(), w):
@@ -53,7 +54,8 @@ def filter_grid(model: nn.Module) -> Image.Image:
 
 def comparison(panels: dict[str, Image.Image], title: str) -> Image.Image:
     """Crops side by side, e.g. {"HR": ..., "bicubic 30.1 dB": ..., "SRCNN 31.5 dB": ...}."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2))
+    fig = Figure(figsize=(4 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels))
     for ax, (label, img) in zip(np.atleast_1d(axes), panels.items()):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(label)

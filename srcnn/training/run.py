@@ -141,7 +141,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         client.set_tag(run_id, "precision", result.precision)
         log_model(client, run_id, LoadedModel(result.model, scale, run_id,
                                               {"arch": model.arch, "run_id": run_id}))
-        client.log_image(run_id, plots.learning_curves(result.history), "plots/learning_curves.png")
+        client.log_image(run_id, plots.learning_curves(result.history, training.loss), "plots/learning_curves.png")
         client.log_image(run_id, plots.filter_grid(result.model), "plots/filters.png")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
