@@ -234,6 +234,10 @@ def export(
         list[str] | None,
         typer.Option(help="Benchmark folders to score and record with the weights."),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="The `srcnn` commands that made the model, recorded in its config."),
+    ] = None,
 ) -> None:
     """Write a model as an MLflow model folder (pyfunc from code, safetensors + config), with
     its evaluation recorded in the config: `mlflow models serve -m FOLDER` serves it and
@@ -247,6 +251,8 @@ def export(
     dataset = benchmark_folders(dataset, "--dataset")
     loaded = _load_model(model, scale)
     metadata = {**loaded.metadata, "exported_from": loaded.source}
+    if recipe:
+        metadata["recipe"] = recipe
     if dataset:
         scores = evaluate_model(loaded.model, dataset, scale)
         metadata |= {

@@ -14,7 +14,7 @@ a sub-pixel layer, the residual over bicubic, an L1 loss, batches of 32 LR patch
 the scale, so the store holds the LR patches), and FSRCNN's downscaled copies. Plain
 convolutions: SESR re-parameterisation (`--expand 2`) costs 2.5x per step here and lost 0.3 dB
 on Set5 x3 at equal training time over 12 minutes, 0.15 over 55 (benchmarks/reparam_ablation.sh).
-Recipe search: benchmarks/lr_recipe.py, selected on held-out T91 images.
+Every shipped net names in its config.json the `srcnn` commands that reproduce it.
 """
 
 from __future__ import annotations

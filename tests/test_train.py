@@ -40,7 +40,12 @@ def test_a_diverged_epoch_rolls_back_to_the_best_and_halves_the_learning_rate(t9
     assert [r.lr for r in h] == [1e-3, 1e-3, 1e-3, 5e-4]
     # epoch 4 went on from epoch 2's weights (not the wrecked ones): back near epoch 2's PSNR
     assert h[3].val_psnr > h[1].val_psnr - 0.3
-    assert result.best_epoch in (2, 4) and result.best_val_psnr >= h[1].val_psnr
+    # the wrecked epoch is never the best; the best is the best of the others (under bf16 on
+    # an AMX CPU epoch 1 can beat epoch 2 after so few steps)
+    kept = [r for r in h if not r.rolled_back]
+    assert result.best_epoch != 3
+    assert result.best_val_psnr == max(r.val_psnr for r in kept)
+    assert result.best_epoch == max(kept, key=lambda r: r.val_psnr).epoch
 
 
 def test_no_rollback_when_the_guard_is_off(t91):
