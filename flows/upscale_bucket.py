@@ -41,6 +41,7 @@ from srcnn.batch.job import (
 )
 from srcnn.batch.planning import plan
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers
+from srcnn.concurrency import windowed
 from srcnn.settings import get_settings
 from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
 from tasks.upscale import preview, resolve, upscale_shard, write_summary
@@ -135,24 +136,9 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
 
 
 def as_they_end(submissions: Iterable[PrefectFuture], limit: int) -> Iterator[PrefectFuture]:
-    """Each future of `submissions` once it has ended (completed or failed), whatever their
-    order, the next one drawn (submitted) as each ends: at most `limit` drawn and not yet
-    yielded, so a slow shard holds up only itself."""
-    if limit < 1:
-        raise ValueError(f"limit {limit}: must be positive")
-    out: set[PrefectFuture] = set()
-
-    def first_ended() -> PrefectFuture:
-        ended = next(as_completed(list(out)))
-        out.remove(ended)
-        return ended
-
-    for future in submissions:
-        out.add(future)
-        if len(out) >= limit:
-            yield first_ended()
-    while out:
-        yield first_ended()
+    """Prefect futures as they end, at most `limit` drawn and not yet yielded
+    (`srcnn.concurrency.windowed` with Prefect's own `as_completed`)."""
+    return windowed(submissions, limit, as_completed)
 
 
 def _run(

@@ -1,4 +1,12 @@
-"""Many Dask tasks from a driver that holds only a window of them.
+"""Bounded concurrency, one mechanism: a window of submitted work, refilled as work ends, from
+the futures of a well-kept library (concurrent.futures, Dask, Prefect). No polling loops.
+
+- `ahead(pool, fn, items, depth)`: results in the items' order, `depth` calls ahead (the
+  reads of an upscale chunk, the training input's prefetch).
+- `windowed(submissions, limit, as_completed)`: futures as they end, at most `limit` drawn
+  and not yet yielded (upscale-bucket's shards on Prefect, the listing's partitions).
+- `run_bounded(fn, jobs, window)`: the same window over Dask tasks, one scheduler message per
+  refill (build-patches' shards).
 
 `run_bounded(fn, jobs, window)` runs fn(*args) for each (tag, args) of `jobs` (taken from the
 iterable only as tasks are submitted) and yields (tag, result) as each task completes.
@@ -17,11 +25,55 @@ released (cancelled) as the generator closes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
+
+T = TypeVar("T")
+F = TypeVar("F")
+
+
+def ahead(pool: Executor, fn: Callable[[T], Any], items: Iterable[T], depth: int,
+          ) -> Iterator[tuple[T, Future]]:
+    """(item, future of fn(item)) in the items' order, with at most `depth` calls submitted
+    beyond the one yielded. Items are drawn only as calls are submitted; a call's error is
+    raised by its future's `result()`."""
+    if depth < 0:
+        raise ValueError(f"depth {depth}: must not be negative")
+    pending: deque[tuple[T, Future]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def windowed(submissions: Iterable[F], limit: int,
+             as_completed: Callable[[list[F]], Iterator[F]]) -> Iterator[F]:
+    """Each future of `submissions` once it has ended (completed or failed), whatever their
+    order, the next one drawn (submitted) as each ends: at most `limit` drawn and not yet
+    yielded, so a slow one holds up only itself. `as_completed` is the futures' library's own
+    (concurrent.futures', Prefect's, Dask's)."""
+    if limit < 1:
+        raise ValueError(f"limit {limit}: must be positive")
+    out: set[F] = set()
+
+    def first_ended() -> F:
+        ended = next(as_completed(list(out)))
+        out.remove(ended)
+        return ended
+
+    for future in submissions:
+        out.add(future)
+        if len(out) >= limit:
+            yield first_ended()
+    while out:
+        yield first_ended()
 
 
 def current_client():

@@ -153,6 +153,8 @@ def test_prefetcher_raises_producer_errors_and_stops_early():
     next(endless)
     endless.close()
     assert not endless.alive
+    with pytest.raises(StopIteration):
+        next(endless)
 
 
 def test_endless_batches_are_full_and_each_epoch_complete(small_store):
@@ -174,20 +176,21 @@ def test_training_data_whole_or_streamed_and_train_runs_on_stream(small_store):
 
     streamed = training_data(store, "train", 16, memory_budget=0, buffer_patches=30)
     assert isinstance(streamed, StreamedPatches) and len(streamed) == len(whole)
-    # Evaluation-style slices read the split in order, straight from the store.
-    np.testing.assert_array_equal(streamed.hr[3:40][:, 0].numpy(), hr[3:40])
+    # Evaluation reads the split in order, straight from the store, in batches.
+    batches = list(streamed.batches(37))
+    assert [len(x) for x, _ in batches][:-1] == [37] * (len(batches) - 1)
+    np.testing.assert_array_equal(torch.cat([y for _, y in batches])[:, 0].numpy(), hr)
+    np.testing.assert_array_equal(torch.cat([x for x, _ in batches])[:, 0].numpy(), lr)
     # train() runs on it unchanged; each step took one streamed batch.
     model = SRCNN(ModelConfig.from_arch("3-1-3", n1=4, n2=2))
     config = TrainConfig(epochs=2, steps_per_epoch=7, batch_size=16, device="cpu")
     result = train(model, streamed, whole, config)
     assert len(result.history) == 2 and streamed.batches_served == 14
     with pytest.raises(ValueError, match="batch of 8"):
-        streamed.lr[torch.zeros(8, dtype=torch.long)]
-    # What train() does on CUDA: wrap `.to(device)` views in a PatchTensors and index that.
-    on_device = PatchTensors(streamed.lr.to("cpu"), streamed.hr.to("cpu"))
-    idx = torch.randint(len(on_device), (16,))
-    assert len(on_device) == len(whole)
-    ids(on_device.lr[idx], on_device.hr[idx.clone()])
-    with pytest.raises(RuntimeError, match="same indices"):
-        on_device.lr[idx], on_device.hr[idx + 1]
+        streamed.get_batch(8)
+    # A batch's inputs and targets are the same patches (`ids` checks them pairwise).
+    ids(*streamed.get_batch(16))
+    ids(*whole.get_batch(16, torch.Generator().manual_seed(0)))
+    # What train() does on CUDA: `.to(device)`; the batches then arrive there.
+    assert streamed.to("cpu") is streamed and streamed.get_batch(16)[0].device.type == "cpu"
     streamed.close()

@@ -19,7 +19,7 @@ import os
 import posixpath
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import Field
 
 from srcnn.batch.planning import Chunk
+from srcnn.concurrency import ahead
 from srcnn.config import StrictModel, TileConfig
 from srcnn.data.images import BadImageError, read_image, write_image
 from srcnn.storage import join, read_bytes, write_bytes_atomic
@@ -218,17 +219,6 @@ def _failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator:
-    """(item, future of fn(item)) in order, with at most `depth` calls running ahead."""
-    pending: deque = deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) > depth:
-            yield pending.popleft()
-    while pending:
-        yield pending.popleft()
-
-
 def upscale_chunk(model: nn.Module, job: Job, chunk: Chunk) -> ChunkResult:
     """Upscale a chunk's images that are not current, write each output whole, then the
     chunk's manifest (one PUT for the chunk; none when nothing changed). Reads run ahead of
@@ -266,7 +256,7 @@ def upscale_chunk(model: nn.Module, job: Job, chunk: Chunk) -> ChunkResult:
     if todo:
         with ThreadPoolExecutor(max_workers=2 * depth) as pool:
             writes: deque[tuple[str, float, Future]] = deque()
-            for key, read in prefetch(pool, lambda k: _read(job, k), todo, depth):
+            for key, read in ahead(pool, lambda k: _read(job, k), todo, depth):
                 t0 = time.perf_counter()
                 try:
                     img, fmt = read.result()

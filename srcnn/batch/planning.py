@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import islice
 
 from srcnn.storage import Listed
 
@@ -154,45 +153,35 @@ class Shard:
 
 
 def interleave(sources: list[Callable[[], Iterable[list[Listed]]]], workers: int = 8,
-               buffer: int = 16) -> Iterator[tuple[int, list[Listed] | None]]:
-    """Run each page source in a thread (at most `workers` at once) and yield
-    (source index, page) as pages arrive, then (source index, None) when it ends. At most
-    `buffer` pages wait here: listing runs ahead of planning only that far. A source's error
-    is raised here."""
-    pages: queue.Queue = queue.Queue(maxsize=buffer)
-    stop = threading.Event()
+               ) -> Iterator[tuple[int, list[Listed] | None]]:
+    """Walk the page sources in threads (at most `workers` at once) and yield
+    (source index, page) as pages arrive, then (source index, None) when a source ends. Each
+    running source has one page being fetched at a time, so listing runs ahead of planning by
+    at most `workers` pages. A source's error is raised here; the threads stop when the
+    consumer does (no page is fetched that nobody asked for, beyond those in flight)."""
+    walkers: dict[int, Iterator[list[Listed]]] = {}
 
-    def run(i: int) -> None:
-        try:
-            for page in sources[i]():
-                while not stop.is_set():
-                    try:
-                        pages.put((i, page, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            pages.put((i, None, None))
-        except BaseException as exc:  # handed to the consumer, never lost in the thread
-            pages.put((i, None, exc))
+    def next_page(i: int) -> list[Listed] | None:
+        if i not in walkers:
+            walkers[i] = iter(sources[i]())
+        return next(walkers[i], None)
 
+    waiting = iter(range(len(sources)))
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources)))) as pool:
-        for i in range(len(sources)):
-            pool.submit(run, i)
+        running = {pool.submit(next_page, i): i for i in islice(waiting, workers)}
         try:
-            for _ in range(len(sources)):
-                while True:
-                    i, page, error = pages.get()
-                    if error is not None:
-                        raise error
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = running.pop(future)
+                    page = future.result()  # a source's error is raised here
                     yield i, page
-                    if page is None:
-                        break
+                    following = i if page is not None else next(waiting, None)
+                    if following is not None:
+                        running[pool.submit(next_page, following)] = following
         finally:
-            stop.set()
-            while not pages.empty():  # unblock producers so the pool can shut down
-                pages.get_nowait()
+            for future in running:
+                future.cancel()
 
 
 def plan(partitions: list[tuple[str, Callable[[], Iterable[list[Listed]]]]], chunk_size: int,

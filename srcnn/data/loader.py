@@ -8,31 +8,33 @@ A background thread does the reading, decompression and batching ahead of the co
 training step finds its batch ready: zarr's decompression and the copies release the GIL,
 and the network's convolutions release it too.
 
-`StreamedPatches` lets `srcnn.training.loop.train` consume a stream unchanged: it stands in for
-`PatchTensors` (see its docstring). `training_data` picks between the two by a memory budget.
+Both kinds of training input offer what `srcnn.training.loop.train` asks of one: `get_batch`
+(the next training batch), `batches` (the split in order, for validation), `to(device)` and
+`close`. `training_data` picks between them by a memory budget.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from srcnn.concurrency import ahead
 from srcnn.data.store.patch_store import PatchStore
 
 log = logging.getLogger(__name__)
 
 @dataclass
 class PatchTensors:
-    """Inputs and HR targets, (N, 1, P, P) float16 (compact in memory; cast per batch); an
-    LR-space net's inputs are (N, 1, P/s, P/s)."""
+    """A split in memory: inputs and HR targets, (N, 1, P, P) float16 (compact; cast per batch);
+    an LR-space net's inputs are (N, 1, P/s, P/s). Training draws batches at random
+    (`get_batch`); evaluation reads them in order (`batches`)."""
 
     lr: torch.Tensor
     hr: torch.Tensor
@@ -44,6 +46,26 @@ class PatchTensors:
 
     def __len__(self) -> int:
         return self.lr.shape[0]
+
+    def to(self, device: torch.device) -> PatchTensors:
+        """The patches on `device` (on a GPU, batches are then gathered there)."""
+        return PatchTensors(self.lr.to(device), self.hr.to(device))
+
+    def get_batch(self, batch_size: int, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch_size` patches drawn uniformly (with replacement) by `generator`, on its
+        device: (inputs, targets)."""
+        idx = torch.randint(len(self), (batch_size,), generator=generator,
+                            device=generator.device)
+        return self.lr[idx], self.hr[idx]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in order, `batch_size` patches at a time."""
+        for i in range(0, len(self), batch_size):
+            yield self.lr[i : i + batch_size], self.hr[i : i + batch_size]
+
+    def close(self) -> None:
+        pass
 
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of LR + HR patches a store may take to load whole
@@ -107,46 +129,23 @@ class ShuffleBuffer:
         return lr, hr
 
 
-_END, _FAILED = object(), object()  # queue sentinels: the source ended / raised
-
-
-def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _produce(source: Iterator, q: queue.Queue, stop: threading.Event) -> None:
-    """The prefetch thread's body; it holds no reference to the Prefetcher, so an abandoned
-    Prefetcher is collected and its `__del__` stops the thread."""
-    try:
-        for item in source:
-            if not _put(q, stop, item):
-                return
-        _put(q, stop, _END)
-    except Exception as exc:  # handed to the consumer, raised there
-        _put(q, stop, (_FAILED, exc))
+_END = object()  # what the source gives once it has ended
 
 
 class Prefetcher:
-    """Runs an iterator in a daemon thread, `depth` items ahead of the consumer.
+    """Runs an iterator in a thread of its own, `depth` items ahead of the consumer
+    (`srcnn.concurrency.ahead` over one worker thread, so the items are made in order).
 
     An error in the producer is raised in the consumer; `close` (or dropping the Prefetcher)
-    stops the thread. `wait_s` is the time the consumer spent waiting: input-bound time.
+    cancels what was not started. `wait_s` is the time the consumer spent waiting: input-bound
+    time.
     """
 
     def __init__(self, source: Iterator, depth: int = 8):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-prefetch")
+        self._ahead = ahead(self._pool, lambda _: next(source, _END), itertools.count(), depth)
         self.wait_s = 0.0
         self._done = False
-        self._thread = threading.Thread(target=_produce, args=(source, self._queue, self._stop),
-                                        daemon=True, name="patch-prefetch")
-        self._thread.start()
 
     def __iter__(self) -> Prefetcher:
         return self
@@ -155,20 +154,21 @@ class Prefetcher:
         if self._done:
             raise StopIteration
         start = time.perf_counter()
-        item = self._queue.get()
-        self.wait_s += time.perf_counter() - start
+        try:
+            item = next(self._ahead)[1].result()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self.wait_s += time.perf_counter() - start
         if item is _END:
-            self._done = True
+            self.close()
             raise StopIteration
-        if isinstance(item, tuple) and item[0] is _FAILED:
-            self._done = True
-            raise item[1]
         return item
 
     def close(self) -> None:
-        self._stop.set()
         self._done = True
-        self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Prefetcher:
         return self
@@ -177,11 +177,12 @@ class Prefetcher:
         self.close()
 
     def __del__(self) -> None:
-        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Whether its thread may still run (False once closed or ended)."""
+        return not self._done
 
 
 def _as_tensors(lr: np.ndarray, hr: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,42 +275,15 @@ class PatchStream:
         return Prefetcher(self._fixed_batches(start_epoch), self.prefetch)
 
 
-class _Side:
-    """`data.lr` or `data.hr` of a StreamedPatches; `.to(device)` gives one whose batches go
-    to that device (train() on CUDA wraps `data.lr.to(device)` in a new PatchTensors)."""
-
-    def __init__(self, owner: StreamedPatches, name: str, device: torch.device | None = None):
-        self.owner, self.name, self.device = owner, name, device
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        stream = self.owner.stream
-        return (len(self.owner), 1,
-                *(stream.patch_shape if self.name == "lr" else stream.target_shape))
-
-    def to(self, device, **_) -> _Side:
-        return _Side(self.owner, self.name, torch.device(device))
-
-    def __getitem__(self, key) -> torch.Tensor:
-        batch = self.owner._get(self.name, key)
-        return batch.to(self.device, non_blocking=True) if self.device else batch
-
-
 class StreamedPatches:
-    """A stand-in for `PatchTensors` as `srcnn.training.loop.train`'s data, fed by a `PatchStream`.
-
-    train() draws random indices `idx` and reads `data.lr[idx]`, then `data.hr[idx]`. Here
-    `lr[idx]` takes the next shuffled batch from the stream (`len(idx)` must be the stream's
-    batch size) and `hr[idx]`, with the same `idx`, returns its targets: every patch is seen
-    once per stream epoch instead of by sampling with replacement. Slices (`data.lr[i:j]`,
-    as evaluation reads) come straight from the store, in split order.
-    """
+    """A split too large for memory, as training input: `get_batch` takes the next shuffled
+    batch of a `PatchStream` (every patch once per stream epoch, instead of sampling with
+    replacement), read ahead in a thread; `batches` reads the split in order from the store."""
 
     def __init__(self, stream: PatchStream, start_epoch: int = 0):
         self.stream = stream
-        self.lr, self.hr = _Side(self, "lr"), _Side(self, "hr")
         self._batches = stream.endless(start_epoch)  # prefetching starts now
-        self._pending: tuple[object, torch.Tensor] | None = None
+        self._device: torch.device | None = None
         self.batches_served = 0
 
     def __len__(self) -> int:
@@ -320,32 +294,41 @@ class StreamedPatches:
         """Seconds the training loop waited for input (0 when prefetching keeps up)."""
         return self._batches.wait_s
 
-    def _get(self, name: str, key) -> torch.Tensor:
-        if isinstance(key, slice):
-            return torch.from_numpy(self.stream.read_rows(name, self.stream.indices[key]))[:, None]
-        if name == "lr":
-            if self._pending is not None:
-                raise RuntimeError("StreamedPatches: lr read twice without reading hr")
-            if len(key) != self.stream.batch_size:
-                raise ValueError(f"StreamedPatches: batch of {len(key)}, the stream makes "
-                                 f"{self.stream.batch_size}; build it with the train batch size")
-            lr, hr = next(self._batches)
-            self._pending = (key, hr)
-            self.batches_served += 1
-            return lr
-        if self._pending is None or not (self._pending[0] is key or torch.equal(
-                torch.as_tensor(self._pending[0]).cpu(), torch.as_tensor(key).cpu())):
-            raise RuntimeError("StreamedPatches: hr must be read with the same indices as lr")
-        hr, self._pending = self._pending[1], None
-        return hr
+    def to(self, device: torch.device) -> StreamedPatches:
+        """Batches go to `device` as they are taken (the stream itself stays on the host)."""
+        self._device = torch.device(device)
+        return self
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self._device, non_blocking=True) if self._device else x
+
+    def get_batch(self, batch_size: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream's next batch; its order comes from the stream's seed, not `generator`."""
+        if batch_size != self.stream.batch_size:
+            raise ValueError(f"StreamedPatches: batch of {batch_size}, the stream makes "
+                             f"{self.stream.batch_size}; build it with the train batch size")
+        lr, hr = next(self._batches)
+        self.batches_served += 1
+        return self._on_device(lr), self._on_device(hr)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in store order, `batch_size` patches at a time (for evaluation)."""
+        for i in range(0, len(self), batch_size):
+            rows = self.stream.indices[i : i + batch_size]
+            yield tuple(self._on_device(torch.from_numpy(self.stream.read_rows(name, rows))[:, None])
+                        for name in ("lr", "hr"))
 
     def close(self) -> None:
         self._batches.close()
 
 
+TrainingInput = PatchTensors | StreamedPatches
+
+
 def training_data(store: PatchStore | str, split: str, batch_size: int, *,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0, inputs: str = "lr",
-                  **stream_options) -> PatchTensors | StreamedPatches:
+                  **stream_options) -> TrainingInput:
     """The split as `train()` input (`inputs`: the input array, `lr` or `lr_native`): loaded
     whole when the store fits `memory_budget` (loading reads whole arrays), streamed otherwise."""
     store = store if isinstance(store, PatchStore) else PatchStore(store)

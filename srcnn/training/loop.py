@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from srcnn.config import TrainConfig
-from srcnn.data.loader import PatchTensors
+from srcnn.data.loader import TrainingInput
 from srcnn.inference.tiling import native_bf16, resolve_device
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,14 @@ def centre(x: torch.Tensor, border: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_psnr(model: nn.Module, data: PatchTensors, device: torch.device,
+def evaluate_psnr(model: nn.Module, data: TrainingInput, device: torch.device,
                   batch_size: int = 512) -> float:
     """PSNR (dB, peak 1) over all valid-region pixels of a set of patches."""
     model.eval()
     b = model.output_border
     se, count = 0.0, 0
-    for i in range(0, len(data), batch_size):
-        x = data.lr[i : i + batch_size].to(device).float()
-        y = centre(data.hr[i : i + batch_size].to(device).float(), b)
+    for x, y in data.batches(batch_size):
+        x, y = x.to(device).float(), centre(y.to(device).float(), b)
         pred = model(x.contiguous(memory_format=torch.channels_last)).clamp(0, 1)
         se += float(((pred - y) ** 2).sum())
         count += y.numel()
@@ -90,7 +89,7 @@ def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) ->
     return config.lr * factor * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, config: TrainConfig,
+def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, config: TrainConfig,
           on_epoch: Callable[[EpochReport, nn.Module], None] | None = None) -> TrainResult:
     """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
     on the training device: a callback may run it, e.g. on a benchmark set)."""
@@ -105,8 +104,7 @@ def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, co
     budget_s = config.max_minutes * 60 if config.max_minutes else None
     use_bf16 = config.bf16 and native_bf16(device)
     if device.type == "cuda":  # keep the patches on the GPU: batches are then gathered there
-        train_data = PatchTensors(train_data.lr.to(device), train_data.hr.to(device))
-        val_data = PatchTensors(val_data.lr.to(device), val_data.hr.to(device))
+        train_data, val_data = train_data.to(device), val_data.to(device)
         # batch indices drawn on the GPU: a host->device copy per step would sync every step
         index_gen = torch.Generator(device=device).manual_seed(config.seed)
     else:
@@ -127,10 +125,9 @@ def train(model: nn.Module, train_data: PatchTensors, val_data: PatchTensors, co
             lr = _learning_rate(config, progress, lr_factor)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = torch.randint(len(train_data), (config.batch_size,), generator=index_gen,
-                                device=index_gen.device)
-            x = train_data.lr[idx].to(device, non_blocking=True).float()  # (B, 1, P, P)
-            y = train_data.hr[idx].to(device, non_blocking=True).float()
+            x, y = train_data.get_batch(config.batch_size, index_gen)  # (B, 1, P, P) each
+            x = x.to(device, non_blocking=True).float()
+            y = y.to(device, non_blocking=True).float()
             if config.augment:
                 k = int(torch.randint(8, (1,), generator=gen))
                 x, y = dihedral(x, k), dihedral(y, k)

@@ -130,7 +130,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
             result = train(net, train_set, val_set, training, on_epoch)
         finally:
             for data in (train_set, val_set):
-                getattr(data, "close", lambda: None)()
+                data.close()
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, f"time_to_{bar}_s", probe.reached_at_s)
         result.model = result.model.collapse() if model.expand else result.model
