@@ -10,7 +10,7 @@ training starts, so its first reads overlap the first steps. Runs alternate in-m
 streamed, streamed, in-memory, ... so that drift in the machine's speed hits both alike.
 Without --store, a T91 store is built first with the preset's patch settings (Dask
 LocalCluster). The preset's net trains on its own input array: `lr` for the SRCNN presets,
-`lr_native` for the fast (LR-space) ones, whose much cheaper steps ask the most of the reader.
+`lr` for the fast (LR-space) ones, whose much cheaper steps ask the most of the reader.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from srcnn.config import ModelConfig, TrainConfig
 from srcnn.data.loader import PatchTensors, StreamedPatches, training_data
-from srcnn.data.store.patch_store import LR_NATIVE, PatchStore
+from srcnn.data.store.patch_store import PatchStore, input_name
 from srcnn.models.build import build_net
 from srcnn.presets import get_preset
 from srcnn.training.loop import train
@@ -36,7 +36,7 @@ def step_seconds(
     store: PatchStore, streamed: bool, val: PatchTensors, config: TrainConfig, model: ModelConfig
 ) -> tuple[float, float]:
     """(seconds per training step, seconds the loop waited for input)."""
-    inputs = LR_NATIVE if model.family == "espcn" else "lr"
+    inputs = input_name(model.family)
     if streamed:
         data = training_data(
             store, "train", config.batch_size, memory_budget=0, seed=config.seed, inputs=inputs
@@ -46,7 +46,7 @@ def step_seconds(
         data = training_data(store, "train", config.batch_size, inputs=inputs)
         assert isinstance(data, PatchTensors)
     torch.manual_seed(0)
-    result = train(build_net(model, store.attrs["scale"]), data, val, config)
+    result = train(build_net(model, store.attrs.scale), data, val, config)
     report = result.history[-1]  # elapsed_s is taken before validation: training steps only
     waited = data.wait_s if streamed else 0.0
     if streamed:
@@ -76,7 +76,7 @@ def main() -> None:
             with dask_client():
                 build_patch_store(args.t91, url, recipe.patches)
         store = PatchStore(url)
-        lr, hr = store.load("val", LR_NATIVE if recipe.model.family == "espcn" else "lr")
+        lr, hr = store.load("val", input_name(recipe.model.family))
         val = PatchTensors.from_numpy(lr[:256], hr[:256])
         config = TrainConfig(
             epochs=1, steps_per_epoch=args.steps, batch_size=args.batch, device="cpu"

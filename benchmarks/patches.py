@@ -218,7 +218,7 @@ for index in range(plan.n_shards):
     pieces += len(shard.pieces)
     rows += len(plan.entries_of(shard))
 done = time.perf_counter()
-assert pieces >= len(plan.table) and plan.attrs["n_sources"] == len(plan.table)
+assert pieces >= len(plan.table) and plan.attrs.n_sources == len(plan.table)
 # VmHWM: this process's own peak (ru_maxrss carries a parent's peak across exec)
 rss = next(int(line.split()[1]) for line in open("/proc/self/status")
            if line.startswith("VmHWM")) / 1024

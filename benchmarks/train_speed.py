@@ -50,14 +50,14 @@ def load_patches(args: argparse.Namespace, patches: PatchConfig, family: str = "
         return (PatchTensors.from_numpy(*split["train"]), PatchTensors.from_numpy(*split["val"]),
                 patches.patch_size)
     from srcnn.data.store.patch_store import (  # Zarr only where a store is used
-        LR_NATIVE,
         PatchStore,
+        input_name,
     )
 
     store = PatchStore(args.store[0])
-    inputs = "lr" if family == "srcnn" else LR_NATIVE
+    inputs = input_name(family)
     return (PatchTensors.from_numpy(*store.load("train", inputs)),
-            PatchTensors.from_numpy(*store.load("val", inputs)), store.attrs["patch_size"])
+            PatchTensors.from_numpy(*store.load("val", inputs)), store.attrs.patch_size)
 
 
 def throughput(data: PatchTensors, model: ModelConfig, scale: int, steps: int, batch: int,
@@ -203,7 +203,7 @@ def main() -> None:
         data = PatchTensors.from_numpy(*store.load("train"))
         print(url)
         throughput(
-            data, ModelConfig(), store.attrs["scale"], args.steps, args.batch or 64, args.device
+            data, ModelConfig(), store.attrs.scale, args.steps, args.batch or 64, args.device
         )
 
 

@@ -22,7 +22,7 @@ def train_srcnn(store: str, model: ModelOverrides = ModelOverrides(),
     with the fields given in `model` and `training` replaced (a whole config replaces all).
     """
     net, settings = training_settings(preset, model, training)
-    scale = int(PatchStore(store).attrs["scale"])
+    scale = PatchStore(store).attrs.scale
     datasets = (resolve_datasets(eval_datasets) if eval_datasets is not None  # before training
                 else default_eval_datasets())
     if not datasets:

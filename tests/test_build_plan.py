@@ -23,6 +23,7 @@ from srcnn.data.patches import (
 )
 from srcnn.data.store import patch_store as store
 from srcnn.data.store import source_table
+from srcnn.data.store.attrs import StoreAttrs
 from srcnn.data.store.patch_store import (
     SourceEntry,
     SourceTable,
@@ -83,7 +84,7 @@ def test_plan_from_sizes_reports_skipped_images_and_refuses_none_usable():
     sources = {k: "fp" for k in KEYS[:10]}
     plan = plan_from_sizes("src", sources, sizes, PatchConfig(scale=3), "f" * 64)
     assert plan.skipped == [{"key": KEYS[i], "reason": "unreadable"} for i in sorted(sizes.errors)]
-    assert plan.n_images == 8 and plan.attrs["n_sources"] == len(plan.table)
+    assert plan.n_images == 8 and plan.attrs.n_sources == len(plan.table)
     none = ImageSizes(np.zeros(2, np.int32), np.zeros(2, np.int32), {0: "bad", 1: "bad"})
     with pytest.raises(ValueError, match="src: no usable images"):
         plan_from_sizes("src", {"a": "1", "b": "2"}, none, PatchConfig(), "f" * 64)
@@ -138,7 +139,8 @@ def test_source_table_written_in_chunks_reads_back(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "SOURCE_CHUNK", 4)  # 11 rows: chunks of 4, 4 and 3
     entries = _entries(11)
     url = str(tmp_path / "s.zarr")
-    create_store(url, 10, PatchConfig(), {}, SourceTable.from_entries(entries))
+    create_store(url, 10, PatchConfig(), StoreAttrs.of_build(PatchConfig(), "t"),
+                 SourceTable.from_entries(entries))
     assert read_source_entries(url) == entries
 
 

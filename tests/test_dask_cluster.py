@@ -114,5 +114,5 @@ def test_build_through_existing_scheduler(dask_scheduler_with_two_workers, small
         build_patch_store(str(small_collection), local, config)
     store, ref = PatchStore(url), PatchStore(local)
     assert store.attrs == ref.attrs
-    for name in ("lr", "hr", "source", "position"):
+    for name in ("bicubic", "hr", "source", "position"):
         np.testing.assert_array_equal(store.array(name)[:], ref.array(name)[:], err_msg=name)

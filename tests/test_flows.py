@@ -49,7 +49,7 @@ def store(small_collection, tmp_path) -> str:
 
 
 def test_build_patches_flow(store):
-    again = build_patches(PatchStore(store).attrs["source_url"], store,
+    again = build_patches(PatchStore(store).attrs.source_url, store,
                           PatchConfig(scale=3, val_fraction=0.34))
     assert not again.built
 
@@ -62,7 +62,7 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     history = ml.get_metric_history(good["run_id"], "val_psnr")
     assert [m.step for m in history] == [1, 2]
     assert run.data.metrics["set5_x3_psnr"] == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
-    assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs["fingerprint"]
+    assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs.fingerprint
     assert run.data.params["model.f2"] == "5" and run.data.params["train.epochs"] == "2"
     artifacts = {a.path for a in ml.list_artifacts(good["run_id"])}
     assert {"plots", "evaluation"} <= artifacts

@@ -15,7 +15,7 @@ from srcnn.data.build.builder import build_patch_store
 from srcnn.data.build.shard_writer import ShardWriteError
 from srcnn.data.store.patch_store import PatchStore, read_markers, read_source_entries, store_attrs
 
-ARRAYS = ("lr", "hr", "source", "position")
+ARRAYS = ("bicubic", "hr", "source", "position")
 ADDED = ("t40.png", "t42.png", "t43.png", "t44.png")
 
 
@@ -33,7 +33,7 @@ def _files(url: str) -> dict[str, str]:
 
 
 def _shard_of(path: str) -> int | None:
-    """The shard index of an array's shard object (`lr/c/5/0/0` -> 5), None for others."""
+    """The shard index of an array's shard object (`bicubic/c/5/0/0` -> 5), None for others."""
     parts = path.split("/")
     return int(parts[2]) if parts[0] in ARRAYS and parts[1] == "c" else None
 
@@ -52,7 +52,7 @@ def _assert_rows_hold_the_same_patches(url: str, ref_url: str, keys) -> None:
         r = ref_rows[(key, factor)]
         assert (e.n_patches, e.split, e.width, e.height) == (r.n_patches, r.split, r.width,
                                                              r.height)
-        for name in ("lr", "hr", "position"):
+        for name in ("bicubic", "hr", "position"):
             np.testing.assert_array_equal(
                 store.array(name)[e.offset : e.offset + e.n_patches],
                 ref.array(name)[r.offset : r.offset + r.n_patches], err_msg=f"{key} {name}")
@@ -67,7 +67,7 @@ def _assert_split_cover(url: str) -> None:
                               for e in store.sources])
     assert len(both) == len(np.unique(both)) == len(store) == len(indexed)
     np.testing.assert_array_equal(np.sort(both), np.sort(indexed))
-    assert both.max() < store.extent <= store.array("lr").shape[0]
+    assert both.max() < store.extent <= store.array("bicubic").shape[0]
 
 
 def _copy(t91: Path, folder: Path, names) -> None:
@@ -104,7 +104,7 @@ def test_added_images_write_only_new_shards_and_the_index(small_collection, t91,
     # Kept images keep their rows; the old index version stays for readers that opened it.
     rows = _rows(url)
     assert {k: rows[k] for k in rows_before} == rows_before
-    assert (Path(url) / "sources").is_dir() and store_attrs(url)["sources_path"] == \
+    assert (Path(url) / "sources").is_dir() and store_attrs(url).sources_path == \
         "sources-v000002"
     _assert_split_cover(url)
     # The new images' patches (and splits) are what a full build cuts for them.
@@ -195,9 +195,9 @@ def test_failed_incremental_build_resumes_only_missing_shards(small_collection, 
         build_patch_store(source, url, config)
     monkeypatch.undo()
     assert store_attrs(url) == old_attrs  # still the old, complete version
-    assert len(PatchStore(url)) == old_attrs["n_patches"]
+    assert len(PatchStore(url)) == old_attrs.n_patches
     marked = {i: m for i, m in read_markers(url).items()
-              if m["fingerprint"] != old_attrs["fingerprint"]}
+              if m["fingerprint"] != old_attrs.fingerprint}
     assert marked
 
     victim.write_bytes(data)  # back, unchanged (same size and mtime)

@@ -22,6 +22,7 @@ from srcnn.data.loader import (
     plan_blocks,
     training_data,
 )
+from srcnn.data.store.attrs import StoreAttrs
 from srcnn.data.store.patch_store import (
     PatchStore,
     SourceEntry,
@@ -40,7 +41,7 @@ def make_store(url: str, counts: list[int], patch: int, chunk: int, shard_chunks
     entries = [SourceEntry(f"img{i}.png", "fp", 100, 100, int(offsets[i]), c,
                            "val" if i % 3 == 2 else "train") for i, c in enumerate(counts)]
     n = int(offsets[-1])
-    attrs = {"n_patches": n, "patch_size": patch}
+    attrs = StoreAttrs.of_build(config, "test", n_patches=n)
     create_store(url, n, config, attrs, entries)
     for start in range(0, n, config.shard_patches):
         idx = np.arange(start, min(start + config.shard_patches, n))
@@ -49,7 +50,7 @@ def make_store(url: str, counts: list[int], patch: int, chunk: int, shard_chunks
         hr = lr.copy()
         hr[:, 1, 1] = 1  # tells HR from LR
         source = np.searchsorted(offsets, idx, side="right").astype(np.int32) - 1
-        write_region(url, start, {"lr": lr, "hr": hr, "source": source,
+        write_region(url, start, {"bicubic": lr, "hr": hr, "source": source,
                                   "position": np.zeros((len(idx), 2), np.int32)})
     publish(url, attrs)
     return url

@@ -73,7 +73,7 @@ def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, smal
     assert float(champion.tags["selection_psnr"]) == pytest.approx(trained["selection_psnr"],
                                                                    abs=1e-3)
     assert "| Set5 | x3 |" in champion.description and run_id in champion.description
-    assert champion.tags["patch_store_fingerprint"] == PatchStore(store).attrs["fingerprint"]
+    assert champion.tags["patch_store_fingerprint"] == PatchStore(store).attrs.fingerprint
     assert champion.tags["code_version"] == __version__
     flow_run_id = champion.tags["prefect_flow_run_id"]
     assert flow_run_id

@@ -10,6 +10,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+import zarr
 from PIL import Image
 
 from srcnn import concurrency as bounded
@@ -29,6 +30,7 @@ from srcnn.data.patches import (
     patch_count,
     resized_size,
 )
+from srcnn.data.store.attrs import OutdatedStoreError, StoreAttrs
 from srcnn.data.store.patch_store import (
     IncompleteStoreError,
     PatchStore,
@@ -108,8 +110,8 @@ def test_piece_patches_equal_image_patches(small_collection, factor):
     w, h = resized_size(img.width, img.height, factor)
     entry = SourceEntry("t2.png", "fp", w, h, 0, len(pos), "train", factor)
     got = piece_patches(img, entry, Piece(0, 5, len(pos) - 3), PatchConfig(scale=3, stride=7))
-    assert "lr_native" not in got  # a 33-pixel patch on a 7-pixel grid is not whole LR pixels
-    expected = {"lr": lr[5:-3].astype(np.float16), "hr": hr[5:-3].astype(np.float16),
+    assert "lr" not in got  # a 33-pixel patch on a 7-pixel grid is not whole LR pixels
+    expected = {"bicubic": lr[5:-3].astype(np.float16), "hr": hr[5:-3].astype(np.float16),
                 "position": pos[5:-3]}
     assert got.keys() == expected.keys()
     for name, b in expected.items():
@@ -128,10 +130,10 @@ def test_aligned_patches_carry_the_lr_patch_of_the_same_window(small_collection,
     got = piece_patches(img, entry, Piece(0, 0, len(pos)), config)
     hr = img.crop((0, 0, img.width - img.width % scale, img.height - img.height % scale))
     lr_y = luma(hr.resize((hr.width // scale, hr.height // scale), Image.Resampling.BICUBIC))
-    assert got["lr_native"].shape == (len(pos), 8, 8) and len(pos) > 4
+    assert got["lr"].shape == (len(pos), 8, 8) and len(pos) > 4
     for i in (0, len(pos) // 2, len(pos) - 1):
         y, x = pos[i] // scale
-        np.testing.assert_array_equal(got["lr_native"][i], lr_y[y : y + 8, x : x + 8]
+        np.testing.assert_array_equal(got["lr"][i], lr_y[y : y + 8, x : x + 8]
                                       .astype(np.float16))
 
 
@@ -181,7 +183,7 @@ def test_build_store_counts_positions_and_split(small_collection, tmp_path, dask
         y, x = position[index]
         np.testing.assert_array_equal(store.array("hr")[index],
                                       hr_y[y : y + 33, x : x + 33].astype(np.float16))
-        np.testing.assert_array_equal(store.array("lr")[index],
+        np.testing.assert_array_equal(store.array("bicubic")[index],
                                       lr_y[y : y + 33, x : x + 33].astype(np.float16))
     # Split by source image: both splits present, no image in both.
     splits = {s.split for s in store.sources}
@@ -191,9 +193,9 @@ def test_build_store_counts_positions_and_split(small_collection, tmp_path, dask
     assert not set(source[train_idx]) & set(source[val_idx])
     # Sharding: one object per shard and array, not one per chunk.
     shards = math.ceil(len(store) / config.shard_patches)
-    lr_objects = [p for p in (Path(url) / "lr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    lr_objects = [p for p in (Path(url) / "bicubic").rglob("*") if p.is_file() and p.name != "zarr.json"]
     assert len(lr_objects) == shards
-    assert store.attrs["scale"] == 3 and store.attrs["fingerprint"] == report.fingerprint
+    assert store.attrs.scale == 3 and store.attrs.fingerprint == report.fingerprint
 
 
 def test_rebuild_is_noop_and_changed_sources_rebuild(small_collection, tmp_path, dask_cluster):
@@ -218,7 +220,7 @@ def test_bad_images_are_skipped_with_reason(small_collection, tmp_path, dask_clu
     assert set(reasons) == {"empty.png", "notes.png", "truncated.png", "tiny.png"}
     assert "0 bytes" in reasons["empty.png"] and "too small" in reasons["tiny.png"]
     assert report.n_images == 6
-    assert PatchStore(str(tmp_path / "s.zarr")).attrs["skipped"] == report.skipped
+    assert PatchStore(str(tmp_path / "s.zarr")).attrs.skipped == report.skipped
 
 
 def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_path,
@@ -234,7 +236,7 @@ def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_
     assert "not a readable image" in report.skipped[0]["reason"]
     store, ref = PatchStore(url), PatchStore(clean_url)
     assert (report.n_images, report.n_patches) == (clean.n_images, clean.n_patches)
-    assert store.attrs["skipped"] == report.skipped and store.attrs["n_images"] == 6
+    assert store.attrs.skipped == report.skipped and store.attrs.n_images == 6
     assert {e.key for e in store.sources} == {e.key for e in ref.sources}
     assert store.extent > len(store)  # the cut image's patches are there, unindexed
     for split in ("train", "val"):  # the other images' patches, exactly the clean build's
@@ -245,16 +247,33 @@ def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_
 
 def test_unpublished_store_is_refused(tmp_path):
     url = str(tmp_path / "half.zarr")
-    create_store(url, 10, _config(), {})
+    create_store(url, 10, _config(), StoreAttrs.of_build(_config(), "t"))
     with pytest.raises(IncompleteStoreError, match="not complete"):
         PatchStore(url)
+
+
+def test_a_store_of_an_older_format_is_refused_with_the_command_that_rebuilds_it(
+        small_collection, tmp_path):
+    """Format 2 named the bicubic upscale `lr` and the LR patches `lr_native`; reading it as
+    format 3 would feed a net the wrong array, so it is refused, and a build replaces it."""
+    url = str(tmp_path / "old.zarr")
+    build_patch_store(str(small_collection), url, _config())
+    root = zarr.open_group(url, mode="r+")
+    old = dict(root.attrs)
+    old.update(format=2, lr_native=old.pop("has_lr"))
+    root.attrs.put(old)  # the root attributes as format 2 wrote them
+    with pytest.raises(OutdatedStoreError, match=rf"format 2.*srcnn patches SOURCE {url} "
+                                                 rf"--scale 3 --force"):
+        PatchStore(url)
+    report = build_patch_store(str(small_collection), url, _config())
+    assert report.built and not report.resumed and PatchStore(url).attrs.format == 3
 
 
 def assert_same_store(url: str, ref_url: str) -> None:
     """Every array and attribute equal (so no duplicates, holes or stale patches)."""
     store, ref = PatchStore(url), PatchStore(ref_url)
     assert store.attrs == ref.attrs
-    for name in ("lr", "hr", "source", "position"):
+    for name in ("bicubic", "hr", "source", "position"):
         np.testing.assert_array_equal(store.array(name)[:], ref.array(name)[:], err_msg=name)
 
 
@@ -288,7 +307,7 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     attrs = store_attrs(url)
     (t10,) = [asdict(s) for s in read_source_entries(url) if s.key == "t10.png"]
     shard = _config().shard_patches
-    n_shards = math.ceil(attrs["n_patches"] / shard)
+    n_shards = math.ceil(attrs.n_patches / shard)
     failed = {i for i in range(n_shards)
               if i * shard < t10["offset"] + t10["n_patches"] and t10["offset"] < (i + 1) * shard}
     before = _marker_times(url)
@@ -303,7 +322,7 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     monkeypatch.setattr(patch_build, "inspect_images", no_second_inspection)
     report = build_patch_store(str(small_collection), url, _config())
     monkeypatch.undo()
-    assert report.built and report.resumed and report.fingerprint == attrs["fingerprint"]
+    assert report.built and report.resumed and report.fingerprint == attrs.fingerprint
     assert (report.shards_written, report.shards_reused) == (len(failed), len(before))
     after = _marker_times(url)
     assert set(after) == set(range(n_shards))

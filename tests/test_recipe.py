@@ -31,7 +31,7 @@ def test_recipe_runs_through_flow_and_records_settings(small_collection, tmp_pat
     store = str(tmp_path / "recipe.zarr")
     build_patches(str(small_collection), store, recipe.patches)
     attrs = PatchStore(store).attrs
-    assert attrs["augmentation"]["downscaled_copies"] == [1.0, 0.9, 0.8, 0.7, 0.6]
+    assert attrs.augmentation.downscaled_copies == [1.0, 0.9, 0.8, 0.7, 0.6]
     assert {s.factor for s in PatchStore(store).sources if s.split == "train"} == {
         1.0, 0.9, 0.8, 0.7, 0.6}
     training = recipe.training.model_copy(update={"epochs": 2, "steps_per_epoch": 5})
@@ -62,7 +62,7 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
     build_patches(str(small_collection), store, recipe.patches.model_copy(
         update={"augment_scales": (1.0,)}))  # the preset's grid; fewer patches, a quicker test
     patches = PatchStore(store)
-    assert patches.attrs["lr_native"] and patches.array("lr_native").shape[1:] == (32, 32)
+    assert patches.attrs.has_lr and patches.array("lr").shape[1:] == (32, 32)
     training = recipe.training.model_copy(update={"epochs": 2, "steps_per_epoch": 3})
     wide = recipe.model.model_copy(update={"expand": 2})  # trains re-parameterised
     result = train_srcnn(store, wide, training, [str(set5)], "fast-test", str(set5))

@@ -135,5 +135,5 @@ def test_worker_killed_mid_build_loses_and_duplicates_nothing(t91, tmp_path):
         build_patch_store(str(t91), str(tmp_path / "ref.zarr"), CONFIG)
     ref = PatchStore(str(tmp_path / "ref.zarr"))
     assert store.attrs == ref.attrs
-    for name in ("lr", "hr", "source", "position"):
+    for name in ("bicubic", "hr", "source", "position"):
         np.testing.assert_array_equal(store.array(name)[:], ref.array(name)[:], err_msg=name)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from srcnn.concurrency import ahead
-from srcnn.data.store.patch_store import PatchStore
+from srcnn.data.store.patch_store import BICUBIC, HR, PatchStore
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +199,16 @@ class PatchStream:
         buffer_patches: shuffle-buffer size; more mixes better and costs 2*2*P*P bytes each.
         block_patches: patches per read; a shard by default (one object per array on S3).
         seed: with the epoch number, fixes the order (reproducible, different every epoch).
-        inputs: the input array, `lr` (SRCNN's) or `lr_native` (an LR-space net's).
+        inputs: the input array, `bicubic` (SRCNN's) or `lr` (an LR-space net's).
     """
 
     def __init__(self, store: PatchStore | str, split: str, batch_size: int, *,
                  buffer_patches: int = 16384, block_patches: int | None = None, seed: int = 0,
-                 prefetch: int = 8, inputs: str = "lr"):
+                 prefetch: int = 8, inputs: str = BICUBIC):
         self.store = store if isinstance(store, PatchStore) else PatchStore(store)
         self.split, self.batch_size, self.seed, self.prefetch = split, batch_size, seed, prefetch
         self.inputs = inputs
-        self._lr, self._hr = self.store.input_array(inputs), self.store.array("hr")
+        self._lr, self._hr = self.store.input_array(inputs), self.store.array(HR)
         self.block_patches = block_patches or (self._lr.shards or self._lr.chunks)[0]
         self.indices = np.sort(self.store.split_indices(split))
         # over the whole index space: unindexed ranges (removed images) hold no split's rows
@@ -229,10 +229,11 @@ class PatchStream:
             return lr, hr
         return lr[block.rows], hr[block.rows]
 
-    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Patches at store indices `rows` (sorted), for sequential reads such as evaluation."""
-        array = self._lr if name == "lr" else self.store.array(name)
-        return array.oindex[np.asarray(rows, dtype=np.int64)]
+    def read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) at store indices `rows` (sorted), for sequential reads such as
+        evaluation."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._lr.oindex[rows], self._hr.oindex[rows]
 
     def epoch_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch's batches as (B, P, P) float16 arrays, in this thread."""
@@ -315,9 +316,8 @@ class StreamedPatches:
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split in store order, `batch_size` patches at a time (for evaluation)."""
         for i in range(0, len(self), batch_size):
-            rows = self.stream.indices[i : i + batch_size]
-            yield tuple(self._on_device(torch.from_numpy(self.stream.read_rows(name, rows))[:, None])
-                        for name in ("lr", "hr"))
+            x, y = _as_tensors(*self.stream.read_rows(self.stream.indices[i : i + batch_size]))
+            yield self._on_device(x), self._on_device(y)
 
     def close(self) -> None:
         self._batches.close()
@@ -327,13 +327,13 @@ TrainingInput = PatchTensors | StreamedPatches
 
 
 def training_data(store: PatchStore | str, split: str, batch_size: int, *,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0, inputs: str = "lr",
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, seed: int = 0, inputs: str = BICUBIC,
                   **stream_options) -> TrainingInput:
-    """The split as `train()` input (`inputs`: the input array, `lr` or `lr_native`): loaded
+    """The split as `train()` input (`inputs`: the input array, `bicubic` or `lr`): loaded
     whole when the store fits `memory_budget` (loading reads whole arrays), streamed otherwise."""
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     pair_bytes = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize  # one input + target patch
-                     for a in (store.input_array(inputs), store.array("hr")))
+                     for a in (store.input_array(inputs), store.array(HR)))
     need = (store.extent + len(store.split_indices(split))) * pair_bytes  # load reads [0, extent)
     if need <= memory_budget:
         return PatchTensors.from_numpy(*store.load(split, inputs))

@@ -15,7 +15,7 @@ from srcnn import __version__
 from srcnn.cluster import current_worker
 from srcnn.config import ModelConfig, TrainConfig
 from srcnn.data.loader import training_data
-from srcnn.data.store.patch_store import LR_NATIVE, PatchStore
+from srcnn.data.store.patch_store import PatchStore, input_name
 from srcnn.evaluation.benchmark import TimeToQuality
 from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
 from srcnn.models.build import build_net
@@ -72,7 +72,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     settings = get_settings()
     client = make_client(settings)
     patches = PatchStore(store)
-    scale = int(patches.attrs["scale"])
+    scale = patches.attrs.scale
     tags = {
         "scale": str(scale),
         "arch": model.arch,
@@ -80,7 +80,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         "macs_per_pixel": str(model.macs(scale)),
         "code_version": __version__,
         "patch_store": store,
-        "patch_store_fingerprint": patches.attrs["fingerprint"],
+        "patch_store_fingerprint": patches.attrs.fingerprint,
         "dask_worker": current_worker() or "none",
         **(tags or {}),
     }
@@ -89,12 +89,12 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     run_id = run.info.run_id
     try:
         log_params(client, run_id, {**_flat("model", model), **_flat("train", training),
-                                    "patch_size": patches.attrs["patch_size"],
-                                    "stride": patches.attrs["stride"], "scale": scale,
+                                    "patch_size": patches.attrs.patch_size,
+                                    "stride": patches.attrs.stride, "scale": scale,
                                     "n_patches": len(patches)})
         # Whole in memory when the store fits the budget, else streamed with prefetch.
         budget = settings.train_memory_budget_mb * 2**20
-        inputs = LR_NATIVE if model.family == "espcn" else "lr"
+        inputs = input_name(model.family)
         train_set = training_data(patches, "train", training.batch_size, seed=training.seed,
                                   memory_budget=budget, inputs=inputs)
         val_set = training_data(patches, "val", 512, seed=training.seed, memory_budget=budget,

@@ -51,9 +51,9 @@ from srcnn.data.build.shard_writer import (
 )
 from srcnn.data.images import BadImageError, probe_image
 from srcnn.data.patches import patch_count
+from srcnn.data.store.attrs import StoreAttrs
 from srcnn.data.store.patch_store import (
     build_fingerprint,
-    index_path,
     open_for_build,
     publish,
     store_arrays,
@@ -143,20 +143,13 @@ def plan_build(
     return plan_from_sizes(source_url, sources, sizes, config, fingerprint)
 
 
-def stored_plan(store_url: str, attrs: dict, config: PatchConfig) -> BuildPlan:
+def stored_plan(store_url: str, attrs: StoreAttrs, config: PatchConfig) -> BuildPlan:
     """The plan of the unpublished build whose root attributes are `attrs` (same listing and
     settings: same fingerprint), read back from the index it wrote when it created the
     store, so a retried or re-run build re-lists the images but does not inspect them again."""
     table = SourceTable.from_columns(read_index(store_url, attrs))
-    plan_attrs = {k: v for k, v in attrs.items() if k != "complete"}
-    return BuildPlan(
-        attrs["fingerprint"],
-        table,
-        list(attrs.get("skipped", [])),
-        table.n_images,
-        config.shard_patches,
-        plan_attrs,
-    )
+    return BuildPlan(attrs.fingerprint, table, list(attrs.skipped), table.n_images,
+                     config.shard_patches, attrs.replace(complete=False))
 
 
 def build_increment(
@@ -165,7 +158,7 @@ def build_increment(
     config: PatchConfig,
     sources: dict[str, str],
     fingerprint: str,
-    existing: dict,
+    existing: StoreAttrs,
     tasks_in_flight: int = TASKS_IN_FLIGHT,
 ) -> BuildReport:
     """Update the published store (root attributes `existing`) to the build of `sources`:
@@ -179,11 +172,11 @@ def build_increment(
     written, bad = write_and_check(
         store_url, source_url, plan, pending_shards(store_url, plan), config, tasks_in_flight
     )
-    path = plan.attrs["sources_path"]
+    path = plan.attrs.sources_path
     table, attrs = without_bad(source_url, plan, bad, path) if bad else (plan.table, plan.attrs)
     write_index(store_url, table, path)
     publish(store_url, attrs)  # one write of zarr.json: readers switch versions here
-    drop_old_indexes(store_url, keep=(path, index_path(existing)))
+    drop_old_indexes(store_url, keep=(path, existing.sources_path))
     reused = plan.n_shards - plan.first_shard - written
     # listed images new to the index that are still unusable (skipped again) are not added
     added = diff.added - sum(
@@ -201,14 +194,14 @@ def build_increment(
         diff.kept,
         written,
         reused,
-        attrs["n_patches"],
+        attrs.n_patches,
         plan.extent,
     )
     return BuildReport(
         store_url,
-        attrs["n_patches"],
+        attrs.n_patches,
         table.n_images,
-        attrs["skipped"],
+        attrs.skipped,
         True,
         fingerprint,
         shards_written=written,
@@ -240,24 +233,12 @@ def build_patch_store(
         raise FileNotFoundError(f"image collection {source_url}: no images found")
     fingerprint = build_fingerprint(sources, config)
     existing = store_attrs(store_url)
-    if (
-        not force
-        and existing
-        and existing.get("complete")
-        and existing.get("fingerprint") == fingerprint
-    ):
+    if not force and existing and existing.complete and existing.fingerprint == fingerprint:
         log.info("patch store %s is up to date (fingerprint %s)", store_url, fingerprint[:12])
-        n_images = int(existing["n_images"])
-        return BuildReport(
-            store_url,
-            int(existing["n_patches"]),
-            n_images,
-            existing.get("skipped", []),
-            False,
-            fingerprint,
-        )
+        return BuildReport(store_url, existing.n_patches, existing.n_images, existing.skipped,
+                           False, fingerprint)
 
-    if not force and existing and existing.get("complete"):
+    if not force and existing and existing.complete:
         reason = rebuild_reason(existing, source_url, config, array_chunks(store_url))
         if reason is None:
             return build_increment(
@@ -265,12 +246,7 @@ def build_patch_store(
             )
         log.info("patch store %s: rebuilding whole (%s)", store_url, reason)
 
-    if (
-        not force
-        and existing
-        and not existing.get("complete")
-        and existing.get("fingerprint") == fingerprint
-    ):
+    if not force and existing and not existing.complete and existing.fingerprint == fingerprint:
         plan = stored_plan(store_url, existing, config)  # a retry: no second inspection pass
     else:
         plan = plan_build(source_url, sources, config, fingerprint, tasks_in_flight)
@@ -298,17 +274,17 @@ def build_patch_store(
     log.info(
         "patch store %s: %d patches from %d images (%d skipped, %d shards written, %d reused)",
         store_url,
-        attrs["n_patches"],
+        attrs.n_patches,
         n_images,
-        len(attrs["skipped"]),
+        len(attrs.skipped),
         written,
         reused,
     )
     return BuildReport(
         store_url,
-        attrs["n_patches"],
+        attrs.n_patches,
         n_images,
-        attrs["skipped"],
+        attrs.skipped,
         True,
         fingerprint,
         shards_written=written,

@@ -33,13 +33,11 @@ import zarr
 from srcnn.config import PatchConfig
 from srcnn.data.build.plan import BuildPlan, ImageSizes, plan_entries
 from srcnn.data.patches import ensure_both_splits, split_of
+from srcnn.data.store.attrs import SOURCES, StoreAttrs
 from srcnn.data.store.patch_store import (
-    SOURCES,
+    HR,
     _read_sources,
     _write_sources,
-    base_attrs,
-    index_path,
-    patch_extent,
     table_attrs,
     zarr_store,
 )
@@ -48,8 +46,10 @@ from srcnn.storage import filesystem
 
 log = logging.getLogger(__name__)
 
-# base_attrs entries that may differ between builds of one layout
-UNFIXED_ATTRS = ("fingerprint", "code_version")
+# What a build's settings fix in the root attributes: a published store whose attributes differ
+# in any of these is rebuilt whole, not updated.
+LAYOUT_FIELDS = ("format", "scale", "patch_size", "stride", "val_fraction", "color_space",
+                 "degradation", "augmentation", "has_lr")
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,17 +66,17 @@ class ListingDiff:
     kept: int
 
 
-def rebuild_reason(existing: dict, source_url: str, config: PatchConfig,
+def rebuild_reason(existing: StoreAttrs, source_url: str, config: PatchConfig,
                    chunks: tuple[int, int]) -> str | None:
     """Why a published store with root attributes `existing` and arrays of (chunk, shard)
     lengths `chunks` cannot be updated in place by a build of `source_url` with `config`
     (then it is rebuilt whole), or None where it can."""
-    wanted = base_attrs(config, "")
-    for name, value in wanted.items():
-        if name not in UNFIXED_ATTRS and existing.get(name) != value:
-            return f"{name} {existing.get(name)!r} -> {value!r}"
-    if existing.get("source_url") != source_url:
-        return f"source_url {existing.get('source_url')!r} -> {source_url!r}"
+    wanted = StoreAttrs.of_build(config, "")
+    for name in LAYOUT_FIELDS:
+        if getattr(existing, name) != getattr(wanted, name):
+            return f"{name} {getattr(existing, name)!r} -> {getattr(wanted, name)!r}"
+    if existing.source_url != source_url:
+        return f"source_url {existing.source_url!r} -> {source_url!r}"
     if chunks != (config.chunk_patches, config.shard_patches):
         return f"chunk and shard lengths {chunks} -> {(config.chunk_patches, config.shard_patches)}"
     return None
@@ -84,11 +84,11 @@ def rebuild_reason(existing: dict, source_url: str, config: PatchConfig,
 
 def array_chunks(url: str) -> tuple[int, int]:
     """(chunk, shard) lengths of the store's patch arrays, along the patch index."""
-    lr = zarr.open_group(zarr_store(url, read_only=True), mode="r")["lr"]
-    return int(lr.chunks[0]), int((lr.shards or lr.chunks)[0])
+    hr = zarr.open_group(zarr_store(url, read_only=True), mode="r")[HR]
+    return int(hr.chunks[0]), int((hr.shards or hr.chunks)[0])
 
 
-def read_index(url: str, attrs: dict) -> dict[str, np.ndarray]:
+def read_index(url: str, attrs: StoreAttrs) -> dict[str, np.ndarray]:
     """The index version that root attributes `attrs` name, as columns."""
     return _read_sources(zarr.open_group(zarr_store(url, read_only=True), mode="r"), attrs)
 
@@ -126,9 +126,9 @@ def new_splits(diff: ListingDiff, usable: np.ndarray, kept_val: np.ndarray,
     return val
 
 
-def next_index_path(attrs: dict) -> str:
+def next_index_path(attrs: StoreAttrs) -> str:
     """The group of the index version after the one `attrs` name (`sources` is version 1)."""
-    path = index_path(attrs)
+    path = attrs.sources_path
     version = 1 if path == SOURCES else int(path.rsplit("-v", 1)[1])
     return f"{SOURCES}-v{version + 1:06d}"
 
@@ -142,7 +142,7 @@ def _merge(published: dict[str, np.ndarray], diff: ListingDiff, new: SourceTable
         for name, values in published.items()})
 
 
-def plan_increment(source_url: str, existing: dict, published: dict[str, np.ndarray],
+def plan_increment(source_url: str, existing: StoreAttrs, published: dict[str, np.ndarray],
                    diff: ListingDiff, sizes: ImageSizes, config: PatchConfig,
                    fingerprint: str) -> BuildPlan:
     """The plan that turns the published store into the build of the listing `diff` came
@@ -152,7 +152,7 @@ def plan_increment(source_url: str, existing: dict, published: dict[str, np.ndar
     kept_val = published["split"][diff.kept_rows] == SPLITS[1]
     val = new_splits(diff, usable, kept_val, config.val_fraction)
     shard = config.shard_patches
-    published_extent = patch_extent(existing)
+    published_extent = existing.patch_extent
     base = -(-published_extent // shard) * shard  # no stored shard object is rewritten
     new = plan_entries(sizes, diff.new_keys, diff.new_fingerprints, config, val=val, start=base)
     table = _merge(published, diff, new)
@@ -161,14 +161,9 @@ def plan_increment(source_url: str, existing: dict, published: dict[str, np.ndar
     extent = max(published_extent, table.total_patches)  # never shrinks (old readers)
     skipped = [{"key": diff.new_keys[i], "reason": reason}
                for i, reason in sorted(sizes.errors.items())]
-    attrs = base_attrs(config, fingerprint) | {
-        "n_patches": int(table.n_patches.sum()),
-        "extent": extent,
-        "source_url": source_url,
-        **table_attrs(table),
-        "skipped": skipped,
-        "sources_path": next_index_path(existing),
-    }
+    attrs = StoreAttrs.of_build(config, fingerprint, n_patches=int(table.n_patches.sum()),
+                                extent=extent, source_url=source_url, **table_attrs(table),
+                                skipped=skipped, sources_path=next_index_path(existing))
     first = base // shard if len(new) else -(-extent // shard)  # no new rows: no shard
     return BuildPlan(fingerprint, table, skipped, table.n_images, shard, attrs, first_shard=first)
 

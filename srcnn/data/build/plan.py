@@ -17,7 +17,8 @@ import numpy as np
 
 from srcnn.config import PatchConfig
 from srcnn.data.patches import patch_counts, resized_sizes, val_mask
-from srcnn.data.store.patch_store import base_attrs, table_attrs
+from srcnn.data.store.attrs import StoreAttrs
+from srcnn.data.store.patch_store import table_attrs
 from srcnn.data.store.source_table import SourceEntry, SourceTable
 
 IMAGES_PER_STEP = 16384  # images turned into rows at a time (bounds the transients)
@@ -135,18 +136,18 @@ class BuildPlan:
     skipped: list[dict]
     n_images: int
     shard_patches: int
-    attrs: dict
+    attrs: StoreAttrs
     first_shard: int = 0  # shards below it are not this build's (an incremental build's base)
 
     @property
     def n_patches(self) -> int:
         """Indexed patches (the extent less the unindexed ranges an incremental build leaves)."""
-        return int(self.attrs["n_patches"])
+        return self.attrs.n_patches
 
     @property
     def extent(self) -> int:
         """The patch index space [0, extent) of the store this plan publishes."""
-        return int(self.attrs["extent"])
+        return self.attrs.patch_extent
 
     @property
     def n_shards(self) -> int:
@@ -171,11 +172,7 @@ def plan_from_sizes(source_url: str, sources: dict[str, str], sizes: ImageSizes,
     if not n_images:
         raise ValueError(f"image collection {source_url}: no usable images ({skipped})")
     table = plan_entries(sizes, keys, fingerprints, config)
-    attrs = base_attrs(config, fingerprint) | {
-        "n_patches": table.total_patches,
-        "extent": table.total_patches,
-        "source_url": source_url,
-        **table_attrs(table),
-        "skipped": skipped,
-    }
+    attrs = StoreAttrs.of_build(config, fingerprint, n_patches=table.total_patches,
+                                extent=table.total_patches, source_url=source_url,
+                                **table_attrs(table), skipped=skipped)
     return BuildPlan(fingerprint, table, skipped, n_images, config.shard_patches, attrs)

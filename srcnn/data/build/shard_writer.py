@@ -25,7 +25,10 @@ from srcnn.data.build.plan import BuildPlan, Piece, ShardPlan
 from srcnn.data.degradation import bicubic_resize, training_planes
 from srcnn.data.images import BadImageError, decode_image
 from srcnn.data.patches import crop_patches, grid_positions, resized_size
+from srcnn.data.store.attrs import StoreAttrs
 from srcnn.data.store.patch_store import (
+    BICUBIC,
+    LR,
     SourceEntry,
     read_marker,
     read_markers_of,
@@ -52,7 +55,7 @@ class ShardWriteError(RuntimeError):
 def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: PatchConfig,
                   ) -> dict[str, np.ndarray]:
     """The arrays of patches [piece.start, piece.stop) of one entry: `lr`, `hr` (float16),
-    `position`, and `lr_native` (the LR patches) when the grid is aligned to the scale.
+    `position`, and `lr` (the LR patches) when the grid is aligned to the scale.
 
     The same patches as `image_patches(...)[piece.start:piece.stop]`, but only this piece is
     cropped, from planes cast to float16 once: at stride 7 every pixel lies in ~20 patches,
@@ -67,10 +70,10 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
         raise BadImageError(entry.key, f"{len(positions)} patches when decoded, "
                                        f"{entry.n_patches} from its header")
     pos = positions[piece.start : piece.stop]
-    out = {"lr": crop_patches(bic_y.astype(np.float16), pos, config.patch_size),
+    out = {BICUBIC: crop_patches(bic_y.astype(np.float16), pos, config.patch_size),
            "hr": crop_patches(hr_y.astype(np.float16), pos, config.patch_size), "position": pos}
     if config.lr_native:  # the same windows of the LR image (positions are multiples of s)
-        out["lr_native"] = crop_patches(lr_y.astype(np.float16), pos // config.scale,
+        out[LR] = crop_patches(lr_y.astype(np.float16), pos // config.scale,
                                         config.patch_size // config.scale)
     return out
 
@@ -207,7 +210,7 @@ def write_and_check(store_url: str, source_url: str, plan: BuildPlan, todo: Iter
 
 
 def without_bad(source_url: str, plan: BuildPlan, bad: dict[str, str], path: str,
-                ) -> tuple[SourceTable, dict]:
+                ) -> tuple[SourceTable, StoreAttrs]:
     """The plan's index without the images that did not decode in the write pass (their
     patches stay unindexed), and the root attributes that publish it as index `path`."""
     table = plan.table.without_keys(set(bad))
@@ -215,5 +218,5 @@ def without_bad(source_url: str, plan: BuildPlan, bad: dict[str, str], path: str
         raise ValueError(f"image collection {source_url}: no usable images (none decoded: "
                          f"{sorted(bad.items())[:ERRORS_REPORTED]})")
     skipped = plan.skipped + [{"key": k, "reason": r} for k, r in sorted(bad.items())]
-    return table, plan.attrs | {"n_patches": int(table.n_patches.sum()), **table_attrs(table),
-                                "skipped": skipped, "sources_path": path}
+    return table, plan.attrs.replace(n_patches=int(table.n_patches.sum()),
+                                     **table_attrs(table), skipped=skipped, sources_path=path)

@@ -1,20 +1,19 @@
 """The Zarr v3 patch store: the data contract between `build-patches` and training.
 
 Layout (patch index first, chunked along it, sharded so object storage sees few objects):
-    lr        (N, P, P) float16   bicubic-upscaled degraded Y in [0, 1] (SRCNN's input)
+    bicubic   (N, P, P) float16   the LR image's bicubic upscale, Y in [0, 1] (SRCNN's input)
     hr        (N, P, P) float16   original Y in [0, 1] (target)
-    lr_native (N, P/s, P/s) float16  the degraded (LR) Y itself: an LR-space net's input; only
-                                  where P and the stride are multiples of s (format 2 on)
+    lr        (N, P/s, P/s) float16  the degraded (LR) Y itself: an LR-space net's input; only
+                                  where P and the stride are multiples of s
     source    (N,)      int32     index into the source table
     position  (N, 2)    int32     (y, x) of the patch in the mod-cropped HR source image
     sources/  the source table (the index), one row per (image, downscaled copy): `key` and
               `fingerprint` strings and a (n, 6) `table` of width, height, offset, n_patches,
               split (0 train, 1 val) and factor: where each image's patches are and its
-              split (format 2 on; format 1 kept it in the root attributes, which stores of
-              that format still open with). Only the patches the index names are data.
+              split. Only the patches the index names are data.
     sources-vNNNNNN/  a later version of the index, written by an incremental build; the
               root attribute `sources_path` names the current one (absent: `sources`)
-Root attributes say how it was made (scale, sizes, colour space, code version, fingerprint of
+Root attributes (`srcnn.data.store.attrs.StoreAttrs`) say how it was made (scale, sizes, colour space, code version, fingerprint of
 the sources and settings, counts and a digest of the source table): kilobytes, whatever the
 collection's size, so opening a store reads kilobytes too; the source table is read when
 asked. A store is published by writing
@@ -50,8 +49,15 @@ import numpy as np
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-from srcnn import __version__
 from srcnn.config import PatchConfig
+from srcnn.data.store.attrs import (
+    SOURCES,
+    STORE_FORMAT,
+    OutdatedStoreError,
+    StoreAttrs,
+    read_attrs,
+    write_attrs,
+)
 
 # The completion markers are re-exported: builds, readers and tests import them here.
 from srcnn.data.store.markers import (  # noqa: F401
@@ -74,11 +80,9 @@ from srcnn.data.store.source_table import (  # noqa: F401
 from srcnn.settings import get_settings
 from srcnn.storage import filesystem, is_local
 
-STORE_FORMAT = 2  # 2: lr_native, the source table as arrays
-LR_NATIVE = "lr_native"
+BICUBIC, LR, HR = "bicubic", "lr", "hr"  # the patch arrays: the nets' inputs and the target
 # Attributes that fix the arrays' layout: a resumed build must agree on all of them.
 LAYOUT_ATTRS = ("format", "fingerprint", "n_patches", "n_sources", "sources_digest")
-SOURCES = "sources"
 SOURCE_CHUNK = 65536  # source rows per chunk of each source-table array
 FINGERPRINT_SLICE = 8192  # sources serialised at a time for the build fingerprint
 
@@ -126,14 +130,9 @@ def table_attrs(entries: SourceTable | Sequence[SourceEntry]) -> dict:
 NUMERIC_FIELDS = ("width", "height", "offset", "n_patches", "split", "factor")
 
 
-def index_path(attrs: dict) -> str:
-    """The group of the index version that root attributes `attrs` name."""
-    return attrs.get("sources_path", SOURCES)
-
-
-def patch_extent(attrs: dict) -> int:
-    """The patch index space [0, extent) that root attributes `attrs` describe."""
-    return int(attrs.get("extent", attrs["n_patches"]))
+def input_name(family: str) -> str:
+    """The array a net of `family` reads: the LR patches (espcn) or their bicubic upscale."""
+    return LR if family == "espcn" else BICUBIC
 
 
 def _write_sources(root: zarr.Group, table: SourceTable, path: str = SOURCES) -> None:
@@ -153,13 +152,9 @@ def _write_sources(root: zarr.Group, table: SourceTable, path: str = SOURCES) ->
         numeric[lo:hi] = table.numeric(lo, hi)
 
 
-def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
-    """{field: (n,) array} of the source table (format 1: from the root attributes)."""
-    if SOURCES in attrs:
-        rows = attrs[SOURCES]
-        return {f.name: np.array([r.get(f.name, f.default) for r in rows])
-                for f in fields(SourceEntry)}
-    path = index_path(attrs)
+def _read_sources(root: zarr.Group, attrs: StoreAttrs) -> dict[str, np.ndarray]:
+    """{field: (n,) array} of the source table that `attrs` name."""
+    path = attrs.sources_path
     try:
         group = root[path]
     except KeyError:
@@ -175,7 +170,7 @@ def _read_sources(root: zarr.Group, attrs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict,
+def create_store(url: str, n_patches: int, config: PatchConfig, attrs: StoreAttrs,
                  entries: SourceTable | Sequence[SourceEntry] = ()) -> None:
     """Create (or replace) the arrays and the source table, not yet published
     (`complete: false`)."""
@@ -188,30 +183,29 @@ def create_store(url: str, n_patches: int, config: PatchConfig, attrs: dict,
         # A shard holds whole inner chunks (zarr requires it), even past the array's end.
         outer = (min(s, -(-n // inner[0]) * inner[0]),) + shape[1:]
         root.create_array(name, shape=shape, dtype=dtype, chunks=inner, shards=outer)
-    # One write of zarr.json (attrs.update writes once per key: 15 PUTs on S3).
-    root.update_attributes({**attrs, "complete": False})
+    write_attrs(root, attrs, complete=False)
 
 
 def store_arrays(config: PatchConfig, n_patches: int = 0) -> dict[str, tuple[tuple, str]]:
     """{name: (shape, dtype)} of the arrays a build with `config` writes."""
     p = config.patch_size
-    arrays = {"lr": ((n_patches, p, p), "float16"), "hr": ((n_patches, p, p), "float16"),
+    arrays = {BICUBIC: ((n_patches, p, p), "float16"), HR: ((n_patches, p, p), "float16"),
               "source": ((n_patches,), "int32"), "position": ((n_patches, 2), "int32")}
     if config.lr_native:
         q = p // config.scale
-        arrays[LR_NATIVE] = ((n_patches, q, q), "float16")
+        arrays[LR] = ((n_patches, q, q), "float16")
     return arrays
 
 
-def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: dict,
+def open_for_build(url: str, n_patches: int, config: PatchConfig, attrs: StoreAttrs,
                    entries: SourceTable | Sequence[SourceEntry], resume: bool = True) -> bool:
     """Resume an unpublished store of the same build (True), or create a fresh one (False).
 
     Root attributes are written after the arrays, so matching attributes imply the arrays exist.
     """
     existing = store_attrs(url) if resume else None
-    if (existing and not existing.get("complete")
-            and all(existing.get(k) == attrs.get(k) for k in LAYOUT_ATTRS)):
+    if (existing and not existing.complete
+            and all(getattr(existing, k) == getattr(attrs, k) for k in LAYOUT_ATTRS)):
         return True
     create_store(url, n_patches, config, attrs, entries)
     return False
@@ -224,34 +218,17 @@ def write_region(url: str, start: int, arrays: dict[str, np.ndarray]) -> None:
         root[name][start : start + len(data)] = data
 
 
-def publish(url: str, attrs: dict) -> None:
-    root = zarr.open_group(zarr_store(url), mode="r+")
-    root.update_attributes({**attrs, "complete": True})
+def publish(url: str, attrs: StoreAttrs) -> None:
+    write_attrs(zarr.open_group(zarr_store(url), mode="r+"), attrs, complete=True)
 
 
-def store_attrs(url: str) -> dict | None:
-    """The root attributes, or None where there is no store."""
+def store_attrs(url: str) -> StoreAttrs | None:
+    """The root attributes, or None where there is no store of this format (a build then
+    writes a new one: an older format's fingerprint never matches)."""
     try:
-        return dict(zarr.open_group(zarr_store(url, read_only=True), mode="r").attrs)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return read_attrs(zarr.open_group(zarr_store(url, read_only=True), mode="r"), url)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, OutdatedStoreError):
         return None
-
-
-def base_attrs(config: PatchConfig, fingerprint: str) -> dict:
-    return {
-        "format": STORE_FORMAT,
-        "code_version": __version__,
-        "scale": config.scale,
-        "patch_size": config.patch_size,
-        "stride": config.stride,
-        "val_fraction": config.val_fraction,
-        "color_space": "Y of ITU-R BT.601 YCbCr, float in [0, 1]",
-        "degradation": "PIL bicubic downscale (antialiased), 8-bit, PIL bicubic upscale",
-        "augmentation": {"downscaled_copies": list(config.augment_scales),
-                         "note": "flips/rotations are applied at training time"},
-        "fingerprint": fingerprint,
-        LR_NATIVE: config.lr_native,
-    }
 
 
 class PatchStore:
@@ -260,8 +237,8 @@ class PatchStore:
     def __init__(self, url: str):
         self.url = url
         self.root = zarr.open_group(zarr_store(url, read_only=True), mode="r")
-        self.attrs = dict(self.root.attrs)
-        if not self.attrs.get("complete"):
+        self.attrs = read_attrs(self.root, url)
+        if not self.attrs.complete:
             raise IncompleteStoreError(f"patch store {url}: not complete (still building or failed)")
 
     @functools.cached_property
@@ -275,12 +252,12 @@ class PatchStore:
 
     def __len__(self) -> int:
         """Indexed patches (the training data; the arrays may also hold unindexed ones)."""
-        return int(self.attrs["n_patches"])
+        return self.attrs.n_patches
 
     @property
     def extent(self) -> int:
         """The patch index space [0, extent) of this version: every indexed patch is in it."""
-        return patch_extent(self.attrs)
+        return self.attrs.patch_extent
 
     def array(self, name: str) -> zarr.Array:
         return self.root[name]
@@ -296,24 +273,22 @@ class PatchStore:
         starts = np.repeat(offsets - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return starts + np.arange(int(counts.sum()), dtype=np.int64)
 
-    def load(self, split: str, inputs: str = "lr") -> tuple[np.ndarray, np.ndarray]:
+    def load(self, split: str, inputs: str = BICUBIC) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, hr) float16 arrays of one split, read whole (for stores that fit in
-        memory); `inputs` is `lr` (SRCNN's) or `lr_native` (an LR-space net's)."""
+        memory); `inputs` is `bicubic` (SRCNN's) or `lr` (an LR-space net's)."""
         idx = self.split_indices(split)  # below `extent`; a newer build may have grown the arrays
-        lr, hr = self.input_array(inputs)[: self.extent], self.root["hr"][: self.extent]
+        lr, hr = self.input_array(inputs)[: self.extent], self.root[HR][: self.extent]
         return lr[idx], hr[idx]
 
     def input_array(self, name: str) -> zarr.Array:
         """A net's input array; a clear error where an older or unaligned build lacks it."""
-        if name == LR_NATIVE and not self.attrs.get(LR_NATIVE):
-            scale = self.attrs.get("scale")
+        if name == LR and not self.attrs.has_lr:
+            a = self.attrs
             raise MissingArrayError(
-                f"patch store {self.url}: has no LR patches ({LR_NATIVE}), which LR-space "
-                f"(espcn) nets train on: it was built before they existed (format "
-                f"{self.attrs.get('format')}) or with a patch size ({self.attrs.get('patch_size')})"
-                f" or stride ({self.attrs.get('stride')}) that is not a multiple of the scale "
-                f"(x{scale}). Rebuild it: srcnn patches SOURCE {self.url} --preset fast-x{scale}"
-                f" --force"
+                f"patch store {self.url}: has no LR patches ({LR}), which LR-space (espcn) "
+                f"nets train on: it was built with a patch size ({a.patch_size}) or stride "
+                f"({a.stride}) that is not a multiple of the scale (x{a.scale}). Rebuild it: "
+                f"srcnn patches SOURCE {self.url} --preset fast-x{a.scale} --force"
             )
         return self.root[name]
 
@@ -321,7 +296,7 @@ class PatchStore:
 def read_source_entries(url: str) -> list[SourceEntry]:
     """The source table of a store, published or not."""
     root = zarr.open_group(zarr_store(url, read_only=True), mode="r")
-    return _entries(_read_sources(root, dict(root.attrs)))
+    return _entries(_read_sources(root, read_attrs(root, url)))
 
 
 def _entries(table: dict[str, np.ndarray]) -> list[SourceEntry]:
