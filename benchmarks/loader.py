@@ -9,7 +9,7 @@ gets `srcnn.data.loader.StreamedPatches` (forced by a zero memory budget), creat
 training starts, so its first reads overlap the first steps. Runs alternate in-memory,
 streamed, streamed, in-memory, ... so that drift in the machine's speed hits both alike.
 Without --store, a T91 store is built first with the preset's patch settings (Dask
-LocalCluster). The preset's net trains on its own input array: `lr` for the SRCNN presets,
+LocalCluster). The preset's net trains on its own input array: `bicubic` for the SRCNN presets,
 `lr` for the fast (LR-space) ones, whose much cheaper steps ask the most of the reader.
 """
 

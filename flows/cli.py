@@ -21,6 +21,7 @@ from srcnn.config import (
     TrainConfig,
     TrainOverrides,
 )
+from srcnn.data.degradation import SUITE
 from srcnn.presets import (
     DEMO_TRAINING,
     PresetName,
@@ -198,13 +199,23 @@ def evaluate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Per-image JSON instead of a table.")
     ] = False,
+    degradation: Annotated[
+        list[str] | None,
+        typer.Option(help=f"How the LR images are made (repeat for several): "
+                          f"{', '.join(SUITE)}. Default: bicubic, the papers' protocol."),
+    ] = None,
 ) -> None:
-    """Mean PSNR/SSIM of a model and of bicubic by the standard protocol."""
+    """Mean PSNR/SSIM of a model and of bicubic by the standard protocol, the LR images made
+    by each named degradation of the evaluation suite."""
     from srcnn.evaluation.benchmark import evaluate_model, format_table, scores_json
 
+    for name in degradation or []:
+        if name not in SUITE:
+            raise typer.BadParameter(f"{name!r}: choose one of {', '.join(SUITE)}",
+                                     param_hint="--degradation")
     dataset = benchmark_folders(dataset, "--dataset")
     loaded = _load_model(model, scale)
-    scores = evaluate_model(loaded.model, dataset, scale)
+    scores = evaluate_model(loaded.model, dataset, scale, degradations=degradation)
     typer.echo(
         scores_json(scores, per_image=True)
         if as_json

@@ -157,6 +157,65 @@ class PatchConfig(StrictModel):
         return self.chunk_patches * self.shard_chunks
 
 
+Range = tuple[float, float]
+
+
+class DegradationConfig(StrictModel):
+    """How an LR image is made from a whole HR image (`srcnn.data.degradation`).
+
+    `bicubic`: the papers' protocol, Pillow's antialiased bicubic downscale, 8-bit (what every
+    shipped net before the robust family was trained and scored on). `real`: a randomized
+    mixture of what users' images went through. Each image (and each degraded copy of it) draws
+    its own steps from a generator seeded by `seed`, its key and its copy number, so a rebuild
+    makes the same bytes: an optional Gaussian blur of the HR image, a resize kernel chosen by
+    the weights below, optional noise, optional JPEG. The weights need not sum to one.
+    """
+
+    kind: Literal["bicubic", "real"] = Field("bicubic", description=(
+        "bicubic: Pillow's antialiased bicubic only (the papers' protocol); real: the "
+        "randomized mixture of the fields below."))
+    seed: int = Field(0, description="Seed of the draws, with each image's key and copy.")
+    resize_bicubic_aa: float = Field(0.25, ge=0, description=(
+        "Weight of Pillow's antialiased bicubic downscale (a = -0.5)."))
+    resize_cubic: float = Field(0.35, ge=0, description=(
+        "Weight of cubic without antialiasing (a = -0.75, half-pixel centres: OpenCV's "
+        "INTER_CUBIC, torch's interpolate)."))
+    resize_linear: float = Field(0.2, ge=0, description=(
+        "Weight of linear without antialiasing (half-pixel centres: OpenCV's INTER_LINEAR)."))
+    resize_area: float = Field(0.2, ge=0, description=(
+        "Weight of an area (box) average over each s x s block (OpenCV's INTER_AREA)."))
+    blur_prob: float = Field(0.2, ge=0, le=1, description=(
+        "Probability of a Gaussian blur of the HR image before the resize."))
+    blur_sigma: Range = Field((0.3, 1.2), description="Range of the blur's sigma, HR pixels.")
+    blur_anisotropic: float = Field(0.5, ge=0, le=1, description=(
+        "Share of blurs that are anisotropic (two sigmas from the range, a random angle)."))
+    noise_prob: float = Field(0.3, ge=0, le=1, description=(
+        "Probability of Gaussian noise on the LR image."))
+    noise_sigma: Range = Field((1.0, 6.0), description="Range of the noise's sigma, 8-bit levels.")
+    noise_colour: float = Field(0.5, ge=0, le=1, description=(
+        "Share of noisy images with independent noise per channel (the rest: the same grey "
+        "noise on R, G and B)."))
+    jpeg_prob: float = Field(0.7, ge=0, le=1, description=(
+        "Probability of saving the LR image as JPEG (4:2:0 chroma, as web tools do)."))
+    jpeg_quality: tuple[int, int] = Field((40, 95), description="Range of the JPEG quality.")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> DegradationConfig:
+        for name in ("blur_sigma", "noise_sigma", "jpeg_quality"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} {(low, high)}: expected 0 <= low <= high")
+        if self.jpeg_quality[1] > 100 or self.jpeg_quality[0] < 1:
+            raise ValueError(f"jpeg_quality {self.jpeg_quality}: each in [1, 100]")
+        if self.kind == "real" and not sum(self.resize_weights().values()):
+            raise ValueError("resize weights: at least one must be positive")
+        return self
+
+    def resize_weights(self) -> dict[str, float]:
+        return {"bicubic_aa": self.resize_bicubic_aa, "cubic": self.resize_cubic,
+                "linear": self.resize_linear, "area": self.resize_area}
+
+
 class TrainConfig(StrictModel):
     """Optimisation settings; the model is described by ModelConfig."""
 

@@ -13,26 +13,35 @@ from srcnn.inference.tiling import luma_upscaler, prepare
 
 
 def evaluate_model(model: nn.Module, datasets: list[str | Path], scale: int,
-                   tile_size: int = 1024) -> list[SetScore]:
-    """Score `model` on each benchmark folder at `scale` by the standard protocol."""
+                   tile_size: int = 1024, degradations: list[str] | None = None,
+                   ) -> list[SetScore]:
+    """Score `model` on each benchmark folder at `scale` by the standard protocol, its LR
+    images made by each of `degradations` (names in the suite; default: bicubic only)."""
     upscale = luma_upscaler(prepare(model, "cpu"), tile_size)
-    return [score_dataset(d, scale, upscale) for d in datasets]
+    return [score_dataset(d, scale, upscale, degradation=name) for d in datasets
+            for name in (degradations or ["bicubic"])]
 
 
 def format_table(scores: list[SetScore]) -> str:
     """A Markdown table: per set and scale, model and bicubic PSNR/SSIM, the paper's PSNR."""
+    degraded = any(s.degradation != "bicubic" for s in scores)
+    head = "| set | scale | " + ("LR made by | " if degraded else "")
     lines = [
-        "| set | scale | PSNR (dB) | SSIM | bicubic PSNR | bicubic SSIM | paper SRCNN PSNR | vs paper "
-        "| FSRCNN PSNR | vs FSRCNN |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        head + "PSNR (dB) | SSIM | bicubic PSNR | bicubic SSIM | "
+        + ("gain over bicubic | " if degraded else "")
+        + "paper SRCNN PSNR | vs paper | FSRCNN PSNR | vs FSRCNN |",
+        "|---" * (10 + 2 * degraded) + "|",
     ]
     for s in scores:
         refs = []
-        for ref in (s.paper_psnr, FSRCNN_PSNR.get(s.dataset, {}).get(s.scale)):
+        fsrcnn = FSRCNN_PSNR.get(s.dataset, {}).get(s.scale) if s.degradation == "bicubic" else None
+        for ref in (s.paper_psnr, fsrcnn):
             refs += [f"{ref}", f"{s.psnr - ref:+.2f}"] if ref else ["–", "–"]
         lines.append(
-            f"| {s.dataset} | x{s.scale} | {s.psnr:.2f} | {s.ssim:.4f} | {s.bicubic_psnr:.2f} | "
-            f"{s.bicubic_ssim:.4f} | {' | '.join(refs)} |"
+            f"| {s.dataset} | x{s.scale} | " + (f"{s.degradation} | " if degraded else "")
+            + f"{s.psnr:.2f} | {s.ssim:.4f} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} | "
+            + (f"{s.psnr - s.bicubic_psnr:+.2f} | " if degraded else "")
+            + f"{' | '.join(refs)} |"
         )
     return "\n".join(lines)
 
@@ -47,7 +56,11 @@ def scores_json(scores: list[SetScore], per_image: bool = False) -> str:
     return json.dumps(out, indent=2)
 
 
-def metric_key(dataset: str, scale: int, what: str = "psnr") -> str:
+def metric_key(dataset: str, scale: int, what: str = "psnr", degradation: str = "bicubic",
+               ) -> str:
+    """`set5_x3_psnr`; under another degradation of the suite `set5_x3_cubic_jpeg60_psnr`."""
+    if degradation != "bicubic":
+        what = f"{degradation.replace('+', '_')}_{what}"
     return f"{dataset.lower()}_x{scale}_{what}"
 
 

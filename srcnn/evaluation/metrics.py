@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from srcnn.config import DegradationConfig
 from srcnn.data.color import luma
-from srcnn.data.degradation import bicubic_upscale, lr_pair
+from srcnn.data.degradation import BICUBIC, bicubic_upscale, lr_pair, suite_degradation
 from srcnn.storage import IMAGE_SUFFIXES
 
 # Dong et al. (TPAMI 2016), Table 4 / 5: SRCNN 9-5-5 trained on ImageNet; Y-channel PSNR.
@@ -72,6 +73,7 @@ class SetScore:
     dataset: str
     scale: int
     images: tuple[ImageScore, ...]
+    degradation: str = "bicubic"  # the name, in `srcnn.data.degradation.SUITE`, of the LR's
 
     def _mean(self, field: str) -> float:
         return float(np.mean([getattr(i, field) for i in self.images]))
@@ -94,12 +96,16 @@ class SetScore:
 
     @property
     def paper_psnr(self) -> float | None:
+        """The SRCNN paper's figure (for the protocol's bicubic input only)."""
+        if self.degradation != "bicubic":
+            return None
         return PAPER_PSNR.get(self.dataset, {}).get(self.scale)
 
     def summary(self) -> dict[str, float | int | str | None]:
         return {
             "dataset": self.dataset,
             "scale": self.scale,
+            **({"degradation": self.degradation} if self.degradation != "bicubic" else {}),
             "psnr": round(self.psnr, 3),
             "ssim": round(self.ssim, 4),
             "bicubic_psnr": round(self.bicubic_psnr, 3),
@@ -112,9 +118,11 @@ class SetScore:
 LumaUpscaler = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler) -> ImageScore:
-    """Score one HR image by the standard protocol."""
-    hr, lr = lr_pair(hr, scale)
+def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler,
+                degradation: DegradationConfig = BICUBIC) -> ImageScore:
+    """Score one HR image by the standard protocol (its LR made by `degradation`, seeded by
+    the image's name)."""
+    hr, lr = lr_pair(hr, scale, degradation, key=name)
     y_hr = luma(hr)
     y_bic = luma(bicubic_upscale(lr, scale))
     # The SR output is an 8-bit image: quantise its Y as the paper's evaluation code does.
@@ -144,12 +152,16 @@ def dataset_digest(directory: str | Path) -> str:
 
 
 def score_dataset(
-    directory: str | Path, scale: int, upscale_y: LumaUpscaler, images: Iterable[Path] | None = None
+    directory: str | Path, scale: int, upscale_y: LumaUpscaler, images: Iterable[Path] | None = None,
+    degradation: str = "bicubic",
 ) -> SetScore:
-    """Score every image of a benchmark folder (e.g. ../shared/datasets/Set5)."""
+    """Score every image of a benchmark folder (e.g. ../shared/datasets/Set5), its LR images
+    made by the suite's degradation `degradation`."""
+    config = suite_degradation(degradation)
     paths = list(images) if images is not None else list_dataset(directory)
     scores = []
     for path in paths:
         with Image.open(path) as img:
-            scores.append(score_image(path.stem, img, scale, upscale_y))
-    return SetScore(dataset=Path(directory).name, scale=scale, images=tuple(scores))
+            scores.append(score_image(path.stem, img, scale, upscale_y, config))
+    return SetScore(dataset=Path(directory).name, scale=scale, images=tuple(scores),
+                    degradation=degradation)
