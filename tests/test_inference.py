@@ -88,3 +88,25 @@ def test_bf16_tiling_is_exact_and_close_to_fp32(tile):
     assert np.array_equal(whole, tiled)
     fp32 = np.asarray(upscale_rgb(model, lr, 3, tile_size=10_000))
     assert np.abs(fp32.astype(int) - whole).max() <= 8  # bf16 rounding, not a different result
+
+
+def test_the_device_path_keeps_its_taps_on_the_net_it_runs(set5):
+    """The batched (CUDA) path runs on the CPU too: its per-size taps live on the net that
+    uses them (no process-wide cache of device tensors), at most TAPS_KEPT sizes, and reusing
+    them gives the same pixels."""
+    from PIL import Image
+
+    from srcnn.inference.cuda import TAPS_KEPT, upscale_rgb_cuda
+    from srcnn.models.reference import read_local
+
+    net, other = (read_local("pretrained:srcnn", 3).build() for _ in range(2))
+    with Image.open(sorted(set5.glob("*.png"))[0]) as img:
+        lr = img.convert("RGB").resize((40, 30))
+    first = upscale_rgb_cuda(net, lr, 3).tobytes()
+    assert list(net.__dict__["_device_taps"]) == [(30, 40, 3, "cpu")]
+    assert "_device_taps" not in other.__dict__  # another net holds none of them
+    assert upscale_rgb_cuda(net, lr, 3).tobytes() == first
+    for w in range(20, 20 + TAPS_KEPT + 3):
+        upscale_rgb_cuda(net, lr.resize((w, 12)), 3)
+    kept = net.__dict__["_device_taps"]
+    assert len(kept) == TAPS_KEPT and (12, 20 + TAPS_KEPT + 2, 3, "cpu") in kept

@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from srcnn.data.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
 from srcnn.models.srcnn import SRCNN
@@ -80,9 +81,19 @@ def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> 
     return acc.clamp_(0, 255).to(torch.uint8)
 
 
-@functools.lru_cache(maxsize=16)
-def _taps(h: int, w: int, scale: int, device: torch.device) -> _Taps:
-    return _Taps(h, w, scale, device)
+TAPS_KEPT = 16  # image sizes whose device taps a net keeps (a bucket's images repeat sizes)
+
+
+def _taps(model: nn.Module, h: int, w: int, scale: int, device: torch.device) -> _Taps:
+    """The taps of an h x w image on `device`, kept on the net that runs there (its owner: a
+    worker's model lives as long as the run), for at most TAPS_KEPT sizes, oldest dropped."""
+    kept = model.__dict__.setdefault("_device_taps", {})  # a plain attribute, not a buffer
+    key = (h, w, scale, str(device))
+    if key not in kept:
+        while len(kept) >= TAPS_KEPT:
+            kept.pop(next(iter(kept)))
+        kept[key] = _Taps(h, w, scale, device)
+    return kept[key]
 
 
 class _Taps:
@@ -109,7 +120,7 @@ def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
     h, w = lr.height * scale, lr.width * scale
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
-    taps = _taps(lr.height, lr.width, scale, device)
+    taps = _taps(model, lr.height, lr.width, scale, device)
     wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
     to_ycc, offset = _matrix(RGB_TO_YCBCR, device), _matrix(np.array(YCBCR_OFFSET), device)
     to_rgb = _matrix(YCBCR_TO_RGB, device)
