@@ -262,6 +262,10 @@ def export(
     dataset = benchmark_folders(dataset, "--dataset")
     loaded = _load_model(model, scale)
     metadata = {**loaded.metadata, "exported_from": loaded.source}
+    if run_id := loaded.metadata.get("run_id"):  # what its training run recorded
+        from srcnn.tracking.runs import make_client, run_facts
+
+        metadata |= run_facts(make_client(get_settings()), run_id)
     if recipe:
         metadata["recipe"] = recipe
     if dataset:

