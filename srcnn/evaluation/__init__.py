@@ -1,0 +1,1 @@
+"""The SR evaluation protocol (Y-PSNR/SSIM with border shave) and benchmark tables."""

@@ -1,0 +1,1 @@
+"""The nets (SRCNN, the LR-space family), their shared ops, model files and references."""

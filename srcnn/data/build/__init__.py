@@ -1,0 +1,1 @@
+"""Building a patch store: the plan (pure), the shard writer, incremental builds."""
