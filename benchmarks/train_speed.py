@@ -134,7 +134,7 @@ def time_to_paper(args: argparse.Namespace) -> None:
     print(
         f"{args.preset}: trained {result.elapsed_s / 60:.2f} min on {result.device} "
         f"({time.perf_counter() - start:.0f} s with evaluation), best val "
-        f"{result.best_val_psnr:.3f} dB at epoch {result.best_epoch}"
+        f"{result.best_score:.3f} dB at epoch {result.best_epoch}"
     )
     if probe:
         reached = (

@@ -240,6 +240,9 @@ class TrainConfig(StrictModel):
         "elsewhere."))
     max_minutes: float | None = Field(None, gt=0, description=(
         "Stop after this many minutes of training (none: run all epochs)."))
+    selection: Literal["held_out_images", "val_patches"] = Field("held_out_images", description=(
+        "What picks the best epoch: the store's held-out (validation) images whole, by the "
+        "evaluation protocol (up to 4 Mpx of them), or the PSNR of its validation patches."))
     rollback_db: float | None = Field(0.3, gt=0, description=(
         "Divergence guard: when validation PSNR falls this many dB below the best epoch's, go "
         "back to the best epoch and halve the learning rate (none: off)."))

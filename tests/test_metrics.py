@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from srcnn.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from srcnn.data.color import luma, rgb_to_ycbcr, ycbcr_to_rgb
 from srcnn.evaluation.metrics import psnr_y, score_dataset, ssim_y
 
 # Bicubic Y-PSNR by the standard protocol (matches the SRCNN paper's bicubic rows).
@@ -61,3 +62,35 @@ def test_ycbcr_round_trip_and_bt601_white_black():
     black = rgb_to_ycbcr(np.zeros((1, 1, 3), np.float32))[0, 0] * 255
     assert white == pytest.approx([235, 128, 128], abs=1e-3)
     assert black == pytest.approx([16, 128, 128], abs=1e-3)
+
+
+def test_held_out_images_are_the_stores_validation_images_scored_by_the_protocol(
+        small_collection, tmp_path):
+    """What selects a run's best epoch: the store's held-out images read whole from its
+    source collection and scored as `srcnn evaluate` scores (recomputed here from PIL)."""
+    import torch
+
+    from srcnn.config import ModelConfig, PatchConfig
+    from srcnn.data.build.builder import build_patch_store
+    from srcnn.data.store.patch_store import PatchStore
+    from srcnn.evaluation.benchmark import HeldOutImages
+    from srcnn.models.srcnn import SRCNN
+
+    url = str(tmp_path / "s.zarr")
+    build_patch_store(str(small_collection), url, PatchConfig(scale=3, val_fraction=0.3))
+    store = PatchStore(url)
+    held = HeldOutImages.of_store(store)
+    val_keys = sorted({s.key for s in store.sources if s.split == "val"})
+    assert [k for k, _ in held.images] == val_keys and val_keys
+    identity = SRCNN(ModelConfig())
+    torch.nn.init.zeros_(identity.conv3.weight)  # zero residual: the bicubic input comes out
+    expected = []
+    for key in val_keys:
+        with Image.open(small_collection / key) as img:
+            hr = img.convert("RGB")
+        hr = hr.crop((0, 0, hr.width - hr.width % 3, hr.height - hr.height % 3))
+        lr = hr.resize((hr.width // 3, hr.height // 3), Image.Resampling.BICUBIC)
+        bic = lr.resize(hr.size, Image.Resampling.BICUBIC)
+        expected.append(psnr_y(luma(hr), np.round(luma(bic) * 255) / 255, 3))
+    assert held(identity) == pytest.approx(float(np.mean(expected)), abs=1e-6)
+    assert HeldOutImages.of_store(store, max_pixels=1).images == held.images[:1]

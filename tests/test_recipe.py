@@ -94,7 +94,8 @@ def test_fast_recipe_trains_through_flow_and_ships_the_collapsed_net(small_colle
     assert facts["recipe"] == "srcnn train S --preset fast-x3" and facts["preset"] == "none"
     assert facts["macs_per_pixel"] == recipe.model.macs(3) and facts["epochs"] == 2
     assert facts["trained_for_s"] == round(run.data.metrics["train_seconds"], 1) > 0
-    assert facts["held_out_psnr"] == round(run.data.metrics["best_val_psnr"], 3)
+    assert facts["held_out_psnr"] == round(run.data.metrics["best_held_out_psnr"], 3)
+    assert run.data.tags["selected_by"] == "held_out_images" and "whole-image" in facts["selection"]
     assert facts["training_data"].startswith(f"{small_collection}: ")
     assert facts["evaluation"][0]["dataset"] == "Set5"
     assert shipped.digest == resolve(f"runs:/{result['run_id']}/model", 3, client).digest

@@ -4,12 +4,20 @@ FSRCNN."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from torch import nn
 
-from srcnn.evaluation.metrics import FSRCNN_PSNR, SetScore, score_dataset
+from srcnn.data.images import BadImageError, read_image
+from srcnn.data.store.patch_store import PatchStore
+from srcnn.evaluation.metrics import FSRCNN_PSNR, SetScore, score_dataset, score_image
 from srcnn.inference.tiling import luma_upscaler, prepare
+from srcnn.storage import join
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_model(model: nn.Module, datasets: list[str | Path], scale: int,
@@ -71,6 +79,59 @@ def selection_psnr(scores: list[SetScore]) -> float:
     return sum(s.psnr for s in scores) / len(scores)
 
 
+def scoring_net(model: nn.Module) -> nn.Module:
+    """The net to score for a model in training: the plain net a re-parameterised one
+    computes (faster), in eval mode, prepared where it is on the CPU."""
+    if getattr(model.config, "expand", 0):
+        model = model.collapse()
+    return prepare(model, "cpu") if next(model.parameters()).device.type == "cpu" else model.eval()
+
+
+HELD_OUT_PIXELS = 4_000_000  # held-out HR pixels scored per epoch at most (a few seconds)
+
+
+class HeldOutImages:
+    """A patch store's held-out (validation) images, whole, scored by the evaluation protocol
+    (their LR images made by the one degradation, 8-bit output, `scale` pixels shaved): the
+    figure that picks a training run's best epoch, as it measures what the net is for.
+
+    Images are read once, from the store's source collection, in key order, up to
+    HELD_OUT_PIXELS."""
+
+    def __init__(self, images: list[tuple[str, Image.Image]], scale: int):
+        if not images:
+            raise ValueError("held-out images: none")
+        self.images, self.scale = images, scale
+
+    @classmethod
+    def of_store(cls, store: PatchStore, max_pixels: int = HELD_OUT_PIXELS,
+                 ) -> HeldOutImages | None:
+        """The store's validation images, or None where it has none or they cannot be read
+        (then the validation patches select, as the caller is told)."""
+        attrs = store.attrs
+        keys = sorted({s.key for s in store.sources if s.split == "val"})
+        if not keys or not attrs.source_url:
+            return None
+        images, pixels = [], 0
+        for key in keys:
+            try:
+                img = read_image(join(attrs.source_url, key), key).convert("RGB")
+            except (OSError, BadImageError) as exc:
+                log.warning("held-out image %s of %s unreadable (%s): selecting on the "
+                            "validation patches", key, attrs.source_url, exc)
+                return None
+            if images and pixels + img.width * img.height > max_pixels:
+                break
+            images.append((key, img))
+            pixels += img.width * img.height
+        return cls(images, attrs.scale)
+
+    def __call__(self, model: nn.Module) -> float:
+        upscale = luma_upscaler(scoring_net(model), 1024)
+        return float(np.mean([score_image(key, img, self.scale, upscale).psnr
+                              for key, img in self.images]))
+
+
 class TimeToQuality:
     """Per-epoch probe on a benchmark set: PSNR now, and the wall time at which it first
     reached `target` (e.g. the paper's Set5 number)."""
@@ -80,10 +141,7 @@ class TimeToQuality:
         self.reached_at_s: float | None = None
 
     def __call__(self, model: nn.Module, elapsed_s: float) -> float:
-        if getattr(model.config, "expand", 0):  # score the plain net it computes (faster)
-            model = model.collapse()
-        net = prepare(model, "cpu") if next(model.parameters()).device.type == "cpu" else model
-        psnr = score_dataset(self.dataset, self.scale, luma_upscaler(net, 1024)).psnr
+        psnr = score_dataset(self.dataset, self.scale, luma_upscaler(scoring_net(model), 1024)).psnr
         if self.reached_at_s is None and self.target is not None and psnr >= self.target:
             self.reached_at_s = elapsed_s
         return psnr

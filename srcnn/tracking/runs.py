@@ -182,9 +182,14 @@ def run_facts(client: MlflowClient, run_id: str) -> dict:
         "macs_per_pixel": int(metrics["macs_per_pixel"]) if "macs_per_pixel" in metrics else None,
         "trained_for_s": round(metrics["train_seconds"], 1) if "train_seconds" in metrics else None,
         "epochs": max(steps, default=0),
-        "held_out_psnr": round(metrics["best_val_psnr"], 3) if "best_val_psnr" in metrics else None,
-        "selection": "patch PSNR on the patch store's held-out images (its val split); the "
-                     "best epoch's weights",
+        "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
+        "held_out_psnr": next((round(metrics[k], 3) for k in ("best_held_out_psnr",
+                                                              "best_val_psnr") if k in metrics),
+                              None),
+        "selection": {"held_out_images": "whole-image Y PSNR of the patch store's held-out "
+                                         "images by the protocol; the best epoch's weights",
+                      "val_patches": "PSNR of the patch store's validation patches; the best "
+                                     "epoch's weights"}.get(tags.get("selected_by", "")),
         "device": tags.get("device"), "precision": tags.get("precision"),
         "preset": tags.get("preset"), "patch_store": tags.get("patch_store"),
     }

@@ -38,13 +38,20 @@ class EpochReport:
     elapsed_s: float
     patches_per_s: float
     rolled_back: bool = False  # diverged: training went on from the best epoch, lr halved
+    held_out_psnr: float | None = None  # whole held-out images by the protocol, where scored
+
+    @property
+    def selection(self) -> float:
+        """What picks the best epoch: the held-out images' PSNR where they were scored, else
+        the validation patches'."""
+        return self.val_psnr if self.held_out_psnr is None else self.held_out_psnr
 
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # the best model by validation PSNR
+    model: nn.Module  # the best model by the selection figure (`EpochReport.selection`)
     best_epoch: int
-    best_val_psnr: float
+    best_score: float  # that epoch's selection figure (dB)
     history: list[EpochReport] = field(default_factory=list)
     elapsed_s: float = 0.0
     device: str = "cpu"
@@ -90,9 +97,12 @@ def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) ->
 
 
 def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, config: TrainConfig,
-          on_epoch: Callable[[EpochReport, nn.Module], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochReport, nn.Module], None] | None = None,
+          score: Callable[[nn.Module], float] | None = None) -> TrainResult:
     """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
-    on the training device: a callback may run it, e.g. on a benchmark set)."""
+    on the training device: a callback may run it, e.g. on a benchmark set). `score(model)`,
+    where given, is the epoch's selection figure (whole held-out images by the evaluation
+    protocol: what the net is for); else the validation patches' PSNR selects."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -144,26 +154,31 @@ def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, 
             break
         train_loss = float(loss_sum) / epoch_steps  # waits for the epoch's queued GPU work
         now = time.perf_counter()
+        val_psnr = evaluate_psnr(model, val_data, device)
+        held_out = score(model.eval()) if score else None
+        model.train()
         report = EpochReport(
-            epoch=epoch, step=step, train_loss=train_loss,
-            val_psnr=evaluate_psnr(model, val_data, device), lr=lr, elapsed_s=now - start,
+            epoch=epoch, step=step, train_loss=train_loss, val_psnr=val_psnr, lr=lr,
+            elapsed_s=now - start,
             patches_per_s=epoch_steps * config.batch_size / (now - epoch_start),
+            held_out_psnr=held_out,
         )
-        log.info("epoch %d: loss %.5f, val PSNR %.3f dB, %.0f patches/s", epoch,
-                 report.train_loss, report.val_psnr, report.patches_per_s)
-        if report.val_psnr > best.best_val_psnr:
-            best.model, best.best_epoch, best.best_val_psnr = copy.deepcopy(model), epoch, report.val_psnr
+        log.info("epoch %d: loss %.5f, val PSNR %.3f dB%s, %.0f patches/s", epoch,
+                 report.train_loss, report.val_psnr, "" if held_out is None else
+                 f", held-out images {held_out:.3f} dB", report.patches_per_s)
+        if report.selection > best.best_score:
+            best.model, best.best_epoch, best.best_score = copy.deepcopy(model), epoch, report.selection
             best_opt_state = copy.deepcopy(opt.state_dict())
         elif (
             config.rollback_db is not None
-            and not report.val_psnr >= best.best_val_psnr - config.rollback_db
+            and not report.selection >= best.best_score - config.rollback_db
         ):  # NaN too
             log.warning(
-                "epoch %d: val PSNR %.3f dB is %.2f dB below epoch %d's: diverged; going "
+                "epoch %d: %.3f dB is %.2f dB below epoch %d's: diverged; going "
                 "on from epoch %d with the learning rate halved",
                 epoch,
-                report.val_psnr,
-                best.best_val_psnr - report.val_psnr,
+                report.selection,
+                best.best_score - report.selection,
                 best.best_epoch,
                 best.best_epoch,
             )

@@ -16,7 +16,7 @@ from srcnn.cluster import current_worker
 from srcnn.config import ModelConfig, TrainConfig
 from srcnn.data.loader import training_data
 from srcnn.data.store.patch_store import PatchStore, input_name
-from srcnn.evaluation.benchmark import TimeToQuality
+from srcnn.evaluation.benchmark import HeldOutImages, TimeToQuality
 from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
 from srcnn.models.build import build_net
 from srcnn.models.files import LoadedModel
@@ -49,6 +49,8 @@ class MetricLogger:
         """One request per epoch: the epoch's figures and any `extra` ones."""
         values = {key: float(getattr(r, key)) for key in
                   ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s")} | extra
+        if r.held_out_psnr is not None:
+            values["held_out_psnr"] = r.held_out_psnr
         if r.rolled_back:  # diverged this epoch: went back to the best one, lr halved
             values["rolled_back"] = 1.0
         log_metrics(self.client, self.run_id, values, step=r.epoch)
@@ -127,14 +129,22 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
             net.load_state_dict(start.model.state_dict())
             client.set_tag(run_id, "init_model", start.source)
         try:
-            result = train(net, train_set, val_set, training, on_epoch)
+            held_out = (HeldOutImages.of_store(patches)
+                        if training.selection == "held_out_images" else None)
+            selected_by = "held_out_images" if held_out else "val_patches"
+            if selected_by != training.selection:
+                log.warning("run %s: no readable held-out images: the validation patches "
+                            "select the best epoch", run_id)
+            client.set_tag(run_id, "selected_by", selected_by)
+            result = train(net, train_set, val_set, training, on_epoch, held_out)
         finally:
             for data in (train_set, val_set):
                 data.close()
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, f"time_to_{bar}_s", probe.reached_at_s)
         result.model = result.model.collapse() if model.expand else result.model
-        log_metrics(client, run_id, {"best_val_psnr": result.best_val_psnr,
+        best = "best_held_out_psnr" if selected_by == "held_out_images" else "best_val_psnr"
+        log_metrics(client, run_id, {best: result.best_score, "best_epoch": result.best_epoch,
                                      "train_seconds": result.elapsed_s,
                                      "macs_per_pixel": model.macs(scale)})
         client.set_tag(run_id, "device", result.device)
@@ -147,6 +157,6 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    log.info("run %s: best val PSNR %.3f dB at epoch %d", run_id, result.best_val_psnr,
+    log.info("run %s: best %s %.3f dB at epoch %d", run_id, selected_by, result.best_score,
                 result.best_epoch)
     return run_id
