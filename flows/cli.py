@@ -13,6 +13,7 @@ from flows.cli_fields import field_options, validated
 from flows.datasets import resolve_datasets
 from srcnn.batch.job import BucketOptions, UpscaleOptions
 from srcnn.config import (
+    DegradationConfig,
     ModelConfig,
     ModelOverrides,
     Overrides,
@@ -46,16 +47,21 @@ def _echo_json(data) -> None:
 
 
 @app.command()
-@field_options(PRESET_NOTE, patches=PatchConfig)
+@field_options(PRESET_NOTE, patches=PatchConfig, degradation=DegradationConfig)
 def patches(
     source: Annotated[str, typer.Argument(help="Image collection: folder or fsspec URL.")],
     store: Annotated[str, typer.Argument(help="Zarr patch store to write (folder or URL).")],
     preset: Preset = None,
     dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
-    *, patches: PatchOverrides,
+    *, patches: PatchOverrides, degradation: Overrides,
 ) -> None:
-    """Build a patch store (flow build-patches)."""
+    """Build a patch store (flow build-patches). The degradation options (`--kind real`,
+    `--jpeg-prob`, ...) set how its LR images are made."""
+    if degradation.given():  # the preset's degradation with the fields given replaced
+        base = patch_settings(preset, patches).degradation
+        patches = validated(PatchOverrides, **patches.given(),
+                            degradation=validated(degradation.apply, base))
     validated(patch_settings, preset, patches)  # one clear error before any work
     from flows.build_patches import build_patches
 

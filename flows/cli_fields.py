@@ -92,6 +92,8 @@ def field_options(default_note: str = "", defaults: dict[str, BaseModel] | None 
         nullable: set[str] = set()  # parameters for which `none` means None
         for group, config in groups.items():
             for name, field in config.model_fields.items():
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                    continue  # a nested model: its fields are a group of their own
                 param = name if name not in taken else f"{group}_{name}"
                 taken.add(param)
                 base = (defaults or {}).get(group)

@@ -123,40 +123,6 @@ class ModelConfig(StrictModel):
             f" expand {self.expand}" if self.expand else "")
 
 
-class PatchConfig(StrictModel):
-    """How LR/HR training pairs are cut from a collection of images."""
-
-    scale: int = Field(3, ge=2, le=8, description="Upscaling factor.")
-    patch_size: int = Field(33, ge=8, le=512, description="HR patch side in pixels.")
-    stride: int = Field(14, ge=1, le=512, description="Grid stride between patches, in pixels.")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=(
-        "Share of source images held out for validation (split by image, never by patch)."))
-    chunk_patches: int = Field(512, ge=1, description="Patches per Zarr chunk (one training read).")
-    shard_chunks: int = Field(8, ge=1, description="Chunks per Zarr shard (one stored object).")
-    images_per_task: int = Field(8, ge=1, description="Source images per Dask task.")
-    augment_scales: tuple[float, ...] = Field((1.0,), description=(
-        "Downscaled copies of each training image (e.g. 1.0 0.9 0.8 0.7 0.6 as in FSRCNN); "
-        "validation images are used at their own size only."))
-
-    @model_validator(mode="after")
-    def _check_scales(self) -> PatchConfig:
-        if not self.augment_scales or any(not 0.2 <= f <= 1.0 for f in self.augment_scales):
-            raise ValueError(f"augment_scales {self.augment_scales}: each in [0.2, 1.0]")
-        if len(set(self.augment_scales)) != len(self.augment_scales):
-            raise ValueError(f"augment_scales {self.augment_scales}: repeated factor")
-        return self
-
-    @property
-    def lr_native(self) -> bool:
-        """Whether the store also holds the LR patches (what LR-space nets train on): when
-        every patch covers whole LR pixels (patch size and stride multiples of the scale)."""
-        return self.patch_size % self.scale == 0 and self.stride % self.scale == 0
-
-    @property
-    def shard_patches(self) -> int:
-        return self.chunk_patches * self.shard_chunks
-
-
 Range = tuple[float, float]
 
 
@@ -214,6 +180,44 @@ class DegradationConfig(StrictModel):
     def resize_weights(self) -> dict[str, float]:
         return {"bicubic_aa": self.resize_bicubic_aa, "cubic": self.resize_cubic,
                 "linear": self.resize_linear, "area": self.resize_area}
+
+
+class PatchConfig(StrictModel):
+    """How LR/HR training pairs are cut from a collection of images."""
+
+    scale: int = Field(3, ge=2, le=8, description="Upscaling factor.")
+    patch_size: int = Field(33, ge=8, le=512, description="HR patch side in pixels.")
+    stride: int = Field(14, ge=1, le=512, description="Grid stride between patches, in pixels.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=(
+        "Share of source images held out for validation (split by image, never by patch)."))
+    chunk_patches: int = Field(512, ge=1, description="Patches per Zarr chunk (one training read).")
+    shard_chunks: int = Field(8, ge=1, description="Chunks per Zarr shard (one stored object).")
+    images_per_task: int = Field(8, ge=1, description="Source images per Dask task.")
+    augment_scales: tuple[float, ...] = Field((1.0,), description=(
+        "Downscaled copies of each training image (e.g. 1.0 0.9 0.8 0.7 0.6 as in FSRCNN); "
+        "validation images are used at their own size only. With a `real` degradation each "
+        "copy draws its own."))
+    degradation: DegradationConfig = Field(default_factory=DegradationConfig, description=(
+        "How each image's LR image is made (`srcnn.data.degradation`): the papers' bicubic, "
+        "or a seeded realistic mixture."))
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> PatchConfig:
+        if not self.augment_scales or any(not 0.2 <= f <= 1.0 for f in self.augment_scales):
+            raise ValueError(f"augment_scales {self.augment_scales}: each in [0.2, 1.0]")
+        if len(set(self.augment_scales)) != len(self.augment_scales):
+            raise ValueError(f"augment_scales {self.augment_scales}: repeated factor")
+        return self
+
+    @property
+    def lr_native(self) -> bool:
+        """Whether the store also holds the LR patches (what LR-space nets train on): when
+        every patch covers whole LR pixels (patch size and stride multiples of the scale)."""
+        return self.patch_size % self.scale == 0 and self.stride % self.scale == 0
+
+    @property
+    def shard_patches(self) -> int:
+        return self.chunk_patches * self.shard_chunks
 
 
 class TrainConfig(StrictModel):

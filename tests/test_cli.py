@@ -15,14 +15,20 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli_fields import field_options
 from srcnn.batch.job import BucketOptions, UpscaleOptions
-from srcnn.config import ModelConfig, ModelOverrides, PatchConfig, TrainConfig
+from srcnn.config import (
+    DegradationConfig,
+    ModelConfig,
+    ModelOverrides,
+    PatchConfig,
+    TrainConfig,
+)
 from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
 from srcnn.presets import get_preset, training_settings
 
 COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "pipeline")
 # Each command's options that come from the typed configs, and their defaults' notes.
-DERIVED = {"patches": (PatchConfig,), "train": (ModelConfig, TrainConfig),
+DERIVED = {"patches": (PatchConfig, DegradationConfig), "train": (ModelConfig, TrainConfig),
            "upscale": (UpscaleOptions, BucketOptions), "pipeline": (TrainConfig,)}
 OWN = {"patches": {"--preset", "--dask-address", "--force"},
        "train": {"--preset", "--arch", "--eval-dataset", "--run-name", "--probe-dataset",
@@ -54,6 +60,8 @@ def test_each_command_help_shows_its_own_options(command):
     text = _flat(result.output)
     for config in DERIVED.get(command, ()):
         for name, field in config.model_fields.items():
+            if name == "degradation":  # a nested model: its own fields are the options
+                continue
             flag = "--" + name.replace("_", "-")
             assert flag in shown, f"{command}: {flag} ({config.__name__}.{name}) missing"
             assert _flat(field.description) in text, f"{command} {flag}: help is not the field's"
@@ -251,3 +259,22 @@ def test_upscale_command_writes_outputs(model_dir, tmp_path, mlflow_home):
     assert result.exit_code == 0, result.output
     assert "2 upscaled, 0 already current, 0 failed" in result.output
     assert Image.open(tmp_path / "out" / "y.png").size == (102, 63)
+
+
+def test_patches_degradation_options_reach_the_store(small_collection, tmp_path, prefect_server):
+    """`srcnn patches --kind real --seed 5 --jpeg-prob 1`: the preset's degradation with those
+    fields replaced is what the store records; a bad range is refused before any work."""
+    from srcnn.data.store.patch_store import PatchStore
+
+    runner = CliRunner(env={"COLUMNS": "400"})
+    store = str(tmp_path / "real.zarr")
+    bad = runner.invoke(app, ["patches", str(small_collection), store, "--kind", "real",
+                              "--jpeg-quality", "90", "--jpeg-quality", "40"])
+    assert bad.exit_code == 2 and "jpeg_quality" in _flat(bad.output)
+    assert not (tmp_path / "real.zarr").exists()
+    result = runner.invoke(app, ["patches", str(small_collection), store, "--kind", "real",
+                                 "--seed", "5", "--jpeg-prob", "1", "--stride", "33"])
+    assert result.exit_code == 0, result.output
+    recorded = PatchStore(store).attrs.degradation
+    assert (recorded.kind, recorded.seed, recorded.jpeg_prob) == ("real", 5, 1.0)
+    assert recorded.resize_cubic == DegradationConfig().resize_cubic  # the rest: defaults

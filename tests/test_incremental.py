@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from srcnn.config import PatchConfig
 from srcnn.data.build import builder as patch_build
@@ -250,3 +251,36 @@ def test_incremental_build_on_s3(small_collection, t91, tmp_path, s3_bucket):
         build_patch_store(source, str(tmp_path / "full.zarr"), config)
     _assert_rows_hold_the_same_patches(url, str(tmp_path / "full.zarr"), set(ADDED[:2]))
     _assert_split_cover(url)
+
+
+def test_a_realistic_degradation_gives_the_same_bytes_built_whole_or_incrementally(
+        small_collection, t91, tmp_path, dask_cluster):
+    """Each image and downscaled copy draws its degradation from its key and factor: a store
+    updated with new images holds, for every image, the bytes a whole build makes, and these
+    are not the bicubic protocol's."""
+    from srcnn.config import DegradationConfig
+    from srcnn.data.degradation import degradation_copy, training_planes
+
+    real = DegradationConfig(kind="real", seed=3, jpeg_prob=0.5, noise_prob=0.5)
+    config = _config(degradation=real, augment_scales=(1.0, 0.8))
+    url, source = str(tmp_path / "store.zarr"), str(small_collection)
+    build_patch_store(source, url, config)
+    _copy(t91, small_collection, ADDED)
+    assert build_patch_store(source, url, config).incremental
+    ref = str(tmp_path / "full.zarr")
+    build_patch_store(source, ref, config)
+    rows = _rows(url)
+    _assert_rows_hold_the_same_patches(url, ref, {key for key, _ in rows})
+    store = PatchStore(url)
+    assert store.attrs.degradation == real
+    # The stored SRCNN input of an image's first patch is its degradation's, recomputed here.
+    (key, factor), entry = next((k, e) for k, e in rows.items() if k[1] == 1.0)
+    with Image.open(small_collection / key) as img:
+        _, bic_y, _ = training_planes(img, 3, real, key, degradation_copy(factor))
+    y, x = store.array("position")[entry.offset]
+    stored = store.array("bicubic")[entry.offset]
+    np.testing.assert_array_equal(stored, bic_y[y : y + 33, x : x + 33].astype(np.float16))
+    bicubic = str(tmp_path / "bicubic.zarr")
+    build_patch_store(source, bicubic, _config(augment_scales=(1.0, 0.8)))
+    assert not np.array_equal(PatchStore(bicubic).array("bicubic")[:50],
+                              store.array("bicubic")[:50])

@@ -49,6 +49,12 @@ class Steps:
         return "+".join(parts)
 
 
+def degradation_copy(factor: float) -> int:
+    """The copy number of an image's downscaled copy (its factor in thousandths: stable from
+    build to build, whatever other factors a build has)."""
+    return round(factor * 1000)
+
+
 def generator(config: DegradationConfig, key: str, copy: int = 0) -> np.random.Generator:
     """The generator of one image's draws: seeded by the config's seed, the image's key and
     its copy number (stable across processes, runs and machines)."""

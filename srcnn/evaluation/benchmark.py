@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
+from srcnn.config import DegradationConfig
+from srcnn.data.degradation import BICUBIC
 from srcnn.data.images import BadImageError, read_image
 from srcnn.data.store.patch_store import PatchStore
 from srcnn.evaluation.metrics import FSRCNN_PSNR, SetScore, score_dataset, score_image
@@ -98,10 +100,11 @@ class HeldOutImages:
     Images are read once, from the store's source collection, in key order, up to
     HELD_OUT_PIXELS."""
 
-    def __init__(self, images: list[tuple[str, Image.Image]], scale: int):
+    def __init__(self, images: list[tuple[str, Image.Image]], scale: int,
+                 degradation: DegradationConfig = BICUBIC):
         if not images:
             raise ValueError("held-out images: none")
-        self.images, self.scale = images, scale
+        self.images, self.scale, self.degradation = images, scale, degradation
 
     @classmethod
     def of_store(cls, store: PatchStore, max_pixels: int = HELD_OUT_PIXELS,
@@ -124,11 +127,11 @@ class HeldOutImages:
                 break
             images.append((key, img))
             pixels += img.width * img.height
-        return cls(images, attrs.scale)
+        return cls(images, attrs.scale, attrs.degradation)  # LR made as the store's were
 
     def __call__(self, model: nn.Module) -> float:
         upscale = luma_upscaler(scoring_net(model), 1024)
-        return float(np.mean([score_image(key, img, self.scale, upscale).psnr
+        return float(np.mean([score_image(key, img, self.scale, upscale, self.degradation).psnr
                               for key, img in self.images]))
 
 

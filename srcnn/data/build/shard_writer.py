@@ -22,7 +22,7 @@ from PIL import Image
 from srcnn.concurrency import batches, run_bounded
 from srcnn.config import PatchConfig
 from srcnn.data.build.plan import BuildPlan, Piece, ShardPlan
-from srcnn.data.degradation import bicubic_resize, training_planes
+from srcnn.data.degradation import bicubic_resize, degradation_copy, training_planes
 from srcnn.data.images import BadImageError, decode_image
 from srcnn.data.patches import crop_patches, grid_positions, resized_size
 from srcnn.data.store.attrs import StoreAttrs
@@ -64,7 +64,9 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
     """
     if entry.factor != 1.0:
         img = bicubic_resize(img.convert("RGB"), resized_size(img.width, img.height, entry.factor))
-    lr_y, bic_y, hr_y = training_planes(img, config.scale)
+    # each (image, downscaled copy) draws its own degradation, the same in every build
+    lr_y, bic_y, hr_y = training_planes(img, config.scale, config.degradation, entry.key,
+                                        copy=degradation_copy(entry.factor))
     positions = grid_positions(*hr_y.shape, config.patch_size, config.stride)
     if len(positions) != entry.n_patches:  # the header lied, or the image changed since
         raise BadImageError(entry.key, f"{len(positions)} patches when decoded, "

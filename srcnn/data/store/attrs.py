@@ -13,7 +13,7 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srcnn import __version__
-from srcnn.config import PatchConfig
+from srcnn.config import DegradationConfig, PatchConfig
 
 # 3: arrays named for what they hold (`bicubic`, `lr`, `hr`; format 2 called the bicubic
 # upscale `lr` and the LR patches `lr_native`), typed root attributes.
@@ -44,7 +44,9 @@ class StoreAttrs(BaseModel):
     stride: int
     val_fraction: float
     color_space: str = "Y of ITU-R BT.601 YCbCr, float in [0, 1]"
-    degradation: str = "PIL bicubic downscale (antialiased), 8-bit, PIL bicubic upscale"
+    degradation: DegradationConfig = Field(default_factory=DegradationConfig, description=(
+        "How the LR images were made (each image and downscaled copy seeded by its key and "
+        "factor); SRCNN's input is their PIL bicubic upscale."))
     augmentation: Augmentation
     fingerprint: str
     has_lr: bool = Field(description="Whether the store holds the LR patches (`lr`), which "
@@ -69,7 +71,8 @@ class StoreAttrs(BaseModel):
         return cls(scale=config.scale, patch_size=config.patch_size, stride=config.stride,
                    val_fraction=config.val_fraction,
                    augmentation=Augmentation(downscaled_copies=list(config.augment_scales)),
-                   fingerprint=fingerprint, has_lr=config.lr_native, **fields)
+                   fingerprint=fingerprint, has_lr=config.lr_native,
+                   degradation=config.degradation, **fields)
 
     def replace(self, **fields: Any) -> StoreAttrs:
         """A copy with `fields` replaced, validated as a whole."""
