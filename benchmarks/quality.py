@@ -5,6 +5,11 @@ cost, issue 13), with their cost per output pixel, training time and recipe, and
 kind is held to (the SRCNN paper's 9-5-5; FSRCNN as tabled in CARN, ECCV 2018).
 
     python benchmarks/quality.py [--datasets ../shared/datasets] [--scales 2 3 4] [--kinds fast srcnn]
+                                 [--suite | --degradations bicubic cubic ...]
+
+With `--suite` (or `--degradations`), every model is also scored with its LR images made by
+each named degradation of the evaluation suite (`srcnn.data.degradation.SUITE`), and a table
+per scale gives each model's PSNR and gain over bicubic on the same LR images.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from srcnn.data.degradation import SUITE
 from srcnn.evaluation.benchmark import evaluate_model, format_table
 from srcnn.evaluation.metrics import FSRCNN_PSNR
 from srcnn.models.files import load_model
@@ -27,7 +33,15 @@ def main() -> None:
     )
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--kinds", nargs="+", default=list(PRETRAINED_KINDS))
+    parser.add_argument("--degradations", nargs="+", default=["bicubic"],
+                        help=f"names from the suite: {', '.join(SUITE)}")
+    parser.add_argument("--suite", action="store_true", help="every degradation of the suite")
     args = parser.parse_args()
+    degradations = list(SUITE) if args.suite else args.degradations
+    for name in degradations:
+        if name not in SUITE:
+            parser.error(f"--degradations {name}: choose from {', '.join(SUITE)}")
+    by_scale: dict[int, dict[tuple[str, str, str], object]] = {}
     sets = [str(Path(args.datasets) / name) for name in ("Set5", "Set14")]
     rows = []
     for kind in args.kinds:
@@ -39,7 +53,10 @@ def main() -> None:
                 print(f"{kind} x{scale}: {exc}")
                 continue
             start = time.perf_counter()
-            got = evaluate_model(loaded.model, sets, scale)
+            got = evaluate_model(loaded.model, sets, scale, degradations=degradations)
+            for s in got:
+                by_scale.setdefault(scale, {})[(kind, s.dataset, s.degradation)] = s
+            got = [s for s in got if s.degradation == "bicubic"]
             scores += got
             config = loaded.model.config
             meta = {
@@ -71,6 +88,26 @@ def main() -> None:
     print(
         "`pretrained` resolves to: " + ", ".join(f"x{s} {best_pretrained(s)}" for s in args.scales)
     )
+    if degradations != ["bicubic"]:
+        for scale, got in sorted(by_scale.items()):
+            print(suite_table(scale, got, args.kinds, degradations))
+
+
+def suite_table(scale: int, got: dict, kinds: list[str], degradations: list[str]) -> str:
+    """Y-PSNR per (degradation, set): bicubic, then each kind and its gain over bicubic on the
+    same LR images."""
+    head = "| LR made by | set | bicubic | " + " | ".join(f"{k} | gain" for k in kinds) + " |"
+    lines = [f"\nx{scale}, Set5 and Set14 under the evaluation suite (PSNR dB):", head,
+             "|---" * (3 + 2 * len(kinds)) + "|"]
+    for name in degradations:
+        for dataset in ("Set5", "Set14"):
+            found = [got.get((k, dataset, name)) for k in kinds]
+            base = next((s.bicubic_psnr for s in found if s is not None), None)
+            if base is None:
+                continue
+            cells = [f"{s.psnr:.2f} | {s.psnr - base:+.2f}" if s else "- | -" for s in found]
+            lines.append(f"| {name} | {dataset} | {base:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -272,9 +272,11 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
                               "--jpeg-quality", "90", "--jpeg-quality", "40"])
     assert bad.exit_code == 2 and "jpeg_quality" in _flat(bad.output)
     assert not (tmp_path / "real.zarr").exists()
-    result = runner.invoke(app, ["patches", str(small_collection), store, "--kind", "real",
-                                 "--seed", "5", "--jpeg-prob", "1", "--stride", "33"])
-    assert result.exit_code == 0, result.output
+    result = subprocess.run(  # the command as a user runs it, in its own process
+        [sys.executable, "-m", "flows.cli", "patches", str(small_collection), store, "--kind",
+         "real", "--seed", "5", "--jpeg-prob", "1", "--stride", "33"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     recorded = PatchStore(store).attrs.degradation
     assert (recorded.kind, recorded.seed, recorded.jpeg_prob) == ("real", 5, 1.0)
     assert recorded.resize_cubic == DegradationConfig().resize_cubic  # the rest: defaults

@@ -12,15 +12,20 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_presets_cover_scales_and_cost():
-    assert set(PRESETS) == {"x2", "x3", "x4", "fast-x2", "fast-x3", "fast-x4"}
+    assert set(PRESETS) == {"x2", "x3", "x4", "fast-x2", "fast-x3", "fast-x4", "real-x2",
+                            "real-x3", "real-x4"}
     for name, recipe in PRESETS.items():
         scale = recipe.patches.scale
         assert name.endswith(f"x{scale}")
-        if name.startswith("fast"):  # FSRCNN's cost (~5,400 at x3), the in-net bicubic counted
+        if name.startswith("real"):  # the fast nets, on stores made under the mixture
+            assert recipe.model == PRESETS[f"fast-x{scale}"].model
+            assert recipe.patches.degradation.kind == "real"
+        if name.startswith(("fast", "real")):  # FSRCNN's cost, the in-net bicubic counted
             assert recipe.model.family == "espcn" and recipe.model.macs(scale) <= 6_500
             assert recipe.patches.lr_native  # its store holds the LR patches it trains on
         else:
             assert recipe.model.macs_per_pixel <= 57_184  # no more expensive than 9-5-5
+            assert recipe.patches.degradation.kind == "bicubic"
     with pytest.raises(ValueError, match="choose one of"):
         get_preset("x5")
 
