@@ -70,7 +70,8 @@ def recipe(scale: int, minutes: float = 30.0) -> Recipe:
 
 # (filters, convolutions) of each fast net: the widest/deepest 3x3 stack within the budget. The
 # shipped x3 weights are narrower (28 filters, 5,009 multiply-adds per output pixel: the net is
-# most of an upscale's time), made by `srcnn train --preset fast-x3 --n1 28 --n2 28 --max-minutes 55` (bf16, one thread). In this preset's 15
+# most of an upscale's time), made by `srcnn train --preset fast-x3 --n1 28 --n2 28
+# --max-minutes 55` (bf16, one thread; its config.json has the commands). In this preset's 15
 # minutes on 2 threads, float32 steps left no margin (FSRCNN's Set5 x3 after 500 s on one day,
 # 33.157 dB at best on a slower one); bf16 autocast on this AMX CPU (2.1x the steps) passes it
 # after 407 s and 286 s at 32 filters, 316 s at 28. On the held-out T91 images the two widths
