@@ -2,11 +2,28 @@
 training planes, the evaluation protocol, the demo's inputs, the reviewers' crops) gets the
 same bytes, those of `srcnn.data.degradation.degrade`."""
 
+import hashlib
+import subprocess
+import sys
+
+import cv2  # OpenCV: the reference for the resizes users' tools make
 import numpy as np
+import pytest
 from PIL import Image
 
+from srcnn.config import DegradationConfig
 from srcnn.data.color import luma
-from srcnn.data.degradation import bicubic_upscale, degrade, lr_pair, training_planes
+from srcnn.data.degradation import (
+    SUITE,
+    Steps,
+    apply,
+    bicubic_upscale,
+    degrade,
+    draw,
+    lr_pair,
+    mod_crop,
+    training_planes,
+)
 from srcnn.demo import export_low_res
 from srcnn.evaluation.metrics import score_image
 
@@ -53,14 +70,6 @@ def test_every_caller_gets_the_same_lr_bytes(t91, tmp_path):
 
 # --- the realistic degradations (DegradationConfig(kind="real"), the evaluation suite) ---
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import cv2  # noqa: E402  (OpenCV: the reference for the resizes users' tools make)
-import pytest  # noqa: E402
-
-from srcnn.config import DegradationConfig  # noqa: E402
-from srcnn.data.degradation import SUITE, Steps, apply, draw, mod_crop  # noqa: E402
 
 
 def _block_contrast(img: Image.Image) -> float:
@@ -112,7 +121,6 @@ def test_real_draws_are_seeded_by_image_and_copy_and_the_same_in_another_process
             ".tobytes()).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code, str(t91 / "tt27.png")],
                          capture_output=True, text=True, check=True)
-    import hashlib
     assert out.stdout.strip() == hashlib.sha256(once).hexdigest()
 
 

@@ -25,6 +25,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from srcnn import __version__
+from srcnn.data.store.patch_store import PatchStore
 from srcnn.models.files import PYFUNC_ARTIFACTS, LoadedModel, save_model
 from srcnn.settings import Settings
 
@@ -194,8 +195,6 @@ def run_facts(client: MlflowClient, run_id: str) -> dict:
         "preset": tags.get("preset"), "patch_store": tags.get("patch_store"),
     }
     if store := tags.get("patch_store"):
-        from srcnn.data.store.patch_store import PatchStore
-
         try:
             attrs, sources = (patches := PatchStore(store)).attrs, patches.sources
         except (OSError, ValueError, KeyError) as exc:
