@@ -141,27 +141,27 @@ class DegradationConfig(StrictModel):
         "bicubic: Pillow's antialiased bicubic only (the papers' protocol); real: the "
         "randomized mixture of the fields below."))
     seed: int = Field(0, description="Seed of the draws, with each image's key and copy.")
-    resize_bicubic_aa: float = Field(0.25, ge=0, description=(
+    resize_bicubic_aa: float = Field(0.4, ge=0, description=(
         "Weight of Pillow's antialiased bicubic downscale (a = -0.5)."))
-    resize_cubic: float = Field(0.35, ge=0, description=(
+    resize_cubic: float = Field(0.25, ge=0, description=(
         "Weight of cubic without antialiasing (a = -0.75, half-pixel centres: OpenCV's "
         "INTER_CUBIC, torch's interpolate)."))
-    resize_linear: float = Field(0.2, ge=0, description=(
+    resize_linear: float = Field(0.15, ge=0, description=(
         "Weight of linear without antialiasing (half-pixel centres: OpenCV's INTER_LINEAR)."))
     resize_area: float = Field(0.2, ge=0, description=(
         "Weight of an area (box) average over each s x s block (OpenCV's INTER_AREA)."))
-    blur_prob: float = Field(0.2, ge=0, le=1, description=(
+    blur_prob: float = Field(0.15, ge=0, le=1, description=(
         "Probability of a Gaussian blur of the HR image before the resize."))
     blur_sigma: Range = Field((0.3, 1.2), description="Range of the blur's sigma, HR pixels.")
     blur_anisotropic: float = Field(0.5, ge=0, le=1, description=(
         "Share of blurs that are anisotropic (two sigmas from the range, a random angle)."))
-    noise_prob: float = Field(0.3, ge=0, le=1, description=(
+    noise_prob: float = Field(0.25, ge=0, le=1, description=(
         "Probability of Gaussian noise on the LR image."))
     noise_sigma: Range = Field((1.0, 6.0), description="Range of the noise's sigma, 8-bit levels.")
     noise_colour: float = Field(0.5, ge=0, le=1, description=(
         "Share of noisy images with independent noise per channel (the rest: the same grey "
         "noise on R, G and B)."))
-    jpeg_prob: float = Field(0.7, ge=0, le=1, description=(
+    jpeg_prob: float = Field(0.5, ge=0, le=1, description=(
         "Probability of saving the LR image as JPEG (4:2:0 chroma, as web tools do)."))
     jpeg_quality: tuple[int, int] = Field((40, 95), description="Range of the JPEG quality.")
 
