@@ -20,10 +20,13 @@ from srcnn.config import ModelOverrides, PatchOverrides, TrainOverrides
 from srcnn.demo import (
     HOLDOUT_IMAGES,
     TRAIN_IMAGES,
+    USERS_MODELS,
+    export_degraded,
     export_low_res,
     export_photos,
     holdout_psnr,
 )
+from srcnn.evaluation.ranking import describe
 from srcnn.presets import DEMO_TRAINING, PresetName
 from tasks.registry import seed_first
 
@@ -35,15 +38,32 @@ def champion_reason(reg: dict, shipped: str | None) -> str:
 
     if reg["previous_champion"] is None:
         return f"{who(reg['version'])}: the first model in the registry"
+    on = describe(reg["ranked_by"])
     if reg["promoted"]:
-        return (f"{who(reg['version'])}, this run's model: {reg['selection_psnr']:.2f} dB beats "
-                f"{who(reg['previous_champion'])} at {reg['previous_psnr']:.2f} dB on the same "
-                "images")
+        return (f"{who(reg['version'])}, this run's model: {reg['score']:+.2f} dB beats "
+                f"{who(reg['previous_champion'])} at {reg['previous_score']:+.2f} dB ({on}, "
+                "on the same images)")
     if str(reg["previous_champion"]) == str(reg["version"]):
         return f"{who(reg['version'])}, this run's model (already champion)"
-    return (f"{who(reg['previous_champion'])} stays: {reg['previous_psnr']:.2f} dB against "
-            f"{reg['selection_psnr']:.2f} dB for this run's model, registered as "
+    return (f"{who(reg['previous_champion'])} stays: {reg['previous_score']:+.2f} dB against "
+            f"{reg['score']:+.2f} dB for this run's model ({on}), registered as "
             f"{reg['name']} {who(reg['version'])} (alias challenger)")
+
+
+def users_images(work: Path, holdout: list[Path], scale: int) -> dict:
+    """The held-out photos degraded the way users' images are (`USERS_DEGRADATIONS`), each
+    upscaled by the shipped robust and clean-input nets: {degradation: {kind or bicubic:
+    mean Y-PSNR}}."""
+    folders = export_degraded(holdout, work / f"lr-x{scale}-users", scale)
+    table: dict[str, dict[str, float]] = {name: {} for name in folders}
+    for kind in USERS_MODELS:
+        out = work / f"upscaled-x{scale}-users-{kind}"
+        upscale_bucket(str(work / f"lr-x{scale}-users"), str(out), f"pretrained:{kind}",
+                       UpscaleOptions(scale=scale))
+        for name, lr_dir in folders.items():
+            sr, bic = holdout_psnr(work / "holdout", lr_dir, out / lr_dir.name, scale)
+            table[name] |= {kind: round(sr, 3), "bicubic": round(bic, 3)}
+    return table
 
 
 @flow(name="srcnn-pipeline", log_prints=True)
@@ -90,6 +110,7 @@ def srcnn_pipeline(workdir: str = "demo-output", source: str | None = None, scal
     if demo:
         sr, bic = holdout_psnr(work / "holdout", Path(upscale_input), Path(output), scale)
         summary["holdout_psnr"] = {"srcnn": round(sr, 3), "bicubic": round(bic, 3)}
+        summary["users_images"] = users_images(work, holdout, scale)
     logger.info("pipeline summary: %s", summary)
     return summary
 

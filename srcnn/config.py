@@ -231,8 +231,9 @@ class TrainConfig(StrictModel):
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description=(
         "Learning-rate schedule over the run."))
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
-    loss: Literal["mse", "l1"] = Field("mse", description=(
-        "Training loss on the output pixels (l1: sharper for LR-space nets; PSNR is still "
+    loss: Literal["mse", "l1", "smooth_l1"] = Field("mse", description=(
+        "Training loss on the output pixels (l1: sharper for LR-space nets; smooth_l1: L1 with a "
+        "quadratic core of one 8-bit level, smooth at zero like Charbonnier's; PSNR is still "
         "what selects)."))
     augment: bool = Field(True, description="Random flips and 90-degree rotations per batch.")
     seed: int = Field(0, description="Seed of initialisation, sampling and augmentation.")

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 from srcnn.data.color import luma
-from srcnn.data.degradation import bicubic_upscale, lr_pair, mod_crop
+from srcnn.data.degradation import SUITE, bicubic_upscale, lr_pair, mod_crop
 from srcnn.evaluation.metrics import psnr_y
+from srcnn.evaluation.ranking import degradation_key
 
 # Natural photographs among skimage's bundled images (no synthetic charts or text scans).
 TRAIN_IMAGES = (
@@ -21,6 +22,10 @@ TRAIN_IMAGES = (
     "cell.png",
 )
 HOLDOUT_IMAGES = ("chelsea.png", "coffee.png", "rocket.jpg")
+# The held-out photos as users' buckets hold them: the evaluation suite's kinds of input.
+USERS_DEGRADATIONS = ("bicubic", "cubic", "area", "bicubic+jpeg75", "cubic+jpeg60", "blur+noise")
+# The shipped kinds the demo compares on them: the robust family and the clean-input one.
+USERS_MODELS = ("real", "fast")
 
 
 def _skimage_data() -> Path:
@@ -52,6 +57,22 @@ def export_low_res(hr_paths: list[Path], folder: str | Path, scale: int) -> list
             lr_pair(img, scale)[1].save(dst)
         out.append(dst)
     return out
+
+
+def export_degraded(hr_paths: list[Path], folder: str | Path, scale: int,
+                    names: tuple[str, ...] = USERS_DEGRADATIONS) -> dict[str, Path]:
+    """LR versions of held-out photos under each named degradation of the suite, one
+    subfolder each (`cubic_jpeg60/coffee.png`, the decoded pixels of a JPEG copy kept
+    losslessly): {degradation: its folder}."""
+    folders = {}
+    for name in names:
+        sub = Path(folder) / degradation_key(name)
+        sub.mkdir(parents=True, exist_ok=True)
+        for path in hr_paths:
+            with Image.open(path) as img:
+                lr_pair(img, scale, SUITE[name], key=path.name)[1].save(sub / path.name)
+        folders[name] = sub
+    return folders
 
 
 def holdout_psnr(hr_dir: Path, lr_dir: Path, sr_dir: Path, scale: int) -> tuple[float, float]:

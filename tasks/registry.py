@@ -7,6 +7,7 @@ import json
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
+from srcnn.evaluation.ranking import describe, rank_metric
 from srcnn.registry.champion import (
     Registration,
     champion_version,
@@ -17,7 +18,13 @@ from srcnn.registry.champion import (
 )
 from srcnn.registry.resolve import registered_name
 from srcnn.settings import get_settings
-from srcnn.tracking.runs import EVAL_DATASETS_TAG, TRAIN_EXPERIMENT, cost_table, make_client
+from srcnn.tracking.runs import (
+    EVAL_DATASETS_TAG,
+    EVAL_DEGRADATIONS_TAG,
+    TRAIN_EXPERIMENT,
+    cost_table,
+    make_client,
+)
 from tasks import NETWORK_RETRIES
 
 LINEAGE_TAGS = ("family", "arch", "macs_per_pixel", "code_version", "patch_store",
@@ -25,28 +32,32 @@ LINEAGE_TAGS = ("family", "arch", "macs_per_pixel", "code_version", "patch_store
 
 
 @task(name="find-best-run", **NETWORK_RETRIES)
-def best_run(scale: int, max_macs: int | None = None) -> str | None:
-    """The finished training run of this scale with the highest selection PSNR; with
-    `max_macs`, among those whose net costs at most that per output pixel (runs that did not
-    record their cost are left out)."""
+def best_run(scale: int, max_macs: int | None = None, rank_by: str = "worst") -> str | None:
+    """The finished training run of this scale ranked first by `rank_by` (its figure, logged
+    by the evaluation: `rank_metric`; runs without it are left out); with `max_macs`, among
+    those whose net costs at most that per output pixel (runs that did not record their cost
+    are left out)."""
     client = make_client(get_settings())
     exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
     if exp is None:
         return None
     budget = f" and metrics.macs_per_pixel <= {int(max_macs)}" if max_macs else ""
+    metric = f"metrics.{rank_metric(rank_by)}"
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
-                      f"and metrics.selection_psnr > 0{budget}",
-        order_by=["metrics.selection_psnr DESC"], max_results=1,
+                      f"and {metric} > -1000{budget}",
+        order_by=[f"{metric} DESC"], max_results=1,
     )
     return runs[0].info.run_id if runs else None
 
 
 @task(name="register-model", **NETWORK_RETRIES)
-def register_run(run_id: str, scale: int, max_macs: int | None = None) -> Registration:
+def register_run(run_id: str, scale: int, max_macs: int | None = None,
+                 rank_by: str = "worst") -> Registration:
     """Register a run's model with its metrics, cost, evaluation table and lineage (refused
-    when its cost is over `max_macs`)."""
+    when its cost is over `max_macs`); `champion` moves to it only if it ranks above the
+    current one by `rank_by` on the suite rows the run was scored on."""
     logger = get_run_logger()
     client = make_client(get_settings())
     run = client.get_run(run_id)
@@ -63,18 +74,19 @@ def register_run(run_id: str, scale: int, max_macs: int | None = None) -> Regist
     champion = champion_version(client, registered_name(scale))
     if champion is not None and EVAL_DATASETS_TAG in run.data.tags:  # compare like for like
         try:
-            score_on(client, champion, json.loads(run.data.tags[EVAL_DATASETS_TAG]), scale)
+            score_on(client, champion, json.loads(run.data.tags[EVAL_DATASETS_TAG]), scale,
+                     json.loads(run.data.tags.get(EVAL_DEGRADATIONS_TAG, '["bicubic"]')))
         except FileNotFoundError as exc:  # the sets are not readable here: compare what is
             logger.warning("champion v%s not scored on the run's sets: %s", champion.version, exc)
     table = client.download_artifacts(run_id, "evaluation/table.md")
     with open(table) as f:
         description = (f"{tags.get('family', 'srcnn')} {tags.get('arch', '')} x{scale}, run "
                        f"{run_id}\n\n{cost_table(tags)}\n\n{f.read()}")
-    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description)
+    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description, rank_by)
     announce(reg)
-    logger.info("%s v%s: selection PSNR %.3f dB, %s", reg.name, reg.version, reg.selection_psnr,
+    logger.info("%s v%s: %s %.3f dB, %s", reg.name, reg.version, describe(rank_by), reg.score,
                 "promoted to champion" if reg.promoted else
-                f"kept champion v{reg.previous_champion} ({reg.previous_psnr:.3f} dB)")
+                f"kept champion v{reg.previous_champion} ({reg.previous_score:.3f} dB)")
     return reg
 
 
@@ -105,7 +117,7 @@ def announce(reg: Registration) -> None:
         return
     emit_event(CHAMPION_MOVED, resource={"prefect.resource.id": champion_resource(reg.name),
                                          "prefect.resource.name": reg.name},
-               payload={"version": str(reg.version), "selection_psnr": reg.selection_psnr,
+               payload={"version": str(reg.version), "score": reg.score, "ranked_by": reg.ranked_by,
                         "previous_version": reg.previous_champion})
     get_run_logger().info("%s: champion moved to v%s (event %s)", reg.name, reg.version,
                           CHAMPION_MOVED)

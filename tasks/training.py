@@ -11,14 +11,16 @@ from prefect.artifacts import create_markdown_artifact
 
 from srcnn.cluster import run_on_gpu_worker
 from srcnn.config import ModelConfig, TrainConfig
-from srcnn.data.degradation import bicubic_upscale, lr_pair
-from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key, selection_psnr
-from srcnn.evaluation.metrics import dataset_digest, list_dataset
+from srcnn.data.degradation import SUITE, bicubic_upscale, lr_pair
+from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key
+from srcnn.evaluation.metrics import SetScore, dataset_digest, list_dataset
+from srcnn.evaluation.ranking import Row, rank_metric, rank_score
 from srcnn.inference.tiling import prepare, upscale_rgb
 from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
 from srcnn.tracking.runs import (
     EVAL_DATASETS_TAG,
+    EVAL_DEGRADATIONS_TAG,
     MODEL_ID_TAG,
     log_eval_dataset,
     log_metrics,
@@ -43,31 +45,47 @@ def train_model(store: str, model: ModelConfig, training: TrainConfig,
 
 
 @task(name="evaluate", **NETWORK_RETRIES)
-def evaluate(run_id: str, scale: int, datasets: list[str]) -> dict:
-    """Score the run's model on benchmark folders; log metrics, the table and sample crops."""
+def evaluate(run_id: str, scale: int, datasets: list[str],
+             degradations: list[str] | None = None) -> dict:
+    """Score the run's model on benchmark folders, their LR images made by each of
+    `degradations` (default: the whole suite); log metrics per row, the ranking figures
+    (`srcnn.evaluation.ranking`), the table and sample crops."""
     logger = get_run_logger()
     client = make_client(get_settings())
     model_id = client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
     ref = f"models:/{model_id}" if model_id else f"runs:/{run_id}/model"
     loaded = resolve_model(ref, scale, client)
-    scores = evaluate_model(loaded.model, datasets, scale)
+    degradations = list(degradations or SUITE)
+    scores = evaluate_model(loaded.model, datasets, scale, degradations=degradations)
     table = format_table(scores)
-    for folder, s in zip(datasets, scores):  # per set, on the run and on its logged model
-        digest = dataset_digest(folder)
-        log_eval_dataset(client, run_id, folder, digest)
-        log_metrics(client, run_id, {metric_key(s.dataset, scale): s.psnr,
-                                     metric_key(s.dataset, scale, "ssim"): s.ssim,
-                                     metric_key(s.dataset, scale, "bicubic_psnr"): s.bicubic_psnr},
-                    model_id=model_id, dataset=(s.dataset, digest))
-    selection = selection_psnr(scores)
-    log_metrics(client, run_id, {"selection_psnr": selection}, model_id=model_id)
+    digests = {Path(folder).name: dataset_digest(folder) for folder in datasets}
+    for folder in datasets:
+        log_eval_dataset(client, run_id, folder, digests[Path(folder).name])
+    for s in scores:  # per set and degradation, on the run and on its logged model
+        log_metrics(client, run_id, {
+            metric_key(s.dataset, scale, what, s.degradation): value
+            for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
+                                ("bicubic_psnr", s.bicubic_psnr))
+        }, model_id=model_id, dataset=(s.dataset, digests[s.dataset]))
+    figures = ranking_figures(scores, scale)
+    log_metrics(client, run_id, figures, model_id=model_id)
     client.set_tag(run_id, EVAL_DATASETS_TAG, json.dumps([str(d) for d in datasets]))
+    client.set_tag(run_id, EVAL_DEGRADATIONS_TAG, json.dumps(degradations))
     client.log_text(run_id, table, "evaluation/table.md")
     _log_crops(client, run_id, loaded.model, datasets, scale)
     create_markdown_artifact(table, key=f"evaluation-x{scale}", description=f"run {run_id}")
     logger.info("evaluation of run %s:\n%s", run_id, table)
-    return {"run_id": run_id, "selection_psnr": selection, "table": table,
-            "scores": [s.summary() for s in scores]}
+    return {"run_id": run_id, "table": table, "scores": [s.summary() for s in scores],
+            **figures}
+
+
+def ranking_figures(scores: list[SetScore], scale: int) -> dict[str, float]:
+    """What runs are ranked by (`rank_metric`): `selection_psnr` (mean PSNR on clean input,
+    when evaluated), `worst_gain` and each degradation's `..._mean_psnr`."""
+    rows = {(s.dataset, s.degradation): Row(s.psnr, s.bicubic_psnr) for s in scores}
+    figures = {rank_metric(name): rank_score(rows, name)
+               for name in ("worst", "mean", *{s.degradation for s in scores})}
+    return {k: v for k, v in figures.items() if v is not None}
 
 
 def _log_crops(client, run_id: str, model, datasets: list[str], scale: int) -> None:

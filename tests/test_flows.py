@@ -110,6 +110,54 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     assert len(ml.search_model_versions("name = 'srcnn-x3'")) == 2
 
 
+def test_registry_ranks_like_for_like_on_the_suite(store, mlflow_home, set5):
+    """The champion, scored on clean input only, is scored on the rows a challenger carries
+    before the two are ranked (by the worst gain over bicubic, the default); the run's
+    figures are what its rows say."""
+    ml = client(mlflow_home)
+    first = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="clean-only",
+                        degradations=["bicubic"])
+    assert register_best(3, first["run_id"])["promoted"]
+    champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
+    assert "set5_x3_cubic_psnr" not in champion.tags
+
+    second = train_srcnn(store, TINY, QUICK.model_copy(update={"seed": 7, "steps_per_epoch": 60}),
+                         [str(set5)], run_name="suite",
+                         degradations=["bicubic", "cubic", "cubic+jpeg60"])
+    rows = {r["degradation"]: r for r in second["scores"]}
+    assert set(rows) == {"bicubic", "cubic", "cubic+jpeg60"}
+    gains = {name: r["psnr"] - r["bicubic_psnr"] for name, r in rows.items()}
+    run = ml.get_run(second["run_id"]).data
+    assert run.metrics["worst_gain"] == pytest.approx(min(gains.values()), abs=2e-3)
+    assert run.metrics["set5_x3_cubic_jpeg60_psnr"] == pytest.approx(rows["cubic+jpeg60"]["psnr"],
+                                                                      abs=1e-3)
+    assert json.loads(run.tags["eval_degradations"]) == ["bicubic", "cubic", "cubic+jpeg60"]
+
+    reg = register_best(3, second["run_id"])
+    scored = ml.get_model_version("srcnn-x3", champion.version).tags
+    old = [float(scored[f"set5_x3_{k}psnr"]) - float(scored[f"set5_x3_{k}bicubic_psnr"])
+           for k in ("", "cubic_", "cubic_jpeg60_")]
+    assert reg["ranked_by"] == "worst" and reg["previous_champion"] == champion.version
+    assert reg["previous_score"] == pytest.approx(min(old), abs=2e-3)
+    assert reg["score"] == pytest.approx(min(gains.values()), abs=2e-3)
+    assert reg["promoted"] == (reg["score"] > reg["previous_score"])
+    # Both LR images are the same for both versions: the bicubic baselines agree.
+    assert float(scored["set5_x3_cubic_bicubic_psnr"]) == pytest.approx(
+        rows["cubic"]["bicubic_psnr"], abs=1e-3)
+    # A named row ranks on that row only; the champion still moves only to a better model.
+    named = register_best(3, second["run_id"], rank_by="cubic")
+    assert named["ranked_by"] == "cubic" and named["version"] == reg["version"]
+    if reg["promoted"]:  # already champion: nothing to compare
+        assert not named["promoted"] and named["previous_champion"] == reg["version"]
+    else:
+        assert named["score"] == pytest.approx(rows["cubic"]["psnr"], abs=1e-3)
+        assert named["previous_score"] == pytest.approx(float(scored["set5_x3_cubic_psnr"]),
+                                                        abs=1e-3)
+        assert named["promoted"] == (named["score"] > named["previous_score"])
+    with pytest.raises(Exception, match="rank_by: Input should be 'worst', 'mean'"):
+        register_best(3, second["run_id"], rank_by="best")
+
+
 def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
     trained = train_srcnn(store, TINY, QUICK, [str(set5)])
     register_best(3, trained["run_id"])

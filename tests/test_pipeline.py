@@ -6,6 +6,7 @@ from PIL import Image
 
 from flows.pipeline import srcnn_pipeline
 from srcnn.config import TrainOverrides
+from srcnn.data.degradation import SUITE
 from srcnn.models.files import load_model
 from srcnn.models.reference import best_pretrained, pretrained_dir
 from srcnn.presets import DEMO_TRAINING
@@ -23,20 +24,26 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     ml = MlflowClient(f"sqlite:///{mlflow_home / 'mlflow.db'}")
     run = ml.get_run(summary["run_id"])  # the demo trains the fast preset of its scale
     assert run.data.tags["family"] == "espcn" and run.data.params["model.depth"] == "8"
-    (set5_score,) = summary["evaluation"]
-    assert set5_score["dataset"] == "Set5" and set5_score["scale"] == 3
+    rows = {(r["dataset"], r["degradation"]): r for r in summary["evaluation"]}
+    assert set(rows) == {("Set5", name) for name in SUITE}  # the whole suite, on Set5
+    set5_score = rows[("Set5", "bicubic")]
+    assert set5_score["scale"] == 3
     assert set5_score["bicubic_psnr"] == pytest.approx(30.40, abs=0.02)
     assert set5_score["psnr"] > set5_score["bicubic_psnr"] + 0.5
-    # The gate: the shipped weights were registered first (v1) and the two were compared on
-    # the same images (Set5 here).
+    # The gate: the shipped weights were registered first (v1) and the two were ranked by
+    # their worst gain over bicubic on the same rows (Set5 under each degradation).
     reg = summary["registration"]
-    shipped = load_model(pretrained_dir(3, best_pretrained(3)))  # what `pretrained` is
-    shipped_set5 = next(r["psnr"] for r in shipped.metadata["evaluation"]
-                        if r["dataset"] == "Set5")
-    assert reg["version"] == 2 and reg["previous_champion"] == 1
-    assert reg["previous_psnr"] == pytest.approx(shipped_set5, abs=0.01)
-    assert reg["selection_psnr"] == pytest.approx(set5_score["psnr"], abs=1e-3)
-    assert reg["promoted"] == (reg["selection_psnr"] > reg["previous_psnr"])
+    assert reg["version"] == 2 and reg["previous_champion"] == 1 and reg["ranked_by"] == "worst"
+    assert reg["score"] == pytest.approx(
+        min(r["psnr"] - r["bicubic_psnr"] for r in rows.values()), abs=2e-3)
+    shipped = ml.get_model_version("srcnn-x3", "1")  # scored on the rows it lacked
+    shipped_set5 = next(r["psnr"] for r in load_model(pretrained_dir(3, best_pretrained(3)))
+                        .metadata["evaluation"] if r["dataset"] == "Set5")
+    assert float(shipped.tags["set5_x3_psnr"]) == pytest.approx(shipped_set5, abs=0.01)
+    gains = [float(shipped.tags[f"set5_x3_{k}psnr"]) - float(shipped.tags[f"set5_x3_{k}bicubic_psnr"])
+             for k in ("", *(f"{n.replace('+', '_')}_" for n in SUITE if n != "bicubic"))]
+    assert reg["previous_score"] == pytest.approx(min(gains), abs=2e-3)
+    assert reg["promoted"] == (reg["score"] > reg["previous_score"])
     champion = 2 if reg["promoted"] else 1
     assert summary["model"] == f"models:/srcnn-x3/{champion}"  # what upscaled the photos
     assert ("(the shipped weights) stays" in summary["champion"]) != reg["promoted"]

@@ -117,7 +117,9 @@ def test_champion_comparison_uses_shared_benchmark_sets():
     champion = {"set5_x3_psnr": "32.39", "set14_x3_psnr": "29.05", "selection_psnr": "30.72"}
     # Scored on Set5 only: compared on Set5, not against the Set5+Set14 mean.
     new = {"set5_x3_psnr": "32.10", "set5_x3_bicubic_psnr": "30.40", "val_psnr": "26.6"}
-    assert comparable_scores(new, champion, 3, 32.10) == (32.10, 32.39)
+    assert comparable_scores(new, champion, 3, 32.10, "mean") == (32.10, 32.39)
     both = {"set5_x3_psnr": "32.50", "set14_x3_psnr": "29.00"}
-    assert comparable_scores(both, champion, 3, 30.75) == (30.75, 30.72)
-    assert comparable_scores({}, champion, 3, 31.0) == (31.0, 30.72)  # nothing shared
+    assert comparable_scores(both, champion, 3, 30.75, "mean") == (30.75, 30.72)
+    assert comparable_scores({}, champion, 3, 31.0, "mean") == (31.0, 30.72)  # nothing shared
+    # Ranked by the worst gain, the champion carries no bicubic baselines: nothing shared.
+    assert comparable_scores(new, champion, 3, 32.10) == (32.10, 30.72)

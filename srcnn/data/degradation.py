@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -202,6 +203,8 @@ def _only(resize: str, **fields) -> DegradationConfig:
 # The evaluation suite: the clean protocol and the kinds of input users' buckets hold, each
 # deterministic (probabilities 0 or 1, ranges of one value). Names are what
 # `srcnn evaluate --degradation` takes and what tables and metrics are labelled with.
+SuiteName = Literal["bicubic", "cubic", "linear", "area", "bicubic+jpeg75", "cubic+jpeg60",
+                    "blur+noise"]
 SUITE: dict[str, DegradationConfig] = {
     "bicubic": BICUBIC,
     "cubic": _only("cubic"),
@@ -213,6 +216,9 @@ SUITE: dict[str, DegradationConfig] = {
                         blur_anisotropic=0.0, noise_prob=1.0, noise_sigma=(3.0, 3.0),
                         noise_colour=0.0),
 }
+
+
+assert tuple(SUITE) == get_args(SuiteName)  # one list of names, declared statically
 
 
 def suite_degradation(name: str) -> DegradationConfig:

@@ -16,6 +16,7 @@ from srcnn.data.degradation import BICUBIC
 from srcnn.data.images import BadImageError, read_image
 from srcnn.data.store.patch_store import PatchStore
 from srcnn.evaluation.metrics import FSRCNN_PSNR, SetScore, score_dataset, score_image
+from srcnn.evaluation.ranking import degradation_key
 from srcnn.inference.tiling import luma_upscaler, prepare
 from srcnn.storage import join
 
@@ -70,7 +71,7 @@ def metric_key(dataset: str, scale: int, what: str = "psnr", degradation: str = 
                ) -> str:
     """`set5_x3_psnr`; under another degradation of the suite `set5_x3_cubic_jpeg60_psnr`."""
     if degradation != "bicubic":
-        what = f"{degradation.replace('+', '_')}_{what}"
+        what = f"{degradation_key(degradation)}_{what}"
     return f"{dataset.lower()}_x{scale}_{what}"
 
 

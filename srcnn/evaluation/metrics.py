@@ -105,7 +105,7 @@ class SetScore:
         return {
             "dataset": self.dataset,
             "scale": self.scale,
-            **({"degradation": self.degradation} if self.degradation != "bicubic" else {}),
+            "degradation": self.degradation,
             "psnr": round(self.psnr, 3),
             "ssim": round(self.ssim, 4),
             "bicubic_psnr": round(self.bicubic_psnr, 3),

@@ -3,7 +3,7 @@
     champion | challenger      an alias of the scale's registered model (`srcnn-x3`)
     models:/NAME/VERSION       a registry version, `models:/NAME@ALIAS`, or `models:/MODEL_ID`
     runs:/RUN_ID/model         a run's logged model
-    pretrained[:fast|:srcnn]   weights shipped in the package (`pretrained`: the best kind)
+    pretrained[:real|:fast|:srcnn]  weights shipped in the package (`pretrained`: the best kind)
     anything else              a model folder (path or URL) as `srcnn export` writes it
 
 The local kinds (shipped weights, folders) are read here, from their files' bytes; the
@@ -22,7 +22,7 @@ from srcnn.models.files import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, read_spec
 ALIASES = ("champion", "challenger")
 # Shipped kinds: `srcnn` (the paper's pre-upsampling family, folders x2, x3, x4) and `fast`
 # (LR-space nets at FSRCNN's cost, folders fast-x2, ...).
-PRETRAINED_KINDS = ("fast", "srcnn")
+PRETRAINED_KINDS = ("real", "fast", "srcnn")
 
 RefKind = Literal["alias", "registry", "run", "pretrained", "folder"]
 
@@ -77,26 +77,40 @@ def pretrained_dir(scale: int, kind: str = "srcnn") -> str:
     return str(path)
 
 
-def shipped_psnr(folder: str) -> float:
-    """Mean PSNR of the evaluation table recorded beside shipped weights."""
+def shipped_rows(folder: str) -> list[dict]:
+    """The evaluation rows recorded beside shipped weights: every (set, degradation) of the
+    suite they were scored under, else the papers' protocol only."""
     with open(f"{folder}/{CONFIG_FILE}", "rb") as f:
-        rows = json.load(f)["evaluation"]
-    return sum(r["psnr"] for r in rows) / len(rows)
+        config = json.load(f)
+    return config.get("evaluation_suite") or config["evaluation"]
+
+
+def worst_gain(rows: list[dict]) -> float:
+    """The lowest gain over bicubic across recorded rows: the registry's default ranking
+    (`srcnn.evaluation.ranking`, `worst`), over what config.json files record."""
+    return min(r["psnr"] - r["bicubic_psnr"] for r in rows)
 
 
 def best_pretrained(scale: int) -> str:
-    """The kind of shipped weights that score best at `scale` by their recorded tables (the
-    same benchmark sets for every kind)."""
+    """The kind of shipped weights `pretrained` (and `srcnn upscale` with no model) means at
+    `scale`: the best by the registry's ranking, the worst gain over bicubic across the rows
+    every kind records (the evaluation suite on Set5 and Set14 where all record it; a kind
+    that loses to bicubic on a common kind of input is a poor default however well it does on
+    clean input). Ties go to the kind listed first in PRETRAINED_KINDS."""
     found = {}
     for kind in PRETRAINED_KINDS:
         try:
-            folder = pretrained_dir(scale, kind)
+            found[kind] = shipped_rows(pretrained_dir(scale, kind))
         except FileNotFoundError:
             continue
-        found[kind] = shipped_psnr(folder)
     if not found:
         raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
-    return max(found, key=found.get)
+    shared = set.intersection(*({(r["dataset"], r.get("degradation", "bicubic")) for r in rows}
+                                for rows in found.values()))
+    scores = {kind: worst_gain([r for r in rows
+                                if (r["dataset"], r.get("degradation", "bicubic")) in shared])
+              for kind, rows in found.items()}
+    return max(scores, key=scores.get)
 
 
 def pretrained_kind(ref: str, scale: int) -> str | None:

@@ -13,6 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
+from srcnn.evaluation.ranking import compare, describe
 from srcnn.models.files import ModelSpec
 from srcnn.models.reference import ModelRef, read_local
 from srcnn.registry.resolve import (
@@ -43,9 +44,10 @@ class Registration:
     name: str
     version: str
     promoted: bool
-    selection_psnr: float
+    score: float  # the new version's figure under `ranked_by`, on the rows both carry
     previous_champion: str | None
-    previous_psnr: float | None
+    previous_score: float | None
+    ranked_by: str = "worst"
 
 
 def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
@@ -56,21 +58,17 @@ def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> 
 
 
 def comparable_scores(new: dict[str, str], old: dict[str, str], scale: int,
-                      selection: float) -> tuple[float, float]:
-    """(new, old) mean PSNR over the benchmark sets both versions carry (`set5_x3_psnr`, ...);
-    the stored selection PSNR when they share none."""
-    suffix = f"_x{scale}_psnr"
-    shared = sorted(k for k in new if k.endswith(suffix) and k in old
-                    and not k.endswith("bicubic_psnr") and k != "val_psnr")
-    if shared:
-        return (sum(float(new[k]) for k in shared) / len(shared),
-                sum(float(old[k]) for k in shared) / len(shared))
-    return selection, float(old.get(SELECTION_TAG, "-inf"))
+                      selection: float, rank_by: str = "worst") -> tuple[float, float]:
+    """(new, old) ranked by `rank_by` (`srcnn.evaluation.ranking`) on the suite rows (benchmark
+    set x degradation) both versions carry; the stored selection PSNR when they share none."""
+    scores = compare(new, old, scale, rank_by)
+    return scores if scores else (selection, float(old.get(SELECTION_TAG, "-inf")))
 
 
 def register(client: MlflowClient, run_id: str, scale: int, selection: float,
-             tags: dict[str, str], description: str) -> Registration:
-    """Register the run's model; move `champion` to it only if it beats the current one."""
+             tags: dict[str, str], description: str, rank_by: str = "worst") -> Registration:
+    """Register the run's model; move `champion` to it only if it ranks above the current one
+    by `rank_by`, like for like (a tie keeps the champion)."""
     name = registered_name(scale)
     try:
         client.create_registered_model(name, description=f"SRCNN x{scale} (Y channel)")
@@ -90,38 +88,48 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         )
     current = champion_version(client, name)
     previous = None
-    if current is not None:  # compare on the benchmark sets both were scored on
-        selection, previous = comparable_scores(tags, current.tags, scale, selection)
+    if current is not None:  # compare on the suite rows both were scored on
+        selection, previous = comparable_scores(tags, current.tags, scale, selection, rank_by)
     if current is not None and str(current.version) == str(mv.version):
-        return Registration(name, mv.version, False, selection, current.version, previous)
+        return Registration(name, mv.version, False, selection, current.version, previous,
+                            rank_by)
     promoted = current is None or (current.version != mv.version and selection > previous)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
-        log.info("%s v%s is the new champion (%.3f dB)", name, mv.version, selection)
+        log.info("%s v%s is the new champion (%s %.3f dB)", name, mv.version,
+                 describe(rank_by), selection)
     else:
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
-        log.info("%s v%s (%.3f dB) does not beat champion v%s (%.3f dB)", name, mv.version,
-                 selection, current.version, previous)
+        log.info("%s v%s (%.3f dB) does not beat champion v%s (%.3f dB) on %s", name,
+                 mv.version, selection, current.version, previous, describe(rank_by))
     return Registration(name, mv.version, promoted, selection,
-                        current.version if current else None, previous)
+                        current.version if current else None, previous, rank_by)
 
 
-def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str],
-             scale: int) -> list[str]:
-    """Score a registered version on the benchmark folders it has no tags for yet and record
-    them as its tags (`holdout_x3_psnr`, ...), so that a challenger scored there is compared
-    with it on the same images, never on different sets. Returns the sets it was scored on."""
-    missing = [d for d in datasets if metric_key(Path(d).name, scale) not in version.tags]
+def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str], scale: int,
+             degradations: list[str] | None = None) -> list[str]:
+    """Score a registered version on the suite rows (benchmark folder x degradation) it has no
+    tags for yet and record them as its tags (`holdout_x3_psnr`, `holdout_x3_cubic_psnr`, their
+    bicubic baselines), so that a challenger scored there is compared with it on the same
+    images made the same way, never on different rows. Returns the rows it was scored on."""
+    missing = [(d, name) for d in datasets for name in (degradations or ["bicubic"])
+               if metric_key(Path(d).name, scale, "bicubic_psnr", name) not in version.tags]
     if not missing:
         return []
     loaded = download_model(client, f"models:/{version.name}/{version.version}")
-    for s in evaluate_model(loaded.model, missing, scale):
-        for what, value in (("psnr", s.psnr), ("ssim", s.ssim)):
-            client.set_model_version_tag(version.name, version.version,
-                                         metric_key(s.dataset, scale, what), f"{value:.4f}")
+    scored = []
+    for folder in dict.fromkeys(d for d, _ in missing):
+        names = [name for d, name in missing if d == folder]
+        for s in evaluate_model(loaded.model, [folder], scale, degradations=names):
+            for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
+                                ("bicubic_psnr", s.bicubic_psnr)):
+                client.set_model_version_tag(version.name, version.version,
+                                             metric_key(s.dataset, scale, what, s.degradation),
+                                             f"{value:.4f}")
+            scored.append(f"{s.dataset}/{s.degradation}")
     log.info("%s v%s scored on %s for a like-for-like comparison", version.name,
-             version.version, ", ".join(Path(d).name for d in missing))
-    return missing
+             version.version, ", ".join(scored))
+    return scored
 
 
 def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Registration | None:
@@ -140,9 +148,12 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
     client.set_terminated(run.info.run_id)
     selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
     tags = {"source": "pretrained", **model_tags(loaded)}
-    for row in loaded.metadata.get("evaluation", []):
-        for what in ("psnr", "ssim"):
-            tags[metric_key(row["dataset"], scale, what)] = f"{row[what]:.4f}"
+    for row in [*loaded.metadata.get("evaluation", []),  # the rows its config.json records
+                *loaded.metadata.get("evaluation_suite", [])]:
+        for what in ("psnr", "ssim", "bicubic_psnr"):
+            if what in row:
+                tags[metric_key(row["dataset"], scale, what,
+                                row.get("degradation", "bicubic"))] = f"{row[what]:.4f}"
     return register(client, run.info.run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).\n\n"
                     + cost_table(tags))

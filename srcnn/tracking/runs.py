@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 TRAIN_EXPERIMENT = "srcnn-train"
 MODEL_ID_TAG = "model_id"  # on a run: its logged model (MLflow 3)
 EVAL_DATASETS_TAG = "eval_datasets"  # on a run: the benchmark folders it was scored on (JSON)
+EVAL_DEGRADATIONS_TAG = "eval_degradations"  # ... and the suite rows it was scored under (JSON)
 
 
 def make_client(settings: Settings) -> MlflowClient:

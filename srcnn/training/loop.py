@@ -119,7 +119,8 @@ def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, 
         index_gen = torch.Generator(device=device).manual_seed(config.seed)
     else:
         index_gen = gen
-    loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
+    loss_fn = {"l1": nn.L1Loss(), "smooth_l1": nn.SmoothL1Loss(beta=1 / 255),
+               "mse": nn.MSELoss()}[config.loss]
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device),
                        precision="bf16" if use_bf16 else "fp32")
     best_opt_state = copy.deepcopy(opt.state_dict())
