@@ -73,6 +73,7 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
 
     reg = register_best(3, good["run_id"])
     assert reg["promoted"] and reg["name"] == "srcnn-x3"
+    assert reg["score"] == pytest.approx(good["worst_gain"], abs=1e-3)  # the first: its own
     champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
     assert str(champion.version) == str(reg["version"])
     assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(
@@ -80,10 +81,13 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     )
     assert champion.tags["patch_store_fingerprint"] and "| Set5 | x3 |" in champion.description
 
-    # A far worse model (one step at a tiny learning rate) is registered but not promoted.
-    bad = train_srcnn(
-        store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7), [str(set5)], run_name="bad"
-    )
+    # A far worse model (one step at a tiny learning rate, no residual over bicubic: its
+    # output is noise) is registered but not promoted. (A residual net left at its
+    # initialisation would be bicubic itself, and by the default ranking, the worst gain over
+    # bicubic across the suite, rank above a net that loses on non-antialiased input.)
+    bad = train_srcnn(store, TINY.model_copy(update={"residual": False}),
+                      TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7), [str(set5)],
+                      run_name="bad")
     assert bad["selection_psnr"] < good["selection_psnr"]
     reg2 = register_best(3, bad["run_id"])
     assert not reg2["promoted"] and reg2["previous_champion"] == champion.version

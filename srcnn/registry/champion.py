@@ -13,7 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
-from srcnn.evaluation.ranking import compare, describe
+from srcnn.evaluation.ranking import compare, describe, rank_score, suite_rows
 from srcnn.models.files import ModelSpec
 from srcnn.models.reference import ModelRef, read_local
 from srcnn.registry.resolve import (
@@ -88,6 +88,8 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         )
     current = champion_version(client, name)
     previous = None
+    own = rank_score(suite_rows(tags, scale), rank_by)  # over all of its rows, when alone
+    selection = selection if own is None else own
     if current is not None:  # compare on the suite rows both were scored on
         selection, previous = comparable_scores(tags, current.tags, scale, selection, rank_by)
     if current is not None and str(current.version) == str(mv.version):
