@@ -108,14 +108,22 @@ def fast_recipe(scale: int, minutes: float = 40.0) -> Recipe:
     )
 
 
-def real_recipe(scale: int, minutes: float = 40.0) -> Recipe:
+# The robust family fine-tunes the shipped fast nets (`--init-model pretrained:fast`), so it
+# keeps their shapes: x3's 28 filters, not the fast preset's 32.
+REAL_WIDTH = {2: 26, 3: 28, 4: 40}
+
+
+def real_recipe(scale: int, minutes: float = 50.0) -> Recipe:
     """`fast-xS` on stores made under the realistic degradation mixture (DegradationConfig's
-    defaults, seeded by the scale): a starting point for the robust family, whose ranges are
-    still to be chosen by measurement on held-out T91 images."""
+    defaults, seeded by the scale), at the shipped fast net's shape and half its learning
+    rate: the shipped `pretrained:real` weights are these, fine-tuned from `pretrained:fast`
+    (`srcnn train --preset real-xS --init-model pretrained:fast`; see docs/robust-family.md)."""
     base = fast_recipe(scale, minutes)
     real = DegradationConfig(kind="real", seed=scale)
+    width = REAL_WIDTH[scale]
     return Recipe(patches=base.patches.model_copy(update={"degradation": real}),
-                  model=base.model, training=base.training)
+                  model=base.model.model_copy(update={"n1": width, "n2": width}),
+                  training=base.training.model_copy(update={"lr": 5e-4}))
 
 
 # The presets' names, declared once and statically (a flow parameter's type, which type

@@ -104,7 +104,8 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     with api_client(api) as client:
         trained = client.read_flow_run(UUID(flow_run_id(done.stdout)))
     assert trained.state.is_completed(), (trained.state, wrk.tail())
-    assert trained.parameters["preset"] == "fast-x3"  # the deployment's, merged in
+    assert trained.parameters["preset"] == "real-x3"  # the deployment's, merged in
+    assert trained.parameters["init_model"] == "pretrained:real"
 
     registered = wait_for_run(api, "register-best/x3", 240, wrk)
     assert registered.state.is_completed(), (registered.state, wrk.tail())
@@ -113,7 +114,7 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     ml = MlflowClient(tracking_uri=uri, registry_uri=uri)
     (champion,) = ml.search_model_versions("name = 'srcnn-x3'")
     assert ml.get_run(champion.run_id).info.run_name == "triggered-chain"
-    trained_run = ml.get_run(champion.run_id)  # the fast-x3 preset's net, within the budget
+    trained_run = ml.get_run(champion.run_id)  # the real-x3 preset's net, within the budget
     assert trained_run.data.params["model.family"] == "espcn"
     assert trained_run.data.params["model.depth"] == "8"
     assert champion.tags["family"] == "espcn" and int(champion.tags["macs_per_pixel"]) <= 6500
