@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from srcnn.evaluation.ranking import describe, rank_metric
+from srcnn.evaluation.ranking import rank_metric
 from srcnn.registry.champion import (
     Registration,
     champion_version,
@@ -84,9 +85,9 @@ def register_run(run_id: str, scale: int, max_macs: int | None = None,
                        f"{run_id}\n\n{cost_table(tags)}\n\n{f.read()}")
     reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description, rank_by)
     announce(reg)
-    logger.info("%s v%s: %s %.3f dB, %s", reg.name, reg.version, describe(rank_by), reg.score,
-                "promoted to champion" if reg.promoted else
-                f"kept champion v{reg.previous_champion} ({reg.previous_score:.3f} dB)")
+    logger.info("%s: %s", reg.name, reg.decision)
+    create_markdown_artifact(f"**{reg.name}**: {reg.decision}", key=f"champion-decision-x{scale}",
+                             description=f"register-best x{scale}: run {run_id}")
     return reg
 
 

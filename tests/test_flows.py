@@ -145,6 +145,12 @@ def test_registry_ranks_like_for_like_on_the_suite(store, mlflow_home, set5):
     assert reg["previous_score"] == pytest.approx(min(old), abs=2e-3)
     assert reg["score"] == pytest.approx(min(gains.values()), abs=2e-3)
     assert reg["promoted"] == (reg["score"] > reg["previous_score"])
+    # The decision, where reviewers look: both versions' tags and the new one's description.
+    assert "on the same 3 rows: set5 x bicubic, cubic, cubic+jpeg60" in reg["decision"]
+    assert f"{reg['score']:+.3f} dB" in reg["decision"]
+    for version in (champion.version, reg["version"]):
+        assert ml.get_model_version("srcnn-x3", version).tags["champion_decision"] == reg["decision"]
+    assert reg["decision"] in ml.get_model_version("srcnn-x3", reg["version"]).description
     # Both LR images are the same for both versions: the bicubic baselines agree.
     assert float(scored["set5_x3_cubic_bicubic_psnr"]) == pytest.approx(
         rows["cubic"]["bicubic_psnr"], abs=1e-3)

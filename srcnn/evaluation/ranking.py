@@ -79,19 +79,37 @@ def rank_score(rows: Mapping[tuple[str, str], Row], rank_by: str) -> float | Non
     return sum(values) / len(values) if values else None
 
 
-def compare(new: Mapping[str, float | str], old: Mapping[str, float | str], scale: int,
-            rank_by: str) -> tuple[float, float] | None:
-    """(new, old) ranked on the rows both carry, like for like: the same sets under the same
-    degradations (for `worst`, the rows whose bicubic baseline both recorded). None when
-    they share none."""
+def shared_rows(new: Mapping[str, float | str], old: Mapping[str, float | str], scale: int,
+                rank_by: str) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Row]]:
+    """The rows of `new` and `old` that a like-for-like comparison by `rank_by` uses: the same
+    sets under the same degradations (for `worst`, those whose bicubic baseline both recorded)."""
     new_rows, old_rows = suite_rows(new, scale), suite_rows(old, scale)
     shared = new_rows.keys() & old_rows.keys()
     if rank_by == "worst":
         shared = {k for k in shared if new_rows[k].gain is not None
                   and old_rows[k].gain is not None}
-    scores = (rank_score({k: new_rows[k] for k in shared}, rank_by),
-              rank_score({k: old_rows[k] for k in shared}, rank_by))
+    return {k: new_rows[k] for k in shared}, {k: old_rows[k] for k in shared}
+
+
+def compare(new: Mapping[str, float | str], old: Mapping[str, float | str], scale: int,
+            rank_by: str) -> tuple[float, float] | None:
+    """(new, old) ranked on the rows both carry, like for like (`shared_rows`). None when they
+    share none."""
+    mine, theirs = shared_rows(new, old, scale, rank_by)
+    scores = rank_score(mine, rank_by), rank_score(theirs, rank_by)
     return None if None in scores else scores
+
+
+def rows_label(rows: Mapping[tuple[str, str], Row]) -> str:
+    """`14 rows: Set14, Set5 x area, bicubic, ...` (what a comparison was made on)."""
+    sets = sorted({dataset for dataset, _ in rows})
+    kinds = [name for name in SUITE if any(d == name for _, d in rows)]
+    return f"{len(rows)} rows: {', '.join(sets)} x {', '.join(kinds)}"
+
+
+def figure(rank_by: str, value: float) -> str:
+    """A ranking figure as people read it: a signed gain, or a PSNR."""
+    return f"{value:+.3f} dB" if rank_by == "worst" else f"{value:.3f} dB"
 
 
 def rank_metric(rank_by: str) -> str:

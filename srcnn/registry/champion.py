@@ -13,7 +13,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
-from srcnn.evaluation.ranking import compare, describe, rank_score, suite_rows
+from srcnn.evaluation.ranking import (
+    compare,
+    describe,
+    figure,
+    rank_score,
+    rows_label,
+    shared_rows,
+    suite_rows,
+)
 from srcnn.models.files import ModelSpec
 from srcnn.models.reference import ModelRef, read_local
 from srcnn.registry.resolve import (
@@ -48,6 +56,7 @@ class Registration:
     previous_champion: str | None
     previous_score: float | None
     ranked_by: str = "worst"
+    decision: str = ""  # who, against whom, on what, by how much: on both versions' tags
 
 
 def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
@@ -87,25 +96,54 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
             tags={**tags, SELECTION_TAG: f"{selection:.4f}"}, description=description,
         )
     current = champion_version(client, name)
-    previous = None
     own = rank_score(suite_rows(tags, scale), rank_by)  # over all of its rows, when alone
     selection = selection if own is None else own
-    if current is not None:  # compare on the suite rows both were scored on
-        selection, previous = comparable_scores(tags, current.tags, scale, selection, rank_by)
-    if current is not None and str(current.version) == str(mv.version):
-        return Registration(name, mv.version, False, selection, current.version, previous,
-                            rank_by)
-    promoted = current is None or (current.version != mv.version and selection > previous)
+    if current is None:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+        text = (f"v{mv.version} is champion: the first version of {name} "
+                f"({describe(rank_by)} {figure(rank_by, selection)}).")
+        record_decision(client, name, mv.version, None, text)
+        log.info("%s", text)
+        return Registration(name, mv.version, True, selection, None, None, rank_by, text)
+    if str(current.version) == str(mv.version):
+        text = f"v{mv.version} is already champion."
+        return Registration(name, mv.version, False, selection, current.version, None,
+                            rank_by, text)
+    # compare on the suite rows both were scored on
+    mine, _ = shared_rows(tags, current.tags, scale, rank_by)
+    selection, previous = comparable_scores(tags, current.tags, scale, selection, rank_by)
+    on = (f"{describe(rank_by)}, on the same {rows_label(mine)}" if mine else
+          "selection PSNR (the two share no evaluation rows)")
+    promoted = selection > previous  # a tie keeps the champion
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
-        log.info("%s v%s is the new champion (%s %.3f dB)", name, mv.version,
-                 describe(rank_by), selection)
+        text = (f"v{mv.version} becomes champion: {figure(rank_by, selection)} against "
+                f"v{current.version}'s {figure(rank_by, previous)} ({on}).")
     else:
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
-        log.info("%s v%s (%.3f dB) does not beat champion v%s (%.3f dB) on %s", name,
-                 mv.version, selection, current.version, previous, describe(rank_by))
-    return Registration(name, mv.version, promoted, selection,
-                        current.version if current else None, previous, rank_by)
+        text = (f"v{current.version} stays champion: v{mv.version} scores "
+                f"{figure(rank_by, selection)} against its {figure(rank_by, previous)} ({on}); "
+                f"v{mv.version} is challenger.")
+    record_decision(client, name, mv.version, current.version, text)
+    log.info("%s", text)
+    return Registration(name, mv.version, promoted, selection, current.version, previous,
+                        rank_by, text)
+
+
+DECISION_TAG = "champion_decision"
+
+
+def record_decision(client: MlflowClient, name: str, version: str, champion: str | None,
+                    text: str) -> None:
+    """The decision where reviewers look: a tag on the new version and on the champion it was
+    ranked against, and a section of the new version's description."""
+    for v in (version, champion):
+        if v is not None:
+            client.set_model_version_tag(name, v, DECISION_TAG, text)
+    mv = client.get_model_version(name, version)
+    body = (mv.description or "").split("\n\n## Champion decision")[0]
+    client.update_model_version(name, version,
+                                description=f"{body}\n\n## Champion decision\n\n{text}")
 
 
 def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str], scale: int,
