@@ -7,6 +7,7 @@ from PIL import Image
 from flows.pipeline import srcnn_pipeline
 from srcnn.config import TrainOverrides
 from srcnn.data.degradation import SUITE
+from srcnn.demo import USERS_DEGRADATIONS
 from srcnn.models.files import load_model
 from srcnn.models.reference import best_pretrained, pretrained_dir
 from srcnn.presets import DEMO_TRAINING
@@ -48,6 +49,16 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     assert summary["model"] == f"models:/srcnn-x3/{champion}"  # what upscaled the photos
     assert ("(the shipped weights) stays" in summary["champion"]) != reg["promoted"]
     assert summary["holdout_psnr"]["srcnn"] > summary["holdout_psnr"]["bicubic"]
+    # The held-out photos as users' images are, upscaled by both shipped kinds: the robust
+    # one gains on every kind, the clean-input one loses to bicubic on non-antialiased input.
+    users = summary["users_images"]
+    assert list(users) == list(USERS_DEGRADATIONS)
+    for name, row in users.items():
+        assert row["real"] > row["bicubic"], (name, row)
+        lr = tmp_path / "demo" / "lr-x3-users" / name.replace("+", "_") / "coffee.png"
+        out = tmp_path / "demo" / "upscaled-x3-users-real" / lr.parent.name / "coffee.png"
+        assert Image.open(out).size == tuple(3 * v for v in Image.open(lr).size)
+    assert users["cubic"]["fast"] < users["cubic"]["bicubic"] < users["cubic"]["real"]
     outputs = sorted((tmp_path / "demo" / "upscaled-x3").glob("*.png"))
     assert [p.name for p in outputs] == ["chelsea.png", "coffee.png", "rocket.png"]
     for out in outputs:
