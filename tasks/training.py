@@ -11,9 +11,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from srcnn.cluster import run_on_gpu_worker
 from srcnn.config import ModelConfig, TrainConfig
+from srcnn.data.color import luma
 from srcnn.data.degradation import SUITE, bicubic_upscale, lr_pair
 from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key
-from srcnn.evaluation.metrics import SetScore, dataset_digest, list_dataset
+from srcnn.evaluation.metrics import SetScore, dataset_digest, list_dataset, psnr_y
 from srcnn.evaluation.ranking import Row, rank_metric, rank_score
 from srcnn.inference.tiling import prepare, upscale_rgb
 from srcnn.registry.resolve import resolve_model
@@ -89,14 +90,18 @@ def ranking_figures(scores: list[SetScore], scale: int) -> dict[str, float]:
 
 
 def _log_crops(client, run_id: str, model, datasets: list[str], scale: int) -> None:
-    """HR / bicubic / SRCNN centre crops for the first image of each set."""
+    """HR / bicubic / SR centre crops for the first image of each set, each labelled with its
+    whole image's Y-PSNR by the protocol."""
     net = prepare(model, "cpu")
     for directory in datasets:
         path = list_dataset(directory)[0]
         with Image.open(path) as img:
             hr, lr = lr_pair(img, scale)
-        panels = {"HR": hr, "bicubic": bicubic_upscale(lr, scale),
-                  model.config.family: upscale_rgb(net, lr, scale)}
+        outputs = {"bicubic": bicubic_upscale(lr, scale),
+                   f"SR ({model.config.name})": upscale_rgb(net, lr, scale)}
+        panels = {"HR": hr} | {f"{k}: {psnr_y(luma(hr), luma(v), scale):.2f} dB": v
+                               for k, v in outputs.items()}
         panels = {k: plots.centre_crop(v, 128) for k, v in panels.items()}
-        figure = plots.comparison(panels, f"{Path(directory).name}/{path.name} x{scale}")
+        figure = plots.comparison(panels, f"{Path(directory).name}/{path.name} x{scale}, "
+                                          "centre crops")
         client.log_image(run_id, figure, f"plots/crops_{Path(directory).name}.png")

@@ -161,7 +161,7 @@ def test_evaluate_under_named_degradations(model_dir, set5):
                                       "--json"])
     assert result.exit_code == 0, result.output
     clean, cubic = json.loads(result.output)
-    assert "degradation" not in clean and cubic["degradation"] == "cubic"
+    assert clean["degradation"] == "bicubic" and cubic["degradation"] == "cubic"
     assert clean["bicubic_psnr"] == pytest.approx(30.40, abs=0.02) and clean["paper_psnr"]
     assert cubic["paper_psnr"] is None  # the paper's figure is for its own protocol only
     expected = []
