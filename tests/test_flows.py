@@ -151,6 +151,10 @@ def test_registry_ranks_like_for_like_on_the_suite(store, mlflow_home, set5):
     for version in (champion.version, reg["version"]):
         assert ml.get_model_version("srcnn-x3", version).tags["champion_decision"] == reg["decision"]
     assert reg["decision"] in ml.get_model_version("srcnn-x3", reg["version"]).description
+    # The logged model knows its version, as MLflow's own registration path records it.
+    logged = ml.get_logged_model(run.tags["model_id"])
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "srcnn-x3", "version": str(reg["version"])}]
     # Both LR images are the same for both versions: the bicubic baselines agree.
     assert float(scored["set5_x3_cubic_bicubic_psnr"]) == pytest.approx(
         rows["cubic"]["bicubic_psnr"], abs=1e-3)

@@ -4,6 +4,7 @@ an empty registry is seeded with the shipped weights."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
 from srcnn.evaluation.ranking import (
@@ -95,6 +97,8 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
             name, source=source, run_id=run_id, model_id=model_id,
             tags={**tags, SELECTION_TAG: f"{selection:.4f}"}, description=description,
         )
+        if model_id:
+            link_logged_model(client, model_id, name, mv.version)
     current = champion_version(client, name)
     own = rank_score(suite_rows(tags, scale), rank_by)  # over all of its rows, when alone
     selection = selection if own is None else own
@@ -128,6 +132,16 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
     log.info("%s", text)
     return Registration(name, mv.version, promoted, selection, current.version, previous,
                         rank_by, text)
+
+
+def link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """Record the version on its logged model as `mlflow.register_model` does (the tag the
+    UI reads to show a logged model's versions instead of "Not registered")."""
+    model = client.get_logged_model(model_id)
+    links = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    if {"name": name, "version": str(version)} not in links:
+        links.append({"name": name, "version": str(version)})
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
 
 
 DECISION_TAG = "champion_decision"
