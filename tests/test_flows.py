@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from uuid import UUID
 
 import numpy as np
@@ -64,6 +66,12 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     assert run.data.metrics["set5_x3_psnr"] == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
     assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs.fingerprint
     assert run.data.params["model.f2"] == "5" and run.data.params["train.epochs"] == "2"
+    # A reviewer sees where it came from, and the experiment opens on its training runs.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert run.data.tags["mlflow.source.git.commit"] == head
+    experiment = ml.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     artifacts = {a.path for a in ml.list_artifacts(good["run_id"])}
     assert {"plots", "evaluation"} <= artifacts
     logged = ml.get_logged_model(run.data.tags["model_id"])  # the model: an MLflow 3 one

@@ -48,12 +48,39 @@ def make_client(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# The UI opens an experiment of this kind on its runs, not on the GenAI overview (traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's source tags for a run made by this code: what ran it and, when the package is
+    a git checkout, its commit, branch and remote (the UI links the run to them)."""
+    from mlflow.utils import git_utils
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_BRANCH,
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_GIT_REPO_URL,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+    )
+
+    here = str(Path(__file__).resolve().parent)
+    found = {MLFLOW_GIT_COMMIT: git_utils.get_git_commit(here),
+             MLFLOW_GIT_BRANCH: git_utils.get_git_branch(here),
+             MLFLOW_GIT_REPO_URL: git_utils.get_git_repo_url(here)}
+    return {MLFLOW_SOURCE_NAME: entry_point, MLFLOW_SOURCE_TYPE: "LOCAL",
+            **{k: v for k, v in found.items() if v}}
+
+
 def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> str:
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}")
-
+    if exp is None:
+        return client.create_experiment(name, tags=EXPERIMENT_KIND,
+                                        artifact_location=f"{settings.artifact_root}/{name}")
+    for key, value in EXPERIMENT_KIND.items():  # experiments made by older versions
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0,

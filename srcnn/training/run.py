@@ -29,6 +29,7 @@ from srcnn.tracking.runs import (
     log_model,
     log_params,
     make_client,
+    source_tags,
 )
 from srcnn.training import plots
 from srcnn.training.loop import EpochReport, train
@@ -84,6 +85,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         "patch_store": store,
         "patch_store_fingerprint": patches.attrs.fingerprint,
         "dask_worker": current_worker() or "none",
+        **source_tags("srcnn train-srcnn"),
         **(tags or {}),
     }
     run = client.create_run(ensure_experiment(client, TRAIN_EXPERIMENT, settings),
