@@ -28,7 +28,7 @@ from srcnn.tracking.runs import (
 )
 from tasks import NETWORK_RETRIES
 
-LINEAGE_TAGS = ("family", "arch", "macs_per_pixel", "code_version", "patch_store",
+LINEAGE_TAGS = ("family", "arch", "filters", "macs_per_pixel", "code_version", "patch_store",
                 "patch_store_fingerprint", "prefect_flow_run_id", "device")
 
 

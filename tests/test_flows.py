@@ -112,7 +112,9 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     # the best run within it, refuses a run over it, and still never moves champion down.
     assert (champion.tags["family"], champion.tags["arch"]) == ("srcnn", "9-5-5")
     assert int(champion.tags["macs_per_pixel"]) == ModelConfig().macs(3) == 57_184
-    assert "| srcnn | 9-5-5 | 57184 |" in champion.description
+    assert "| srcnn | 9-5-5 | 64/32 | 57184 |" in champion.description
+    described = ml.get_registered_model("srcnn-x3").description
+    assert "Versions hold: SRCNN" in described and "LR-space" not in described
     cheap = register_best(3, max_macs=10_000)  # only the tiny net (1,624) fits
     assert cheap["version"] == reg2["version"] and not cheap["promoted"]
     assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version

@@ -99,6 +99,7 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         )
         if model_id:
             link_logged_model(client, model_id, name, mv.version)
+        describe_registered_model(client, name, scale)
     current = champion_version(client, name)
     own = rank_score(suite_rows(tags, scale), rank_by)  # over all of its rows, when alone
     selection = selection if own is None else own
@@ -132,6 +133,22 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
     log.info("%s", text)
     return Registration(name, mv.version, promoted, selection, current.version, previous,
                         rank_by, text)
+
+
+FAMILY_NAMES = {"srcnn": "SRCNN (convolutions on the bicubic upscale)",
+                "espcn": "LR-space nets (ESPCN/FSRCNN family: convolutions on the LR image, a "
+                         "sub-pixel layer)"}
+
+
+def describe_registered_model(client: MlflowClient, name: str, scale: int) -> None:
+    """The registered model's description: what it is and the families its versions hold."""
+    families = sorted({v.tags.get("family", "srcnn")
+                       for v in client.search_model_versions(f"name = '{name}'")})
+    client.update_registered_model(name, description=(
+        f"Super-resolution x{scale} of the Y channel (BT.601), chroma upscaled bicubically. "
+        "Versions hold: " + "; ".join(FAMILY_NAMES.get(f, f) for f in families) + ". "
+        "`champion` moves only to a version that ranks above it on the same evaluation rows "
+        "(each version's `champion_decision` tag says why)."))
 
 
 def link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:

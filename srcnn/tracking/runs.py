@@ -171,15 +171,20 @@ def export_model(loaded: LoadedModel, url: str) -> None:
 def model_tags(loaded: LoadedModel) -> dict[str, str]:
     """What the registry UI and `register-best` compare versions by."""
     config = loaded.model.config
-    return {"scale": str(loaded.scale), "arch": config.arch, "family": config.family,
-            "macs_per_pixel": str(config.macs(loaded.scale))}
+    return {"scale": str(loaded.scale), "arch": config.arch, "filters": filters(config),
+            "family": config.family, "macs_per_pixel": str(config.macs(loaded.scale))}
+
+
+def filters(config) -> str:
+    """The widths beside the kernels of `arch`: `28` (every layer), `64/32` (first/others)."""
+    return f"{config.n1}" if config.n1 == config.n2 else f"{config.n1}/{config.n2}"
 
 
 def cost_table(tags: dict[str, str]) -> str:
     """The version's net and its cost, as the Markdown table its description leads with."""
-    return ("| family | arch | multiply-adds per output pixel |\n|---|---|---|\n"
+    return ("| family | arch | filters | multiply-adds per output pixel |\n|---|---|---|---|\n"
             f"| {tags.get('family', 'srcnn')} | {tags.get('arch', '?')} | "
-            f"{tags.get('macs_per_pixel', '?')} |")
+            f"{tags.get('filters', '?')} | {tags.get('macs_per_pixel', '?')} |")
 
 
 def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:

@@ -25,6 +25,7 @@ from srcnn.settings import get_settings
 from srcnn.tracking.runs import (
     TRAIN_EXPERIMENT,
     ensure_experiment,
+    filters,
     log_metrics,
     log_model,
     log_params,
@@ -79,6 +80,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     tags = {
         "scale": str(scale),
         "arch": model.arch,
+        "filters": filters(model),
         "family": model.family,
         "macs_per_pixel": str(model.macs(scale)),
         "code_version": __version__,
