@@ -10,7 +10,10 @@ TORCH_PIP_ARGS ?=
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-export PREFECT_LOGGING_LEVEL ?= WARNING
+# Run logs at INFO reach the Prefect API (the UI shows each run's summary); the terminal shows
+# warnings only (the CLI prints its own summary).
+export PREFECT_LOGGING_LEVEL ?= INFO
+export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export DO_NOT_TRACK ?= 1
 
 .PHONY: setup demo test test-fast lint deploy clean

@@ -214,21 +214,28 @@ def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:
     )
 
 
+def report_rows(summary: dict) -> list[dict[str, str]]:
+    """The run's report as table rows (what the `upscale-report` artifact shows): the counts,
+    the throughput, where things are, then one row per failure shown."""
+    rows = [("upscaled", summary["done"]), ("already current (skipped)", summary["skipped"]),
+            ("failed", summary["failed"]), ("images per second", summary["images_per_s"]),
+            ("output megapixels per second", summary["output_mpx_per_s"]),
+            ("wall seconds", summary["wall_seconds"]), ("model", summary["model"]),
+            ("input", summary["input"]), ("output", summary["output"]),
+            ("reports", summary["reports"])]
+    rows += [(f"failed: {f.partition(': ')[0]}", f.partition(": ")[2])
+             for f in summary["failures"]]
+    return [{"item": item, "value": str(value)} for item, value in rows]
+
+
 def _publish(summary: dict, output: str, run_id: str) -> None:
     body = json.dumps(summary, indent=2).encode()
     write_summary([join(output, REPORTS, run_id, "summary.json"), join(output, REPORT_KEY)], body)
-    counts = {k: summary[k] for k in ("done", "skipped", "failed")}
-    rows = [
-        {"key": f.partition(": ")[0], "reason": f.partition(": ")[2]} for f in summary["failures"]
-    ] or [{"key": "-", "reason": "no failures"}]
     create_table_artifact(
-        rows,
+        report_rows(summary),
         key="upscale-report",
-        description=f"{summary['input']} -> {summary['output']} with "
-        f"{summary['model']}: {counts}, "
-        f"{summary['images_per_s']} images/s; failures (first "
-        f"{MAX_FAILURES_SHOWN}) below, all in "
-        f"{summary['reports']}",
+        description=f"{summary['input']} -> {summary['output']} with {summary['model']} "
+        f"(failures: the first {MAX_FAILURES_SHOWN}; all in {summary['reports']})",
     )
 
 

@@ -220,6 +220,8 @@ def test_upscale_bucket_writes_every_image(store, mlflow_home, tmp_path, set5):
             )
         }
     assert {"upscale-report", "upscale-progress", "upscale-preview"} <= set(artifacts)
+    table = {row["item"]: row["value"] for row in json.loads(artifacts["upscale-report"].data)}
+    assert (table["upscaled"], table["failed"], table["output"]) == ("4", "0", str(out))
     assert artifacts["upscale-progress"].type == "progress"
     assert artifacts["upscale-progress"].data == 100.0
     preview = artifacts["upscale-preview"].data
