@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -379,6 +380,52 @@ def pipeline(
                 f"{row[k] - row['bicubic']:>+18.2f}" for k in kinds))
     lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {masked(settings.tracking_uri)}")
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def ui(
+    mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    prefect_port: Annotated[int, typer.Option(help="Port of the Prefect UI.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address both listen on.")] = "127.0.0.1",
+) -> None:
+    """Browse what the pipeline recorded: the MLflow UI over its tracking store (SRCNN_HOME's
+    mlflow.db by default, what `make demo` wrote) and the Prefect UI over PREFECT_HOME's
+    history, until Ctrl-C."""
+    import subprocess
+    import sys
+    import time
+
+    settings = get_settings()
+    uri, _ = settings.mlflow_credentials()
+    api = f"http://{host}:{prefect_port}/api"
+    commands = {
+        "MLflow": [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                   settings.tracking_uri, "--default-artifact-root", settings.artifact_root,
+                   "--host", host, "--port", str(mlflow_port)],
+        "Prefect": [sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                    "--port", str(prefect_port), "--no-services", "--analytics-off"],
+    }
+    # The Prefect UI calls its API at this address (without it: the server's default port).
+    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    procs = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
+    typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {masked(uri)})\n"
+               f"Prefect : http://{host}:{prefect_port}  (PREFECT_HOME "
+               f"{os.environ.get('PREFECT_HOME', '~/.prefect')})\nCtrl-C stops both.")
+    try:
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        failed = [name for name, p in procs.items() if p.poll() is not None]
+        typer.echo(f"{', '.join(failed)} stopped (exit {procs[failed[0]].returncode}): is "
+                   f"the port in use? Choose another with --mlflow-port / --prefect-port.",
+                   err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(30)
 
 
 def main() -> None:
