@@ -16,7 +16,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast lint deploy clean
+.PHONY: setup demo test test-fast lint deploy clean browser
 
 setup: $(STAMP)
 
@@ -38,9 +38,19 @@ demo: $(STAMP)
 # One torch/OpenMP thread per process unless OMP_NUM_THREADS says otherwise: two processes
 # of two spinning threads each on two cores slowed the training tests by half.
 TEST_WORKERS ?= 2
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/pytest -q -ra --durations=12 \
 	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The browser the UI tests look through: Debian's chromium and its driver, installed with
+# apt-get where missing (as root, or with sudo); nothing downloads a browser at run time.
+# Where neither can be had, the UI tests fail and say so.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "browser: could not install chromium and chromium-driver: the UI tests will fail" >&2; }
 
 # Lint as a habit: ruff (pyflakes, import order, bugbear, pyupgrade) and the import contracts
 # of pyproject.toml (flows -> tasks -> srcnn, and the layers inside srcnn/).
