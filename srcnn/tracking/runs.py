@@ -206,8 +206,8 @@ def log_model(client: MlflowClient, run_id: str, loaded: LoadedModel) -> str:
 def run_facts(client: MlflowClient, run_id: str) -> dict:
     """What a training run records about the model it made, for the model's own config (what
     `srcnn export` writes beside the weights): cost, training time and steps, the held-out
-    selection figure, device and precision, and the training data (its patch store's source
-    and images, when the store is still readable)."""
+    selection figure, device and precision, and the training data (its patch store's source,
+    images and degradation, when the store is still readable)."""
     run = client.get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
     steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
@@ -236,4 +236,5 @@ def run_facts(client: MlflowClient, run_id: str) -> dict:
             held_out = len({s.key for s in sources if s.split == "val"})
             facts["training_data"] = (f"{attrs.source_url}: {attrs.n_images} images "
                                       f"({held_out} held out), {attrs.n_patches} patches")
+            facts["degradation"] = attrs.degradation.model_dump(mode="json")  # its LR images
     return {k: v for k, v in facts.items() if v is not None}
