@@ -28,6 +28,7 @@ from srcnn.tracking.runs import (
 )
 from tasks import NETWORK_RETRIES
 
+HEADLINE_METRICS = ("worst_gain", "selection_psnr", "best_held_out_psnr")
 LINEAGE_TAGS = ("family", "arch", "filters", "macs_per_pixel", "code_version", "patch_store",
                 "patch_store_fingerprint", "prefect_flow_run_id", "device")
 
@@ -69,7 +70,8 @@ def register_run(run_id: str, scale: int, max_macs: int | None = None,
         cost = metrics.get("macs_per_pixel", "an unrecorded number of")
         raise ValueError(f"run {run_id}: its net costs {cost} multiply-adds per output pixel, "
                          f"over the budget of {max_macs}")
-    tags = {k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("_psnr", "_ssim"))}
+    # The version's tags: its headline figures (its rows are its logged model's metrics).
+    tags = {k: f"{metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics}
     tags |= {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags}
     tags["run_id"] = run_id
     champion = champion_version(client, registered_name(scale))
@@ -83,7 +85,8 @@ def register_run(run_id: str, scale: int, max_macs: int | None = None,
     with open(table) as f:
         description = (f"{tags.get('family', 'srcnn')} {tags.get('arch', '')} x{scale}, run "
                        f"{run_id}\n\n{cost_table(tags)}\n\n{f.read()}")
-    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description, rank_by)
+    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description, rank_by,
+                   scores=metrics)
     announce(reg)
     logger.info("%s: %s", reg.name, reg.decision)
     create_markdown_artifact(f"**{reg.name}**: {reg.decision}", key=f"champion-decision-x{scale}",

@@ -69,7 +69,7 @@ def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, smal
     ml = MlflowClient(tracking_uri=url, registry_uri=url)
     champion = ml.get_model_version_by_alias("srcnn-x3", "champion")
     assert str(champion.version) == str(reg["version"]) and champion.run_id == run_id
-    assert float(champion.tags["set5_x3_psnr"]) == pytest.approx(psnr, abs=1e-3)
+    assert "set5_x3_psnr" not in champion.tags  # its rows: on its logged model (below)
     assert float(champion.tags["selection_psnr"]) == pytest.approx(trained["selection_psnr"],
                                                                    abs=1e-3)
     assert "| Set5 | x3 |" in champion.description and run_id in champion.description

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
+from srcnn.evaluation.metrics import dataset_digest
 from srcnn.evaluation.ranking import (
     compare,
     describe,
     figure,
+    rank_metric,
     rank_score,
     rows_label,
     shared_rows,
@@ -39,7 +42,9 @@ from srcnn.tracking.runs import (
     TRAIN_EXPERIMENT,
     cost_table,
     ensure_experiment,
+    log_metrics,
     log_model,
+    log_params,
     make_client,
     model_tags,
 )
@@ -77,9 +82,13 @@ def comparable_scores(new: dict[str, str], old: dict[str, str], scale: int,
 
 
 def register(client: MlflowClient, run_id: str, scale: int, selection: float,
-             tags: dict[str, str], description: str, rank_by: str = "worst") -> Registration:
+             tags: dict[str, str], description: str, rank_by: str = "worst",
+             scores: Mapping[str, float | str] | None = None) -> Registration:
     """Register the run's model; move `champion` to it only if it ranks above the current one
-    by `rank_by`, like for like (a tie keeps the champion)."""
+    by `rank_by`, like for like (a tie keeps the champion). `scores`: its evaluation rows
+    (`set5_x3_cubic_psnr`, ...: the run's metrics, which its logged model carries too); the
+    version's own tags hold the headline figures only."""
+    scores = dict(scores if scores is not None else tags)
     name = registered_name(scale)
     try:
         client.create_registered_model(name, description=f"SRCNN x{scale} (Y channel)")
@@ -101,7 +110,7 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
             link_logged_model(client, model_id, name, mv.version)
         describe_registered_model(client, name, scale)
     current = champion_version(client, name)
-    own = rank_score(suite_rows(tags, scale), rank_by)  # over all of its rows, when alone
+    own = rank_score(suite_rows(scores, scale), rank_by)  # over all of its rows, when alone
     selection = selection if own is None else own
     if current is None:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
@@ -115,8 +124,9 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         return Registration(name, mv.version, False, selection, current.version, None,
                             rank_by, text)
     # compare on the suite rows both were scored on
-    mine, _ = shared_rows(tags, current.tags, scale, rank_by)
-    selection, previous = comparable_scores(tags, current.tags, scale, selection, rank_by)
+    theirs = version_scores(client, current)
+    mine, _ = shared_rows(scores, theirs, scale, rank_by)
+    selection, previous = comparable_scores(scores, theirs, scale, selection, rank_by)
     on = (f"{describe(rank_by)}, on the same {rows_label(mine)}" if mine else
           "selection PSNR (the two share no evaluation rows)")
     promoted = selection > previous  # a tie keeps the champion
@@ -177,26 +187,60 @@ def record_decision(client: MlflowClient, name: str, version: str, champion: str
                                 description=f"{body}\n\n## Champion decision\n\n{text}")
 
 
+def logged_model_id(version: ModelVersion) -> str | None:
+    """The id of the logged model a version was made from (`models:/m-...` as its source: the
+    OSS registry leaves `model_id` empty)."""
+    if version.model_id:
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def version_scores(client: MlflowClient, version: ModelVersion) -> dict[str, float | str]:
+    """A version's evaluation rows by metric name: its logged model's metrics (the latest value
+    of each), and for versions registered before scores moved there, its tags."""
+    scores: dict[str, float | str] = {k: v for k, v in version.tags.items()
+                                      if k.endswith(("_psnr", "_ssim"))}
+    if model_id := logged_model_id(version):
+        try:
+            metrics = client.get_logged_model(model_id).metrics or []
+        except MlflowException as exc:
+            log.warning("%s v%s: logged model %s not readable (%s): comparing on its tags",
+                        version.name, version.version, model_id, exc)
+            metrics = []
+        for m in sorted(metrics, key=lambda m: m.timestamp):
+            scores[m.key] = m.value
+    return scores
+
+
 def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str], scale: int,
              degradations: list[str] | None = None) -> list[str]:
     """Score a registered version on the suite rows (benchmark folder x degradation) it has no
-    tags for yet and record them as its tags (`holdout_x3_psnr`, `holdout_x3_cubic_psnr`, their
-    bicubic baselines), so that a challenger scored there is compared with it on the same
-    images made the same way, never on different rows. Returns the rows it was scored on."""
+    scores for yet and record them as metrics of its logged model and run (`holdout_x3_psnr`,
+    `holdout_x3_cubic_psnr`, their bicubic baselines), so that a challenger scored there is
+    compared with it on the same images made the same way, never on different rows. Returns the
+    rows it was scored on."""
+    have = version_scores(client, version)
     missing = [(d, name) for d in datasets for name in (degradations or ["bicubic"])
-               if metric_key(Path(d).name, scale, "bicubic_psnr", name) not in version.tags]
+               if metric_key(Path(d).name, scale, "bicubic_psnr", name) not in have]
     if not missing:
         return []
     loaded = download_model(client, f"models:/{version.name}/{version.version}")
     scored = []
     for folder in dict.fromkeys(d for d, _ in missing):
         names = [name for d, name in missing if d == folder]
+        digest = dataset_digest(folder)
         for s in evaluate_model(loaded.model, [folder], scale, degradations=names):
-            for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
-                                ("bicubic_psnr", s.bicubic_psnr)):
-                client.set_model_version_tag(version.name, version.version,
-                                             metric_key(s.dataset, scale, what, s.degradation),
-                                             f"{value:.4f}")
+            values = {metric_key(s.dataset, scale, what, s.degradation): value
+                      for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
+                                          ("bicubic_psnr", s.bicubic_psnr))}
+            if (model_id := logged_model_id(version)) and version.run_id:
+                log_metrics(client, version.run_id, values, model_id=model_id,
+                            dataset=(s.dataset, digest))
+            else:  # a version without a logged model (older registries): on its tags
+                for key, value in values.items():
+                    client.set_model_version_tag(version.name, version.version, key,
+                                                 f"{value:.4f}")
             scored.append(f"{s.dataset}/{s.degradation}")
     log.info("%s v%s scored on %s for a like-for-like comparison", version.name,
              version.version, ", ".join(scored))
@@ -214,20 +258,31 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
         log.warning("no shipped weights for x%d: registry %s stays empty", scale, name)
         return None
     exp_id = ensure_experiment(client, TRAIN_EXPERIMENT, settings)
-    run = client.create_run(exp_id, run_name=f"pretrained-x{scale}", tags={"source": "pretrained"})
-    log_model(client, run.info.run_id, loaded)
-    client.set_terminated(run.info.run_id)
-    selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
-    tags = {"source": "pretrained", **model_tags(loaded)}
-    for row in [*loaded.metadata.get("evaluation", []),  # the rows its config.json records
+    run = client.create_run(exp_id, run_name=f"pretrained-x{scale}",
+                            tags={"source": "pretrained", "scale": str(scale)})
+    run_id = run.info.run_id
+    model_id = log_model(client, run_id, loaded)
+    log_params(client, run_id, {f"model.{k}": v
+                                for k, v in loaded.model.config.model_dump().items()})
+    # What its config.json records, as metrics of the run and of the logged model: the rows
+    # the registry compares on, the figures a reviewer sees on both pages.
+    scores: dict[str, float] = {}
+    for row in [*loaded.metadata.get("evaluation", []),
                 *loaded.metadata.get("evaluation_suite", [])]:
-        for what in ("psnr", "ssim", "bicubic_psnr"):
-            if what in row:
-                tags[metric_key(row["dataset"], scale, what,
-                                row.get("degradation", "bicubic"))] = f"{row[what]:.4f}"
-    return register(client, run.info.run_id, scale, selection, tags,
+        values = {metric_key(row["dataset"], scale, what, row.get("degradation", "bicubic")):
+                  row[what] for what in ("psnr", "ssim", "bicubic_psnr") if what in row}
+        scores |= values
+    selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
+    headline = {SELECTION_TAG: selection, "macs_per_pixel": loaded.model.config.macs(scale)}
+    headline |= {k: v for k, v in ((rank_metric("worst"), rank_score(
+        suite_rows(scores, scale), "worst")),) if v is not None}
+    log_metrics(client, run_id, scores | headline, model_id=model_id)
+    client.set_terminated(run_id)
+    tags = {"source": "pretrained", **model_tags(loaded),
+            **{k: f"{v:.4f}" for k, v in headline.items() if k != "macs_per_pixel"}}
+    return register(client, run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).\n\n"
-                    + cost_table(tags))
+                    + cost_table(tags), scores=scores)
 
 
 def shipped_version(client: MlflowClient, scale: int) -> str | None:
