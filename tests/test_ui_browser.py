@@ -1,0 +1,122 @@
+"""What a reviewer sees, in a real browser: a real `mlflow server` on loopback over a registry
+built by the real flows (the shipped weights seeded as champion, then a quick model trained and
+registered against them), its pages opened in headless Chromium (Debian's `chromium` and
+`chromium-driver`, driven by Selenium; nothing is downloaded). Screenshots of each page are
+written beside the test's logs (`tmp_path`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from mlflow import MlflowClient
+from servers import BIN, free_port, service
+
+from flows.build_patches import build_patches
+from flows.register_best import register_best
+from flows.train_srcnn import train_srcnn
+from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from srcnn.tracking.runs import TRAIN_EXPERIMENT
+
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
+
+TINY = ModelConfig.from_arch("9-1-5", n1=16, n2=8)
+QUICK = TrainConfig(epochs=1, steps_per_epoch=20, batch_size=32)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium; where none can be had the test fails and says what is missing
+    (`make test` installs it with apt-get)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("no browser for the UI tests: install Debian's chromium and "
+                    "chromium-driver (`make browser`, apt-get as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1500,1100", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def page(drv, url: str, *needles: str, shot=None, timeout: float = 60) -> str:
+    """Open `url` and wait until the rendered page's text holds every needle; returns the
+    text. Fails with what the page showed instead."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    drv.get(url)
+    text = ""
+
+    def shows(d) -> bool:
+        nonlocal text
+        text = (d.execute_script("return document.body.innerText") or "").replace("\xa0", " ")
+        return all(n in text for n in needles)
+
+    try:
+        WebDriverWait(drv, timeout, 0.5).until(shows)
+    except TimeoutException:
+        missing = [n for n in needles if n not in text]
+        pytest.fail(f"{url}: {missing} not on the page after {timeout:.0f} s; it shows:\n"
+                    f"{text[:6000]!r}")
+    finally:
+        if shot is not None:
+            drv.save_screenshot(str(shot))
+    return text
+
+
+def test_reviewer_sees_champion_challenger_and_why(tmp_path, monkeypatch, browser,
+                                                   small_collection, set5):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--default-artifact-root", str(tmp_path / "artifacts")]
+    with service("mlflow-server", argv, dict(os.environ), tmp_path, f"{url}/health", 120):
+        monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+        seeded = register_best(3)  # no runs yet: the shipped weights become champion (v1)
+        assert seeded["version"] == "1" and seeded["promoted"]
+        store = str(tmp_path / "patches.zarr")
+        build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
+        trained = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="quick",
+                              degradations=["bicubic", "cubic"])
+        reg = register_best(3, trained["run_id"])
+        assert not reg["promoted"] and reg["version"] == "2"  # the shipped net stays
+
+        ml = MlflowClient(url, url)
+        v1, v2 = (ml.get_model_version("srcnn-x3", v) for v in ("1", "2"))
+        model_id = v2.source.removeprefix("models:/")
+        experiment = ml.get_experiment_by_name(TRAIN_EXPERIMENT).experiment_id
+        decision = reg["decision"]  # "v1 stays champion: v2 scores ... (...); v2 is challenger."
+        assert decision.startswith("v1 stays champion: v2 scores")
+
+        # The registered model: both versions, their aliases, the champion's headline score
+        # (its worst gain over bicubic across the suite) and the decision.
+        text = page(browser, f"{url}/#/models/srcnn-x3", "Version 1", "Version 2", "@ champion",
+                    "@ challenger", "worst_gain", v1.tags["worst_gain"], decision,
+                    shot=tmp_path / "registry.png")
+        assert "Versions hold: LR-space nets" in text and "SRCNN" in text
+        assert "set5_x3_cubic_psnr" not in text  # rows live on the logged models
+        # The challenger's version page: its score on the same rows, the decision sentence in
+        # its description, its evaluation table rendered as a table.
+        text = page(browser, f"{url}/#/models/srcnn-x3/versions/2", "Champion decision",
+                    decision, "@ challenger", "gain over bicubic",
+                    shot=tmp_path / "version.png")
+        assert f"{reg['score']:+.3f} dB" in text and f"{reg['previous_score']:+.3f} dB" in text
+        # The logged model the challenger was made from links to its version.
+        page(browser, f"{url}/#/experiments/{experiment}/models/{model_id}", "Model versions",
+             "srcnn-x3", "v2", shot=tmp_path / "logged-model.png")
+        # The seeded champion's run carries its scores (its config.json's rows) as metrics.
+        page(browser, f"{url}/#/experiments/{experiment}/runs/{v1.run_id}", "set5_x3_psnr",
+             "worst_gain", shot=tmp_path / "champion-run.png")
