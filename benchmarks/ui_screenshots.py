@@ -31,8 +31,16 @@ def browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
-def shoot(drv, url: str, path: Path, needle: str, timeout: float = 60) -> None:
+def shoot(drv, url: str, path: Path, needle: str, timeout: float = 60,
+          tab: str | None = None) -> None:
     drv.get(url)
+    if tab:  # a tab of the page, by its label
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(drv, timeout).until(ec.element_to_be_clickable(
+            ("xpath", f"//*[(self::button or @role='tab') and normalize-space(.)='{tab}']"))
+        ).click()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if needle in (drv.execute_script("return document.body.innerText") or ""):
@@ -41,6 +49,25 @@ def shoot(drv, url: str, path: Path, needle: str, timeout: float = 60) -> None:
     time.sleep(1)  # the last requests settle
     drv.save_screenshot(str(path))
     print(f"{path}: {url}")
+
+
+def upscale_report_id(prefect: str, flow_run_id: str) -> str:
+    """The id of the `upscale-report` artifact of one flow run (its own page shows the table)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with SyncPrefectClient(f"{prefect}/api") as client:
+        (found,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["upscale-report"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return str(found.id)
 
 
 def main() -> None:
@@ -71,6 +98,9 @@ def main() -> None:
               out / "4-run.png", "learning")
         shoot(drv, f"{args.prefect}/runs/flow-run/{report['flow_run_id']}?tab=Artifacts",
               out / "5-upscale-bucket-artifacts.png", "upscale-report")
+        artifact = upscale_report_id(args.prefect, report["flow_run_id"])
+        shoot(drv, f"{args.prefect}/artifacts/artifact/{artifact}", out / "6-upscale-report.png",
+              "upscaled")
     finally:
         drv.quit()
     print(f"champion: v{champion.version}; the demo's model: v{trained.version}")

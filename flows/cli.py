@@ -356,12 +356,15 @@ def pipeline(
         f"champion      : {s['champion']}",
         f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
     ]
-    for e in s["evaluation"]:
-        lines.append(
-            f"PSNR {e['dataset']} x{e['scale']}, LR by {e['degradation']}: this run's model "
-            f"{e['psnr']:.2f} dB vs "
-            f"bicubic {e['bicubic_psnr']:.2f} dB ({e['psnr'] - e['bicubic_psnr']:+.2f} dB)"
-        )
+    sets = list(dict.fromkeys(e["dataset"] for e in s["evaluation"]))
+    rows = {(e["degradation"], e["dataset"]): e for e in s["evaluation"]}
+    lines += ["", f"This run's model, x{scale}: PSNR and gain over bicubic (dB) on "
+              + ", ".join(sets), f"{'LR made by':<16}" + "".join(f"{d:>22}" for d in sets)]
+    for name in dict.fromkeys(e["degradation"] for e in s["evaluation"]):
+        cells = [rows.get((name, d)) for d in sets]
+        lines.append(f"{name:<16}" + "".join(
+            f"{e['psnr']:>14.2f} ({e['psnr'] - e['bicubic_psnr']:+.2f})" if e else f"{'-':>22}"
+            for e in cells))
     if "holdout_psnr" in s:
         h = s["holdout_psnr"]
         lines.append(
@@ -378,7 +381,8 @@ def pipeline(
         for name, row in users.items():
             lines.append(f"{name:<16}{row['bicubic']:>9.2f}" + "".join(
                 f"{row[k] - row['bicubic']:>+18.2f}" for k in kinds))
-    lines.append(f"MLflow UI     : mlflow ui --backend-store-uri {masked(settings.tracking_uri)}")
+    lines += ["", f"Browse it     : .venv/bin/srcnn ui   (MLflow on http://127.0.0.1:5000 over "
+              f"{masked(settings.tracking_uri)}, Prefect on http://127.0.0.1:4200)"]
     typer.echo("\n".join(lines))
 
 
@@ -430,7 +434,11 @@ def ui(
 
 def main() -> None:
     prefect_defaults()  # before any command imports prefect
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Warnings on the terminal; Prefect's run logs (INFO) still reach its API and UI.
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])
     logging.getLogger("srcnn").setLevel(logging.INFO)
     for noisy in ("distributed", "mlflow", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
