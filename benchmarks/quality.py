@@ -22,6 +22,7 @@ from pathlib import Path
 from srcnn.data.degradation import SUITE
 from srcnn.evaluation.benchmark import evaluate_model, format_table
 from srcnn.evaluation.metrics import FSRCNN_PSNR
+from srcnn.evaluation.ranking import Row, rank_score
 from srcnn.models.files import CONFIG_FILE, load_model
 from srcnn.models.reference import PRETRAINED_KINDS, best_pretrained, pretrained_dir
 
@@ -124,9 +125,9 @@ def suite_table(scale: int, got: dict, kinds: list[str], degradations: list[str]
             lines.append(f"| {name} | {dataset} | {base:.2f} | " + " | ".join(cells) + " |")
     worst = []
     for k in kinds:  # the registry's default ranking, over the rows scored here
-        gains = [s.psnr - s.bicubic_psnr for (kind, _, n), s in got.items()
-                 if kind == k and n in degradations]
-        worst.append(f"{min(gains):+.2f}" if gains else "-")
+        rows = {(d, n): Row(s.psnr, s.bicubic_psnr) for (kind, d, n), s in got.items()
+                if kind == k and n in degradations}
+        worst.append(f"{rank_score(rows, 'worst'):+.2f}" if rows else "-")
     lines.append("| worst gain | both | | " + " | ".join(f"| {w}" for w in worst) + " |")
     realistic = [n for n in degradations if n != "bicubic"]
     for k in kinds:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Annotated
 
 import typer
 
 from flows import prefect_defaults
 from flows.cli_fields import field_options, validated
+from flows.cli_output import pipeline_report, serve_uis
 from flows.datasets import resolve_datasets
 from srcnn.batch.job import BucketOptions, UpscaleOptions
 from srcnn.config import (
@@ -346,44 +346,7 @@ def pipeline(
     s = srcnn_pipeline(
         workdir, source, scale, ModelOverrides(), training, upscale_input, preset=preset
     )
-    settings = get_settings()
-    lines = [
-        "",
-        "== SRCNN pipeline finished ==",
-        f"patch store   : {s['patch_store']} ({s['n_patches']} patches)",
-        f"MLflow run    : {s['run_id']}",
-        f"registered    : {s['registration'].get('name')} v{s['registration'].get('version')}",
-        f"champion      : {s['champion']}",
-        f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
-    ]
-    sets = list(dict.fromkeys(e["dataset"] for e in s["evaluation"]))
-    rows = {(e["degradation"], e["dataset"]): e for e in s["evaluation"]}
-    lines += ["", f"This run's model, x{scale}: PSNR and gain over bicubic (dB) on "
-              + ", ".join(sets), f"{'LR made by':<16}" + "".join(f"{d:>22}" for d in sets)]
-    for name in dict.fromkeys(e["degradation"] for e in s["evaluation"]):
-        cells = [rows.get((name, d)) for d in sets]
-        lines.append(f"{name:<16}" + "".join(
-            f"{e['psnr']:>14.2f} ({e['psnr'] - e['bicubic_psnr']:+.2f})" if e else f"{'-':>22}"
-            for e in cells))
-    if "holdout_psnr" in s:
-        h = s["holdout_psnr"]
-        lines.append(
-            f"PSNR held-out photos x{scale}, as upscaled by the champion: "
-            f"{h['srcnn']:.2f} dB vs bicubic {h['bicubic']:.2f} dB "
-            f"({h['srcnn'] - h['bicubic']:+.2f} dB)"
-        )
-    if users := s.get("users_images"):
-        kinds = [k for k in next(iter(users.values())) if k != "bicubic"]
-        lines += ["", f"Held-out photos as users' buckets hold them, x{scale}: gain over a plain "
-                  "bicubic upscale of the same LR image (Y-PSNR, dB)",
-                  f"{'LR made by':<16}{'bicubic':>9}" + "".join(
-                      f"{'pretrained:' + k:>18}" for k in kinds)]
-        for name, row in users.items():
-            lines.append(f"{name:<16}{row['bicubic']:>9.2f}" + "".join(
-                f"{row[k] - row['bicubic']:>+18.2f}" for k in kinds))
-    lines += ["", f"Browse it     : .venv/bin/srcnn ui   (MLflow on http://127.0.0.1:5000 over "
-              f"{masked(settings.tracking_uri)}, Prefect on http://127.0.0.1:4200)"]
-    typer.echo("\n".join(lines))
+    typer.echo(pipeline_report(s, scale, masked(get_settings().tracking_uri)))
 
 
 @app.command()
@@ -395,41 +358,10 @@ def ui(
     """Browse what the pipeline recorded: the MLflow UI over its tracking store (SRCNN_HOME's
     mlflow.db by default, what `make demo` wrote) and the Prefect UI over PREFECT_HOME's
     history, until Ctrl-C."""
-    import subprocess
-    import sys
-    import time
-
     settings = get_settings()
-    uri, _ = settings.mlflow_credentials()
-    api = f"http://{host}:{prefect_port}/api"
-    commands = {
-        "MLflow": [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                   settings.tracking_uri, "--default-artifact-root", settings.artifact_root,
-                   "--host", host, "--port", str(mlflow_port)],
-        "Prefect": [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                    "--port", str(prefect_port), "--no-services", "--analytics-off"],
-    }
-    # The Prefect UI calls its API at this address (without it: the server's default port).
-    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
-    procs = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
-    typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {masked(uri)})\n"
-               f"Prefect : http://{host}:{prefect_port}  (PREFECT_HOME "
-               f"{os.environ.get('PREFECT_HOME', '~/.prefect')})\nCtrl-C stops both.")
-    try:
-        while all(p.poll() is None for p in procs.values()):
-            time.sleep(0.5)
-        failed = [name for name, p in procs.items() if p.poll() is not None]
-        typer.echo(f"{', '.join(failed)} stopped (exit {procs[failed[0]].returncode}): is "
-                   f"the port in use? Choose another with --mlflow-port / --prefect-port.",
-                   err=True)
+    if not serve_uis(settings.tracking_uri, settings.artifact_root,
+                     masked(settings.mlflow_credentials()[0]), mlflow_port, prefect_port, host):
         raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(30)
 
 
 def main() -> None:

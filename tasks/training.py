@@ -14,8 +14,8 @@ from srcnn.config import ModelConfig, TrainConfig
 from srcnn.data.color import luma
 from srcnn.data.degradation import SUITE, bicubic_upscale, lr_pair
 from srcnn.evaluation.benchmark import evaluate_model, format_table, metric_key
-from srcnn.evaluation.metrics import SetScore, dataset_digest, list_dataset, psnr_y
-from srcnn.evaluation.ranking import Row, rank_metric, rank_score
+from srcnn.evaluation.metrics import dataset_digest, list_dataset, psnr_y
+from srcnn.evaluation.ranking import Row, ranking_figures
 from srcnn.inference.tiling import prepare, upscale_rgb
 from srcnn.registry.resolve import resolve_model
 from srcnn.settings import get_settings
@@ -68,7 +68,8 @@ def evaluate(run_id: str, scale: int, datasets: list[str],
             for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
                                 ("bicubic_psnr", s.bicubic_psnr))
         }, model_id=model_id, dataset=(s.dataset, digests[s.dataset]))
-    figures = ranking_figures(scores, scale)
+    figures = ranking_figures({(s.dataset, s.degradation): Row(s.psnr, s.bicubic_psnr)
+                               for s in scores})
     log_metrics(client, run_id, figures, model_id=model_id)
     client.set_tag(run_id, EVAL_DATASETS_TAG, json.dumps([str(d) for d in datasets]))
     client.set_tag(run_id, EVAL_DEGRADATIONS_TAG, json.dumps(degradations))
@@ -78,15 +79,6 @@ def evaluate(run_id: str, scale: int, datasets: list[str],
     logger.info("evaluation of run %s:\n%s", run_id, table)
     return {"run_id": run_id, "table": table, "scores": [s.summary() for s in scores],
             **figures}
-
-
-def ranking_figures(scores: list[SetScore], scale: int) -> dict[str, float]:
-    """What runs are ranked by (`rank_metric`): `selection_psnr` (mean PSNR on clean input,
-    when evaluated), `worst_gain` and each degradation's `..._mean_psnr`."""
-    rows = {(s.dataset, s.degradation): Row(s.psnr, s.bicubic_psnr) for s in scores}
-    figures = {rank_metric(name): rank_score(rows, name)
-               for name in ("worst", "mean", *{s.degradation for s in scores})}
-    return {k: v for k, v in figures.items() if v is not None}
 
 
 def _log_crops(client, run_id: str, model, datasets: list[str], scale: int) -> None:

@@ -107,6 +107,14 @@ def rows_label(rows: Mapping[tuple[str, str], Row]) -> str:
     return f"{len(rows)} rows: {', '.join(sets)} x {', '.join(kinds)}"
 
 
+def ranking_figures(rows: Mapping[tuple[str, str], Row]) -> dict[str, float]:
+    """Every ranking's figure over `rows`, by run metric name (`rank_metric`): what a run or a
+    seeded version is found and ranked by."""
+    names = ("worst", "mean", *dict.fromkeys(d for _, d in rows))
+    figures = {rank_metric(name): rank_score(rows, name) for name in names}
+    return {k: v for k, v in figures.items() if v is not None}
+
+
 def figure(rank_by: str, value: float) -> str:
     """A ranking figure as people read it: a signed gain, or a PSNR."""
     return f"{value:+.3f} dB" if rank_by == "worst" else f"{value:.3f} dB"

@@ -18,11 +18,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from srcnn.evaluation.benchmark import evaluate_model, metric_key
 from srcnn.evaluation.metrics import dataset_digest
 from srcnn.evaluation.ranking import (
-    compare,
     describe,
     figure,
-    rank_metric,
     rank_score,
+    ranking_figures,
     rows_label,
     shared_rows,
     suite_rows,
@@ -77,8 +76,17 @@ def comparable_scores(new: dict[str, str], old: dict[str, str], scale: int,
                       selection: float, rank_by: str = "worst") -> tuple[float, float]:
     """(new, old) ranked by `rank_by` (`srcnn.evaluation.ranking`) on the suite rows (benchmark
     set x degradation) both versions carry; the stored selection PSNR when they share none."""
-    scores = compare(new, old, scale, rank_by)
-    return scores if scores else (selection, float(old.get(SELECTION_TAG, "-inf")))
+    return _ranked(new, old, scale, selection, rank_by)[:2]
+
+
+def _ranked(new: Mapping[str, float | str], old: Mapping[str, float | str], scale: int,
+            selection: float, rank_by: str) -> tuple[float, float, dict]:
+    """(new, old, the rows compared on): `comparable_scores` and the rows behind it."""
+    mine, theirs = shared_rows(new, old, scale, rank_by)
+    scores = rank_score(mine, rank_by), rank_score(theirs, rank_by)
+    if None in scores:
+        return selection, float(old.get(SELECTION_TAG, "-inf")), {}
+    return *scores, mine
 
 
 def register(client: MlflowClient, run_id: str, scale: int, selection: float,
@@ -124,9 +132,8 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
         return Registration(name, mv.version, False, selection, current.version, None,
                             rank_by, text)
     # compare on the suite rows both were scored on
-    theirs = version_scores(client, current)
-    mine, _ = shared_rows(scores, theirs, scale, rank_by)
-    selection, previous = comparable_scores(scores, theirs, scale, selection, rank_by)
+    selection, previous, mine = _ranked(scores, version_scores(client, current), scale,
+                                        selection, rank_by)
     on = (f"{describe(rank_by)}, on the same {rows_label(mine)}" if mine else
           "selection PSNR (the two share no evaluation rows)")
     promoted = selection > previous  # a tie keeps the champion
@@ -226,6 +233,7 @@ def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str], s
     if not missing:
         return []
     loaded = download_model(client, f"models:/{version.name}/{version.version}")
+    model_id = logged_model_id(version)
     scored = []
     for folder in dict.fromkeys(d for d, _ in missing):
         names = [name for d, name in missing if d == folder]
@@ -234,7 +242,7 @@ def score_on(client: MlflowClient, version: ModelVersion, datasets: list[str], s
             values = {metric_key(s.dataset, scale, what, s.degradation): value
                       for what, value in (("psnr", s.psnr), ("ssim", s.ssim),
                                           ("bicubic_psnr", s.bicubic_psnr))}
-            if (model_id := logged_model_id(version)) and version.run_id:
+            if model_id and version.run_id:
                 log_metrics(client, version.run_id, values, model_id=model_id,
                             dataset=(s.dataset, digest))
             else:  # a version without a logged model (older registries): on its tags
@@ -273,13 +281,12 @@ def seed_registry(client: MlflowClient, settings: Settings, scale: int) -> Regis
                   row[what] for what in ("psnr", "ssim", "bicubic_psnr") if what in row}
         scores |= values
     selection = float(loaded.metadata.get(SELECTION_TAG, float("-inf")))
-    headline = {SELECTION_TAG: selection, "macs_per_pixel": loaded.model.config.macs(scale)}
-    headline |= {k: v for k, v in ((rank_metric("worst"), rank_score(
-        suite_rows(scores, scale), "worst")),) if v is not None}
+    headline = {**ranking_figures(suite_rows(scores, scale)), SELECTION_TAG: selection,
+                "macs_per_pixel": loaded.model.config.macs(scale)}
     log_metrics(client, run_id, scores | headline, model_id=model_id)
     client.set_terminated(run_id)
     tags = {"source": "pretrained", **model_tags(loaded),
-            **{k: f"{v:.4f}" for k, v in headline.items() if k != "macs_per_pixel"}}
+            **{k: f"{headline[k]:.4f}" for k in (SELECTION_TAG, "worst_gain") if k in headline}}
     return register(client, run_id, scale, selection, tags,
                     "Weights shipped with the package (seeded into an empty registry).\n\n"
                     + cost_table(tags), scores=scores)

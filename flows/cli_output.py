@@ -1,0 +1,88 @@
+"""What the `srcnn` commands show besides JSON: the pipeline's closing report, and the two
+UIs `srcnn ui` serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import typer
+
+
+def pipeline_report(s: dict, scale: int, tracking: str) -> str:
+    """The demo's closing report from the pipeline flow's summary (`tracking`: the tracking
+    URI fit to print)."""
+    lines = [
+        "",
+        "== SRCNN pipeline finished ==",
+        f"patch store   : {s['patch_store']} ({s['n_patches']} patches)",
+        f"MLflow run    : {s['run_id']}",
+        f"registered    : {s['registration'].get('name')} v{s['registration'].get('version')}",
+        f"champion      : {s['champion']}",
+        f"upscaled      : {s['upscaled']} images with {s['model']} -> {s['output']}",
+    ]
+    sets = list(dict.fromkeys(e["dataset"] for e in s["evaluation"]))
+    rows = {(e["degradation"], e["dataset"]): e for e in s["evaluation"]}
+    lines += ["", f"This run's model, x{scale}: PSNR and gain over bicubic (dB) on "
+              + ", ".join(sets), f"{'LR made by':<16}" + "".join(f"{d:>22}" for d in sets)]
+    for name in dict.fromkeys(e["degradation"] for e in s["evaluation"]):
+        cells = [rows.get((name, d)) for d in sets]
+        lines.append(f"{name:<16}" + "".join(
+            f"{e['psnr']:>14.2f} ({e['psnr'] - e['bicubic_psnr']:+.2f})" if e else f"{'-':>22}"
+            for e in cells))
+    if "holdout_psnr" in s:
+        h = s["holdout_psnr"]
+        lines.append(
+            f"PSNR held-out photos x{scale}, as upscaled by the champion: "
+            f"{h['srcnn']:.2f} dB vs bicubic {h['bicubic']:.2f} dB "
+            f"({h['srcnn'] - h['bicubic']:+.2f} dB)"
+        )
+    if users := s.get("users_images"):
+        kinds = [k for k in next(iter(users.values())) if k != "bicubic"]
+        lines += ["", f"Held-out photos as users' buckets hold them, x{scale}: gain over a plain "
+                  "bicubic upscale of the same LR image (Y-PSNR, dB)",
+                  f"{'LR made by':<16}{'bicubic':>9}" + "".join(
+                      f"{'pretrained:' + k:>18}" for k in kinds)]
+        for name, row in users.items():
+            lines.append(f"{name:<16}{row['bicubic']:>9.2f}" + "".join(
+                f"{row[k] - row['bicubic']:>+18.2f}" for k in kinds))
+    lines += ["", f"Browse it     : .venv/bin/srcnn ui   (MLflow on http://127.0.0.1:5000 over "
+              f"{tracking}, Prefect on http://127.0.0.1:4200)"]
+    return "\n".join(lines)
+
+
+def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port: int,
+              prefect_port: int, host: str) -> bool:
+    """The MLflow UI over the tracking store and the Prefect UI told where its API is, until
+    Ctrl-C (True) or until one of them stops (False)."""
+    api = f"http://{host}:{prefect_port}/api"
+    commands = {
+        "MLflow": [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                   tracking_uri, "--default-artifact-root", artifact_root,
+                   "--host", host, "--port", str(mlflow_port)],
+        "Prefect": [sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                    "--port", str(prefect_port), "--no-services", "--analytics-off"],
+    }
+    # The Prefect UI calls its API at this address (without it: the server's default port).
+    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    procs = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
+    typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {shown_uri})\n"
+               f"Prefect : http://{host}:{prefect_port}  (PREFECT_HOME "
+               f"{os.environ.get('PREFECT_HOME', '~/.prefect')})\nCtrl-C stops both.")
+    try:
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        failed = [name for name, p in procs.items() if p.poll() is not None]
+        typer.echo(f"{', '.join(failed)} stopped (exit {procs[failed[0]].returncode}): is "
+                   f"the port in use? Choose another with --mlflow-port / --prefect-port.",
+                   err=True)
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(30)
