@@ -1,6 +1,6 @@
 """Screenshots of what a reviewer sees after `make demo`, in headless Chromium: the MLflow
-registry page, the champion's version page, its logged model, the demo's training run, and the
-Prefect page of the demo's `upscale-bucket` run (its artifacts).
+registry page, the champion's version page, its logged model, the demo's training run (its
+charts) and the experiment's runs, and the Prefect page of the demo's `upscale-bucket` run (its artifacts).
 
     .venv/bin/srcnn ui &          # in the demo's folder: MLflow on :5000, Prefect on :4200
     python benchmarks/ui_screenshots.py --out docs/screenshots [--demo demo-output]
@@ -20,6 +20,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 from flows.upscale_bucket import REPORT_KEY
+from srcnn.tracking.runs import TRAINING_VIEW, ui_links
 
 
 def browser() -> webdriver.Chrome:
@@ -94,8 +95,10 @@ def main() -> None:
               out / "2-version.png", "Champion decision")
         shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/models/{model_id}",
               out / "3-logged-model.png", "Model versions")
-        shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
-              out / "4-run.png", "learning")
+        shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+              f"/model-metrics?{TRAINING_VIEW}", out / "4-run.png", "train_loss")
+        shoot(drv, ui_links(m, run.info.experiment_id)["training runs"], out / "7-runs.png",
+              run.info.run_name)
         shoot(drv, f"{args.prefect}/runs/flow-run/{report['flow_run_id']}?tab=Artifacts",
               out / "5-upscale-bucket-artifacts.png", "upscale-report")
         artifact = upscale_report_id(args.prefect, report["flow_run_id"])

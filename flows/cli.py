@@ -358,9 +358,13 @@ def ui(
     """Browse what the pipeline recorded: the MLflow UI over its tracking store (SRCNN_HOME's
     mlflow.db by default, what `make demo` wrote) and the Prefect UI over PREFECT_HOME's
     history, until Ctrl-C."""
+    from srcnn.tracking.runs import TRAIN_EXPERIMENT, make_client
+
     settings = get_settings()
+    experiment = make_client(settings).get_experiment_by_name(TRAIN_EXPERIMENT)
     if not serve_uis(settings.tracking_uri, settings.artifact_root,
-                     masked(settings.mlflow_credentials()[0]), mlflow_port, prefect_port, host):
+                     masked(settings.mlflow_credentials()[0]), mlflow_port, prefect_port, host,
+                     experiment.experiment_id if experiment else None):
         raise typer.Exit(1)
 
 

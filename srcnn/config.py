@@ -251,6 +251,17 @@ class TrainConfig(StrictModel):
     rollback_db: float | None = Field(0.3, gt=0, description=(
         "Divergence guard: when validation PSNR falls this many dB below the best epoch's, go "
         "back to the best epoch and halve the learning rate (none: off)."))
+    checkpoint_minutes: float = Field(5.0, ge=0, description=(
+        "Write a checkpoint (weights, optimiser, schedule, random state, best epoch) to the "
+        "run's artifacts after the first epoch that ends this many minutes of training after "
+        "the last one (0: every epoch)."))
+    resume: bool = Field(True, description=(
+        "Continue an unfinished run of the same patch store, model and settings from its last "
+        "checkpoint, in the same MLflow run (false: always start afresh)."))
+
+    def resume_key(self) -> dict:
+        """The settings that make two runs the same training (what may be resumed)."""
+        return self.model_dump(exclude={"checkpoint_minutes", "resume", "device"})
 
 
 class TileConfig(StrictModel):

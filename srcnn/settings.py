@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(None, ge=1)
     # Patch stores larger than this are streamed into training instead of loaded whole.
     train_memory_budget_mb: int = Field(2048, ge=0)
+    # How long training goes on while the tracking server does not answer (its records wait).
+    tracking_outage_s: float = Field(600.0, gt=0)
 
     @property
     def tracking_uri(self) -> str:

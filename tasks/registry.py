@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -27,6 +29,30 @@ from srcnn.tracking.runs import (
     make_client,
 )
 from tasks import NETWORK_RETRIES
+
+LOCK_WAIT_S = 600  # how long a registration waits for another one of the same model to end
+
+
+@contextmanager
+def champion_lock(name: str) -> Iterator[None]:
+    """One champion decision at a time per registered model, across processes and machines:
+    a Prefect global concurrency limit of one slot (`champion-<name>`, created on first use).
+    Whoever holds it reads the champion, compares and moves the alias; the other waits."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    limit = f"champion-{name}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit,
+                                                                                limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with concurrency(limit, occupy=1, timeout_seconds=LOCK_WAIT_S, strict=True):
+        yield
+
 
 HEADLINE_METRICS = ("worst_gain", "selection_psnr", "best_held_out_psnr")
 LINEAGE_TAGS = ("family", "arch", "filters", "macs_per_pixel", "code_version", "patch_store",
@@ -74,19 +100,21 @@ def register_run(run_id: str, scale: int, max_macs: int | None = None,
     tags = {k: f"{metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics}
     tags |= {k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags}
     tags["run_id"] = run_id
-    champion = champion_version(client, registered_name(scale))
-    if champion is not None and EVAL_DATASETS_TAG in run.data.tags:  # compare like for like
-        try:
-            score_on(client, champion, json.loads(run.data.tags[EVAL_DATASETS_TAG]), scale,
-                     json.loads(run.data.tags.get(EVAL_DEGRADATIONS_TAG, '["bicubic"]')))
-        except FileNotFoundError as exc:  # the sets are not readable here: compare what is
-            logger.warning("champion v%s not scored on the run's sets: %s", champion.version, exc)
     table = client.download_artifacts(run_id, "evaluation/table.md")
     with open(table) as f:
         description = (f"{tags.get('family', 'srcnn')} {tags.get('arch', '')} x{scale}, run "
                        f"{run_id}\n\n{cost_table(tags)}\n\n{f.read()}")
-    reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description, rank_by,
-                   scores=metrics)
+    with champion_lock(registered_name(scale)):  # the champion read here is the one replaced
+        champion = champion_version(client, registered_name(scale))
+        if champion is not None and EVAL_DATASETS_TAG in run.data.tags:  # like for like
+            try:
+                score_on(client, champion, json.loads(run.data.tags[EVAL_DATASETS_TAG]), scale,
+                         json.loads(run.data.tags.get(EVAL_DEGRADATIONS_TAG, '["bicubic"]')))
+            except FileNotFoundError as exc:  # the sets are not readable here: compare what is
+                logger.warning("champion v%s not scored on the run's sets: %s",
+                               champion.version, exc)
+        reg = register(client, run_id, scale, metrics["selection_psnr"], tags, description,
+                       rank_by, scores=metrics)
     announce(reg)
     logger.info("%s: %s", reg.name, reg.decision)
     create_markdown_artifact(f"**{reg.name}**: {reg.decision}", key=f"champion-decision-x{scale}",
@@ -101,7 +129,9 @@ def seed(scale: int) -> Registration | None:
 
 
 def _seed(client, scale: int) -> Registration | None:
-    if (reg := seed_registry(client, get_settings(), scale)) is not None:
+    with champion_lock(registered_name(scale)):
+        reg = seed_registry(client, get_settings(), scale)
+    if reg is not None:
         announce(reg)
     return reg
 

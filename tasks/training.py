@@ -31,13 +31,26 @@ from srcnn.training import plots
 from srcnn.training.run import train_run
 from tasks import NETWORK_RETRIES
 
+# What a retry cannot mend: the configuration, the store or the inputs are wrong.
+NOT_CRASHES = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError,
+               PermissionError)
 
-@task(name="train-model")
+
+def crashed(task, task_run, state) -> bool:
+    """Retry a training that crashed (killed worker, lost connection, tracking outage): the
+    retry resumes its run from the last checkpoint. Bad configuration fails at once."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, NOT_CRASHES)
+
+
+@task(name="train-model", retries=2, retry_delay_seconds=10, retry_condition_fn=crashed)
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
                 run_name: str | None = None, probe_dataset: str | None = None,
                 init_model: str | None = None, tags: dict[str, str] | None = None) -> str:
     """One training run (see `srcnn.training.run.train_run`); on a Dask cluster with GPU
-    workers (`SRCNN_DASK_ADDRESS`) it runs on one of them, else here, on CUDA if present."""
+    workers (`SRCNN_DASK_ADDRESS`) it runs on one of them, else here, on CUDA if present.
+    A crash is retried twice, each retry resuming the run from its last checkpoint (a dead
+    Dask worker's task is also rescheduled by Dask itself, and resumes the same way)."""
     tags = {**(tags or {}), "prefect_flow_run_id": str(runtime.flow_run.id or "")}
     run_id = run_on_gpu_worker(get_settings().dask_address, train_run, store, model, training,
                                run_name, probe_dataset, init_model, tags)

@@ -280,29 +280,3 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     recorded = PatchStore(store).attrs.degradation
     assert (recorded.kind, recorded.seed, recorded.jpeg_prob) == ("real", 5, 1.0)
     assert recorded.resize_cubic == DegradationConfig().resize_cubic  # the rest: defaults
-
-
-def test_ui_serves_mlflow_and_prefect_history(tmp_path):
-    """`srcnn ui`: the MLflow UI over SRCNN_HOME's store and the Prefect UI, which is told
-    where its API is (a `prefect server start --port N` alone would point the UI at 4200)."""
-    import os
-    import signal
-    import urllib.request
-
-    from servers import BIN, free_port, service
-
-    mlflow_port, prefect_port = free_port(), free_port()
-    env = {**os.environ, "SRCNN_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
-    env.pop("PREFECT_API_URL", None)
-    argv = [str(BIN / "srcnn"), "ui", "--mlflow-port", str(mlflow_port), "--prefect-port",
-            str(prefect_port)]
-    with service("srcnn-ui", argv, env, tmp_path, f"http://127.0.0.1:{mlflow_port}/health",
-                 180) as ui:
-        ui.wait_http(f"http://127.0.0.1:{prefect_port}/api/health", 180)
-        with urllib.request.urlopen(f"http://127.0.0.1:{prefect_port}/ui-settings") as r:
-            assert json.load(r)["api_url"] == f"http://127.0.0.1:{prefect_port}/api"
-        assert (tmp_path / "mlflow.db").exists()  # the store the demo writes, not another
-        assert f"MLflow  : http://127.0.0.1:{mlflow_port}" in ui.log.read_text()
-        os.killpg(ui.proc.pid, signal.SIGINT)  # Ctrl-C stops both
-        assert ui.proc.wait(60) == 0

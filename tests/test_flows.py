@@ -30,6 +30,7 @@ from flows.upscale_bucket import (
 from srcnn.batch.job import BucketOptions, report_lines
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.data.store.patch_store import PatchStore
+from srcnn.tracking.runs import curve
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -69,7 +70,7 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
     good = train_srcnn(store, ModelConfig(), QUICK, [str(set5)], run_name="good")
     run = ml.get_run(good["run_id"])
     assert run.info.status == "FINISHED"
-    history = ml.get_metric_history(good["run_id"], "val_psnr")
+    history = ml.get_metric_history(good["run_id"], curve("val_psnr"))
     assert [m.step for m in history] == [1, 2]
     assert run.data.metrics["set5_x3_psnr"] == pytest.approx(good["scores"][0]["psnr"], abs=1e-3)
     assert run.data.tags["patch_store_fingerprint"] == PatchStore(store).attrs.fingerprint
@@ -108,7 +109,7 @@ def test_train_register_and_champion_moves_only_to_better(store, mlflow_home, se
                       run_name="bad")
     assert bad["selection_psnr"] < good["selection_psnr"]
     reg2 = register_best(3, bad["run_id"])
-    assert not reg2["promoted"] and reg2["previous_champion"] == champion.version
+    assert not reg2["promoted"] and reg2["previous_champion"] == str(champion.version)
     assert ml.get_model_version_by_alias("srcnn-x3", "champion").version == champion.version
     assert str(ml.get_model_version_by_alias("srcnn-x3", "challenger").version) == str(
         reg2["version"]
@@ -161,7 +162,7 @@ def test_registry_ranks_like_for_like_on_the_suite(store, mlflow_home, set5):
     scored = model_scores(ml, ml.get_model_version("srcnn-x3", champion.version))
     old = [float(scored[f"set5_x3_{k}psnr"]) - float(scored[f"set5_x3_{k}bicubic_psnr"])
            for k in ("", "cubic_", "cubic_jpeg60_")]
-    assert reg["ranked_by"] == "worst" and reg["previous_champion"] == champion.version
+    assert reg["ranked_by"] == "worst" and reg["previous_champion"] == str(champion.version)
     assert reg["previous_score"] == pytest.approx(min(old), abs=2e-3)
     assert reg["score"] == pytest.approx(min(gains.values()), abs=2e-3)
     assert reg["promoted"] == (reg["score"] > reg["previous_score"])

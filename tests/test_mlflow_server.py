@@ -23,7 +23,7 @@ from srcnn import __version__
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
 from srcnn.data.store.patch_store import PatchStore
 from srcnn.registry.resolve import resolve_model
-from srcnn.tracking.runs import TRAIN_EXPERIMENT
+from srcnn.tracking.runs import TRAIN_EXPERIMENT, curve
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -85,7 +85,7 @@ def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, smal
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/srcnn/" + TRAIN_EXPERIMENT)
     assert run.data.metrics["set5_x3_psnr"] == pytest.approx(psnr, abs=1e-3)
-    assert [m.step for m in ml.get_metric_history(run_id, "val_psnr")] == [1, 2]
+    assert [m.step for m in ml.get_metric_history(run_id, curve("val_psnr"))] == [1, 2]
 
     def listed(path: str) -> set[str]:
         return {a.path for a in ml.list_artifacts(run_id, path)}
@@ -134,3 +134,38 @@ def test_train_and_register_through_mlflow_server(mlflow_server, s3_bucket, smal
     served = serve_and_post("models:/srcnn-x3@champion", image, tmp_path,
                             {"MLFLOW_TRACKING_URI": url})
     assert np.array_equal(served, expected)
+
+
+def test_two_registrations_at_once_end_with_the_better_champion(mlflow_server, small_collection,
+                                                                tmp_path, set5):
+    """Two `srcnn register` processes at the same moment (a manual one beside the
+    triggered one), on a real Prefect server and a real MLflow server: both versions are
+    registered and the champion is the better model, whichever process got there first."""
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    url, server = mlflow_server
+    store = str(tmp_path / "patches.zarr")
+    build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
+    good = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="good",
+                       degradations=["bicubic"])
+    bad = train_srcnn(store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7),
+                      [str(set5)], run_name="bad", degradations=["bicubic"])
+    assert bad["selection_psnr"] < good["selection_psnr"]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "register", "--scale",
+                               "3", "--run-id", run["run_id"], "--rank-by", "mean"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for run in (bad, good)]  # the worse one first: a last-writer-wins race loses
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, f"{out}\n{err[-3000:]}\n{server.tail()}"
+    ml = MlflowClient(tracking_uri=url, registry_uri=url)
+    versions = {v.run_id: str(v.version) for v in ml.search_model_versions("name = 'srcnn-x3'")}
+    assert set(versions) == {good["run_id"], bad["run_id"]}  # both registered, once each
+    aliases = {k: str(v) for k, v in ml.get_registered_model("srcnn-x3").aliases.items()}
+    assert aliases["champion"] == versions[good["run_id"]]
+    # the worse one is challenger, or it came first (v1, champion) and was then replaced
+    assert aliases.get("challenger") == versions[bad["run_id"]] or versions[bad["run_id"]] == "1"

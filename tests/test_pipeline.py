@@ -34,7 +34,7 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     # The gate: the shipped weights were registered first (v1) and the two were ranked by
     # their worst gain over bicubic on the same rows (Set5 under each degradation).
     reg = summary["registration"]
-    assert reg["version"] == 2 and reg["previous_champion"] == 1 and reg["ranked_by"] == "worst"
+    assert reg["version"] == "2" and reg["previous_champion"] == "1" and reg["ranked_by"] == "worst"
     assert reg["score"] == pytest.approx(
         min(r["psnr"] - r["bicubic_psnr"] for r in rows.values()), abs=2e-3)
     # The shipped version's rows, on its logged model: its config.json's, and any it lacked.

@@ -9,6 +9,7 @@ from srcnn.data.store.patch_store import MissingArrayError, PatchStore
 from srcnn.models.files import load_model
 from srcnn.models.reference import pretrained_dir
 from srcnn.presets import PRESETS, get_preset
+from srcnn.tracking.runs import curve
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -51,7 +52,7 @@ def test_recipe_runs_through_flow_and_records_settings(small_collection, tmp_pat
     assert params["train.seed"] == "3" and params["train.augment"] == "True"
     assert params["train.lr_schedule"] == "cosine" and params["model.residual"] == "True"
     assert params["patch_size"] == "48"
-    probe = MlflowClient(uri).get_metric_history(result["run_id"], "probe_psnr")
+    probe = MlflowClient(uri).get_metric_history(result["run_id"], curve("probe_psnr"))
     assert [m.step for m in probe] == [1, 2] and all(m.value > 20 for m in probe)
     # Ten steps cannot reach the paper's 32.75 dB: no time-to-paper is recorded.
     assert "time_to_paper_s" not in run.data.metrics

@@ -6,8 +6,11 @@ written beside the test's logs (`tmp_path`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import urllib.request
 
 import pytest
 from mlflow import MlflowClient
@@ -17,9 +20,9 @@ from flows.build_patches import build_patches
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
-from srcnn.tracking.runs import TRAIN_EXPERIMENT
+from srcnn.tracking.runs import TRAIN_EXPERIMENT, ui_links
 
-pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TINY = ModelConfig.from_arch("9-1-5", n1=16, n2=8)
 QUICK = TrainConfig(epochs=1, steps_per_epoch=20, batch_size=32)
@@ -75,16 +78,42 @@ def page(drv, url: str, *needles: str, shot=None, timeout: float = 60) -> str:
     return text
 
 
+def artifact_id(api: str, key: str) -> str:
+    """The id of the newest Prefect artifact under `key` (its page shows it whole)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with SyncPrefectClient(api) as client:
+        (found,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return str(found.latest_id)
+
+
 def test_reviewer_sees_champion_challenger_and_why(tmp_path, monkeypatch, browser,
                                                    small_collection, set5):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--default-artifact-root", str(tmp_path / "artifacts")]
-    with service("mlflow-server", argv, dict(os.environ), tmp_path, f"{url}/health", 120):
-        monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", url)
-        monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    """`srcnn ui` over what the flows recorded (SRCNN_HOME's SQLite store and PREFECT_HOME's
+    Prefect server, as after `make demo`), seen in the browser: the registry, the challenger's
+    version, its logged model, the runs, and the Prefect artifacts of register-best and
+    upscale-bucket."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.upscale_bucket import upscale_bucket
+
+    mlflow_port, prefect_port = free_port(), free_port()
+    url, prefect = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}"
+    for name in ("SRCNN_MLFLOW_TRACKING_URI", "SRCNN_MLFLOW_ARTIFACT_ROOT", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SRCNN_HOME", str(tmp_path))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+    argv = [str(BIN / "srcnn"), "ui", "--mlflow-port", str(mlflow_port), "--prefect-port",
+            str(prefect_port)]
+    with (service("srcnn-ui", argv, env, tmp_path, f"{url}/health", 180) as ui,
+          temporary_settings(updates={PREFECT_API_URL: f"{prefect}/api"})):
+        ui.wait_http(f"{prefect}/api/health", 180)
+        with urllib.request.urlopen(f"{prefect}/ui-settings") as r:  # the UI finds its API
+            assert json.load(r)["api_url"] == f"{prefect}/api"
+        assert (tmp_path / "mlflow.db").exists()  # the store the flows write, not another
         seeded = register_best(3)  # no runs yet: the shipped weights become champion (v1)
         assert seeded["version"] == "1" and seeded["promoted"]
         store = str(tmp_path / "patches.zarr")
@@ -93,6 +122,12 @@ def test_reviewer_sees_champion_challenger_and_why(tmp_path, monkeypatch, browse
                               degradations=["bicubic", "cubic"])
         reg = register_best(3, trained["run_id"])
         assert not reg["promoted"] and reg["version"] == "2"  # the shipped net stays
+        photos = tmp_path / "bucket"
+        photos.mkdir()
+        for image in sorted(small_collection.iterdir())[:2]:
+            shutil.copy(image, photos / image.name)
+        upscaled = upscale_bucket(str(photos), str(tmp_path / "upscaled"))
+        assert upscaled["done"] == 2
 
         ml = MlflowClient(url, url)
         v1, v2 = (ml.get_model_version("srcnn-x3", v) for v in ("1", "2"))
@@ -120,3 +155,33 @@ def test_reviewer_sees_champion_challenger_and_why(tmp_path, monkeypatch, browse
         # The seeded champion's run carries its scores (its config.json's rows) as metrics.
         page(browser, f"{url}/#/experiments/{experiment}/runs/{v1.run_id}", "set5_x3_psnr",
              "worst_gain", shot=tmp_path / "champion-run.png")
+        # The links `srcnn ui` prints (it started before any run: the experiments list) and
+        # the experiment's runs open in the model-training view (not the GenAI overview).
+        listed = ui_links(url)
+        for what, link in listed.items():
+            ui.wait_log(f"{what:<15}: {link}", 10)
+        page(browser, listed["model registry"], "srcnn-x3", shot=tmp_path / "models.png")
+        page(browser, listed["training runs"], TRAIN_EXPERIMENT)
+        page(browser, ui_links(url, experiment)["training runs"], "quick", "Run Name",
+             shot=tmp_path / "runs.png")
+        assert "/overview" not in browser.current_url and "/runs" in browser.current_url
+        # The run's charts: the training curves are the first section, the single values after.
+        text = page(browser, f"{url}/#/experiments/{experiment}/runs/{trained['run_id']}"
+                    "/model-metrics?workflowType=machine_learning", "\ntraining\n(6)",
+                    "\nModel metrics\n(", shot=tmp_path / "run-charts.png")
+        curves, singles = text.index("\ntraining\n(6)"), text.index("\nModel metrics\n(")
+        assert curves < text.index("\ntrain_loss\n") < text.index("\nval_psnr\n") < singles
+
+        # Prefect: the register-best run's decision artifact and the bucket run's report,
+        # its counts as a table, and the run's summary in its logs.
+        page(browser, f"{prefect}/artifacts/artifact/"
+             f"{artifact_id(f'{prefect}/api', 'champion-decision-x3')}", decision,
+             shot=tmp_path / "prefect-decision.png")
+        text = page(browser, f"{prefect}/artifacts/artifact/"
+                    f"{artifact_id(f'{prefect}/api', 'upscale-report')}", "upscaled",
+                    "already current (skipped)", shot=tmp_path / "prefect-report.png")
+        assert "{" not in text  # a table of counts, no dict repr
+        page(browser, f"{prefect}/runs/flow-run/{upscaled['flow_run_id']}",
+             "upscaled 2, skipped 0, failed 0 images", shot=tmp_path / "prefect-run.png")
+        os.killpg(ui.proc.pid, signal.SIGINT)  # Ctrl-C stops both
+        assert ui.proc.wait(60) == 0

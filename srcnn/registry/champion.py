@@ -64,6 +64,11 @@ class Registration:
     ranked_by: str = "worst"
     decision: str = ""  # who, against whom, on what, by how much: on both versions' tags
 
+    def __post_init__(self) -> None:  # a SQL store gives ints, a REST one strings
+        object.__setattr__(self, "version", str(self.version))
+        if self.previous_champion is not None:
+            object.__setattr__(self, "previous_champion", str(self.previous_champion))
+
 
 def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelVersion | None:
     try:

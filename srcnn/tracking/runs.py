@@ -48,8 +48,27 @@ def make_client(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-# The UI opens an experiment of this kind on its runs, not on the GenAI overview (traces).
+# What the experiment holds, as MLflow classifies it (model training, not GenAI).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The MLflow UI's model-training view: its default view is GenAI's (a traces overview, and no
+# model registry in the side bar) unless a link asks for this one.
+TRAINING_VIEW = "workflowType=machine_learning"
+# The per-epoch metrics: the run page's charts group metrics by the prefix before "/" and show
+# these sections first, so the curves come before the single-value figures.
+CURVES = "training"
+
+
+def curve(key: str) -> str:
+    """The name under which a per-epoch figure is logged (its chart sits with the curves)."""
+    return f"{CURVES}/{key}"
+
+
+def ui_links(base: str, experiment_id: str | None = None) -> dict[str, str]:
+    """Links into the MLflow UI at `base` that open in its model-training view: the training
+    runs (of the experiment, else the experiments list) and the model registry."""
+    runs = f"/{experiment_id}/runs" if experiment_id is not None else ""
+    return {"training runs": f"{base}/#/experiments{runs}?{TRAINING_VIEW}",
+            "model registry": f"{base}/#/models?{TRAINING_VIEW}"}
 
 
 def source_tags(entry_point: str) -> dict[str, str]:
@@ -210,7 +229,7 @@ def run_facts(client: MlflowClient, run_id: str) -> dict:
     images and degradation, when the store is still readable)."""
     run = client.get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    steps = [m.step for m in client.get_metric_history(run_id, curve("train_loss"))]
     facts = {
         "run_id": run_id,
         "macs_per_pixel": int(metrics["macs_per_pixel"]) if "macs_per_pixel" in metrics else None,

@@ -58,6 +58,32 @@ class TrainResult:
     precision: str = "fp32"  # of the convolutions: "bf16" under autocast (`TrainConfig.bf16`)
 
 
+@dataclass
+class Checkpoints:
+    """Where the loop's state goes and comes from. `save(state)` is called after the first
+    epoch that ends `every_s` seconds of training after the last checkpoint (0: every epoch);
+    `resume`, a state `save` was given, continues that training: the same epochs, schedule,
+    time budget (training already done counts), best epoch and random streams."""
+
+    save: Callable[[dict], None]
+    every_s: float = 300.0
+    resume: dict | None = None
+
+
+def _rng_states(gen: torch.Generator, index_gen: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+            "index_gen": index_gen.get_state().cpu(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(states: dict, gen: torch.Generator, index_gen: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    gen.set_state(states["gen"])
+    index_gen.set_state(states["index_gen"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """One of the 8 flips/rotations of the last two axes (k in 0..7)."""
     x = torch.rot90(x, k % 4, dims=(-2, -1))
@@ -98,11 +124,13 @@ def _learning_rate(config: TrainConfig, progress: float, factor: float = 1.0) ->
 
 def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, config: TrainConfig,
           on_epoch: Callable[[EpochReport, nn.Module], None] | None = None,
-          score: Callable[[nn.Module], float] | None = None) -> TrainResult:
+          score: Callable[[nn.Module], float] | None = None,
+          checkpoints: Checkpoints | None = None) -> TrainResult:
     """Train `model`; `on_epoch(report, model)` is called after every epoch (model in eval mode
     on the training device: a callback may run it, e.g. on a benchmark set). `score(model)`,
     where given, is the epoch's selection figure (whole held-out images by the evaluation
-    protocol: what the net is for); else the validation patches' PSNR selects."""
+    protocol: what the net is for); else the validation patches' PSNR selects.
+    `checkpoints`: saves the loop's state now and then and resumes from one (`Checkpoints`)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -124,9 +152,22 @@ def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, 
     best = TrainResult(copy.deepcopy(model), 0, -math.inf, device=str(device),
                        precision="bf16" if use_bf16 else "fp32")
     best_opt_state = copy.deepcopy(opt.state_dict())
-    start, step = time.perf_counter(), 0
-    lr, lr_factor = config.lr, 1.0
-    for epoch in range(1, config.epochs + 1):
+    step, lr, lr_factor, first_epoch, done_s = 0, config.lr, 1.0, 1, 0.0
+    if checkpoints is not None and (state := checkpoints.resume) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        best.model.load_state_dict(state["best_model"])
+        best_opt_state = state["best_optimizer"]
+        best.best_epoch, best.best_score = state["best_epoch"], state["best_score"]
+        best.history = [EpochReport(**r) for r in state["history"]]
+        step, lr, lr_factor, done_s = state["step"], state["lr"], state["lr_factor"], state["elapsed_s"]
+        first_epoch = state["epoch"] + 1
+        _set_rng_states(state["rng"], gen, index_gen)
+        log.info("resumed at epoch %d (step %d, %.0f s of training done)", state["epoch"], step,
+                 done_s)
+    start = time.perf_counter() - done_s  # the clock counts the training already done
+    saved_at = time.perf_counter()
+    for epoch in range(first_epoch, config.epochs + 1):
         epoch_start, epoch_steps = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for _ in range(steps_per_epoch):
@@ -191,6 +232,16 @@ def train(model: nn.Module, train_data: TrainingInput, val_data: TrainingInput, 
         if on_epoch:
             on_epoch(report, model.eval())
             model.train()
+        if checkpoints is not None and time.perf_counter() - saved_at >= checkpoints.every_s:
+            checkpoints.save({
+                "epoch": epoch, "step": step, "lr": lr, "lr_factor": lr_factor,
+                "elapsed_s": time.perf_counter() - start, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "best_model": best.model.state_dict(),
+                "best_optimizer": best_opt_state, "best_epoch": best.best_epoch,
+                "best_score": best.best_score,
+                "history": [dataclasses.asdict(r) for r in best.history],
+                "rng": _rng_states(gen, index_gen)})
+            saved_at = time.perf_counter()
     best.elapsed_s = time.perf_counter() - start
     best.model = best.model.cpu().eval()
     return best

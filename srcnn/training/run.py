@@ -21,9 +21,11 @@ from srcnn.evaluation.metrics import FSRCNN_PSNR, PAPER_PSNR
 from srcnn.models.build import build_net
 from srcnn.models.files import LoadedModel
 from srcnn.registry.resolve import resolve_model
-from srcnn.settings import get_settings
+from srcnn.settings import get_settings, masked
+from srcnn.tracking.buffer import TrackingBuffer
 from srcnn.tracking.runs import (
     TRAIN_EXPERIMENT,
+    curve,
     ensure_experiment,
     filters,
     log_metrics,
@@ -33,7 +35,15 @@ from srcnn.tracking.runs import (
     source_tags,
 )
 from srcnn.training import plots
-from srcnn.training.loop import EpochReport, train
+from srcnn.training.checkpoint import (
+    RESUME_TAG,
+    RunCheckpoints,
+    latest_checkpoint,
+    logged_through,
+    resume_key,
+    unfinished_run,
+)
+from srcnn.training.loop import Checkpoints, EpochReport, train
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,24 +52,47 @@ log = logging.getLogger(__name__)
 
 
 class MetricLogger:
-    """The training loop's `on_epoch` callback, logging to one run by id."""
+    """The training loop's `on_epoch` callback, logging to one run by id through the tracking
+    buffer (the loop never waits on the server). Epochs up to `skip_through` are not logged
+    again: a resumed run re-trains the epochs after its checkpoint that the run already holds."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, buffer: TrackingBuffer,
+                 skip_through: int = 0):
+        self.client, self.run_id, self.buffer, self.skip_through = (client, run_id, buffer,
+                                                                    skip_through)
 
     def __call__(self, r: EpochReport, model=None, **extra: float) -> None:
         """One request per epoch: the epoch's figures and any `extra` ones."""
+        self.buffer.check()  # a tracking outage past its limit stops the training here
+        if r.epoch <= self.skip_through:
+            return
         values = {key: float(getattr(r, key)) for key in
                   ("train_loss", "val_psnr", "lr", "elapsed_s", "patches_per_s")} | extra
         if r.held_out_psnr is not None:
             values["held_out_psnr"] = r.held_out_psnr
         if r.rolled_back:  # diverged this epoch: went back to the best one, lr halved
             values["rolled_back"] = 1.0
-        log_metrics(self.client, self.run_id, values, step=r.epoch)
+        self.buffer.submit(f"epoch {r.epoch}'s metrics", log_metrics, self.client, self.run_id,
+                           {curve(k): v for k, v in values.items()}, step=r.epoch)
 
 
 def _flat(prefix: str, cfg) -> dict[str, str]:
     return {f"{prefix}.{k}": str(v) for k, v in cfg.model_dump().items()}
+
+
+def _resumable(client: MlflowClient, experiment: str, key: str) -> tuple[str | None, dict | None]:
+    """(run id, checkpoint) of an unfinished run of the same training, if it has one."""
+    old = unfinished_run(client, experiment, key)
+    state = latest_checkpoint(client, old.info.run_id) if old is not None else None
+    if state is None:
+        return None, None
+    run_id = old.info.run_id
+    client.update_run(run_id, status="RUNNING")
+    resumes = int(old.data.tags.get("resumed", "0")) + 1
+    client.set_tag(run_id, "resumed", str(resumes))
+    log.warning("run %s: resuming from its checkpoint of epoch %d (%.0f s of training done; "
+                "resume %d)", run_id, state["epoch"], state["elapsed_s"], resumes)
+    return run_id, state
 
 
 def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: str | None = None,
@@ -89,15 +122,20 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         "dask_worker": current_worker() or "none",
         **source_tags("srcnn train-srcnn"),
         **(tags or {}),
+        RESUME_TAG: resume_key(patches.attrs.fingerprint, model, training, run_name, init_model),
     }
-    run = client.create_run(ensure_experiment(client, TRAIN_EXPERIMENT, settings),
-                            run_name=run_name, tags=tags)
-    run_id = run.info.run_id
-    try:
+    experiment = ensure_experiment(client, TRAIN_EXPERIMENT, settings)
+    run_id, state = _resumable(client, experiment, tags[RESUME_TAG]) if training.resume else (
+        None, None)
+    if run_id is None:
+        run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
         log_params(client, run_id, {**_flat("model", model), **_flat("train", training),
                                     "patch_size": patches.attrs.patch_size,
                                     "stride": patches.attrs.stride, "scale": scale,
                                     "n_patches": len(patches)})
+    buffer = TrackingBuffer(masked(settings.mlflow_credentials()[0]), settings.tracking_outage_s)
+    saver = RunCheckpoints(client, run_id, buffer)
+    try:
         # Whole in memory when the store fits the budget, else streamed with prefetch.
         budget = settings.train_memory_budget_mb * 2**20
         inputs = input_name(model.family)
@@ -111,7 +149,8 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                     scale, len(train_set), len(val_set), type(train_set).__name__,
                     torch.get_num_threads())
         client.set_tag(run_id, "training_input", type(train_set).__name__)
-        metrics = MetricLogger(client, run_id)
+        metrics = MetricLogger(client, run_id, buffer, logged_through(
+            client, run_id, curve("train_loss")) if state else 0)
         bar, reference = (("fsrcnn", FSRCNN_PSNR) if model.family == "espcn"
                           else ("paper", PAPER_PSNR))
         probe = TimeToQuality(probe_dataset, scale, reference.get(Path(probe_dataset).name, {})
@@ -121,7 +160,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
             metrics(report, **({"probe_psnr": probe(net, report.elapsed_s)} if probe else {}))
 
         net = build_net(model, scale)
-        if init_model:
+        if init_model and state is None:  # a resumed run starts from its checkpoint
             if model.expand:
                 raise ValueError(f"init model {init_model}: shipped and logged nets are collapsed;"
                                  f" fine-tune them with --expand 0 (this run asks expand "
@@ -140,10 +179,12 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                 log.warning("run %s: no readable held-out images: the validation patches "
                             "select the best epoch", run_id)
             client.set_tag(run_id, "selected_by", selected_by)
-            result = train(net, train_set, val_set, training, on_epoch, held_out)
+            result = train(net, train_set, val_set, training, on_epoch, held_out,
+                           Checkpoints(saver, training.checkpoint_minutes * 60, state))
         finally:
             for data in (train_set, val_set):
                 data.close()
+        buffer.close(timeout_s=60)  # every epoch's figures recorded, in order
         if probe and probe.reached_at_s is not None:
             client.log_metric(run_id, f"time_to_{bar}_s", probe.reached_at_s)
         result.model = result.model.collapse() if model.expand else result.model
@@ -157,9 +198,15 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                                               {"arch": model.arch, "run_id": run_id}))
         client.log_image(run_id, plots.learning_curves(result.history, training.loss), "plots/learning_curves.png")
         client.log_image(run_id, plots.filter_grid(result.model), "plots/filters.png")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        saver.prune(0)  # the model is logged: the checkpoints have served
+    except BaseException as exc:
+        try:  # left to resume from: its checkpoints stay
+            client.set_terminated(run_id, "FAILED")
+        except Exception as also:
+            log.warning("run %s: not marked failed (%s) after %r", run_id, also, exc)
         raise
+    finally:
+        saver.close()
     client.set_terminated(run_id, "FINISHED")
     log.info("run %s: best %s %.3f dB at epoch %d", run_id, selected_by, result.best_score,
                 result.best_epoch)
