@@ -34,7 +34,7 @@ class Service:
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
                  cwd: Path = ROOT):
-        self.name, self.log = name, log_dir / f"{name}.log"
+        self.name, self.log, self.argv, self.env = name, log_dir / f"{name}.log", argv, env
         self._file = self.log.open("wb")
         self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._file,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -169,3 +169,53 @@ def test_two_registrations_at_once_end_with_the_better_champion(mlflow_server, s
     assert aliases["champion"] == versions[good["run_id"]]
     # the worse one is challenger, or it came first (v1, champion) and was then replaced
     assert aliases.get("challenger") == versions[bad["run_id"]] or versions[bad["run_id"]] == "1"
+
+
+def test_training_rides_out_a_tracking_server_restart(mlflow_server, small_collection, tmp_path,
+                                                      set5):
+    """The MLflow server is stopped during a real `srcnn train` process and started again
+    8 s later: training goes on, the buffered records reach the server once it is back, and
+    the run finishes with one point per epoch in every curve."""
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+    from servers import ROOT, Service
+
+    url, server = mlflow_server
+    store = str(tmp_path / "patches.zarr")
+    build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
+    epochs = 16
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # the buffer, not MLflow's client, waits
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "train", store, "--arch", "9-1-5", "--n1", "16",
+         "--n2", "8", "--epochs", str(epochs), "--steps-per-epoch", "150", "--batch-size", "32",
+         "--checkpoint-minutes", "0", "--eval-dataset", str(set5), "--degradation", "bicubic"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ml = MlflowClient(tracking_uri=url, registry_uri=url)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        exp = ml.get_experiment_by_name(TRAIN_EXPERIMENT)
+        runs = ml.search_runs([exp.experiment_id]) if exp else []
+        if runs and ml.get_metric_history(runs[0].info.run_id, curve("train_loss")):
+            break
+        time.sleep(0.2)
+    run_id = runs[0].info.run_id
+    server.stop()  # the server and its workers, gone
+    time.sleep(8)
+    restarted = Service("mlflow-server-again", server.argv, server.env, tmp_path)
+    try:
+        restarted.wait_http(f"{url}/health", 120)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out + err[-4000:] + restarted.tail()
+        assert "not answering" in err and "answers again" in err  # the buffer rode it out
+        run = ml.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("train_loss", "val_psnr", "lr"):
+            steps = [m.step for m in ml.get_metric_history(run_id, curve(key))]
+            assert sorted(steps) == list(range(1, epochs + 1)), (key, steps)
+        assert ml.list_artifacts(run_id, "checkpoints") == []  # uploaded, then cleared
+    finally:
+        restarted.stop()
