@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -34,6 +35,7 @@ from srcnn.presets import (
     training_settings,
 )
 from srcnn.settings import get_settings, masked
+from srcnn.storage import PathError, check_folder
 
 app = typer.Typer(help="SRCNN super-resolution pipeline (Prefect flows over the srcnn library).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -65,6 +67,8 @@ def patches(
         patches = validated(PatchOverrides, **patches.given(),
                             degradation=validated(degradation.apply, base))
     validated(patch_settings, preset, patches)  # one clear error before any work
+    check_folder(source, "source", must_exist=True)
+    check_folder(store, "patch store", must_exist=False)
     from flows.build_patches import build_patches
 
     report = build_patches(source, store, patches, dask_address, force, preset)
@@ -113,6 +117,7 @@ def train(
     eval_dataset = benchmark_folders(eval_dataset, "--eval-dataset")
     if probe_dataset is not None:
         (probe_dataset,) = benchmark_folders([probe_dataset], "--probe-dataset")
+    check_folder(store, "patch store", must_exist=True)
     from flows.train_srcnn import train_srcnn
 
     result = train_srcnn(store, model, training, eval_dataset, run_name, probe_dataset,
@@ -205,7 +210,9 @@ def upscale(
     # one clear error before any work
     settings = validated(options.apply, UpscaleOptions())
     selection = validated(bucket.apply, BucketOptions())
-    from flows.upscale_bucket import UpscaleFailures, upscale_bucket
+    from flows.upscale_bucket import UpscaleFailures, check_prefixes, upscale_bucket
+
+    check_prefixes(input, output)
 
     try:
         summary = upscale_bucket(input, output, model, settings, selection, dask_address)
@@ -378,7 +385,20 @@ def main() -> None:
     logging.getLogger("srcnn").setLevel(logging.INFO)
     for noisy in ("distributed", "mlflow", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app()
+    try:
+        app()
+    except PathError as exc:  # found before any work: one line, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+        typer.echo(f"error: the temporary Prefect API server this command starts did not answer "
+                   f"within {wait} s (the machine may be busy). Raise "
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start one with "
+                   "`prefect server start` and set PREFECT_API_URL to it.", err=True)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

@@ -43,7 +43,15 @@ from srcnn.batch.planning import plan
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers
 from srcnn.concurrency import windowed
 from srcnn.settings import get_settings
-from srcnn.storage import is_image_key, iter_pages, join, nested, selected, top_prefixes
+from srcnn.storage import (
+    check_folder,
+    is_image_key,
+    iter_pages,
+    join,
+    nested,
+    selected,
+    top_prefixes,
+)
 from tasks.upscale import preview, resolve, upscale_shard, write_summary
 
 REPORT_KEY = "_srcnn/upscale-report.json"  # the latest run's summary
@@ -55,6 +63,9 @@ class UpscaleFailures(RuntimeError):
 
 
 def check_prefixes(input_url: str, output_url: str) -> None:
+    """One error before any work for an input or output that cannot be what it must be."""
+    check_folder(input_url, "input", must_exist=True)
+    check_folder(output_url, "output", must_exist=False)
     if nested(input_url, output_url):
         raise ValueError(f"output {output_url}: may not be, lie inside or contain the input "
                          f"{input_url}")

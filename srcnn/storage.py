@@ -41,6 +41,33 @@ def _s3_options(settings_from: tuple[str | None, str | None, str]) -> dict:
     return get_settings().storage_options("s3://")
 
 
+class PathError(ValueError):
+    """A path that cannot be what the command needs it to be (found before any work)."""
+
+
+def check_folder(url: str, role: str, must_exist: bool) -> None:
+    """Refuse, with one error naming `url` and why, a `role` path that cannot be a folder:
+    an existing file (or a path under one), or, with `must_exist`, a missing folder; on S3 a
+    missing bucket. Object-store prefixes need not exist (they are made by writing)."""
+    fs, path = filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        bucket = path.split("/", 1)[0]
+        if "s3" in fs.protocol and not fs.exists(bucket):
+            raise PathError(f"{role} {url}: no bucket {bucket!r} at this endpoint")
+        return
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise PathError(f"{role} {url}: is a file, not a folder")
+    if must_exist:
+        raise PathError(f"{role} {url}: no such folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PathError(f"{role} {url}: lies under {parent}, which is a file")
+
+
 def is_local(url: str) -> bool:
     return isinstance(filesystem(url)[0], LocalFileSystem)
 

@@ -3,7 +3,8 @@
 from prefect.tasks import exponential_backoff
 
 # Errors that a retry cannot mend: bad input, a missing model or file, a refused key.
-PERMANENT_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError, TypeError)
+PERMANENT_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError, TypeError,
+                    NotADirectoryError, IsADirectoryError)
 
 
 def is_transient(task, task_run, state) -> bool:

@@ -13,6 +13,7 @@ from srcnn.cluster import dask_client
 from srcnn.config import PatchConfig
 from srcnn.data.build.builder import BuildReport, build_patch_store
 from srcnn.settings import get_settings
+from srcnn.storage import check_folder
 from tasks import NETWORK_RETRIES
 
 
@@ -26,6 +27,8 @@ def build_store(
 ) -> BuildReport:
     settings = get_settings()
     logger = get_run_logger()
+    check_folder(source, "source", must_exist=True)  # one error before any work
+    check_folder(store, "patch store", must_exist=False)
     with dask_client(dask_address or settings.dask_address, settings.dask_workers):
         report = build_patch_store(source, store, config, force=force)
     logger.info(

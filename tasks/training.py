@@ -29,21 +29,12 @@ from srcnn.tracking.runs import (
 )
 from srcnn.training import plots
 from srcnn.training.run import train_run
-from tasks import NETWORK_RETRIES
-
-# What a retry cannot mend: the configuration, the store or the inputs are wrong.
-NOT_CRASHES = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError,
-               PermissionError)
+from tasks import NETWORK_RETRIES, is_transient
 
 
-def crashed(task, task_run, state) -> bool:
-    """Retry a training that crashed (killed worker, lost connection, tracking outage): the
-    retry resumes its run from the last checkpoint. Bad configuration fails at once."""
-    exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, NOT_CRASHES)
-
-
-@task(name="train-model", retries=2, retry_delay_seconds=10, retry_condition_fn=crashed)
+# A crash (killed worker, lost connection, tracking outage) is retried and resumes from the
+# last checkpoint; bad configuration or input fails at once.
+@task(name="train-model", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
 def train_model(store: str, model: ModelConfig, training: TrainConfig,
                 run_name: str | None = None, probe_dataset: str | None = None,
                 init_model: str | None = None, tags: dict[str, str] | None = None) -> str:

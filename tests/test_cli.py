@@ -1,6 +1,7 @@
 """The `srcnn` command line: real console script and real flows behind it."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -280,3 +281,43 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     recorded = PatchStore(store).attrs.degradation
     assert (recorded.kind, recorded.seed, recorded.jpeg_prob) == ("real", 5, 1.0)
     assert recorded.resize_cubic == DegradationConfig().resize_cubic  # the rest: defaults
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["upscale", "{images}", "{file}"], "error: output {file}: is a file, not a folder"),
+    (["upscale", "{missing}", "{tmp}/out"], "error: input {missing}: no such folder"),
+    (["patches", "{images}", "{file}/store"], "error: patch store {file}/store: lies under "
+                                                "{file}, which is a file"),
+    (["patches", "{file}", "{tmp}/store"], "error: source {file}: is a file, not a folder"),
+    (["train", "{missing}"], "error: patch store {missing}: no such folder"),
+])
+def test_a_path_that_cannot_serve_is_one_error_before_any_work(tmp_path, small_collection,
+                                                                argv, error):
+    """`srcnn upscale in out.png` (out.png a file) and its kin: one line naming the path and
+    why, exit code 2, no traceback, no flow run, nothing written."""
+    file = tmp_path / "out.png"
+    file.write_bytes(b"an image someone keeps")
+    names = {"images": small_collection, "file": file, "missing": tmp_path / "nope",
+             "tmp": tmp_path}
+    result = subprocess.run([sys.executable, "-m", "flows.cli",
+                             *(a.format(**names) for a in argv)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    assert result.stderr.strip() == error.format(**names)
+    assert file.read_bytes() == b"an image someone keeps"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out.png"]
+
+
+def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, small_collection):
+    """The start-up wait is a setting; when the ad hoc run's temporary Prefect server does not
+    answer within it, the CLI says what failed and what to do, without a traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "upscale", str(small_collection),
+                             str(tmp_path / "out"), "--model", "pretrained"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 3, result.stdout + result.stderr[-3000:]
+    assert result.stderr.startswith("error: the temporary Prefect API server this command "
+                                    "starts did not answer within 1 s")
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
