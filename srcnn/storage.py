@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
+import logging
 import os
 import posixpath
 import stat
@@ -19,6 +21,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from srcnn.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif")
 
@@ -39,6 +43,23 @@ def _s3_options(settings_from: tuple[str | None, str | None, str]) -> dict:
     cache's key, so they are read again when it changes and once otherwise (reading them
     costs ~0.4 ms, once per object without the cache)."""
     return get_settings().storage_options("s3://")
+
+
+def parse_record(data: bytes, what: str, required: tuple[str, ...] = ()) -> dict | None:
+    """A JSON record the pipeline wrote for itself (a marker, a manifest, a report line), or
+    None, with a warning naming `what`, where a crash, a disk or a person cut it short or
+    altered it: the caller treats it as missing and that work is done again."""
+    try:
+        record = json.loads(data)
+    except ValueError as exc:  # cut short, not UTF-8, not JSON
+        log.warning("%s: unreadable record (%s): treated as missing, its work is redone",
+                    what, exc)
+        return None
+    if not isinstance(record, dict) or any(k not in record for k in required):
+        log.warning("%s: record without %s: treated as missing, its work is redone", what,
+                    ", ".join(required))
+        return None
+    return record
 
 
 class PathError(ValueError):

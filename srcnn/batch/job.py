@@ -32,7 +32,7 @@ from srcnn.batch.planning import Chunk
 from srcnn.concurrency import ahead
 from srcnn.config import StrictModel, TileConfig
 from srcnn.data.images import BadImageError, read_image, write_image
-from srcnn.storage import join, read_bytes, write_bytes_atomic
+from srcnn.storage import join, parse_record, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:  # the flow's driver imports this module and never needs torch
     from torch import nn
@@ -194,10 +194,13 @@ def manifest_url(output_url: str, chunk_id: str) -> str:
 def read_manifest(output_url: str, chunk_id: str) -> tuple[dict[str, str], str]:
     """({key: token} of the outputs a chunk recorded, the run that wrote the manifest);
     empty if the chunk never finished."""
+    url = manifest_url(output_url, chunk_id)
     try:
-        body = json.loads(read_bytes(manifest_url(output_url, chunk_id)))
+        body = parse_record(read_bytes(url), f"manifest {url}", ("tokens",))
     except FileNotFoundError:
         return {}, ""
+    if body is None or not isinstance(body["tokens"], dict):
+        return {}, ""  # damaged: the chunk is done again
     return body["tokens"], body.get("run", "")
 
 
@@ -354,5 +357,6 @@ def report_lines(output_url: str, run_id: str) -> Iterator[dict]:
     fs, root = filesystem(join(output_url, REPORTS, run_id))
     fs.invalidate_cache()
     for path in sorted(p for p in fs.find(root) if p.endswith(".jsonl")):
-        for line in fs.cat_file(path).decode().splitlines():
-            yield json.loads(line)
+        for n, line in enumerate(fs.cat_file(path).decode(errors="replace").splitlines(), 1):
+            if (record := parse_record(line, f"report {path} line {n}")) is not None:
+                yield record

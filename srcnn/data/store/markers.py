@@ -9,9 +9,18 @@ import posixpath
 import time
 from collections.abc import Iterable
 
-from srcnn.storage import filesystem, join, write_bytes_atomic
+from srcnn.storage import filesystem, join, parse_record, write_bytes_atomic
 
 BUILD_DIR = "_build"
+FIELDS = ("shard", "start", "stop", "fingerprint")
+
+
+def _parse(data: bytes, name: str) -> dict | None:
+    """A marker record; None (its shard is written again) where it is damaged."""
+    record = parse_record(data, f"completion marker {name}", FIELDS)
+    if record is not None and not isinstance(record["shard"], int):
+        return None
+    return record
 
 
 def _marker_name(shard: int) -> str:
@@ -40,7 +49,7 @@ def read_marker(url: str, shard: int) -> dict | None:
     """The completion marker of one shard, or None where it has none."""
     fs, path = filesystem(marker_url(url, shard))
     try:
-        return json.loads(fs.cat_file(path))
+        return _parse(fs.cat_file(path), path)
     except FileNotFoundError:
         return None
 
@@ -54,10 +63,14 @@ def read_markers(url: str) -> dict[int, dict]:
         files = [f for f in fs.find(folder) if f.endswith(".json")]
     except FileNotFoundError:
         return {}
+    return _records(fs.cat(files, on_error="omit") if files else {})
+
+
+def _records(found: dict[str, bytes]) -> dict[int, dict]:
     records = {}
-    for data in (fs.cat(files, on_error="omit") if files else {}).values():
-        record = json.loads(data)
-        records[int(record["shard"])] = record
+    for name, data in found.items():
+        if (record := _parse(data, name)) is not None:
+            records[record["shard"]] = record
     return records
 
 
@@ -69,8 +82,4 @@ def read_markers_of(url: str, shards: Iterable[int]) -> dict[int, dict]:
     folder = posixpath.join(path.rstrip("/"), BUILD_DIR)
     fs.invalidate_cache()
     names = [posixpath.join(folder, _marker_name(shard)) for shard in shards]
-    records = {}
-    for data in (fs.cat(names, on_error="omit") if names else {}).values():
-        record = json.loads(data)
-        records[int(record["shard"])] = record
-    return records
+    return _records(fs.cat(names, on_error="omit") if names else {})
