@@ -30,6 +30,7 @@ from srcnn.data.patches import (
     patch_count,
     resized_size,
 )
+from srcnn.data.store.markers import marker_url, read_markers
 from srcnn.data.store.attrs import OutdatedStoreError, StoreAttrs
 from srcnn.data.store.patch_store import (
     IncompleteStoreError,
@@ -287,7 +288,8 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     """One image becomes unreadable between inspection and writing (as a flaky disk or
     bucket would do; an image that reads but does not decode fails alone instead): its shards
     fail, every other shard is written and marked, the store
-    stays unpublished; the re-run writes exactly the failed shards and equals a clean build."""
+    stays unpublished; the re-run writes exactly the failed shards (and one whose marker a
+    crash cut short: a damaged marker counts as missing) and equals a clean build."""
     victim = small_collection / "t10.png"
     data, stat = victim.read_bytes(), victim.stat()
     real_plan = patch_build.plan_from_sizes
@@ -312,6 +314,10 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
               if i * shard < t10["offset"] + t10["n_patches"] and t10["offset"] < (i + 1) * shard}
     before = _marker_times(url)
     assert failed and before and set(before) == set(range(n_shards)) - failed
+    damaged = min(before)
+    marker = Path(marker_url(url, damaged))
+    marker.write_bytes(marker.read_bytes()[:20])  # cut short: its shard is written again
+    del before[damaged]
 
     victim.write_bytes(data)  # the image is back, unchanged (same size and mtime)
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -323,8 +329,9 @@ def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, da
     report = build_patch_store(str(small_collection), url, _config())
     monkeypatch.undo()
     assert report.built and report.resumed and report.fingerprint == attrs.fingerprint
-    assert (report.shards_written, report.shards_reused) == (len(failed), len(before))
+    assert (report.shards_written, report.shards_reused) == (len(failed) + 1, len(before))
     after = _marker_times(url)
+    assert read_markers(url)[damaged]["shard"] == damaged  # whole again
     assert set(after) == set(range(n_shards))
     assert {i: after[i] for i in before} == before  # reused shards were not rewritten
     clean = str(tmp_path / "clean.zarr")

@@ -249,3 +249,37 @@ def test_killed_run_completes_on_restart(tmp_path, model_dir):
         with Image.open(p) as img:
             img.load()  # not truncated
             assert img.size == (320, 320)
+
+
+def test_damaged_manifests_and_report_lines_are_work_to_redo(tmp_path, model_dir, caplog):
+    """A chunk's manifest cut short by a crash, or altered by hand, counts as missing: the
+    re-run redoes that chunk's images (and only those) instead of failing it for good; a
+    damaged line of a run's report is skipped with a warning naming it."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _kinds(inp)
+    kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2),
+                  bucket=BucketOptions(chunk_size=3))
+    first = upscale_bucket(str(inp), str(out), **kwargs)
+    assert first["done"] == len(good)
+    manifests = sorted((out / MANIFESTS).rglob("*.json"))
+    assert len(manifests) >= 3
+    cut, altered = manifests[0], manifests[1]
+    redo = set(json.loads(cut.read_text())["tokens"]) | set(json.loads(altered.read_text())
+                                                            ["tokens"])
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])  # a crash mid-write
+    altered.write_text("[]")  # JSON, but not a manifest
+    mtimes = {k: (out / k).stat().st_mtime_ns for k in good}
+    again = upscale_bucket(str(inp), str(out), **kwargs)
+    assert (again["done"], again["skipped"], again["failed"]) == (len(redo), len(good) - len(redo),
+                                                                   0)
+    changed = {k for k in good if (out / k).stat().st_mtime_ns != mtimes[k]}
+    assert changed == redo
+    assert json.loads(cut.read_text())["run"] == again["flow_run_id"]  # whole again
+
+    reports = sorted((out / "_srcnn" / "reports" / again["flow_run_id"]).rglob("*.jsonl"))
+    lines = reports[0].read_text().splitlines()
+    reports[0].write_text("\n".join([lines[0][:7], *lines[1:]]) + "\n")
+    with caplog.at_level("WARNING", logger="srcnn.storage"):
+        kept = list(report_lines(str(out), again["flow_run_id"]))
+    assert len(kept) == len(redo) - 1
+    assert f"{reports[0]} line 1: unreadable record" in caplog.text
