@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = None
     # S3-compatible endpoint (MinIO, moto, ...); falls back to AWS_ENDPOINT_URL.
     s3_endpoint_url: str | None = None
+    # Attempts per S3 request (botocore's standard retry mode: jittered exponential backoff,
+    # capped at 20 s): 10 ride out an endpoint that stops answering for about half a minute.
+    s3_retry_attempts: int = Field(10, ge=1)
     dask_address: str | None = None
     # Workers of the LocalCluster started when no scheduler is given (None: one per core).
     dask_workers: int | None = Field(None, ge=1)
@@ -56,7 +59,9 @@ class Settings(BaseSettings):
         """fsspec storage options for `url` (endpoint for s3://, nothing for local paths)."""
         if url.startswith(("s3://", "s3a://")):
             endpoint = self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-            return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+            retries = {"config_kwargs": {"retries": {"max_attempts": self.s3_retry_attempts,
+                                                     "mode": "standard"}}}
+            return retries | ({"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})
         return {}
 
 

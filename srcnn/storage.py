@@ -31,15 +31,16 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path inside it) for a URL or local path."""
     if url.startswith(("s3://", "s3a://")):
         settings_from = (os.environ.get("SRCNN_S3_ENDPOINT_URL"),
-                         os.environ.get("AWS_ENDPOINT_URL"), os.getcwd())
+                         os.environ.get("AWS_ENDPOINT_URL"),
+                         os.environ.get("SRCNN_S3_RETRY_ATTEMPTS"), os.getcwd())
         return fsspec.core.url_to_fs(url, **_s3_options(settings_from))
     return fsspec.core.url_to_fs(url)  # no options: local paths, file://, memory://, ...
 
 
 @functools.lru_cache(maxsize=8)
-def _s3_options(settings_from: tuple[str | None, str | None, str]) -> dict:
+def _s3_options(settings_from: tuple[str | None, ...]) -> dict:
     """S3 storage options from the settings. `settings_from` is what they are read from (the
-    two endpoint variables, and the working directory whose `.env` may set them): it is the
+    endpoint and retry variables, and the working directory whose `.env` may set them): it is the
     cache's key, so they are read again when it changes and once otherwise (reading them
     costs ~0.4 ms, once per object without the cache)."""
     return get_settings().storage_options("s3://")

@@ -110,3 +110,67 @@ def run(argv: list[str], env: dict[str, str], timeout: float,
         pytest.fail(f"{' '.join(argv)} exited with {done.returncode}\n--- stdout ---\n"
                     f"{done.stdout}\n--- stderr ---\n{done.stderr}\n{logs}")
     return done
+
+
+class TcpProxy:
+    """A loopback TCP relay to `target_port` that can be cut (its connections reset, new ones
+    refused: an endpoint that stops answering) and restored on the same port, so the service
+    behind it keeps its state."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.port, self.target = free_port(), target_port
+        self._lock, self._conns = threading.Lock(), set()
+        self._server: socket.socket | None = None
+        self.start()
+
+    def start(self) -> None:
+        import threading
+
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

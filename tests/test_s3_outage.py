@@ -1,0 +1,103 @@
+"""The object store blinks: the loopback S3 endpoint (moto, behind a TCP relay that can be
+cut) stops answering in the middle of an `upscale-bucket` run. A short outage is ridden out by
+the S3 client's retries; a long one fails the run with a clear message; a re-run finishes the
+rest, and every output is then whole and current."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+from servers import TcpProxy
+
+from flows.upscale_bucket import upscale_bucket
+from srcnn.batch.job import BucketOptions, UpscaleOptions
+
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
+
+N = 40
+
+
+@pytest.fixture
+def bucket(s3_bucket, s3_endpoint, monkeypatch):
+    """N photos-like images under s3://<bucket>/in; the pipeline reaches S3 through a relay."""
+    fs, name = s3_bucket
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(buf, "PNG")
+        fs.pipe(f"{name}/in/{i:03d}.png", buf.getvalue())
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    monkeypatch.setenv("SRCNN_S3_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    try:
+        yield fs, name, proxy
+    finally:
+        proxy.stop()
+
+
+def outputs(fs, name: str) -> list[str]:
+    fs.invalidate_cache()
+    return [p for p in fs.find(f"{name}/out") if p.endswith(".png")]
+
+
+def cut_mid_run(fs, name: str, proxy: TcpProxy, run, outage_s: float | None):
+    """Run `run()` in a thread; once some outputs exist, cut the relay for `outage_s` seconds
+    (None: until the run ends). Returns (outputs at the cut, the run's result or error)."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run)
+        while len(at_cut := outputs(fs, name)) < 2:
+            assert not future.done(), future.result()
+            time.sleep(0.05)
+        proxy.stop()
+        if outage_s is not None:
+            time.sleep(outage_s)
+            proxy.start()
+        try:
+            return at_cut, future.result(timeout=600)
+        except Exception as exc:
+            return at_cut, exc
+        finally:
+            if outage_s is None:
+                proxy.start()
+
+
+def assert_whole(fs, name: str) -> None:
+    keys = outputs(fs, name)
+    assert len(keys) == N
+    for key in keys:
+        with Image.open(io.BytesIO(fs.cat_file(key))) as img:
+            img.load()  # decodes whole: nothing half-written
+            assert img.size == (360, 270)
+
+
+def test_a_short_outage_is_ridden_out(bucket):
+    fs, name, proxy = bucket
+    run = lambda: upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",  # noqa: E731
+                                 UpscaleOptions(scale=3), BucketOptions(chunk_size=2))
+    at_cut, result = cut_mid_run(fs, name, proxy, run, outage_s=4)
+    assert len(at_cut) < N  # the endpoint went away mid-run
+    assert not isinstance(result, Exception), result
+    assert (result["done"], result["failed"]) == (N, 0)
+    assert_whole(fs, name)
+
+
+def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
+    fs, name, proxy = bucket
+    monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")  # a short patience: the outage outlasts it
+    run = lambda: upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",  # noqa: E731
+                                 UpscaleOptions(scale=3), BucketOptions(chunk_size=2))
+    at_cut, result = cut_mid_run(fs, name, proxy, run, outage_s=None)
+    assert len(at_cut) < N
+    assert isinstance(result, Exception), result  # the run failed, naming the endpoint
+    assert f"Could not connect to the endpoint URL: \"http://127.0.0.1:{proxy.port}/{name}/" \
+        in str(result)
+    monkeypatch.delenv("SRCNN_S3_RETRY_ATTEMPTS")
+    rerun = upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",
+                           UpscaleOptions(scale=3), BucketOptions(chunk_size=2))
+    assert rerun["failed"] == 0 and rerun["done"] + rerun["skipped"] == N
+    assert rerun["done"] > 0  # what the outage left undone, done now
+    assert_whole(fs, name)
