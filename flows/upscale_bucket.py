@@ -192,14 +192,28 @@ def _run(
         output_key=(lambda k: output_key(k, output_format)) if output_format else None,
     )
 
+    in_flight: dict[int, tuple[int, int]] = {}  # id(future): (shard index, its images)
+
     def submissions():
         for shard in shards:
-            totals["listed"] += sum(chunk.size for chunk in shard.chunks)
+            size = sum(chunk.size for chunk in shard.chunks)
+            totals["listed"] += size
             # quote(): Prefect passes the chunks through as they are, without walking them
-            yield upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin, resources)
+            future = upscale_shard.submit(shard.index, quote(shard.chunks), job, plugin,
+                                          resources)
+            in_flight[id(future)] = (shard.index, size)
+            yield future
 
     for future in as_they_end(submissions(), MAX_SHARDS_IN_FLIGHT):
-        s = future.result()
+        index, size = in_flight.pop(id(future))
+        try:
+            s = future.result()
+        except Exception as exc:  # its retries spent (the store away too long): the rest go on
+            totals["failed"] += size
+            reason = f"shard {index} ({size} images): {type(exc).__name__}: {exc}"
+            failures[len(failures):] = [reason][: MAX_FAILURES_SHOWN - len(failures)]
+            logger.error("%s; a re-run does what it left", reason)
+            continue
         _add(totals, failures, s, logger)
         samples.extend(s.samples[: PREVIEW_IMAGES - len(samples)])
         seen = totals["done"] + totals["skipped"] + totals["failed"]
@@ -241,7 +255,12 @@ def report_rows(summary: dict) -> list[dict[str, str]]:
 
 def _publish(summary: dict, output: str, run_id: str) -> None:
     body = json.dumps(summary, indent=2).encode()
-    write_summary([join(output, REPORTS, run_id, "summary.json"), join(output, REPORT_KEY)], body)
+    try:
+        write_summary([join(output, REPORTS, run_id, "summary.json"), join(output, REPORT_KEY)],
+                      body)
+    except Exception as exc:  # the output store is away: the artifact still tells the story
+        get_run_logger().error("summary not written to %s: %s: %s", output, type(exc).__name__,
+                               exc)
     create_table_artifact(
         report_rows(summary),
         key="upscale-report",

@@ -24,7 +24,8 @@ from srcnn.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".avif",
+                  ".heic", ".heif")
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -30,8 +30,8 @@ from srcnn.data.patches import (
     patch_count,
     resized_size,
 )
-from srcnn.data.store.markers import marker_url, read_markers
 from srcnn.data.store.attrs import OutdatedStoreError, StoreAttrs
+from srcnn.data.store.markers import marker_url
 from srcnn.data.store.patch_store import (
     IncompleteStoreError,
     PatchStore,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from servers import TcpProxy
 
-from flows.upscale_bucket import upscale_bucket
+from flows.upscale_bucket import UpscaleFailures, upscale_bucket
 from srcnn.batch.job import BucketOptions, UpscaleOptions
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
@@ -92,7 +92,8 @@ def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
                                  UpscaleOptions(scale=3), BucketOptions(chunk_size=2))
     at_cut, result = cut_mid_run(fs, name, proxy, run, outage_s=None)
     assert len(at_cut) < N
-    assert isinstance(result, Exception), result  # the run failed, naming the endpoint
+    assert isinstance(result, UpscaleFailures), result  # the run failed, saying why and where
+    assert "images failed" in str(result)
     assert f"Could not connect to the endpoint URL: \"http://127.0.0.1:{proxy.port}/{name}/" \
         in str(result)
     monkeypatch.delenv("SRCNN_S3_RETRY_ATTEMPTS")

@@ -283,3 +283,41 @@ def test_damaged_manifests_and_report_lines_are_work_to_redo(tmp_path, model_dir
         kept = list(report_lines(str(out), again["flow_run_id"]))
     assert len(kept) == len(redo) - 1
     assert f"{reports[0]} line 1: unreadable record" in caplog.text
+
+
+def test_heic_and_avif_in_and_out(tmp_path, model_dir):
+    """What phones and the web write: HEIC (pillow-heif) and AVIF (Pillow) inputs upscaled
+    into their own format, with the EXIF orientation applied once, the colour profile kept and
+    alpha kept; a PNG written as AVIF on request; a HEIC cut short fails alone, by name."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    from srcnn.data.images import encode_image
+
+    (inp / "phone.heic").write_bytes(encode_image(
+        Image.fromarray(rand(12, 17, 3)), "HEIF", exif=exif.tobytes(), icc_profile=icc,
+        quality=90))
+    (inp / "web.avif").write_bytes(encode_image(Image.fromarray(rand(12, 17, 4)), "AVIF",
+                                                quality=90))
+    whole = encode_image(Image.fromarray(rand(40, 60, 3)), "HEIF", quality=90)
+    (inp / "cut.heic").write_bytes(whole[: len(whole) // 2])
+    kwargs = dict(model=model_dir, bucket=BucketOptions(chunk_size=8))
+    with pytest.raises(UpscaleFailures, match="1 of 3 images failed"):
+        upscale_bucket(str(inp), str(out), options=UpscaleOptions(scale=2), **kwargs)
+    report = json.loads((out / REPORT_KEY).read_text())
+    (failure,) = report["failures"]
+    assert failure.startswith("cut.heic: not a readable image")
+    with Image.open(out / "phone.heic") as img:  # pillow-heif's opener: registered by the run
+        assert (img.format, img.size, img.mode) == ("HEIF", (24, 34), "RGB")  # turned once
+        assert img.info["icc_profile"] == icc
+    with Image.open(out / "web.avif") as img:
+        assert (img.format, img.size, img.mode) == ("AVIF", (34, 24), "RGBA")
+    Image.fromarray(rand(12, 17, 3)).save(inp / "flat.png")
+    (inp / "cut.heic").unlink()
+    done = upscale_bucket(str(inp), str(tmp_path / "as-avif"),
+                          options=UpscaleOptions(scale=2, output_format="AVIF"), **kwargs)
+    assert done["failed"] == 0
+    with Image.open(tmp_path / "as-avif" / "flat.avif") as img:
+        assert (img.format, img.size) == ("AVIF", (34, 24))

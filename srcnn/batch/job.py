@@ -42,10 +42,12 @@ log = logging.getLogger(__name__)
 MANIFESTS = "_srcnn/manifests"
 REPORTS = "_srcnn/reports"
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
-OutputFormat = Literal["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"]
+           ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF", ".avif": "AVIF", ".heic": "HEIF",
+           ".heif": "HEIF"}
+OutputFormat = Literal["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "AVIF", "HEIF"]
 EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif",
-                              "WEBP": ".webp", "GIF": ".gif"}
+                              "WEBP": ".webp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
+LOSSY = ("JPEG", "WEBP", "AVIF", "HEIF")  # the formats `jpeg_quality` sets the quality of
 PNG_DEFAULT_LEVEL = 6  # zlib's own default, what Pillow writes unless told
 PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
 MAX_FAILURES_SHOWN = 20
@@ -59,7 +61,8 @@ class UpscaleOptions(StrictModel):
     tile_size: int = TileConfig.model_fields["tile_size"]
     output_format: OutputFormat | None = Field(None, description=(
         "Format of the outputs (none: each input's own; the extension follows)."))
-    jpeg_quality: int = Field(95, ge=1, le=100, description="Quality of JPEG and WEBP outputs.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description=(
+        "Quality of JPEG, WEBP, AVIF and HEIF outputs."))
     png_compress_level: int = Field(PNG_DEFAULT_LEVEL, ge=0, le=9, description=(
         "zlib level of PNG outputs: 1 encodes ~3x faster than the default 6 for ~15% larger "
         "files (PNG outputs are bound by zlib, not by the net); same pixels at every level."))
@@ -171,7 +174,7 @@ def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
 
 
 def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
-    params: dict = {"quality": options.jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
+    params: dict = {"quality": options.jpeg_quality} if fmt in LOSSY else {}
     if fmt == "PNG":
         params["compress_level"] = options.png_compress_level
     if icc := img.info.get("icc_profile"):
@@ -182,6 +185,8 @@ def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
 def _fit_format(out: Image.Image, fmt: str) -> Image.Image:
     if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK"):
         return out.convert("RGB")  # JPEG has no alpha
+    if fmt in ("AVIF", "HEIF") and out.mode not in ("RGB", "RGBA", "L"):
+        return out.convert("RGBA" if "A" in out.mode else "RGB")
     if fmt == "GIF" and out.mode not in ("P", "L"):
         return out.convert("RGB").quantize(256)  # GIF is 8-bit palette
     return out

@@ -23,8 +23,13 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 @functools.cache
 def _own_bomb_check() -> None:
     """Turn Pillow's process-wide check off, once, when this module first opens an image (not
-    when it is imported): from then on `decode_image` and `probe_image` make the check."""
+    when it is imported): from then on `decode_image` and `probe_image` make the check. HEIC
+    and HEIF (what phones write) open through pillow-heif's plugin, registered here too; AVIF
+    is Pillow's own."""
     Image.MAX_IMAGE_PIXELS = None
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 # Bytes read to learn an image's size from its header: a PNG's is in its first 33 bytes; a
@@ -123,6 +128,7 @@ def read_image(url: str, key: str | None = None, max_pixels: int | None = None) 
 
 
 def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
+    _own_bomb_check()  # the HEIF plugin, for writing too
     buf = io.BytesIO()
     img.save(buf, format=fmt, **params)
     return buf.getvalue()
