@@ -371,12 +371,33 @@ def ui(
     experiment = make_client(settings).get_experiment_by_name(TRAIN_EXPERIMENT)
     if not serve_uis(settings.tracking_uri, settings.artifact_root,
                      masked(settings.mlflow_credentials()[0]), mlflow_port, prefect_port, host,
-                     experiment.experiment_id if experiment else None):
+                     experiment.experiment_id if experiment else None,
+                     os.environ.get("PREFECT_API_URL")):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    prefect_port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+    dask_port: Annotated[int, typer.Option(help="Port of the Dask scheduler.")] = 8786,
+    workers: Annotated[int, typer.Option(min=1, help="Dask worker processes (default: one "
+                                         "per core).")] = os.cpu_count() or 1,
+    host: Annotated[str, typer.Option(help="Address both listen on.")] = "127.0.0.1",
+) -> None:
+    """Keep a Prefect server (with its UI) and a Dask cluster running until Ctrl-C: srcnn
+    commands started from the same SRCNN_HOME meanwhile use them (no start-up of their own)."""
+    from flows.warm import serve as run_services
+
+    if not run_services(get_settings().home.resolve(), prefect_port, dask_port, workers, host,
+                        lambda text: typer.echo(text, err=True)):
         raise typer.Exit(1)
 
 
 def main() -> None:
     prefect_defaults()  # before any command imports prefect
+    from flows.warm import discover
+
+    discover(get_settings().home.resolve())  # a running `srcnn serve`: its Prefect and Dask
     # Warnings on the terminal; Prefect's run logs (INFO) still reach its API and UI.
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)

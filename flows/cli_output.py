@@ -54,10 +54,13 @@ def pipeline_report(s: dict, scale: int, tracking: str) -> str:
 
 
 def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port: int,
-              prefect_port: int, host: str, experiment_id: str | None = None) -> bool:
+              prefect_port: int, host: str, experiment_id: str | None = None,
+              prefect_api: str | None = None) -> bool:
     """The MLflow UI over the tracking store and the Prefect UI told where its API is, until
     Ctrl-C (True) or until one of them stops (False). Prints where to look: the training
-    runs (`experiment_id`) and the registry, in the MLflow UI's model-training view."""
+    runs (`experiment_id`) and the registry, in the MLflow UI's model-training view. With
+    `prefect_api` (a Prefect server already running: `srcnn serve`'s, or PREFECT_API_URL) no
+    second one is started: its own UI shows the runs."""
     from srcnn.tracking.runs import ui_links
 
     api = f"http://{host}:{prefect_port}/api"
@@ -70,13 +73,18 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     }
     # The Prefect UI calls its API at this address (without it: the server's default port).
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    if prefect_api:
+        del commands["Prefect"]
     procs = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
     links = ui_links(f"http://{host}:{mlflow_port}", experiment_id)
     typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {shown_uri})\n"
                + "".join(f"  {what:<15}: {url}\n" for what, url in links.items())
-               + f"Prefect : http://{host}:{prefect_port}  (PREFECT_HOME "
-               f"{os.environ.get('PREFECT_HOME', '~/.prefect')})\n"
-               f"  {'flow runs':<15}: http://{host}:{prefect_port}/runs\nCtrl-C stops both.")
+               + (f"Prefect : {prefect_api.removesuffix('/api')}  (already running)\n"
+                  if prefect_api else
+                  f"Prefect : http://{host}:{prefect_port}  (PREFECT_HOME "
+                  f"{os.environ.get('PREFECT_HOME', '~/.prefect')})\n"
+                  f"  {'flow runs':<15}: http://{host}:{prefect_port}/runs\n")
+               + "Ctrl-C stops " + ("both." if len(procs) > 1 else "it."))
     try:
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)

@@ -84,6 +84,22 @@ def partitions(input_url: str, prefixes: list[str] | None) -> list:
         (p, functools.partial(iter_pages, input_url, p)) for p in top_prefixes(input_url)]
 
 
+SMALL_JOB = 8  # images: up to this many run on a worker thread in the flow's own process
+
+
+def few_images(input_url: str, bucket: BucketOptions, limit: int = SMALL_JOB) -> bool:
+    """Whether the bucket holds at most `limit` images to upscale: the listing is read only
+    until it shows more (one page on a large bucket)."""
+    seen = 0
+    for _, pages in partitions(input_url, bucket.prefixes):
+        for page in pages():
+            seen += sum(1 for item in page if is_image_key(item.key)
+                        and selected(item.key, bucket.include, bucket.exclude))
+            if seen > limit:
+                return False
+    return True
+
+
 @flow(name="upscale-bucket", log_prints=True,
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
 def upscale_bucket(input: str, output: str, model: str = "champion",
@@ -103,9 +119,9 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
     scale = options.scale
     run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
     settings = get_settings()
-    with dask_client(
-        dask_address or settings.dask_address, settings.dask_workers, gpu=True
-    ) as client:
+    address = dask_address or settings.dask_address
+    small = not address and few_images(input, bucket)  # no worker processes to start
+    with dask_client(address, settings.dask_workers, gpu=True, small=small) as client:
         spec = resolve(model, scale)
         job = Job(input, output, options, spec.source, spec.digest, run_id, bucket.overwrite)
         with model_on_workers(client, spec) as plugin:

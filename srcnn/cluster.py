@@ -23,11 +23,13 @@ GPU_PROCESSES = 4
 
 @contextlib.contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None,
-                gpu: bool = False) -> Iterator[Client]:
+                gpu: bool = False, small: bool = False) -> Iterator[Client]:
     """A Client (the default one while the context is open) on the scheduler at `address`, or
     on a LocalCluster sized to this machine: one single-threaded worker process per core, or,
     with `gpu` and CUDA here, `GPU_PROCESSES` workers that share the GPU and offer the `GPU`
-    resource (the net is fast there; encoding outputs needs several processes' CPUs)."""
+    resource (the net is fast there; encoding outputs needs several processes' CPUs).
+    `small` (a job of a few images): one worker thread in this process, which starts in a
+    fraction of the time worker processes take."""
     if address:
         with Client(address) as client:
             log.info("using Dask scheduler at %s (%d workers now)", address,
@@ -37,6 +39,13 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
     resources = None
     if gpu and _gpu_on_host():
         n_workers, resources = n_workers or GPU_PROCESSES, {"GPU": 1}
+    if small:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                          dashboard_address=":0", resources=resources) as cluster, \
+                Client(cluster) as client:
+            log.info("a small job: one Dask worker in this process")
+            yield client
+        return
     n_workers = n_workers or os.cpu_count() or 1
     # One thread per worker process: the per-image work is GIL-bound Python and PIL.
     # dashboard_address=None still binds :8787 in this distributed release, so two clusters on

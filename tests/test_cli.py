@@ -321,3 +321,54 @@ def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, sma
                                     "starts did not answer within 1 s")
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_collection):
+    """`srcnn serve` runs a Prefect server and a Dask cluster; a later `srcnn upscale` from the
+    same SRCNN_HOME finds both (no temporary server, no cluster of its own): its flow run is in
+    that Prefect server and its chunks ran on that cluster. Ctrl-C stops both and the file
+    that named them goes."""
+    import signal
+
+    from distributed import Client
+    from servers import BIN, free_port, service
+
+    from flows.warm import state_file
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "SRCNN_DASK_ADDRESS")}
+    env |= {"SRCNN_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+    prefect_port, dask_port = free_port(), free_port()
+    argv = [str(BIN / "srcnn"), "serve", "--prefect-port", str(prefect_port), "--dask-port",
+            str(dask_port), "--workers", "1"]
+    with service("srcnn-serve", argv, env, tmp_path,
+                 f"http://127.0.0.1:{prefect_port}/api/health", 180) as served:
+        served.wait_log("srcnn commands run from", 60)
+        state = json.loads(state_file(tmp_path).read_text())
+        assert state["dask"] == f"tcp://127.0.0.1:{dask_port}"
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for image in sorted(small_collection.iterdir())[:2]:
+            (photos / image.name).write_bytes(image.read_bytes())
+        result = subprocess.run([sys.executable, "-m", "flows.cli", "upscale", str(photos),
+                                 str(tmp_path / "out"), "--model", "pretrained:fast"],
+                                capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+        assert result.stdout.startswith("2 upscaled, 0 already current, 0 failed")
+        from flows.upscale_bucket import REPORT_KEY
+
+        summary = json.loads((tmp_path / "out" / REPORT_KEY).read_text())
+        assert "temporary server" not in result.stderr.lower()
+        from prefect.client.orchestration import SyncPrefectClient
+
+        with SyncPrefectClient(state["prefect_api"]) as client:
+            run = client.read_flow_run(summary["flow_run_id"])  # in the warm server's history
+            assert run.state.is_completed()
+        with Client(state["dask"]) as client:  # the chunks ran on the warm cluster
+            prefixes = client.run_on_scheduler(lambda dask_scheduler:
+                                               list(dask_scheduler.task_prefixes))
+        assert "upscale_chunk_task" in prefixes
+        os.killpg(served.proc.pid, signal.SIGINT)
+        assert served.proc.wait(60) == 0
+    assert not state_file(tmp_path).exists()

@@ -1,0 +1,109 @@
+"""The warm path for people at a terminal: `srcnn serve` keeps a Prefect server and a Dask
+cluster running; every later `srcnn` call in the same SRCNN_HOME finds them (the file
+`.srcnn/services.json`) and uses them instead of starting a temporary Prefect server and a
+cluster of its own. Every flow run still appears in that Prefect server (and its UI).
+
+An address already given (PREFECT_API_URL, SRCNN_DASK_ADDRESS) wins; a file whose services
+no longer answer is ignored, and the call starts its own as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+STATE = Path(".srcnn") / "services.json"
+
+
+def state_file(home: Path) -> Path:
+    return home / STATE
+
+
+def _answers(url: str, timeout: float = 0.5) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _listens(address: str, timeout: float = 0.5) -> bool:
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def discover(home: Path, environ: dict = os.environ) -> dict[str, str]:
+    """The environment a call gets from a running `srcnn serve` in `home` (set into
+    `environ`): PREFECT_API_URL and SRCNN_DASK_ADDRESS, each only where not set already and
+    only if it answers now."""
+    try:
+        state = json.loads(state_file(home).read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    if "PREFECT_API_URL" not in environ and _answers(f"{state.get('prefect_api', '')}/health"):
+        found["PREFECT_API_URL"] = state["prefect_api"]
+    if "SRCNN_DASK_ADDRESS" not in environ and _listens(state.get("dask", "")):
+        found["SRCNN_DASK_ADDRESS"] = state["dask"]
+    environ.update(found)
+    return found
+
+
+def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str,
+          echo) -> bool:
+    """Run a Prefect server (its UI too) and a Dask LocalCluster until Ctrl-C (True) or until
+    the Prefect server stops (False); while they run, `.srcnn/services.json` names them."""
+    import signal
+
+    from distributed import LocalCluster
+
+    api = f"http://{host}:{prefect_port}/api"
+    if _listens(f"{host}:{prefect_port}"):
+        echo(f"port {prefect_port} is in use (another Prefect server?): choose another with "
+             "--prefect-port")
+        return False
+    # A service manager stops with SIGTERM: the same clean stop as Ctrl-C (the Prefect server
+    # and the workers go with this process, the file that names them too).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                                host, "--port", str(prefect_port), "--analytics-off"], env=env)
+    path = state_file(home)
+    try:
+        # Worker processes, one thread each (the per-image work is GIL-bound), started now:
+        # a call then finds them warm, their imports done and their models kept per run.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          host=host, scheduler_port=dask_port, dashboard_address=":0") as cluster:
+            deadline = time.monotonic() + 180
+            while not _answers(f"{api}/health", 2):
+                if prefect.poll() is not None or time.monotonic() > deadline:
+                    echo(f"the Prefect server did not start (exit {prefect.poll()}): is port "
+                         f"{prefect_port} in use? Choose another with --prefect-port.")
+                    return False
+                time.sleep(0.5)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"prefect_api": api, "dask": cluster.scheduler_address,
+                                        "pid": os.getpid()}))
+            echo(f"Prefect : http://{host}:{prefect_port}  (API {api})\n"
+                 f"Dask    : {cluster.scheduler_address}  ({workers} worker processes)\n"
+                 f"srcnn commands run from {home} use both until Ctrl-C stops them.")
+            while prefect.poll() is None:
+                time.sleep(0.5)
+            echo(f"the Prefect server stopped (exit {prefect.returncode})")
+            return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        path.unlink(missing_ok=True)
+        prefect.terminate()
+        prefect.wait(30)
