@@ -75,8 +75,11 @@ def check_folder(url: str, role: str, must_exist: bool) -> None:
     fs, path = filesystem(url)
     if not isinstance(fs, LocalFileSystem):
         bucket = path.split("/", 1)[0]
-        if "s3" in fs.protocol and not fs.exists(bucket):
-            raise PathError(f"{role} {url}: no bucket {bucket!r} at this endpoint")
+        if "s3" in fs.protocol:
+            try:  # an endpoint that does not answer raises its own error, not "no bucket"
+                fs.call_s3("head_bucket", Bucket=bucket)
+            except FileNotFoundError:
+                raise PathError(f"{role} {url}: no bucket {bucket!r} at this endpoint") from None
         return
     if os.path.isdir(path):
         return

@@ -102,3 +102,63 @@ def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
     assert rerun["failed"] == 0 and rerun["done"] + rerun["skipped"] == N
     assert rerun["done"] > 0  # what the outage left undone, done now
     assert_whole(fs, name)
+
+
+def test_build_patches_rides_out_a_short_outage_and_a_rerun_finishes_a_long_one(
+        s3_bucket, s3_endpoint, small_collection, tmp_path, monkeypatch):
+    """The same for `build-patches` from S3 to S3: cut for 4 s once its first shard is marked,
+    the build finishes; cut for the rest of a build (2 attempts per request), it fails and
+    leaves the store unpublished; the re-run writes what was left, and both stores equal a
+    build from the local folder."""
+    from flows.build_patches import build_patches
+    from srcnn.config import PatchConfig
+    from srcnn.data.store.patch_store import IncompleteStoreError, PatchStore
+
+    fs, name = s3_bucket
+    fs.put(str(small_collection) + "/", f"{name}/images/", recursive=True)
+    config = PatchConfig(scale=3, shard_chunks=1, chunk_patches=64)  # many shards
+    local = str(tmp_path / "local.zarr")
+    build_patches(str(small_collection), local, config)
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    monkeypatch.setenv("SRCNN_S3_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+
+    def marked(store: str) -> int:
+        fs.invalidate_cache()
+        return len(fs.find(f"{name}/{store}/_build")) if fs.exists(f"{name}/{store}") else 0
+
+    def cut(store: str, outage_s: float | None):
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(build_patches, f"s3://{name}/images", f"s3://{name}/{store}",
+                                 config)
+            while marked(store) < 1:
+                assert not future.done(), future.result()
+                time.sleep(0.05)
+            proxy.stop()
+            if outage_s is not None:
+                time.sleep(outage_s)
+                proxy.start()
+            try:
+                return future.result(timeout=600)
+            except Exception as exc:
+                return exc
+            finally:
+                if outage_s is None:
+                    proxy.start()
+
+    try:
+        short = cut("short.zarr", 4)
+        assert not isinstance(short, Exception), short
+        monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")
+        long = cut("long.zarr", None)
+        assert isinstance(long, Exception) and "Could not connect to the endpoint" in str(long)
+        with pytest.raises(IncompleteStoreError):
+            PatchStore(f"s3://{name}/long.zarr")
+        monkeypatch.delenv("SRCNN_S3_RETRY_ATTEMPTS")
+        rerun = build_patches(f"s3://{name}/images", f"s3://{name}/long.zarr", config)
+        assert rerun.built and rerun.resumed
+        for store in ("short.zarr", "long.zarr"):
+            got, ref = PatchStore(f"s3://{name}/{store}"), PatchStore(local)
+            assert len(got) == len(ref)
+            np.testing.assert_array_equal(got.array("hr")[:], ref.array("hr")[:])
+    finally:
+        proxy.stop()

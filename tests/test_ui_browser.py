@@ -1,6 +1,6 @@
 """What a reviewer sees, in a real browser: a real `mlflow server` on loopback over a registry
-built by the real flows (the shipped weights seeded as champion, then a quick model trained and
-registered against them), its pages opened in headless Chromium (Debian's `chromium` and
+built by the `srcnn` commands, each in its own process (the shipped weights seeded as champion,
+then a quick model trained and registered against them), its pages opened in headless Chromium (Debian's `chromium` and
 `chromium-driver`, driven by Selenium; nothing is downloaded). Screenshots of each page are
 written beside the test's logs (`tmp_path`)."""
 
@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import sys
 import urllib.request
 
 import pytest
 from mlflow import MlflowClient
-from servers import BIN, free_port, service
+from servers import BIN, free_port, run, service
 
-from flows.build_patches import build_patches
-from flows.register_best import register_best
-from flows.train_srcnn import train_srcnn
-from srcnn.config import ModelConfig, PatchConfig, TrainConfig
+from flows.upscale_bucket import REPORT_KEY
 from srcnn.tracking.runs import TRAIN_EXPERIMENT, ui_links
 
 pytestmark = pytest.mark.slow
-
-TINY = ModelConfig.from_arch("9-1-5", n1=16, n2=8)
-QUICK = TrainConfig(epochs=1, steps_per_epoch=20, batch_size=32)
 
 
 @pytest.fixture
@@ -89,45 +85,47 @@ def artifact_id(api: str, key: str) -> str:
     return str(found.latest_id)
 
 
-def test_reviewer_sees_champion_challenger_and_why(tmp_path, monkeypatch, browser,
-                                                   small_collection, set5):
+def test_reviewer_sees_champion_challenger_and_why(tmp_path, browser, small_collection, set5):
     """`srcnn ui` over what the flows recorded (SRCNN_HOME's SQLite store and PREFECT_HOME's
     Prefect server, as after `make demo`), seen in the browser: the registry, the challenger's
     version, its logged model, the runs, and the Prefect artifacts of register-best and
     upscale-bucket."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.upscale_bucket import upscale_bucket
-
     mlflow_port, prefect_port = free_port(), free_port()
     url, prefect = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}"
-    for name in ("SRCNN_MLFLOW_TRACKING_URI", "SRCNN_MLFLOW_ARTIFACT_ROOT", "PREFECT_API_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SRCNN_HOME", str(tmp_path))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "SRCNN_MLFLOW_TRACKING_URI", "SRCNN_MLFLOW_ARTIFACT_ROOT", "PREFECT_API_URL")}
+    env |= {"SRCNN_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
     argv = [str(BIN / "srcnn"), "ui", "--mlflow-port", str(mlflow_port), "--prefect-port",
             str(prefect_port)]
-    with (service("srcnn-ui", argv, env, tmp_path, f"{url}/health", 180) as ui,
-          temporary_settings(updates={PREFECT_API_URL: f"{prefect}/api"})):
+    with service("srcnn-ui", argv, env, tmp_path, f"{url}/health", 180) as ui:
         ui.wait_http(f"{prefect}/api/health", 180)
         with urllib.request.urlopen(f"{prefect}/ui-settings") as r:  # the UI finds its API
             assert json.load(r)["api_url"] == f"{prefect}/api"
-        assert (tmp_path / "mlflow.db").exists()  # the store the flows write, not another
-        seeded = register_best(3)  # no runs yet: the shipped weights become champion (v1)
+        assert (tmp_path / "mlflow.db").exists()  # the store the commands write, not another
+        # The commands a user runs, each in its own process, their flow runs in that server.
+        calls = {**env, "PREFECT_API_URL": f"{prefect}/api"}
+
+        def srcnn(*args: str) -> str:
+            return run([sys.executable, "-m", "flows.cli", *args], calls, 600, (ui,)).stdout
+
+        seeded = json.loads(srcnn("register", "--scale", "3"))  # shipped weights: champion v1
         assert seeded["version"] == "1" and seeded["promoted"]
         store = str(tmp_path / "patches.zarr")
-        build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
-        trained = train_srcnn(store, TINY, QUICK, [str(set5)], run_name="quick",
-                              degradations=["bicubic", "cubic"])
-        reg = register_best(3, trained["run_id"])
+        srcnn("patches", str(small_collection), store, "--scale", "3", "--val-fraction", "0.34")
+        out = srcnn("train", store, "--arch", "9-1-5", "--n1", "16", "--n2", "8", "--epochs",
+                    "1", "--steps-per-epoch", "20", "--batch-size", "32", "--run-name", "quick",
+                    "--eval-dataset", str(set5), "--degradation", "bicubic", "--degradation",
+                    "cubic")
+        trained = {"run_id": re.search(r"MLflow run: (\w+)", out)[1]}
+        reg = json.loads(srcnn("register", "--scale", "3", "--run-id", trained["run_id"]))
         assert not reg["promoted"] and reg["version"] == "2"  # the shipped net stays
         photos = tmp_path / "bucket"
         photos.mkdir()
         for image in sorted(small_collection.iterdir())[:2]:
             shutil.copy(image, photos / image.name)
-        upscaled = upscale_bucket(str(photos), str(tmp_path / "upscaled"))
-        assert upscaled["done"] == 2
+        assert srcnn("upscale", str(photos), str(tmp_path / "upscaled")).startswith("2 upscaled")
+        upscaled = json.loads((tmp_path / "upscaled" / REPORT_KEY).read_text())
 
         ml = MlflowClient(url, url)
         v1, v2 = (ml.get_model_version("srcnn-x3", v) for v in ("1", "2"))
