@@ -210,9 +210,9 @@ def upscale(
     # one clear error before any work
     settings = validated(options.apply, UpscaleOptions())
     selection = validated(bucket.apply, BucketOptions())
-    from flows.upscale_bucket import UpscaleFailures, check_prefixes, upscale_bucket
+    from flows.upscale_bucket import UpscaleFailures, check_paths, upscale_bucket
 
-    check_prefixes(input, output)
+    check_paths(input, output)
 
     try:
         summary = upscale_bucket(input, output, model, settings, selection, dask_address)

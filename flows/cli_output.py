@@ -4,6 +4,7 @@ UIs `srcnn ui` serves."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,7 +76,9 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
     if prefect_api:
         del commands["Prefect"]
-    procs = {name: subprocess.Popen(argv, env=env) for name, argv in commands.items()}
+    # Sessions of their own: a Ctrl-C reaches this process, which stops them in order.
+    procs = {name: subprocess.Popen(argv, env=env, start_new_session=True)
+             for name, argv in commands.items()}
     links = ui_links(f"http://{host}:{mlflow_port}", experiment_id)
     typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {shown_uri})\n"
                + "".join(f"  {what:<15}: {url}\n" for what, url in links.items())
@@ -97,6 +100,14 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
         return True
     finally:
         for p in procs.values():
-            p.terminate()
+            stop_group(p)
         for p in procs.values():
             p.wait(30)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to a child started in a session of its own, and to what it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass

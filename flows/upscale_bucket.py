@@ -44,6 +44,7 @@ from srcnn.cluster import dask_client, gpu_workers, model_on_workers
 from srcnn.concurrency import windowed
 from srcnn.settings import get_settings
 from srcnn.storage import (
+    PathError,
     check_folder,
     is_image_key,
     iter_pages,
@@ -63,12 +64,17 @@ class UpscaleFailures(RuntimeError):
 
 
 def check_prefixes(input_url: str, output_url: str) -> None:
+    """The output may not be the input, nor lie inside it or contain it (however spelled)."""
+    if nested(input_url, output_url):
+        raise PathError(f"output {output_url}: may not be, lie inside or contain the input "
+                        f"{input_url}")
+
+
+def check_paths(input_url: str, output_url: str) -> None:
     """One error before any work for an input or output that cannot be what it must be."""
+    check_prefixes(input_url, output_url)
     check_folder(input_url, "input", must_exist=True)
     check_folder(output_url, "output", must_exist=False)
-    if nested(input_url, output_url):
-        raise ValueError(f"output {output_url}: may not be, lie inside or contain the input "
-                         f"{input_url}")
 
 
 def partitions(input_url: str, prefixes: list[str] | None) -> list:
@@ -115,7 +121,7 @@ def upscale_bucket(input: str, output: str, model: str = "champion",
     """
     logger = get_run_logger()
     started = time.perf_counter()
-    check_prefixes(input, output)
+    check_paths(input, output)
     scale = options.scale
     run_id = str(runtime.flow_run.id or f"adhoc-{int(time.time())}")
     settings = get_settings()

@@ -67,6 +67,8 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
 
     from distributed import LocalCluster
 
+    from flows.cli_output import stop_group
+
     api = f"http://{host}:{prefect_port}/api"
     if _listens(f"{host}:{prefect_port}"):
         echo(f"port {prefect_port} is in use (another Prefect server?): choose another with "
@@ -76,8 +78,10 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
     # and the workers go with this process, the file that names them too).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    # A session of its own: a Ctrl-C reaches this process, which stops the server in order.
     prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                                host, "--port", str(prefect_port), "--analytics-off"], env=env)
+                                host, "--port", str(prefect_port), "--analytics-off"], env=env,
+                               start_new_session=True)
     path = state_file(home)
     try:
         # Worker processes, one thread each (the per-image work is GIL-bound), started now:
@@ -105,5 +109,5 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
         return True
     finally:
         path.unlink(missing_ok=True)
-        prefect.terminate()
+        stop_group(prefect)
         prefect.wait(30)

@@ -70,7 +70,7 @@ def test_each_command_help_shows_its_own_options(command):
         assert f"(default: {TrainConfig().epochs}, or the preset's)" in text
         assert "<cosine|constant>" in text and "[1<=x<=15]" in text  # choices and bounds
     if command == "upscale":
-        assert "(default: 32)" in text and "<PNG|JPEG|BMP|TIFF|WEBP|GIF|none>" in text
+        assert "(default: 32)" in text and "<PNG|JPEG|BMP|TIFF|WEBP|GIF|AVIF|HEIF|none>" in text
 
 
 def test_options_reach_the_configs_and_bad_values_name_the_field(tmp_path):
