@@ -90,11 +90,12 @@ def main() -> None:
     drv = browser()
     try:
         m = args.mlflow
-        shoot(drv, f"{m}/#/models/srcnn-x3", out / "1-registry.png", "champion")
-        shoot(drv, f"{m}/#/models/srcnn-x3/versions/{trained.version}",
+        shoot(drv, f"{m}/#/models/srcnn-x3?{TRAINING_VIEW}", out / "1-registry.png",
+              "champion")
+        shoot(drv, f"{m}/#/models/srcnn-x3/versions/{trained.version}?{TRAINING_VIEW}",
               out / "2-version.png", "Champion decision")
-        shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/models/{model_id}",
-              out / "3-logged-model.png", "Model versions")
+        shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/models/{model_id}"
+              f"?{TRAINING_VIEW}", out / "3-logged-model.png", "Model versions")
         shoot(drv, f"{m}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
               f"/model-metrics?{TRAINING_VIEW}", out / "4-run.png", "train_loss")
         shoot(drv, ui_links(m, run.info.experiment_id)["training runs"], out / "7-runs.png",
