@@ -76,6 +76,7 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
     if prefect_api:
         del commands["Prefect"]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped as by Ctrl-C
     # Sessions of their own: a Ctrl-C reaches this process, which stops them in order.
     procs = {name: subprocess.Popen(argv, env=env, start_new_session=True)
              for name, argv in commands.items()}
@@ -101,13 +102,18 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     finally:
         for p in procs.values():
             stop_group(p)
-        for p in procs.values():
-            p.wait(30)
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to a child started in a session of its own, and to what it started."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+def stop_group(proc: subprocess.Popen, grace_s: float = 10) -> None:
+    """Stop a child started in a session of its own, and what it started: SIGTERM, then
+    SIGKILL after `grace_s` (a server waits on its open connections, a browser's included)."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue

@@ -110,4 +110,3 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
     finally:
         path.unlink(missing_ok=True)
         stop_group(prefect)
-        prefect.wait(30)
