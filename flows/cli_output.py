@@ -76,7 +76,10 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
     if prefect_api:
         del commands["Prefect"]
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped as by Ctrl-C
+    # Ctrl-C stops it even where it was started with SIGINT ignored (a background job), and
+    # SIGTERM (a service manager) the same way.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     # Sessions of their own: a Ctrl-C reaches this process, which stops them in order.
     procs = {name: subprocess.Popen(argv, env=env, start_new_session=True)
              for name, argv in commands.items()}

@@ -75,8 +75,10 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
              "--prefect-port")
         return False
     # A service manager stops with SIGTERM: the same clean stop as Ctrl-C (the Prefect server
-    # and the workers go with this process, the file that names them too).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # and the workers go with this process, the file that names them too); Ctrl-C works even
+    # where it was started with SIGINT ignored (a background job).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
     # A session of its own: a Ctrl-C reaches this process, which stops the server in order.
     prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
