@@ -105,6 +105,10 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
     family FSRCNN's, `time_to_fsrcnn_s`). A re-parameterised net (`expand`) is collapsed before
     it is evaluated, logged and shipped: its model is the plain net it computes.
     With `init_model` (any model reference), training starts from those weights (fine-tuning).
+    Checkpoints go to the run's artifacts every `training.checkpoint_minutes`; with
+    `training.resume`, an unfinished run of the same training (`srcnn.training.checkpoint`)
+    is continued from its last checkpoint instead of starting a new one. Per-epoch figures go
+    through a `TrackingBuffer`: a tracking server that is away delays them, not the training.
     """
     settings = get_settings()
     client = make_client(settings)
