@@ -64,25 +64,13 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     second one is started: its own UI shows the runs."""
     from srcnn.tracking.runs import ui_links
 
-    api = f"http://{host}:{prefect_port}/api"
-    commands = {
-        "MLflow": [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                   tracking_uri, "--default-artifact-root", artifact_root,
-                   "--host", host, "--port", str(mlflow_port)],
-        "Prefect": [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                    "--port", str(prefect_port), "--no-services", "--analytics-off"],
-    }
-    # The Prefect UI calls its API at this address (without it: the server's default port).
-    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
-    if prefect_api:
-        del commands["Prefect"]
-    # Ctrl-C stops it even where it was started with SIGINT ignored (a background job), and
-    # SIGTERM (a service manager) the same way.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
-    # Sessions of their own: a Ctrl-C reaches this process, which stops them in order.
-    procs = {name: subprocess.Popen(argv, env=env, start_new_session=True)
-             for name, argv in commands.items()}
+    stop_on_signals()
+    procs = {"MLflow": subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+         "--default-artifact-root", artifact_root, "--host", host, "--port", str(mlflow_port)],
+        start_new_session=True)}
+    if not prefect_api:
+        procs["Prefect"] = prefect_server(host, prefect_port, "--no-services")
     links = ui_links(f"http://{host}:{mlflow_port}", experiment_id)
     typer.echo(f"MLflow  : http://{host}:{mlflow_port}  (tracking store {shown_uri})\n"
                + "".join(f"  {what:<15}: {url}\n" for what, url in links.items())
@@ -105,6 +93,25 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     finally:
         for p in procs.values():
             stop_group(p)
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C stops a serving command even where it was started with SIGINT ignored (a
+    background job), and SIGTERM (a service manager) the same way: KeyboardInterrupt, whose
+    handlers stop the servers it started."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+
+
+def prefect_server(host: str, port: int, *options: str) -> subprocess.Popen:
+    """`prefect server start` with its UI told where its API is (without it the UI calls the
+    default port), in a session of its own: a Ctrl-C reaches the command that started it,
+    which stops it in order (`stop_group`)."""
+    api = f"http://{host}:{port}/api"
+    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
+    return subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                             "--port", str(port), "--analytics-off", *options], env=env,
+                            start_new_session=True)
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 10) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -63,27 +61,17 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
           echo) -> bool:
     """Run a Prefect server (its UI too) and a Dask LocalCluster until Ctrl-C (True) or until
     the Prefect server stops (False); while they run, `.srcnn/services.json` names them."""
-    import signal
-
     from distributed import LocalCluster
 
-    from flows.cli_output import stop_group
+    from flows.cli_output import prefect_server, stop_group, stop_on_signals
 
     api = f"http://{host}:{prefect_port}/api"
     if _listens(f"{host}:{prefect_port}"):
         echo(f"port {prefect_port} is in use (another Prefect server?): choose another with "
              "--prefect-port")
         return False
-    # A service manager stops with SIGTERM: the same clean stop as Ctrl-C (the Prefect server
-    # and the workers go with this process, the file that names them too); Ctrl-C works even
-    # where it was started with SIGINT ignored (a background job).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
-    env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
-    # A session of its own: a Ctrl-C reaches this process, which stops the server in order.
-    prefect = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                                host, "--port", str(prefect_port), "--analytics-off"], env=env,
-                               start_new_session=True)
+    stop_on_signals()  # the Prefect server, the workers and the file that names them go too
+    prefect = prefect_server(host, prefect_port)
     path = state_file(home)
     try:
         # Worker processes, one thread each (the per-image work is GIL-bound), started now:

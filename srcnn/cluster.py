@@ -39,22 +39,17 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
     resources = None
     if gpu and _gpu_on_host():
         n_workers, resources = n_workers or GPU_PROCESSES, {"GPU": 1}
-    if small:
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                          dashboard_address=":0", resources=resources) as cluster, \
-                Client(cluster) as client:
-            log.info("a small job: one Dask worker in this process")
-            yield client
-        return
-    n_workers = n_workers or os.cpu_count() or 1
-    # One thread per worker process: the per-image work is GIL-bound Python and PIL.
+    if small:  # one worker thread here: no worker processes to start
+        sized = {"n_workers": 1, "processes": False}
+    else:
+        # One thread per worker process: the per-image work is GIL-bound Python and PIL.
+        sized = {"n_workers": n_workers or os.cpu_count() or 1, "processes": True}
     # dashboard_address=None still binds :8787 in this distributed release, so two clusters on
     # one machine (tests, a benchmark beside a build) would collide; ":0" takes a free port.
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", resources=resources) as cluster, \
-            Client(cluster) as client:
-        log.info("started a Dask LocalCluster with %d workers%s", n_workers,
-                 " (GPU)" if resources else "")
+    with LocalCluster(threads_per_worker=1, dashboard_address=":0", resources=resources,
+                      **sized) as cluster, Client(cluster) as client:
+        log.info("started a Dask LocalCluster with %d workers%s%s", sized["n_workers"],
+                 " (GPU)" if resources else "", "" if sized["processes"] else " in this process")
         yield client
 
 

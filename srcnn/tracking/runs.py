@@ -63,6 +63,11 @@ def curve(key: str) -> str:
     return f"{CURVES}/{key}"
 
 
+def last_step(client: MlflowClient, run_id: str, key: str) -> int:
+    """The last step (epoch) of a metric the run holds (0: none)."""
+    return max((m.step for m in client.get_metric_history(run_id, key)), default=0)
+
+
 def ui_links(base: str, experiment_id: str | None = None) -> dict[str, str]:
     """Links into the MLflow UI at `base` that open in its model-training view: the training
     runs (of the experiment, else the experiments list) and the model registry."""
@@ -229,12 +234,11 @@ def run_facts(client: MlflowClient, run_id: str) -> dict:
     images and degradation, when the store is still readable)."""
     run = client.get_run(run_id)
     metrics, tags = run.data.metrics, run.data.tags
-    steps = [m.step for m in client.get_metric_history(run_id, curve("train_loss"))]
     facts = {
         "run_id": run_id,
         "macs_per_pixel": int(metrics["macs_per_pixel"]) if "macs_per_pixel" in metrics else None,
         "trained_for_s": round(metrics["train_seconds"], 1) if "train_seconds" in metrics else None,
-        "epochs": max(steps, default=0),
+        "epochs": last_step(client, run_id, curve("train_loss")),
         "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
         "held_out_psnr": next((round(metrics[k], 3) for k in ("best_held_out_psnr",
                                                               "best_val_psnr") if k in metrics),

@@ -72,11 +72,6 @@ def latest_checkpoint(client: MlflowClient, run_id: str) -> dict | None:
     return None
 
 
-def logged_through(client: MlflowClient, run_id: str, key: str) -> int:
-    """The last epoch whose per-epoch figures the run already holds (0: none)."""
-    return max((m.step for m in client.get_metric_history(run_id, key)), default=0)
-
-
 class RunCheckpoints:
     """The training loop's `Checkpoints.save`: the state is written to a local file at once
     (the loop goes on with the next epoch) and uploaded in order by the tracking buffer."""
@@ -84,6 +79,7 @@ class RunCheckpoints:
     def __init__(self, client: MlflowClient, run_id: str, buffer: TrackingBuffer, keep: int = 2):
         self.client, self.run_id, self.buffer, self.keep = client, run_id, buffer, keep
         self._dir = tempfile.TemporaryDirectory(prefix="srcnn-checkpoint-")
+        self._repo = None  # the run's artifact store, looked up on the first prune
 
     def __call__(self, state: dict) -> None:
         path = Path(self._dir.name) / f"epoch-{state['epoch']:06d}.pt"
@@ -104,10 +100,12 @@ class RunCheckpoints:
         stale = names[: max(len(names) - keep, 0)]
         if not stale:
             return
-        repo = get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri)
+        if self._repo is None:
+            self._repo = get_artifact_repository(
+                self.client.get_run(self.run_id).info.artifact_uri)
         for name in stale:
             try:
-                repo.delete_artifacts(name)
+                self._repo.delete_artifacts(name)
             except (NotImplementedError, OSError) as exc:
                 log.warning("run %s: checkpoint %s not removed (%s)", self.run_id, name, exc)
                 return

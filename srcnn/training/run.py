@@ -28,6 +28,7 @@ from srcnn.tracking.runs import (
     curve,
     ensure_experiment,
     filters,
+    last_step,
     log_metrics,
     log_model,
     log_params,
@@ -39,7 +40,6 @@ from srcnn.training.checkpoint import (
     RESUME_TAG,
     RunCheckpoints,
     latest_checkpoint,
-    logged_through,
     resume_key,
     unfinished_run,
 )
@@ -153,8 +153,8 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
                     scale, len(train_set), len(val_set), type(train_set).__name__,
                     torch.get_num_threads())
         client.set_tag(run_id, "training_input", type(train_set).__name__)
-        metrics = MetricLogger(client, run_id, buffer, logged_through(
-            client, run_id, curve("train_loss")) if state else 0)
+        metrics = MetricLogger(client, run_id, buffer,
+                               last_step(client, run_id, curve("train_loss")) if state else 0)
         bar, reference = (("fsrcnn", FSRCNN_PSNR) if model.family == "espcn"
                           else ("paper", PAPER_PSNR))
         probe = TimeToQuality(probe_dataset, scale, reference.get(Path(probe_dataset).name, {})
