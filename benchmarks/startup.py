@@ -1,6 +1,6 @@
 """One small image through `srcnn upscale`, end to end, as a person at a terminal waits for it:
-cold (a temporary Prefect server, the run's own Dask workers) and warm (`srcnn serve` running),
-against the same upscale in one plain Python process (the library, no Prefect, no Dask).
+cold (a temporary Prefect server, the run's own Dask workers) and warm (`srcnn serve` running:
+the call runs in its warm process, on its Prefect server and Dask cluster), against the same upscale in one plain Python process (the library, no Prefect, no Dask).
 Wall seconds per call, side by side in one run; medians of `--repeat` calls.
 
     python benchmarks/startup.py [--repeat 3]
@@ -63,7 +63,8 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PREFECT_API_URL", "SRCNN_DASK_ADDRESS")}
         env |= {"SRCNN_HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
-        cli = [sys.executable, "-m", "flows.cli", "upscale"]
+        srcnn = str(Path(sys.executable).parent / "srcnn")  # the command, as people run it
+        cli = [srcnn, "upscale"]
 
         def call(source: Path, n: int) -> str:
             return str(home / f"out-{source.name}-{n}-{time.monotonic_ns()}")
@@ -78,16 +79,16 @@ def main() -> None:
         rows["plain process (library)"] = [
             timed([sys.executable, "-c", PLAIN, str(photo / "one.png"), str(home / "plain.png")],
                   env, ROOT) for _ in range(args.repeat)]
-        served = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--prefect-port",
+        served = subprocess.Popen([srcnn, "serve", "--prefect-port",
                                    str(free_port()), "--dask-port", str(free_port())],
                                   env=env, cwd=home,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            state = home / ".srcnn" / "services.json"
+            ready = (home / ".srcnn" / "services.json", home / ".srcnn" / "calls.sock")
             deadline = time.monotonic() + 180
-            while not state.exists() and time.monotonic() < deadline:
+            while not all(p.exists() for p in ready) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            if not state.exists():
+            if not all(p.exists() for p in ready):
                 raise SystemExit("srcnn serve did not start")
             warm_env = env | {"SRCNN_HOME": str(home)}
             timed([*cli, str(photo), call(photo, 99), "--model", "pretrained:fast"], warm_env,

@@ -5,11 +5,12 @@
 2. speed-up of tiled whole-image inference over the seed approach (33x33 patches one by one);
 3. flow throughput on 200 small images in S3 (moto server) vs a bare in-process loop;
 4. peak memory of a 6000x4000 input at x3 with a small tile (in a child process);
-5. issue 13: `srcnn upscale`'s work as it runs here (`upscale_chunk` on the product's Dask
-   LocalCluster: read, decode, net, encode, write, overlapped in threads) over photos, output
-   Mpx/s of the shipped fast x3 against the shipped SRCNN x3 (fp32 and bf16 each) and against a
-   plain bicubic resize with the same decode and encode, for PNG (zlib level 6, the default,
-   and 1: `--png-compress-level 1`) and JPEG outputs.
+5. issues 13 and 29: `srcnn upscale`'s work as it runs here (`upscale_chunk` on the product's
+   Dask LocalCluster: read, decode, net, encode, write, overlapped in threads) over photos,
+   output Mpx/s of the shipped fast x3 against the shipped SRCNN x3 (fp32 and bf16 each) and
+   against a plain bicubic resize with the same decode and encode, for PNG (level 6, the
+   default, and 1: `--png-compress-level 1`) and JPEG outputs, with output bytes per Mpx; for
+   PNG also as before issue 29 (Pillow's zlib encoder, "zlib" rows) beside libdeflate's.
 
 6. where section 5's time goes, on one thread in this process: per output Mpx, decode, JPEG
    encode, a plain bicubic resize, and for each net its Y pass alone and its whole colour path
@@ -169,6 +170,14 @@ def big_image(model_dir: str, tile: int) -> None:
 
 
 KINDS = ("bicubic", "fast", "fast bf16", "srcnn", "srcnn bf16")
+BEFORE = ("bicubic zlib", "fast zlib", "srcnn zlib")  # PNG as Pillow's zlib wrote it before
+
+
+def pillow_encode(img: Image.Image, fmt: str, **params) -> bytes:
+    """Outputs as written before issue 29: Pillow's own encoders (zlib for PNG)."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
 
 
 def _chunk_on_worker(
@@ -176,18 +185,22 @@ def _chunk_on_worker(
 ) -> tuple:
     """One chunk (one photo) on a Dask worker, as the flow's task runs it (`upscale_chunk`
     with the model the product's worker plugin holds); "bicubic" swaps the net for a plain
-    resize and keeps everything else (read, decode, encode, write, manifest)."""
+    resize and keeps everything else (read, decode, encode, write, manifest); "zlib" swaps
+    the encoder for Pillow's own."""
     import torch
 
     import srcnn.batch.job as upscale
+    import srcnn.data.images as images
     from srcnn.batch.planning import Chunk, Item
     from srcnn.cluster import worker_model
 
-    real = upscale.upscale_pil
-    if kind == "bicubic":  # the same decode and encode, a plain resize for the net
+    real, encoder = upscale.upscale_pil, images.encode_image
+    if kind.startswith("bicubic"):  # the same decode and encode, a plain resize for the net
         upscale.upscale_pil = lambda model, img, scale, tile_size, bf16=False: img.resize(
             (img.width * scale, img.height * scale), Image.Resampling.BICUBIC
         )
+    if kind.endswith("zlib"):
+        images.encode_image = pillow_encode
     try:
         job = upscale.Job(
             photos,
@@ -208,7 +221,7 @@ def _chunk_on_worker(
             Chunk("c" + hashlib.sha256(key.encode()).hexdigest()[:19], (Item(key, "etag"),)),
         )
     finally:
-        upscale.upscale_pil = real
+        upscale.upscale_pil, images.encode_image = real, encoder
     assert result.done == 1, result.lines
     return result.pixels, torch.get_num_threads()
 
@@ -244,49 +257,56 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
             ("JPEG", "JPEG", 6),
         ):
             best: dict[str, tuple[float, int]] = {}
+            size: dict[str, float] = {}  # output bytes per Mpx
+            kinds = KINDS + (BEFORE if fmt == "PNG" else ())
             for r in range(rounds):
-                for kind in KINDS:
+                for kind in kinds:
+                    tag = f"{fmt}{level}-{r}"
                     start = time.perf_counter()
                     plugin = plugins["srcnn" if kind.startswith("srcnn") else "fast"]
                     done = client.gather(
                         [
                             client.submit(
-                                _chunk_on_worker,
-                                kind,
-                                plugin,
-                                photos,
-                                out,
-                                key,
-                                fmt,
-                                level,
-                                f"{fmt}{level}-{r}",
-                                pure=False,
+                                _chunk_on_worker, kind, plugin, photos, out, key, fmt, level,
+                                tag, pure=False,
                             )
                             for key in keys
                         ]
                     )
                     seconds = time.perf_counter() - start
                     threads = {t for _, t in done}
+                    pixels = sum(px for px, _ in done)
                     if kind not in best or seconds < best[kind][0]:
-                        best[kind] = (seconds, sum(px for px, _ in done))
+                        best[kind] = (seconds, pixels)
+                    written = Path(out, f"{kind}-{tag}").glob("*.*")
+                    size[kind] = sum(p.stat().st_size for p in written) / pixels * 1e6
             rate = {k: px / sec / 1e6 for k, (sec, px) in best.items()}
             print(
                 f"5. {len(keys)} photos from {photos} x3 through `upscale_chunk` on {workers} "
                 f"Dask workers ({sorted(threads)} torch thread each): read, decode, upscale, "
-                f"{label} encode, write; output Mpx/s:"
+                f"{label} encode, write; output Mpx/s (output MB per Mpx):"
             )
             print(
                 "   "
-                + ", ".join(f"{k} {v:.2f}" for k, v in rate.items())
+                + ", ".join(f"{k} {v:.2f} ({size[k] / 1e6:.3f})" for k, v in rate.items())
                 + f"  (MACs/px: fast {macs['fast']:,}, srcnn {macs['srcnn']:,})"
             )
             print(
                 f"   {label}: fast / SRCNN throughput fp32 {rate['fast'] / rate['srcnn']:.1f}x, "
                 f"bf16 {rate['fast bf16'] / rate['srcnn bf16']:.1f}x, fast bf16 / SRCNN fp32 "
-                f"{rate['fast bf16'] / rate['srcnn']:.1f}x (goal >= 8x); fast time / bicubic "
-                f"time fp32 {rate['bicubic'] / rate['fast']:.2f}, bf16 "
+                f"{rate['fast bf16'] / rate['srcnn']:.1f}x (goals >= 5x PNG, >= 8x JPEG); fast "
+                f"time / bicubic time fp32 {rate['bicubic'] / rate['fast']:.2f}, bf16 "
                 f"{rate['bicubic'] / rate['fast bf16']:.2f} (goal <= 1.5)"
             )
+            if fmt == "PNG":
+                print(
+                    f"   {label} before (Pillow's zlib): fast / SRCNN fp32 "
+                    f"{rate['fast zlib'] / rate['srcnn zlib']:.1f}x; libdeflate / zlib "
+                    f"throughput: bicubic {rate['bicubic'] / rate['bicubic zlib']:.2f}x, fast "
+                    f"{rate['fast'] / rate['fast zlib']:.2f}x, srcnn "
+                    f"{rate['srcnn'] / rate['srcnn zlib']:.2f}x; bytes "
+                    f"{size['fast'] / size['fast zlib']:.3f}x"
+                )
 
 
 def stage_costs(photos: str, repeat: int = 3) -> None:
@@ -294,6 +314,7 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
     stages interleaved `repeat` times, best of each."""
     from srcnn.data.color import luma, rgb_to_ycbcr, to_float
     from srcnn.data.degradation import bicubic_upscale
+    from srcnn.data.images import encode_image
     from srcnn.inference.tiling import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
     from srcnn.registry.champion import resolve_spec
 
@@ -314,7 +335,15 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
             "decode (PNG)": lambda: [
                 Image.open(io.BytesIO(b)).convert("RGB").load() for b in blobs
             ],
-            "JPEG encode": lambda: [o.save(io.BytesIO(), "JPEG", quality=90) for o in outs],
+            "JPEG encode": lambda: [encode_image(o, "JPEG", quality=95) for o in outs],
+            "PNG encode": lambda: [encode_image(o, "PNG", compress_level=6) for o in outs],
+            "PNG encode (zlib)": lambda: [
+                pillow_encode(o, "PNG", compress_level=6) for o in outs
+            ],
+            "PNG 1 encode": lambda: [encode_image(o, "PNG", compress_level=1) for o in outs],
+            "PNG 1 encode (zlib)": lambda: [
+                pillow_encode(o, "PNG", compress_level=1) for o in outs
+            ],
             "bicubic resize": lambda: [bicubic_upscale(im, 3) for im in imgs],
             "fast: net on Y": lambda: [upscale_luma_lr(nets["fast"], y) for y in lr_y],
             "fast: whole colour path": lambda: [
@@ -345,6 +374,15 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         f"{(srcnn - 8 * ms['fast: net on Y']) / 8:.1f}. The fast net alone is "
         f"{ms['fast: net on Y'] / (io_ms + ms['bicubic resize']):.1f}x a whole bicubic resize "
         "with decode and JPEG encode (goal: the whole path <= 1.5x)"
+    )
+    png = {k: ms[f"{k}: whole colour path"] + ms["decode (PNG)"] for k in ("fast", "srcnn")}
+    print(
+        "   with PNG outputs (level 6), fast / SRCNN end to end: libdeflate "
+        f"{(png['srcnn'] + ms['PNG encode']) / (png['fast'] + ms['PNG encode']):.1f}x, Pillow's "
+        f"zlib {(png['srcnn'] + ms['PNG encode (zlib)']) / (png['fast'] + ms['PNG encode (zlib)']):.1f}x"
+        f" (goal >= 5x); PNG encode libdeflate / zlib speed: level 6 "
+        f"{ms['PNG encode (zlib)'] / ms['PNG encode']:.1f}x, level 1 "
+        f"{ms['PNG 1 encode (zlib)'] / ms['PNG 1 encode']:.1f}x"
     )
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 STATE = Path(".srcnn") / "services.json"
+MAX_SOCKET_PATH = 107  # bytes: what a Unix socket's address holds
 
 
 def state_file(home: Path) -> Path:
@@ -72,6 +75,7 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
         return False
     stop_on_signals()  # the Prefect server, the workers and the file that names them go too
     prefect = prefect_server(host, prefect_port)
+    calls = None
     path = state_file(home)
     try:
         # Worker processes, one thread each (the per-image work is GIL-bound), started now:
@@ -88,9 +92,11 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"prefect_api": api, "dask": cluster.scheduler_address,
                                         "pid": os.getpid()}))
+            calls = warm_process(home, api, cluster.scheduler_address)
             echo(f"Prefect : http://{host}:{prefect_port}  (API {api})\n"
                  f"Dask    : {cluster.scheduler_address}  ({workers} worker processes)\n"
-                 f"srcnn commands run from {home} use both until Ctrl-C stops them.")
+                 f"srcnn commands run from {home} use both until Ctrl-C stops them"
+                 + (", in a process with their imports done." if calls else "."))
             while prefect.poll() is None:
                 time.sleep(0.5)
             echo(f"the Prefect server stopped (exit {prefect.returncode})")
@@ -99,4 +105,28 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
         return True
     finally:
         path.unlink(missing_ok=True)
+        if calls:
+            stop_group(calls)
         stop_group(prefect)
+
+
+def warm_process(home: Path, api: str, dask: str) -> subprocess.Popen | None:
+    """Start `flows.zygote` (the process later calls run in, `flows.launch`) on the socket in
+    `home`, in a session of its own; None where the socket's path is too long for one."""
+    from flows.cli_output import stop_group
+    from flows.launch import socket_path
+
+    path = socket_path(home)
+    if len(str(path).encode()) > MAX_SOCKET_PATH:
+        return None
+    path.unlink(missing_ok=True)  # left by a serve that was killed
+    env = {**os.environ, "PREFECT_API_URL": api, "SRCNN_DASK_ADDRESS": dask}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.zygote", str(path)], env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not path.exists():  # its imports take a few seconds: ready when it listens
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_group(proc)
+            return None
+        time.sleep(0.2)
+    return proc

@@ -326,8 +326,10 @@ def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, sma
 def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_collection):
     """`srcnn serve` runs a Prefect server and a Dask cluster; a later `srcnn upscale` from the
     same SRCNN_HOME finds both (no temporary server, no cluster of its own): its flow run is in
-    that Prefect server and its chunks ran on that cluster. Ctrl-C stops both and the file
-    that named them goes."""
+    that Prefect server and its chunks ran on that cluster. The call itself runs in serve's
+    warm process (the caller imports no Prefect) and gets its exit status back; a call with
+    other Prefect settings runs in its own process. Ctrl-C stops all and the files that named
+    them go."""
     import signal
 
     from distributed import Client
@@ -351,11 +353,29 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
         photos.mkdir()
         for image in sorted(small_collection.iterdir())[:2]:
             (photos / image.name).write_bytes(image.read_bytes())
-        result = subprocess.run([sys.executable, "-m", "flows.cli", "upscale", str(photos),
-                                 str(tmp_path / "out"), "--model", "pretrained:fast"],
+        # `srcnn` as its console script runs it, telling at its end whether it imported Prefect
+        probe = [sys.executable, "-c", "import atexit, sys; atexit.register(lambda: print("
+                 "'prefect imported here:', 'prefect' in sys.modules, file=sys.stderr)); "
+                 "from flows.launch import main; main()"]
+        result = subprocess.run([*probe, "upscale", str(photos), str(tmp_path / "out"),
+                                 "--model", "pretrained:fast"],
                                 capture_output=True, text=True, env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr[-3000:]
         assert result.stdout.startswith("2 upscaled, 0 already current, 0 failed")
+        # ... in serve's warm process: this one imported nothing of the CLI's
+        assert "prefect imported here: False" in result.stderr, result.stderr[-3000:]
+        bad = subprocess.run([*probe, "upscale", str(tmp_path / "nowhere"), "out"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert bad.returncode == 2 and "nowhere" in bad.stderr  # its exit status comes back
+        assert "prefect imported here: False" in bad.stderr
+        # Another Prefect setting than the warm process read: the call runs here, still warm
+        other = subprocess.run([*probe, "upscale", str(photos), str(tmp_path / "out2"), "--model",
+                                "pretrained:fast"], capture_output=True, text=True,
+                               env={**env, "PREFECT_LOGGING_LEVEL": "WARNING"}, cwd=tmp_path)
+        assert other.returncode == 0, other.stderr[-3000:]
+        assert "prefect imported here: True" in other.stderr
+        assert other.stdout.startswith("2 upscaled, 0 already current, 0 failed")
+        assert "temporary server" not in other.stderr.lower()
         from flows.upscale_bucket import REPORT_KEY
 
         summary = json.loads((tmp_path / "out" / REPORT_KEY).read_text())
@@ -372,3 +392,4 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
         os.killpg(served.proc.pid, signal.SIGINT)
         assert served.proc.wait(60) == 0
     assert not state_file(tmp_path).exists()
+    assert not (tmp_path / ".srcnn" / "calls.sock").exists()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
-from srcnn.data.images import HEAD_BYTES, BadImageError, probe_image, read_image
+from srcnn.data.images import HEAD_BYTES, BadImageError, encode_image, probe_image, read_image
 
 RNG = np.random.default_rng(7)
 
@@ -67,3 +68,46 @@ def test_png_exif_orientation_before_the_pixels_counts(tmp_path):
         probe_image(str(tmp_path / "turned.png")) == read_image(str(tmp_path / "turned.png")).size
     )
     assert probe_image(str(tmp_path / "turned.png")) == (300, 500)
+
+
+def _pixel_stream(png: bytes) -> bytes:
+    """A PNG's filtered pixel rows: its IDAT chunks joined and inflated by zlib."""
+    pos, stream = 8, b""
+    while pos < len(png):
+        size = int.from_bytes(png[pos:pos + 4], "big")
+        if png[pos + 4:pos + 8] == b"IDAT":
+            stream += png[pos + 8:pos + 8 + size]
+        pos += 12 + size
+    return zlib.decompress(stream)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16", "1"])
+def test_png_outputs_keep_pixels_chunks_and_level(mode):
+    """A PNG written by `encode_image` (Pillow's chunks, libdeflate's compression) holds the
+    very rows Pillow's own encoder filters, decodes to the same pixels, keeps its colour
+    profile and EXIF, and gets smaller as the level rises."""
+    rng = np.random.default_rng(7)
+    ramp = np.add.outer(np.arange(300), np.arange(200)) * 0.4  # compressible, with some noise
+    base = np.clip(ramp[..., None] + rng.normal(0, 1.5, (300, 200, 4)), 0, 255).astype(np.uint8)
+    if mode == "I;16":
+        img = Image.fromarray(base[..., 0].astype(np.uint16) * 257)
+    else:
+        img = Image.fromarray(base, "RGBA").convert(mode)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    params = {"icc_profile": icc, "exif": exif.tobytes()}
+    pillow = io.BytesIO()
+    img.save(pillow, "PNG", compress_level=6, **params)
+    sizes = {}
+    for level in (1, 6, 9):
+        data = encode_image(img, "PNG", compress_level=level, **params)
+        sizes[level] = len(data)
+        assert _pixel_stream(data) == _pixel_stream(pillow.getvalue())
+        with Image.open(io.BytesIO(data)) as out:
+            out.load()  # Pillow checks every chunk's CRC
+            assert (out.mode, out.size) == (img.mode, img.size)
+            assert np.array_equal(np.asarray(out), np.asarray(img)), level
+            assert out.info["icc_profile"] == icc
+            assert out.getexif()[0x010F] == "camera maker"
+    assert sizes[9] <= sizes[6] < sizes[1]

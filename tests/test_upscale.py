@@ -65,6 +65,7 @@ def _kinds(folder: Path) -> dict[str, tuple]:
     Image.fromarray(rand(12, 17, 3)).save(folder / "icc.png", icc_profile=icc)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "camera maker"
     Image.fromarray(rand(12, 17, 3)).save(folder / "exif.jpg", exif=exif.tobytes())
     return {
         "rgb.png": ((34, 24), "RGB", "PNG"), "grey.png": ((34, 24), "L", "PNG"),
@@ -99,6 +100,8 @@ def test_every_kind_of_image_round_trips(tmp_path):
     assert np.array_equal(np.asarray(out_alpha), np.asarray(bicubic))  # alpha kept, upscaled
     icc = Image.open(tmp_path / "in" / "icc.png").info["icc_profile"]
     assert Image.open(tmp_path / "out" / "icc.png").info.get("icc_profile") == icc
+    exif = Image.open(tmp_path / "out" / "exif.jpg").getexif()  # kept, turned once
+    assert exif.get(0x010F) == "camera maker" and exif.get(0x0112, 1) == 1
 
 
 def test_bf16_precision_is_an_option_of_its_own(tmp_path):
@@ -294,6 +297,7 @@ def test_heic_and_avif_in_and_out(tmp_path, model_dir):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "camera maker"
     from srcnn.data.images import encode_image
 
     (inp / "phone.heic").write_bytes(encode_image(
@@ -312,6 +316,8 @@ def test_heic_and_avif_in_and_out(tmp_path, model_dir):
     with Image.open(out / "phone.heic") as img:  # pillow-heif's opener: registered by the run
         assert (img.format, img.size, img.mode) == ("HEIF", (24, 34), "RGB")  # turned once
         assert img.info["icc_profile"] == icc
+        assert img.getexif().get(0x010F) == "camera maker"
+        assert img.getexif().get(0x0112, 1) == 1
     with Image.open(out / "web.avif") as img:
         assert (img.format, img.size, img.mode) == ("AVIF", (34, 24), "RGBA")
     Image.fromarray(rand(12, 17, 3)).save(inp / "flat.png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+import zlib
 
 from PIL import Image, ImageOps
 
@@ -127,11 +128,50 @@ def read_image(url: str, key: str | None = None, max_pixels: int | None = None) 
     return decode_image(read_bytes(url), key or url, max_pixels)
 
 
+PNG_LEVEL = 6  # what Pillow (and zlib) use unless told
+IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
+
+
 def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
+    """`img` in `fmt` with Pillow's `params`. A PNG is written by Pillow uncompressed (its
+    filters, chunks and metadata, every mode and bit depth) and its pixel data compressed by
+    libdeflate at the asked `compress_level`: the same pixels as Pillow's zlib writes, about
+    three times faster, and a little smaller at the default level 6
+    (benchmarks/upscale.py, section 5). Level 0 (stored) and `optimize` stay Pillow's."""
     _own_bomb_check()  # the HEIF plugin, for writing too
+    level = params.get("compress_level", PNG_LEVEL)
+    deflated = fmt.upper() == "PNG" and level > 0 and not params.get("optimize")
+    if deflated:
+        params = {**params, "compress_level": 0}
     buf = io.BytesIO()
     img.save(buf, format=fmt, **params)
-    return buf.getvalue()
+    return _deflate_png(buf.getvalue(), level) if deflated else buf.getvalue()
+
+
+def _deflate_png(png: bytes, level: int) -> bytes:
+    """A PNG whose pixel data (its IDAT chunks, one zlib stream) is compressed again by
+    libdeflate at `level`; every other chunk is kept as it is, in its place."""
+    import deflate
+
+    view = memoryview(png)
+    out: list[bytes | memoryview] = [view[:8]]
+    stream: list[memoryview] = []
+    pos = 8
+    while pos < len(png):
+        size = int.from_bytes(view[pos:pos + 4], "big")
+        end = pos + 12 + size
+        if view[pos + 4:pos + 8] != b"IDAT":
+            out.append(view[pos:end])
+        else:
+            stream.append(view[pos + 8:pos + 8 + size])
+            if view[end + 4:end + 8] != b"IDAT":  # the last of the run: its place in the file
+                body = deflate.zlib_compress(zlib.decompress(b"".join(stream)), level)
+                for i in range(0, len(body), IDAT_BYTES):
+                    part = b"IDAT" + body[i:i + IDAT_BYTES]
+                    out += [(len(part) - 4).to_bytes(4, "big"), part,
+                            deflate.crc32(part).to_bytes(4, "big")]
+        pos = end
+    return b"".join(out)
 
 
 def write_image(img: Image.Image, url: str, fmt: str, **params) -> None:
