@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -395,19 +396,20 @@ def serve(
 
 def main() -> None:
     prefect_defaults()  # before any command imports prefect
-    from flows.warm import discover
+    from flows.warm import discover, temporary_api
 
     discover(get_settings().home.resolve())  # a running `srcnn serve`: its Prefect and Dask
     # Warnings on the terminal; Prefect's run logs (INFO) still reach its API and UI.
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[handler])
+                        handlers=[handler], force=True)  # (serve's warm process set Prefect's)
     logging.getLogger("srcnn").setLevel(logging.INFO)
     for noisy in ("distributed", "mlflow", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app()
+        with temporary_api(sys.argv[1:]):
+            app()
     except PathError as exc:  # found before any work: one line, no traceback
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

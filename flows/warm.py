@@ -9,6 +9,8 @@ no longer answer is ignored, and the call starts its own as before.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import socket
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 STATE = Path(".srcnn") / "services.json"
@@ -130,3 +133,51 @@ def warm_process(home: Path, api: str, dask: str) -> subprocess.Popen | None:
             return None
         time.sleep(0.2)
     return proc
+
+
+# The commands that run flows, and the module each imports for them.
+FLOW_MODULES = {"patches": "flows.build_patches", "train": "flows.train_srcnn",
+                "register": "flows.register_best", "upscale": "flows.upscale_bucket",
+                "pipeline": "flows.pipeline"}
+
+
+@contextlib.contextmanager
+def temporary_api(argv: list[str]) -> Iterator[None]:
+    """A temporary Prefect API server for a flow command that has none (no PREFECT_API_URL,
+    no `srcnn serve`): the one Prefect itself would start (the same server, settings and
+    database), started here first thing, so that it starts while this process imports the
+    command's modules, and stopped when the command ends. A command that runs no flow, or
+    asks for help, starts none."""
+    module = FLOW_MODULES.get(argv[0]) if argv else None
+    if module is None or "--help" in argv or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    import importlib.util
+
+    from flows.cli_output import stop_group
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    prefect = Path(importlib.util.find_spec("prefect").origin).parent
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+           "PREFECT__SERVER_FINAL": "1"}  # as Prefect's own temporary server runs
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.parent), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "error", "--lifespan", "on"],
+        env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    # Stopped when this process ends, after Prefect has sent its last logs (exit handlers run
+    # last registered first, and Prefect registers its own when imported, below).
+    atexit.register(stop_group, server, 5)
+    os.environ["PREFECT_API_URL"] = api
+    importlib.import_module(module)  # meanwhile the server starts, on another core
+    wait = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 20))
+    deadline = time.monotonic() + wait
+    while not _answers(f"{api}/health", 1):
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"Timed out while attempting to connect to ephemeral Prefect API "
+                               f"server (exit {server.poll()}).")
+        time.sleep(0.1)
+    yield

@@ -307,6 +307,44 @@ def test_a_path_that_cannot_serve_is_one_error_before_any_work(tmp_path, small_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out.png"]
 
 
+def test_a_call_without_a_prefect_server_runs_on_a_temporary_one(tmp_path, small_collection):
+    """`srcnn upscale` with no Prefect server to use starts a temporary one (as Prefect would,
+    but while the command imports its modules): the flow run is recorded in PREFECT_HOME's
+    database, and the server is gone when the command ends."""
+    import sqlite3
+
+    from flows.upscale_bucket import REPORT_KEY
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL",
+                                                             "SRCNN_DASK_ADDRESS")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "SRCNN_HOME": str(tmp_path)}
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first = sorted(small_collection.iterdir())[0]
+    (photos / first.name).write_bytes(first.read_bytes())
+    result = subprocess.run([sys.executable, "-m", "flows.launch", "upscale", str(photos),
+                             str(tmp_path / "out"), "--model", "pretrained:fast"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "Error logging to API" not in result.stderr  # its last logs reached the server
+    run_id = json.loads((tmp_path / "out" / REPORT_KEY).read_text())["flow_run_id"]
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        ((state,),) = db.execute("SELECT state_type FROM flow_run WHERE id = ?", (run_id,))
+        (logs,) = db.execute("SELECT count(*) FROM log WHERE flow_run_id = ?", (run_id,))
+    assert state == "COMPLETED" and logs[0] > 0
+    servers = subprocess.run(["pgrep", "-f", f"uvicorn.*{tmp_path.name}|server.api.server"],
+                             capture_output=True, text=True).stdout.split()
+    assert not [pid for pid in servers if _started_under(int(pid), tmp_path)]
+
+
+def _started_under(pid: int, home) -> bool:
+    """Whether process `pid` runs with PREFECT_HOME under `home`."""
+    try:
+        return str(home) in open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+    except OSError:
+        return False
+
+
 def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, small_collection):
     """The start-up wait is a setting; when the ad hoc run's temporary Prefect server does not
     answer within it, the CLI says what failed and what to do, without a traceback."""
@@ -364,6 +402,7 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
         assert result.stdout.startswith("2 upscaled, 0 already current, 0 failed")
         # ... in serve's warm process: this one imported nothing of the CLI's
         assert "prefect imported here: False" in result.stderr, result.stderr[-3000:]
+        assert "Beginning flow run" not in result.stderr  # as quiet as a call run here
         bad = subprocess.run([*probe, "upscale", str(tmp_path / "nowhere"), "out"],
                              capture_output=True, text=True, env=env, cwd=tmp_path)
         assert bad.returncode == 2 and "nowhere" in bad.stderr  # its exit status comes back
