@@ -34,12 +34,26 @@ def python() -> list[str]:
     return [sys.prefix, os.path.realpath(sys.executable)]
 
 
+def code_stamp() -> str:
+    """The project's code as it is now: its .py files' paths and modification times, hashed.
+    A warm process started before an edit or an upgrade would run the old code."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for name in ("flows", "srcnn", "tasks"):
+        for folder, _, files in sorted(os.walk(os.path.dirname(
+                importlib.util.find_spec(name).origin))):
+            for file in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, file)
+                digest.update(f"{path}\0{os.stat(path).st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
 def request(argv: list[str]) -> bytes:
     """What a call hands the warm process: everything that makes it this call."""
-    import flows
-
     return json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                       "python": python(), "code": flows.__file__}).encode()
+                       "python": python(), "code": code_stamp()}).encode()
 
 
 def warm_call(argv: list[str], home: Path) -> int | None:

@@ -1,10 +1,15 @@
-"""The warm path for people at a terminal: `srcnn serve` keeps a Prefect server and a Dask
-cluster running; every later `srcnn` call in the same SRCNN_HOME finds them (the file
-`.srcnn/services.json`) and uses them instead of starting a temporary Prefect server and a
-cluster of its own. Every flow run still appears in that Prefect server (and its UI).
+"""Start-up for people at a terminal.
 
-An address already given (PREFECT_API_URL, SRCNN_DASK_ADDRESS) wins; a file whose services
-no longer answer is ignored, and the call starts its own as before.
+Warm: `srcnn serve` keeps a Prefect server and a Dask cluster running, and a process with the
+CLI's imports done (`flows.zygote`); every later `srcnn` call in the same SRCNN_HOME runs in a
+copy of that process (`flows.launch`), or, where it cannot, finds the services (the file
+`.srcnn/services.json`) and uses them instead of starting a temporary Prefect server and a
+cluster of its own. Every flow run still appears in that Prefect server (and its UI). An
+address already given (PREFECT_API_URL, SRCNN_DASK_ADDRESS) wins; a file whose services no
+longer answer is ignored, and the call starts its own as before.
+
+Cold: a flow command with no Prefect server starts its temporary one first thing
+(`temporary_api`), so that the server starts while the command imports its modules.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ environment, working folder and terminal, as if in the caller's own process.
 This process stays single-threaded and never runs a command itself (a fork copies only the
 calling thread; torch's thread pools start in the fork). What was read when the imports ran
 (Prefect's and Dask's settings, fsspec's and torch's) must match the caller's environment:
-a call whose values differ, or that runs another Python or another copy of the code, is
-answered "fallback" and runs in its own process.
+a call whose values differ, or that runs another Python, or whose code changed since (an edit,
+an upgrade), is answered "fallback" and runs in its own process.
 """
 
 from __future__ import annotations
@@ -46,13 +46,14 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(body), fds
 
 
-def mismatch(call: dict, own: dict[str, str]) -> str | None:
+def mismatch(call: dict, own: dict[str, str], stamp: str) -> str | None:
     """Why this process cannot run `call` as the caller's own process would, or None."""
-    import flows
     from flows.launch import python
 
-    if call.get("python") != python() or call.get("code") != flows.__file__:
-        return "another Python or another copy of the code"
+    if call.get("python") != python():
+        return "another Python"
+    if call.get("code") != stamp:
+        return "its code changed since srcnn serve started: restart srcnn serve"
     env = dict(call["env"])
     for key in ("PREFECT_API_URL", "SRCNN_DASK_ADDRESS"):  # what `discover` would set
         env.setdefault(key, os.environ[key])
@@ -67,10 +68,10 @@ def mismatch(call: dict, own: dict[str, str]) -> str | None:
     return None
 
 
-def run_call(conn: socket.socket, own: dict[str, str]) -> int:
+def run_call(conn: socket.socket, own: dict[str, str], stamp: str) -> int:
     """In the fork: take the call's terminal, folder and environment, run the CLI, report."""
     call, fds = _receive(conn)
-    if why := mismatch(call, own):
+    if why := mismatch(call, own, stamp):
         for fd in fds:
             os.close(fd)
         _reply(conn, {"fallback": why})
@@ -117,8 +118,10 @@ def serve_calls(path: Path) -> None:
     import flows.train_srcnn  # noqa: F401
     import flows.upscale_bucket  # noqa: F401
     import srcnn.inference.tiling  # noqa: F401
+    from flows.launch import code_stamp
 
     own = _read_at_import(dict(os.environ))
+    stamp = code_stamp()
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o077)  # only this user may hand calls over
@@ -139,7 +142,7 @@ def serve_calls(path: Path) -> None:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 code = 1
                 try:
-                    code = run_call(conn, own)
+                    code = run_call(conn, own, stamp)
                 except BaseException:  # noqa: BLE001  the call's side says it ended unreported
                     traceback.print_exc()
                 finally:

@@ -428,6 +428,21 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
             prefixes = client.run_on_scheduler(lambda dask_scheduler:
                                                list(dask_scheduler.task_prefixes))
         assert "upscale_chunk_task" in prefixes
+        # The code changed since serve started (an edit, an upgrade): the call runs here
+        import flows.launch
+
+        source = flows.launch.__file__
+        was = os.stat(source)
+        os.utime(source, ns=(was.st_atime_ns, was.st_mtime_ns + 10**9))
+        try:
+            edited = subprocess.run([*probe, "upscale", str(photos), str(tmp_path / "out3"),
+                                     "--model", "pretrained:fast"], capture_output=True,
+                                    text=True, env=env, cwd=tmp_path)
+        finally:
+            os.utime(source, ns=(was.st_atime_ns, was.st_mtime_ns))
+        assert edited.returncode == 0, edited.stderr[-3000:]
+        assert "its code changed since srcnn serve started" in edited.stderr
+        assert "prefect imported here: True" in edited.stderr
         os.killpg(served.proc.pid, signal.SIGINT)
         assert served.proc.wait(60) == 0
     assert not state_file(tmp_path).exists()

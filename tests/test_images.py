@@ -111,3 +111,23 @@ def test_png_outputs_keep_pixels_chunks_and_level(mode):
             assert out.info["icc_profile"] == icc
             assert out.getexif()[0x010F] == "camera maker"
     assert sizes[9] <= sizes[6] < sizes[1]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_outputs_are_the_bytes_pillow_writes(mode):
+    """A JPEG of RGB or grey written by `encode_image` for a worker whose threads encode side
+    by side (libjpeg-turbo called directly, which lets them run) is byte for byte Pillow's, with and without EXIF and colour
+    profile; other modes are Pillow's own."""
+    img = noise(150, 230).convert(mode)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    for params in ({"quality": 95}, {"quality": 60, "icc_profile": icc, "exif": exif.tobytes()},
+                   {"quality": 90, "icc_profile": icc}):
+        pillow = io.BytesIO()
+        img.save(pillow, "JPEG", **params)
+        assert encode_image(img, "JPEG", threaded=True, **params) == pillow.getvalue(), params
+    cmyk = noise(20, 30).convert("CMYK")
+    pillow = io.BytesIO()
+    cmyk.save(pillow, "JPEG", quality=95)
+    assert encode_image(cmyk, "JPEG", threaded=True, quality=95) == pillow.getvalue()

@@ -222,9 +222,11 @@ def _read(job: Job, key: str) -> tuple[Image.Image, str]:
     return read_image(join(job.input_url, key), key, max_pixels=job.options.max_pixels), fmt
 
 
-def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str) -> str:
+def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str,
+           threaded: bool) -> str:
     dst = join(job.output_url, output_key(key, job.options.output_format))
-    write_image(_fit_format(out, fmt), dst, fmt, **_save_params(img, fmt, job.options))
+    write_image(_fit_format(out, fmt), dst, fmt, threaded=threaded,
+                **_save_params(img, fmt, job.options))
     return dst
 
 
@@ -278,7 +280,8 @@ def upscale_chunk(model: nn.Module, job: Job, chunk: Chunk) -> ChunkResult:
                     out = upscale_pil(model, img, opts.scale, opts.tile_size,
                                       opts.precision == "bf16")
                     result.pixels += out.width * out.height
-                    writes.append((key, t0, pool.submit(_write, job, key, img, out, fmt)))
+                    write = pool.submit(_write, job, key, img, out, fmt, on_gpu)
+                    writes.append((key, t0, write))
                 except Exception as exc:  # one bad input fails only itself, with its reason
                     _fail(result, key, exc, t0)
                 while len(writes) > depth or (writes and writes[0][2].done()):

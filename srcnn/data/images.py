@@ -130,17 +130,28 @@ def read_image(url: str, key: str | None = None, max_pixels: int | None = None) 
 
 PNG_LEVEL = 6  # what Pillow (and zlib) use unless told
 IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
+JPEG_FAST = {"quality", "icc_profile", "exif"}  # what libjpeg-turbo's direct path writes
 
 
-def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
-    """`img` in `fmt` with Pillow's `params`. A PNG is written by Pillow uncompressed (its
-    filters, chunks and metadata, every mode and bit depth) and its pixel data compressed by
-    libdeflate at the asked `compress_level`: the same pixels as Pillow's zlib writes, about
-    three times faster, and a little smaller at the default level 6
-    (benchmarks/upscale.py, section 5). Level 0 (stored) and `optimize` stay Pillow's."""
+def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params) -> bytes:
+    """`img` in `fmt` with Pillow's `params`, as Pillow writes it, faster where a codec
+    library gives the same result (benchmarks/upscale.py, sections 5 and 6):
+
+    - PNG: written by Pillow uncompressed (its filters, chunks and metadata, every mode and bit
+      depth), its pixel data compressed by libdeflate at the asked `compress_level`: the same
+      pixels, about three times faster than zlib, files within 1% of its size. Level 0
+      (stored) and `optimize` stay Pillow's.
+    - JPEG of RGB or grey, `threaded` (other threads encode or feed a GPU meanwhile):
+      libjpeg-turbo called directly (imagecodecs), which lets them run while it encodes
+      (Pillow's encoder holds the GIL), with Pillow's own EXIF and colour-profile segments:
+      the very bytes Pillow writes. On its own Pillow's is faster (no copy of the pixels).
+    """
     _own_bomb_check()  # the HEIF plugin, for writing too
+    fmt = fmt.upper()
+    if threaded and fmt == "JPEG" and img.mode in ("RGB", "L") and set(params) <= JPEG_FAST:
+        return _turbo_jpeg(img, params)
     level = params.get("compress_level", PNG_LEVEL)
-    deflated = fmt.upper() == "PNG" and level > 0 and not params.get("optimize")
+    deflated = fmt == "PNG" and level > 0 and not params.get("optimize")
     if deflated:
         params = {**params, "compress_level": 0}
     buf = io.BytesIO()
@@ -148,10 +159,36 @@ def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
     return _deflate_png(buf.getvalue(), level) if deflated else buf.getvalue()
 
 
+def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
+    """Pillow's JPEG of an RGB or L image (4:2:0 chroma, its default), encoded by
+    libjpeg-turbo without holding the GIL; the EXIF and ICC segments Pillow writes for
+    `params` (taken from Pillow's JPEG of one pixel) go where Pillow puts them, after JFIF's."""
+    import imagecodecs
+    import numpy as np
+
+    data = imagecodecs.jpeg8_encode(np.asarray(img), level=params.get("quality", 75),
+                                    subsampling=(2, 2) if img.mode == "RGB" else None)
+    meta = {k: v for k, v in params.items() if k != "quality" and v}
+    if not meta:
+        return data
+    one = io.BytesIO()
+    Image.new(img.mode, (1, 1)).save(one, "JPEG", **meta)
+    after_jfif = 4 + int.from_bytes(data[4:6], "big")  # SOI, then JFIF's APP0 segment
+    return data[:after_jfif] + _app_segments(one.getvalue()) + data[after_jfif:]
+
+
+def _app_segments(jpeg: bytes) -> bytes:
+    """The APPn segments after a JPEG's JFIF segment (EXIF, ICC): up to its first table."""
+    start = pos = 4 + int.from_bytes(jpeg[4:6], "big")
+    while 0xE0 <= jpeg[pos + 1] <= 0xEF:
+        pos += 2 + int.from_bytes(jpeg[pos + 2:pos + 4], "big")
+    return jpeg[start:pos]
+
+
 def _deflate_png(png: bytes, level: int) -> bytes:
     """A PNG whose pixel data (its IDAT chunks, one zlib stream) is compressed again by
     libdeflate at `level`; every other chunk is kept as it is, in its place."""
-    import deflate
+    import imagecodecs
 
     view = memoryview(png)
     out: list[bytes | memoryview] = [view[:8]]
@@ -165,15 +202,16 @@ def _deflate_png(png: bytes, level: int) -> bytes:
         else:
             stream.append(view[pos + 8:pos + 8 + size])
             if view[end + 4:end + 8] != b"IDAT":  # the last of the run: its place in the file
-                body = deflate.zlib_compress(zlib.decompress(b"".join(stream)), level)
+                body = imagecodecs.deflate_encode(zlib.decompress(b"".join(stream)), level=level)
                 for i in range(0, len(body), IDAT_BYTES):
                     part = b"IDAT" + body[i:i + IDAT_BYTES]
                     out += [(len(part) - 4).to_bytes(4, "big"), part,
-                            deflate.crc32(part).to_bytes(4, "big")]
+                            zlib.crc32(part).to_bytes(4, "big")]
         pos = end
     return b"".join(out)
 
 
-def write_image(img: Image.Image, url: str, fmt: str, **params) -> None:
-    """Encode in memory, then write the object whole."""
-    write_bytes_atomic(url, encode_image(img, fmt, **params))
+def write_image(img: Image.Image, url: str, fmt: str, *, threaded: bool = False,
+                **params) -> None:
+    """Encode in memory (`encode_image`), then write the object whole."""
+    write_bytes_atomic(url, encode_image(img, fmt, threaded=threaded, **params))
