@@ -16,7 +16,7 @@
    encode, a plain bicubic resize, and for each net its Y pass alone and its whole colour path
    (`upscale_rgb_tiled`); what the nets' ratio is with and without the work both pay.
 
-    python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast]
+    python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast] [--only-stages]
 """
 
 from __future__ import annotations
@@ -342,6 +342,9 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
             "JPEG encode (Pillow)": lambda: [
                 pillow_encode(o, "JPEG", quality=95) for o in outs
             ],
+            "JPEG encode (direct)": lambda: [
+                encode_image(o, "JPEG", threaded=True, quality=95) for o in outs
+            ],
             "JPEG encode, 2 threads": lambda: list(
                 pool.map(lambda o: encode_image(o, "JPEG", threaded=True, quality=95), outs)
             ),
@@ -398,10 +401,11 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         f"{ms['PNG 1 encode (zlib)'] / ms['PNG 1 encode']:.1f}x"
     )
     print(
-        "   JPEG encode on 2 threads against Pillow on 1: libjpeg-turbo direct (a GPU worker's) "
-        f"{ms['JPEG encode'] / ms['JPEG encode, 2 threads']:.2f}x, Pillow "
+        "   JPEG encode on 2 threads against 1: libjpeg-turbo direct (a GPU worker's) "
+        f"{ms['JPEG encode (direct)'] / ms['JPEG encode, 2 threads']:.2f}x, Pillow "
         f"{ms['JPEG encode (Pillow)'] / ms['JPEG encode (Pillow), 2 threads']:.2f}x (what a GPU "
-        "worker's encode threads can gain)"
+        "worker's encode threads can gain); on one thread direct / Pillow time "
+        f"{ms['JPEG encode (direct)'] / ms['JPEG encode (Pillow)']:.2f} (the pixels' copy)"
     )
 
 
@@ -410,13 +414,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-flow", action="store_true")
-    parser.add_argument("--only-fast", action="store_true", help="section 5 only")
+    parser.add_argument("--only-fast", action="store_true", help="sections 5 and 6 only")
+    parser.add_argument("--only-stages", action="store_true", help="section 6 only")
     parser.add_argument(
         "--photos",
         default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set14"),
         help="section 5's inputs (upscaled as they are)",
     )
     args = parser.parse_args()
+    if args.only_stages:
+        stage_costs(args.photos)
+        return
     if args.only_fast:
         fast_vs_srcnn(args.photos)
         stage_costs(args.photos)
