@@ -21,12 +21,9 @@ import socket
 import sys
 from pathlib import Path
 
-SOCKET = Path(".srcnn") / "calls.sock"
+from flows.warm import socket_path
+
 HERE_ONLY = ("serve", "ui")  # long-running servers: in their own process, always
-
-
-def socket_path(home: Path) -> Path:
-    return home / SOCKET
 
 
 def python() -> list[str]:

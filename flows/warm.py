@@ -22,11 +22,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 STATE = Path(".srcnn") / "services.json"
+SOCKET = Path(".srcnn") / "calls.sock"  # where serve's warm process takes calls
 MAX_SOCKET_PATH = 107  # bytes: what a Unix socket's address holds
 
 
@@ -34,7 +34,13 @@ def state_file(home: Path) -> Path:
     return home / STATE
 
 
+def socket_path(home: Path) -> Path:
+    return home / SOCKET
+
+
 def _answers(url: str, timeout: float = 0.5) -> bool:
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status == 200
@@ -122,7 +128,6 @@ def warm_process(home: Path, api: str, dask: str) -> subprocess.Popen | None:
     """Start `flows.zygote` (the process later calls run in, `flows.launch`) on the socket in
     `home`, in a session of its own; None where the socket's path is too long for one."""
     from flows.cli_output import stop_group
-    from flows.launch import socket_path
 
     path = socket_path(home)
     if len(str(path).encode()) > MAX_SOCKET_PATH:
