@@ -57,6 +57,16 @@ def _listens(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def wait_until(ready, proc: subprocess.Popen, seconds: float, step: float) -> bool:
+    """Whether `ready()` came true within `seconds` while the process `proc` it waits on ran."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 def discover(home: Path, environ: dict = os.environ) -> dict[str, str]:
     """The environment a call gets from a running `srcnn serve` in `home` (set into
     `environ`): PREFECT_API_URL and SRCNN_DASK_ADDRESS, each only where not set already and
@@ -96,13 +106,10 @@ def serve(home: Path, prefect_port: int, dask_port: int, workers: int, host: str
         # a call then finds them warm, their imports done and their models kept per run.
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           host=host, scheduler_port=dask_port, dashboard_address=":0") as cluster:
-            deadline = time.monotonic() + 180
-            while not _answers(f"{api}/health", 2):
-                if prefect.poll() is not None or time.monotonic() > deadline:
-                    echo(f"the Prefect server did not start (exit {prefect.poll()}): is port "
-                         f"{prefect_port} in use? Choose another with --prefect-port.")
-                    return False
-                time.sleep(0.5)
+            if not wait_until(lambda: _answers(f"{api}/health", 2), prefect, 180, 0.5):
+                echo(f"the Prefect server did not start (exit {prefect.poll()}): is port "
+                     f"{prefect_port} in use? Choose another with --prefect-port.")
+                return False
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"prefect_api": api, "dask": cluster.scheduler_address,
                                         "pid": os.getpid()}))
@@ -136,12 +143,9 @@ def warm_process(home: Path, api: str, dask: str) -> subprocess.Popen | None:
     env = {**os.environ, "PREFECT_API_URL": api, "SRCNN_DASK_ADDRESS": dask}
     proc = subprocess.Popen([sys.executable, "-m", "flows.zygote", str(path)], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not path.exists():  # its imports take a few seconds: ready when it listens
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc)
-            return None
-        time.sleep(0.2)
+    if not wait_until(path.exists, proc, 120, 0.2):  # ready when it listens (after its imports)
+        stop_group(proc)
+        return None
     return proc
 
 
@@ -184,10 +188,7 @@ def temporary_api(argv: list[str]) -> Iterator[None]:
     os.environ["PREFECT_API_URL"] = api
     importlib.import_module(module)  # meanwhile the server starts, on another core
     wait = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 20))
-    deadline = time.monotonic() + wait
-    while not _answers(f"{api}/health", 1):
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"Timed out while attempting to connect to ephemeral Prefect API "
-                               f"server (exit {server.poll()}).")
-        time.sleep(0.1)
+    if not wait_until(lambda: _answers(f"{api}/health", 1), server, wait, 0.1):
+        raise RuntimeError(f"Timed out while attempting to connect to ephemeral Prefect API "
+                           f"server (exit {server.poll()}).")
     yield

@@ -128,7 +128,7 @@ def read_image(url: str, key: str | None = None, max_pixels: int | None = None) 
     return decode_image(read_bytes(url), key or url, max_pixels)
 
 
-PNG_LEVEL = 6  # what Pillow (and zlib) use unless told
+PNG_LEVEL = 6  # zlib's own default, what Pillow writes unless told
 IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
 JPEG_FAST = {"quality", "icc_profile", "exif"}  # what libjpeg-turbo's direct path writes
 
