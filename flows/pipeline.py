@@ -52,8 +52,8 @@ def champion_reason(reg: dict, shipped: str | None) -> str:
 
 def users_images(work: Path, holdout: list[Path], scale: int) -> dict:
     """The held-out photos degraded the way users' images are (`USERS_DEGRADATIONS`), each
-    upscaled by the shipped robust and clean-input nets: {degradation: {kind or bicubic:
-    mean Y-PSNR}}."""
+    upscaled by each of `USERS_MODELS` (the gated pair, the robust and the clean-input nets):
+    {degradation: {kind or bicubic: mean Y-PSNR}}."""
     folders = export_degraded(holdout, work / f"lr-x{scale}-users", scale)
     table: dict[str, dict[str, float]] = {name: {} for name in folders}
     for kind in USERS_MODELS:

@@ -123,6 +123,63 @@ class ModelConfig(StrictModel):
             f" expand {self.expand}" if self.expand else "")
 
 
+class GatedConfig(StrictModel):
+    """Two LR-space nets for one scale and a gate that picks one of them per image from the LR
+    image itself (`srcnn.models.gated`): `clean` where the image looks like the papers' input
+    (an antialiased downscale, saved losslessly), `robust` wherever it does not (aliasing of a
+    resize without antialiasing, JPEG blocks, noise). Only the chosen net runs on an image."""
+
+    family: Literal["gated"] = "gated"
+    clean: ModelConfig = Field(description="The net for clean input (pretrained:fast's).")
+    robust: ModelConfig = Field(description="The net for all other input (pretrained:real's).")
+    gate_width: int = Field(8, ge=1, le=64, description="Filters of the gate's convolutions.")
+    threshold: float = Field(0.0, description=(
+        "The gate's score above which the clean net runs (set on held-out images)."))
+
+    @model_validator(mode="after")
+    def _lr_space(self) -> GatedConfig:
+        for name in ("clean", "robust"):
+            if getattr(self, name).family != "espcn":
+                raise ValueError(f"{name}: a gated model pairs LR-space nets (family espcn)")
+        return self
+
+    residual: ClassVar[bool] = True
+    expand: ClassVar[int] = 0
+
+    @property
+    def arch(self) -> str:
+        return f"{self.clean.arch} | {self.robust.arch}"
+
+    @property
+    def border(self) -> int:
+        return max(self.clean.border, self.robust.border)
+
+    @property
+    def gate_macs_per_lr_pixel(self) -> int:
+        """The gate's multiply-adds per LR pixel it reads (three 3 x 3 convolutions, a 1 x 1)."""
+        n = self.gate_width
+        return 9 * n + 2 * 9 * n * n + 2 * n
+
+    def macs(self, scale: int) -> int:
+        """Per output pixel: the costlier net's (only one runs), plus the gate's share when it
+        reads the whole LR image (at most `srcnn.models.gated.GATE_WINDOW` squared pixels of
+        it: less on larger images)."""
+        return (max(self.clean.macs(scale), self.robust.macs(scale))
+                + -(-self.gate_macs_per_lr_pixel // (scale * scale)))
+
+    @property
+    def name(self) -> str:
+        return f"gated ({self.clean.name} | {self.robust.name})"
+
+
+AnyModelConfig = ModelConfig | GatedConfig
+
+
+def model_config(fields: dict) -> AnyModelConfig:
+    """The config a model file's `model` fields describe: one net, or a gated pair."""
+    return GatedConfig(**fields) if fields.get("family") == "gated" else ModelConfig(**fields)
+
+
 Range = tuple[float, float]
 
 

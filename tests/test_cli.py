@@ -26,7 +26,7 @@ from srcnn.models.files import save_model
 from srcnn.models.srcnn import SRCNN
 from srcnn.presets import get_preset, training_settings
 
-COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "pipeline")
+COMMANDS = ("patches", "train", "register", "upscale", "evaluate", "export", "gate", "pipeline")
 # Each command's options that come from the typed configs, and their defaults' notes.
 DERIVED = {"patches": (PatchConfig, DegradationConfig), "train": (ModelConfig, TrainConfig),
            "upscale": (UpscaleOptions, BucketOptions), "pipeline": (TrainConfig,)}
@@ -36,6 +36,8 @@ OWN = {"patches": {"--preset", "--dask-address", "--force"},
        "register": {"--scale", "--run-id"}, "upscale": {"--model", "--dask-address"},
        "evaluate": {"--model", "--dataset", "--scale", "--json"},
        "export": {"--model", "--to", "--scale", "--dataset"},
+       "gate": {"--to", "--images", "--scale", "--clean", "--robust", "--copies", "--steps",
+                "--dataset"},
        "pipeline": {"--workdir", "--source", "--upscale-input", "--scale"}}
 
 

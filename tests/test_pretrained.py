@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -82,7 +83,8 @@ def test_shipped_fast_weights_beat_fsrcnn_at_its_cost(set5, set14, scale):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_pretrained_references_pick_shipped_kinds(scale):
     """`pretrained` is the best shipped model for the scale by the registry's default ranking,
-    the worst gain over bicubic across the rows every kind records; `pretrained:real`,
+    the worst gain over bicubic across the rows every kind records (then the mean gain among
+    kinds level on it); `pretrained:real`,
     `pretrained:fast` and `pretrained:srcnn` choose; recorded sources resolve back."""
     gains = {}
     for kind in PRETRAINED_KINDS:
@@ -94,7 +96,10 @@ def test_pretrained_references_pick_shipped_kinds(scale):
                            for r in meta.get("evaluation_suite") or meta["evaluation"]}
     shared = set.intersection(*(set(g) for g in gains.values()))
     worst = {kind: min(g[row] for row in shared) for kind, g in gains.items()}
-    best = max(worst, key=worst.get)
+    mean = {kind: np.mean([g[row] for row in shared]) for kind, g in gains.items()}
+    # Worst gains within 0.05 dB of the best are level; the best mean among them wins.
+    level = [kind for kind in worst if worst[kind] >= max(worst.values()) - 0.05]
+    best = max(level, key=mean.get)
     assert local_source("pretrained", scale)[0] == f"pretrained:{best}-x{scale}"
     assert resolve_model("pretrained:srcnn", scale, None).model.config.family == "srcnn"
     assert local_source("pretrained:x3", 3)[0] == "pretrained:srcnn-x3"  # older records

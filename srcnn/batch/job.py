@@ -151,7 +151,9 @@ def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
     RGB, L, P (as RGB/RGBA), RGBA/LA (alpha upscaled bicubically and kept), 16-bit grey
     (stays 16-bit), CMYK (converted for the net and back)."""
     from srcnn.inference.tiling import upscale_grey_float, upscale_rgb_tiled
+    from srcnn.models.gated import for_file
 
+    model = for_file(model, img)  # a gated pair's choice where the file tells (a JPEG's quality)
     if getattr(img, "n_frames", 1) > 1:
         raise ValueError(f"animated image ({img.n_frames} frames) not supported")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

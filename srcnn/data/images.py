@@ -11,6 +11,7 @@ import io
 import warnings
 import zlib
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from srcnn.storage import read_bytes, read_head, write_bytes_atomic
@@ -76,7 +77,32 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
         raise BadImageError(key, f"too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(key, f"not a readable image ({exc})") from exc
-    return ImageOps.exif_transpose(img)
+    quality = jpeg_quality(img)
+    img = ImageOps.exif_transpose(img)
+    if quality is not None:  # what the file says of itself, kept beside the pixels
+        img.info["jpeg_quality"] = quality
+    return img
+
+
+# The IJG's luminance quantisation table (JPEG standard, Annex K), which libjpeg scales by the
+# quality setting: what nearly every JPEG encoder writes.
+_IJG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16,
+                      24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109,
+                      103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120,
+                      101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+
+
+def jpeg_quality(img: Image.Image) -> int | None:
+    """The libjpeg quality (1-100) a JPEG's luminance table matches best (its mean against the
+    IJG table scaled for each quality), or None for an image that is not a JPEG."""
+    tables = getattr(img, "quantization", None)
+    if img.format != "JPEG" or not tables:
+        return None
+    mean = float(np.mean(tables[min(tables)]))
+    q = np.arange(1, 101)
+    scaling = np.where(q < 50, 5000 // q, 200 - 2 * q)[:, None]
+    scaled = np.clip((_IJG_LUMA[None] * scaling + 50) // 100, 1, 255).mean(1)
+    return int(q[np.argmin(np.abs(scaled - mean))])
 
 
 def _orientation(img: Image.Image) -> int | None:
@@ -164,7 +190,6 @@ def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
     libjpeg-turbo without holding the GIL; the EXIF and ICC segments Pillow writes for
     `params` (taken from Pillow's JPEG of one pixel) go where Pillow puts them, after JFIF's."""
     import imagecodecs
-    import numpy as np
 
     data = imagecodecs.jpeg8_encode(np.asarray(img), level=params.get("quality", 75),
                                     subsampling=(2, 2) if img.mode == "RGB" else None)

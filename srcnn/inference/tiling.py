@@ -126,10 +126,19 @@ def _lr_tile(model: nn.Module, padded: np.ndarray, t: Tile, scale: int, bf16: bo
     return out[t.y0 - ly0 * scale : t.y1 - ly0 * scale, t.x0 - lx0 * scale : t.x1 - lx0 * scale]
 
 
+def for_image(model: nn.Module, y_lr: np.ndarray) -> nn.Module:
+    """The net that runs on the image whose LR luma is `y_lr`: a gated pair's choice
+    (`srcnn.models.gated`), made once per image before any tiling; else the model itself."""
+    choose = getattr(model, "choose", None)
+    return choose(y_lr) if choose is not None else model
+
+
 def upscale_luma_lr(
     model: nn.Module, y_lr: np.ndarray, tile_size: int = 512, bf16: bool = False
 ) -> np.ndarray:
-    """Run an LR-space net over an (h, w) LR Y image in [0, 1]; returns (s h, s w) float32."""
+    """Run an LR-space net (or a gated pair's choice) over an (h, w) LR Y image in [0, 1];
+    returns (s h, s w) float32."""
+    model = for_image(model, y_lr)
     s = model.scale
     padded = np.pad(y_lr.astype(np.float32, copy=False), model.border, mode="edge")
     out = np.empty((y_lr.shape[0] * s, y_lr.shape[1] * s), dtype=np.float32)
@@ -204,10 +213,14 @@ def upscale_rgb_tiled(
         from srcnn.inference.cuda import upscale_rgb_cuda
 
         return upscale_rgb_cuda(model, lr, scale, tile_size, bf16)
+    lr_y = None
+    if model.upsamples:
+        lr_y = luma(lr)
+        model = for_image(model, lr_y)
+        lr_y = np.pad(lr_y, model.border, mode="edge")
     b = model.border
     h, w = lr.height * scale, lr.width * scale
     out = np.empty((h, w, 3), dtype=np.uint8)
-    lr_y = np.pad(luma(lr), b, mode="edge") if model.upsamples else None
     for t in plan_tiles(h, w, tile_size * scale if model.upsamples else tile_size):
         up, oy, ox = _window(lr, t, scale, 0 if model.upsamples else b)
         # The bicubic gives Cb and Cr (the tile's, Y replaced); an SRCNN also reads its Y.

@@ -59,10 +59,10 @@ class ModelSpec:
         """The net these bytes describe, in eval mode."""
         from safetensors.torch import load as load_tensors
 
-        from srcnn.config import ModelConfig
+        from srcnn.config import model_config
         from srcnn.models.build import build_net
 
-        model = build_net(ModelConfig(**self.config), self.scale)
+        model = build_net(model_config(self.config), self.scale)
         model.load_state_dict(load_tensors(self.weights))
         return model.eval()
 

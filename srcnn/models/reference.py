@@ -3,7 +3,8 @@
     champion | challenger      an alias of the scale's registered model (`srcnn-x3`)
     models:/NAME/VERSION       a registry version, `models:/NAME@ALIAS`, or `models:/MODEL_ID`
     runs:/RUN_ID/model         a run's logged model
-    pretrained[:real|:fast|:srcnn]  weights shipped in the package (`pretrained`: the best kind)
+    pretrained[:auto|:real|:fast|:srcnn]  weights shipped in the package (`pretrained`: the
+                               best kind)
     anything else              a model folder (path or URL) as `srcnn export` writes it
 
 The local kinds (shipped weights, folders) are read here, from their files' bytes; the
@@ -20,9 +21,11 @@ from typing import Literal
 from srcnn.models.files import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, read_spec
 
 ALIASES = ("champion", "challenger")
-# Shipped kinds: `srcnn` (the paper's pre-upsampling family, folders x2, x3, x4) and `fast`
-# (LR-space nets at FSRCNN's cost, folders fast-x2, ...).
-PRETRAINED_KINDS = ("real", "fast", "srcnn")
+# Shipped kinds: `srcnn` (the paper's pre-upsampling family, folders x2, x3, x4), `fast`
+# (LR-space nets at FSRCNN's cost, folders fast-x2, ...), `real` (the robust family, trained
+# on the `real` degradation mixture) and `auto` (a gated pair: fast or real, chosen per image
+# by a gate that reads the LR image; `srcnn.models.gated`).
+PRETRAINED_KINDS = ("real", "fast", "srcnn", "auto")
 
 RefKind = Literal["alias", "registry", "run", "pretrained", "folder"]
 
@@ -85,10 +88,7 @@ def shipped_rows(folder: str) -> list[dict]:
     return config.get("evaluation_suite") or config["evaluation"]
 
 
-def worst_gain(rows: list[dict]) -> float:
-    """The lowest gain over bicubic across recorded rows: the registry's default ranking
-    (`srcnn.evaluation.ranking`, `worst`), over what config.json files record."""
-    return min(r["psnr"] - r["bicubic_psnr"] for r in rows)
+WORST_TIE_DB = 0.05  # worst gains this close are level for `pretrained` (one image's choice)
 
 
 def best_pretrained(scale: int) -> str:
@@ -96,7 +96,10 @@ def best_pretrained(scale: int) -> str:
     `scale`: the best by the registry's ranking, the worst gain over bicubic across the rows
     every kind records (the evaluation suite on Set5 and Set14 where all record it; a kind
     that loses to bicubic on a common kind of input is a poor default however well it does on
-    clean input). Ties go to the kind listed first in PRETRAINED_KINDS."""
+    clean input). Kinds whose worst gains are within WORST_TIE_DB of the best are level, and
+    the highest mean gain across the rows wins among them (a gated pair has its robust net's
+    worst case and gains more elsewhere); exact ties go to the kind listed first in
+    PRETRAINED_KINDS."""
     found = {}
     for kind in PRETRAINED_KINDS:
         try:
@@ -107,10 +110,12 @@ def best_pretrained(scale: int) -> str:
         raise FileNotFoundError(f"pretrained x{scale}: no shipped weights for this scale")
     shared = set.intersection(*({(r["dataset"], r.get("degradation", "bicubic")) for r in rows}
                                 for rows in found.values()))
-    scores = {kind: worst_gain([r for r in rows
-                                if (r["dataset"], r.get("degradation", "bicubic")) in shared])
-              for kind, rows in found.items()}
-    return max(scores, key=scores.get)
+    gains = {kind: [r["psnr"] - r["bicubic_psnr"] for r in rows
+                    if (r["dataset"], r.get("degradation", "bicubic")) in shared]
+             for kind, rows in found.items()}
+    best = max(min(g) for g in gains.values())
+    level = [kind for kind, g in gains.items() if min(g) >= best - WORST_TIE_DB]
+    return max(level, key=lambda kind: sum(gains[kind]) / len(gains[kind]))
 
 
 def pretrained_kind(ref: str, scale: int) -> str | None:

@@ -200,7 +200,10 @@ def model_tags(loaded: LoadedModel) -> dict[str, str]:
 
 
 def filters(config) -> str:
-    """The widths beside the kernels of `arch`: `28` (every layer), `64/32` (first/others)."""
+    """The widths beside the kernels of `arch`: `28` (every layer), `64/32` (first/others);
+    a gated pair's, each net's."""
+    if config.family == "gated":
+        return f"{filters(config.clean)} | {filters(config.robust)}"
     return f"{config.n1}" if config.n1 == config.n2 else f"{config.n1}/{config.n2}"
 
 
