@@ -343,6 +343,9 @@ def gate(
     copies: Annotated[int, typer.Option(help="Degraded copies per training image.", min=3)] = 12,
     steps: Annotated[int, typer.Option(help="Training steps of the gate.", min=1)] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the gate's training.")] = 0,
+    crop: Annotated[int, typer.Option(help=(
+        "LR pixels per side of the gate's training crops (smaller LR images are not cropped "
+        "from; at x4 T91's are small)."), min=8)] = 32,
     dataset: Annotated[list[str] | None, typer.Option(
         help="Benchmark folders to score and record with the model.")] = None,
     degradation: Annotated[list[str] | None, typer.Option(
@@ -361,7 +364,8 @@ def gate(
     dataset = benchmark_folders(dataset, "--dataset")
     nets = _load_model(clean, scale), _load_model(robust, scale)
     pictures = {key: read_image(join(images, key), key) for key in list_images(images)}
-    model, report = train_gate(pictures, *nets, scale, copies=copies, steps=steps, seed=seed)
+    model, report = train_gate(pictures, *nets, scale, copies=copies, steps=steps, seed=seed,
+                               crop=crop)
     metadata = {**report, "macs_per_pixel": model.config.macs(scale),
                 "recipe": "srcnn " + " ".join(sys.argv[1:]), "training_data":
                 f"{images}: {len(pictures)} images ({len(report['held_out_images'])} held out)"}

@@ -168,3 +168,34 @@ def test_shipped_real_weights_gain_on_every_kind_of_input(set5, set14, scale):
         assert score.psnr == pytest.approx(rows[("Set5", score.degradation)]["psnr"], abs=0.002)
         assert score.bicubic_psnr == pytest.approx(rows[("Set5", score.degradation)]["bicubic_psnr"],
                                                    abs=0.002)
+
+
+AUTO_SCALES = sorted(int(p.name.removeprefix("auto-x")) for p in PRETRAINED.glob("auto-x*"))
+# Issue 26's goal on clean input is within 0.5 dB of `pretrained:fast`: the pair reaches it at
+# x2 and x3 (0.14 / 0.38 and 0.00 / 0.09 dB on Set5 / Set14); at x4 it is 0.71 / 0.44 (the
+# gate sees T91's small x4 images badly), and this bar guards what was reached there.
+AUTO_CLEAN_GAP = {2: 0.5, 3: 0.5, 4: 0.75}
+
+
+@pytest.mark.parametrize("scale", AUTO_SCALES)
+def test_shipped_gated_pair_keeps_real_worst_case_and_fast_clean_gain(set5, scale):
+    """`pretrained:auto`: on every realistic row of the suite (Set5 and Set14) at most 0.1 dB
+    under `pretrained:real` (its threshold was set so on held-out T91 images) and on clean
+    input within AUTO_CLEAN_GAP of `pretrained:fast`; the rows recorded are what it scores
+    (two re-scored here), and its nets are the shipped fast and real ones."""
+    auto = load_model(pretrained_dir(scale, "auto"))
+    rows = {(r["dataset"], r["degradation"]): r for r in auto.metadata["evaluation_suite"]}
+    assert {d for _, d in rows} == set(SUITE) and {s for s, _ in rows} == {"Set5", "Set14"}
+    real = {(r["dataset"], r["degradation"]): r["psnr"]
+            for r in load_model(pretrained_dir(scale, "real")).metadata["evaluation_suite"]}
+    fast = {r["dataset"]: r["psnr"]
+            for r in load_model(pretrained_dir(scale, "fast")).metadata["evaluation"]}
+    for (dataset, degradation), r in rows.items():
+        if degradation == "bicubic":
+            assert r["psnr"] >= fast[dataset] - AUTO_CLEAN_GAP[scale], (dataset, r)
+        else:
+            assert r["psnr"] >= real[(dataset, degradation)] - 0.1, (dataset, degradation, r)
+    assert auto.model.config.clean == load_model(pretrained_dir(scale, "fast")).model.config
+    assert auto.model.config.robust == load_model(pretrained_dir(scale, "real")).model.config
+    for score in evaluate_model(auto.model, [set5], scale, degradations=["bicubic", "cubic"]):
+        assert score.psnr == pytest.approx(rows[("Set5", score.degradation)]["psnr"], abs=0.002)

@@ -38,7 +38,7 @@ from srcnn.models.gated import GatedNet
 
 log = logging.getLogger(__name__)
 
-CROP = 32  # LR pixels per side of a training crop
+CROP = 32  # LR pixels per side of a training crop (default)
 MIXTURE = DegradationConfig(kind="real")  # the patch stores' default `real` mixture
 COPY_BASE = 1000  # copy numbers of the gate's examples: apart from a store's (factor * 1000)
 
@@ -93,11 +93,12 @@ def scored(key: str, name: str, hr: Image.Image, lr: Image.Image, scale: int,
 
 
 def fit_gate(model: GatedNet, examples: list[Example], steps: int, seed: int,
-             batch: int = 64, lr: float = 2e-3) -> float:
-    """Train `model.gate` on crops of `examples` (weighted BCE); returns the last loss."""
-    usable = [e for e in examples if min(e.y_lr.shape) >= CROP]
+             batch: int = 64, lr: float = 2e-3, crop: int = CROP) -> float:
+    """Train `model.gate` on `crop`-pixel crops of `examples` (weighted BCE); returns the last
+    loss."""
+    usable = [e for e in examples if min(e.y_lr.shape) >= crop]
     if not usable:
-        raise ValueError(f"gate: no training image is {CROP} LR pixels or more on each side")
+        raise ValueError(f"gate: no training image is {crop} LR pixels or more on each side")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     gate = model.gate.train()
@@ -108,8 +109,8 @@ def fit_gate(model: GatedNet, examples: list[Example], steps: int, seed: int,
         crops = []
         for e in picked:
             h, w = e.y_lr.shape
-            top, left = rng.integers(h - CROP + 1), rng.integers(w - CROP + 1)
-            crops.append(e.y_lr[top : top + CROP, left : left + CROP])
+            top, left = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
+            crops.append(e.y_lr[top : top + crop, left : left + crop])
         x = torch.from_numpy(np.stack(crops))[:, None]
         target = torch.tensor([e.label for e in picked])
         weight = torch.tensor([e.weight for e in picked])
@@ -173,7 +174,7 @@ def held_out_table(scores: np.ndarray, examples: list[Example], threshold: float
 def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: LoadedModel,
                scale: int, *, mixture: DegradationConfig = MIXTURE, copies: int = 12,
                steps: int = 3000, seed: int = 0, val_fraction: float = 0.1,
-               gate_width: int = 8) -> tuple[GatedNet, dict]:
+               gate_width: int = 8, crop: int = CROP) -> tuple[GatedNet, dict]:
     """A gated pair of `clean` and `robust` with a trained gate, and its held-out table."""
     for name, net in (("clean", clean), ("robust", robust)):
         if net.scale != scale or not getattr(net.model, "upsamples", False) or isinstance(
@@ -195,7 +196,7 @@ def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: Loade
     model = GatedNet(config, scale)
     model.clean.load_state_dict(clean.model.state_dict())
     model.robust.load_state_dict(robust.model.state_dict())
-    loss = fit_gate(model, train, steps, seed)
+    loss = fit_gate(model, train, steps, seed, crop=crop)
 
     def scores(examples: list[Example]) -> np.ndarray:
         return np.array([model.score(e.y_lr) for e in examples])
@@ -212,7 +213,7 @@ def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: Loade
     report = {"held_out": table, "held_out_suite": suite, "held_out_images": sorted(held_out),
               "training_examples": len(train), "final_loss": round(loss, 4),
               "trained_for_s": round(time.monotonic() - start, 1), "copies": copies,
-              "steps": steps, "seed": seed, "mixture": mixture.model_dump(),
+              "steps": steps, "crop": crop, "seed": seed, "mixture": mixture.model_dump(),
               "clean_from": clean.source, "robust_from": robust.source}
     log.info("gate x%d: held-out mean gain %s", scale, table)
     return model, report
