@@ -139,7 +139,8 @@ def test_reviewer_sees_champion_challenger_and_why(tmp_path, browser, small_coll
         text = page(browser, f"{url}/#/models/srcnn-x3", "Version 1", "Version 2", "@ champion",
                     "@ challenger", "worst_gain", v1.tags["worst_gain"], decision,
                     shot=tmp_path / "registry.png")
-        assert "Versions hold: LR-space nets" in text and "SRCNN" in text
+        # v1 is the shipped default (`pretrained`: the gated pair), v2 the SRCNN trained here.
+        assert "Versions hold: gated pairs of LR-space nets" in text and "SRCNN" in text
         assert "set5_x3_cubic_psnr" not in text  # rows live on the logged models
         # The challenger's version page: its score on the same rows, the decision sentence in
         # its description, its evaluation table rendered as a table.

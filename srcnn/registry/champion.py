@@ -159,7 +159,9 @@ def register(client: MlflowClient, run_id: str, scale: int, selection: float,
 
 FAMILY_NAMES = {"srcnn": "SRCNN (convolutions on the bicubic upscale)",
                 "espcn": "LR-space nets (ESPCN/FSRCNN family: convolutions on the LR image, a "
-                         "sub-pixel layer)"}
+                         "sub-pixel layer)",
+                "gated": "gated pairs of LR-space nets (a clean-input and a robust net, one "
+                         "chosen per image by a gate that reads it)"}
 
 
 def describe_registered_model(client: MlflowClient, name: str, scale: int) -> None:
