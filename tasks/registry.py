@@ -30,6 +30,8 @@ from srcnn.tracking.runs import (
 )
 from tasks import NETWORK_RETRIES
 
+SEEDED_RUNS_MAX = 20  # seeding runs a search may rank above the best training run (one per
+# seeding of an empty registry)
 LOCK_WAIT_S = 600  # how long a registration waits for another one of the same model to end
 
 
@@ -41,15 +43,18 @@ def champion_lock(name: str) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     limit = f"champion-{name}"
     with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit,
-                                                                                limit=1))
-        except ObjectAlreadyExists:
-            pass
+        try:  # looked up first: a create that collides makes the server log a traceback
+            client.read_global_concurrency_limit_by_name(limit)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit,
+                                                                                    limit=1))
+            except ObjectAlreadyExists:  # another registration created it meanwhile
+                pass
     with concurrency(limit, occupy=1, timeout_seconds=LOCK_WAIT_S, strict=True):
         yield
 
@@ -64,7 +69,8 @@ def best_run(scale: int, max_macs: int | None = None, rank_by: str = "worst") ->
     """The finished training run of this scale ranked first by `rank_by` (its figure, logged
     by the evaluation: `rank_metric`; runs without it are left out); with `max_macs`, among
     those whose net costs at most that per output pixel (runs that did not record their cost
-    are left out)."""
+    are left out). The runs that seeded the registry with the shipped weights (tag `source`
+    = pretrained) carry the same figures but are not training runs: they are left out."""
     client = make_client(get_settings())
     exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
     if exp is None:
@@ -75,9 +81,10 @@ def best_run(scale: int, max_macs: int | None = None, rank_by: str = "worst") ->
         [exp.experiment_id],
         filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
                       f"and {metric} > -1000{budget}",
-        order_by=[f"{metric} DESC"], max_results=1,
+        order_by=[f"{metric} DESC"], max_results=SEEDED_RUNS_MAX + 1,
     )
-    return runs[0].info.run_id if runs else None
+    trained = [r for r in runs if r.data.tags.get("source") != "pretrained"]
+    return trained[0].info.run_id if trained else None
 
 
 @task(name="register-model", **NETWORK_RETRIES)

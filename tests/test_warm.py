@@ -150,3 +150,27 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
         assert served.proc.wait(60) == 0
     assert not state_file(tmp_path).exists()
     assert not (tmp_path / ".srcnn" / "calls.sock").exists()
+
+
+def test_registering_twice_in_a_fresh_home_is_quiet(tmp_path):
+    """`srcnn register` twice with no training runs, each call on its own temporary Prefect
+    server over the same database: the first seeds the registry with the shipped weights, the
+    second finds no training run (the seeding run is not one) and leaves the champion; neither
+    prints a traceback (a second create of the champion lock made the server log one)."""
+    from mlflow import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL",
+                                                             "SRCNN_DASK_ADDRESS")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "SRCNN_HOME": str(tmp_path)}
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-m", "flows.launch", "register", "--scale",
+                                 "3"], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        outputs.append(json.loads(result.stdout))
+    assert outputs[0]["version"] == "1" and outputs[0]["promoted"]
+    assert outputs[1] == {}  # nothing to register, nothing seeded again
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    versions = MlflowClient(uri, uri).search_model_versions("name = 'srcnn-x3'")
+    assert [str(v.version) for v in versions] == ["1"]
