@@ -21,9 +21,12 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from flows.datasets import resolve_datasets
 from srcnn.config import overrides_of
+from srcnn.data.degradation import SUITE
 
 NONE_WORDS = ("none", "null", "off")
+Scale = Annotated[int, typer.Option("--scale", "-s", help="Upscaling factor.", min=2, max=8)]
 
 
 class _Unset:
@@ -140,3 +143,20 @@ def validation_message(exc: ValidationError) -> str:
     """Pydantic's errors as one line naming each field: `lr: Input should be greater than 0`."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                      for e in exc.errors())
+
+
+def suite_names(names: list[str] | None) -> None:
+    """A usage error (exit 2) naming a degradation that is not in the suite."""
+    for name in names or []:
+        if name not in SUITE:
+            raise typer.BadParameter(f"{name!r}: choose one of {', '.join(SUITE)}",
+                                     param_hint="--degradation")
+
+
+def benchmark_folders(names: list[str] | None, option: str) -> list[str] | None:
+    """Benchmark folders as given or by bare name (Set5: under shared/datasets), or a usage error
+    naming the one that is not there: exit 2, before any work."""
+    try:
+        return resolve_datasets(names)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc

@@ -143,16 +143,9 @@ class GatedConfig(StrictModel):
                 raise ValueError(f"{name}: a gated model pairs LR-space nets (family espcn)")
         return self
 
-    residual: ClassVar[bool] = True
-    expand: ClassVar[int] = 0
-
     @property
     def arch(self) -> str:
         return f"{self.clean.arch} | {self.robust.arch}"
-
-    @property
-    def border(self) -> int:
-        return max(self.clean.border, self.robust.border)
 
     @property
     def gate_macs_per_lr_pixel(self) -> int:

@@ -30,8 +30,6 @@ from srcnn.tracking.runs import (
 )
 from tasks import NETWORK_RETRIES
 
-SEEDED_RUNS_MAX = 20  # seeding runs a search may rank above the best training run (one per
-# seeding of an empty registry)
 LOCK_WAIT_S = 600  # how long a registration waits for another one of the same model to end
 
 
@@ -77,14 +75,18 @@ def best_run(scale: int, max_macs: int | None = None, rank_by: str = "worst") ->
         return None
     budget = f" and metrics.macs_per_pixel <= {int(max_macs)}" if max_macs else ""
     metric = f"metrics.{rank_metric(rank_by)}"
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
-                      f"and {metric} > -1000{budget}",
-        order_by=[f"{metric} DESC"], max_results=SEEDED_RUNS_MAX + 1,
-    )
-    trained = [r for r in runs if r.data.tags.get("source") != "pretrained"]
-    return trained[0].info.run_id if trained else None
+    token = None
+    while True:  # best first, page by page, to the first run that is not a seeding run
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.scale = '{scale}' and attributes.status = 'FINISHED' "
+                          f"and {metric} > -1000{budget}",
+            order_by=[f"{metric} DESC"], max_results=10, page_token=token,
+        )
+        trained = [r for r in runs if r.data.tags.get("source") != "pretrained"]
+        if trained or not runs.token:
+            return trained[0].info.run_id if trained else None
+        token = runs.token
 
 
 @task(name="register-model", **NETWORK_RETRIES)

@@ -118,6 +118,12 @@ class SetScore:
 LumaUpscaler = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def as_8bit(y: np.ndarray) -> np.ndarray:
+    """An SR luma as the 8-bit image it is written as, quantised as the paper's evaluation
+    code does (what every score compares)."""
+    return np.round(np.clip(y, 0.0, 1.0) * 255.0) / 255.0
+
+
 def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler,
                 degradation: DegradationConfig = BICUBIC) -> ImageScore:
     """Score one HR image by the standard protocol (its LR made by `degradation`, seeded by
@@ -125,8 +131,7 @@ def score_image(name: str, hr: Image.Image, scale: int, upscale_y: LumaUpscaler,
     hr, lr = lr_pair(hr, scale, degradation, key=name)
     y_hr = luma(hr)
     y_bic = luma(bicubic_upscale(lr, scale))
-    # The SR output is an 8-bit image: quantise its Y as the paper's evaluation code does.
-    y_sr = np.round(np.clip(upscale_y(luma(lr), y_bic), 0.0, 1.0) * 255.0) / 255.0
+    y_sr = as_8bit(upscale_y(luma(lr), y_bic))
     return ImageScore(
         name=name,
         psnr=psnr_y(y_hr, y_sr, scale),

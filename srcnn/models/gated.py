@@ -82,10 +82,6 @@ class GatedNet(nn.Module):
         self.robust = LRNet(config.robust, scale)
         self.gate = Gate(config.gate_width)
 
-    @property
-    def border(self) -> int:
-        return self.config.border
-
     @torch.inference_mode()
     def score(self, y_lr: np.ndarray) -> float:
         """The gate's score of an (h, w) LR luma in [0, 1] (its centre window)."""
@@ -100,15 +96,8 @@ class GatedNet(nn.Module):
         """The net that runs on the image whose LR luma is `y_lr`."""
         return self.clean if self.score(y_lr) > self.config.threshold else self.robust
 
-    def which(self, net: nn.Module) -> str:
-        """"clean" or "robust": which of this pair's nets `net` is."""
-        return "clean" if net is self.clean else "robust"
-
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         raise RuntimeError("a gated model runs one of its two nets per image: choose(LR Y) "
                            "first (srcnn.inference.tiling does)")
 
     infer = forward
-
-    def collapse(self) -> GatedNet:
-        return self.eval()

@@ -31,7 +31,7 @@ from srcnn.config import DegradationConfig, GatedConfig
 from srcnn.data.color import luma
 from srcnn.data.degradation import SUITE, Steps, apply, bicubic_upscale, draw, lr_pair, mod_crop
 from srcnn.data.patches import assign_splits
-from srcnn.evaluation.metrics import LumaUpscaler, psnr_y
+from srcnn.evaluation.metrics import LumaUpscaler, as_8bit, psnr_y
 from srcnn.inference.tiling import luma_upscaler, prepare
 from srcnn.models.files import LoadedModel
 from srcnn.models.gated import GatedNet
@@ -87,8 +87,7 @@ def scored(key: str, name: str, hr: Image.Image, lr: Image.Image, scale: int,
     """One example: the LR image's luma and the PSNR of each net and of bicubic, by the
     protocol (8-bit output, `scale` pixels shaved)."""
     y_hr, y_lr, y_bic = luma(hr), luma(lr), luma(bicubic_upscale(lr, scale))
-    psnr = [psnr_y(y_hr, np.round(np.clip(up(y_lr, y_bic), 0, 1) * 255) / 255, scale)
-            for up in nets]
+    psnr = [psnr_y(y_hr, as_8bit(up(y_lr, y_bic)), scale) for up in nets]
     return Example(key, name, y_lr, (*psnr, psnr_y(y_hr, y_bic, scale)))
 
 
@@ -198,17 +197,19 @@ def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: Loade
     model.robust.load_state_dict(robust.model.state_dict())
     loss = fit_gate(model, train, steps, seed, crop=crop)
 
-    def scores(examples: list[Example]) -> np.ndarray:
+    def scores(examples: list[Example]) -> np.ndarray:  # the gate run once per example
         return np.array([model.score(e.y_lr) for e in examples])
 
     def psnr(examples: list[Example]) -> np.ndarray:
         return np.array([e.psnr[:2] for e in examples])
 
-    threshold = best_threshold(scores(val), psnr(val),
-                               [(scores(r), psnr(r)) for r in rows.values()])
+    val_scores = scores(val)
+    row_scores = {name: scores(r) for name, r in rows.items()}
+    threshold = best_threshold(val_scores, psnr(val),
+                               [(row_scores[name], psnr(r)) for name, r in rows.items()])
     model.config = config.model_copy(update={"threshold": round(threshold, 4)})
-    table = held_out_table(scores(val), val, model.config.threshold)
-    suite = {name: held_out_table(scores(r), r, model.config.threshold)
+    table = held_out_table(val_scores, val, model.config.threshold)
+    suite = {name: held_out_table(row_scores[name], r, model.config.threshold)
              for name, r in rows.items()}
     report = {"held_out": table, "held_out_suite": suite, "held_out_images": sorted(held_out),
               "training_examples": len(train), "final_loss": round(loss, 4),
