@@ -63,7 +63,7 @@ def patches(
     """Build a patch store (flow build-patches). The degradation options (`--kind real`,
     `--jpeg-prob`, ...) set how its LR images are made."""
     if degradation.given():  # the preset's degradation with the fields given replaced
-        base = patch_settings(preset, patches).degradation
+        base = patch_settings(preset).degradation
         patches = validated(PatchOverrides, **patches.given(),
                             degradation=validated(degradation.apply, base))
     validated(patch_settings, preset, patches)  # one clear error before any work

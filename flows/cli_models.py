@@ -17,7 +17,7 @@ def evaluate(
     model: Annotated[
         str,
         typer.Option(
-            help="champion | pretrained[:auto|:real|:fast|:srcnn] | models:/ URI | folder."
+            help="champion | pretrained[:real|:robust|:fast|:srcnn] | models:/ URI | folder."
         ),
     ],
     dataset: Annotated[list[str], typer.Option(help="Benchmark folder (repeat for several).")],
@@ -122,13 +122,19 @@ def gate(
         "on the training ones, its threshold is set on the held-out ones."))],
     scale: Scale = 3,
     clean: Annotated[str, typer.Option(help="The net for clean input.")] = "pretrained:fast",
-    robust: Annotated[str, typer.Option(help="The net for all other input.")] = "pretrained:real",
+    robust: Annotated[str, typer.Option(help="The net for all other input.")] = "pretrained:robust",
     copies: Annotated[int, typer.Option(help="Degraded copies per training image.", min=3)] = 12,
     steps: Annotated[int, typer.Option(help="Training steps of the gate.", min=1)] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the gate's training.")] = 0,
     crop: Annotated[int, typer.Option(help=(
         "LR pixels per side of the gate's training crops (smaller LR images are not cropped "
         "from; at x4 T91's are small)."), min=8)] = 32,
+    width: Annotated[int, typer.Option(help=(
+        "Filters of the gate's convolutions (its cost: 9w + 18w^2 + 2w multiply-adds per LR "
+        "pixel it reads)."), min=1, max=64)] = 8,
+    stride: Annotated[int, typer.Option(help=(
+        "Stride of the gate's first convolution: its cost divided by the square (2 keeps the "
+        "x2 pair within 6,500 multiply-adds per output pixel)."), min=1, max=4)] = 1,
     dataset: Annotated[list[str] | None, typer.Option(
         help="Benchmark folders to score and record with the model.")] = None,
     degradation: Annotated[list[str] | None, typer.Option(
@@ -148,7 +154,7 @@ def gate(
     nets = _load_model(clean, scale), _load_model(robust, scale)
     pictures = {key: read_image(join(images, key), key) for key in list_images(images)}
     model, report = train_gate(pictures, *nets, scale, copies=copies, steps=steps, seed=seed,
-                               crop=crop)
+                               crop=crop, gate_width=width, gate_stride=stride)
     metadata = {**report, "macs_per_pixel": model.config.macs(scale),
                 "recipe": "srcnn " + " ".join(sys.argv[1:]), "training_data":
                 f"{images}: {len(pictures)} images ({len(report['held_out_images'])} held out)"}

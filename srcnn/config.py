@@ -131,8 +131,11 @@ class GatedConfig(StrictModel):
 
     family: Literal["gated"] = "gated"
     clean: ModelConfig = Field(description="The net for clean input (pretrained:fast's).")
-    robust: ModelConfig = Field(description="The net for all other input (pretrained:real's).")
+    robust: ModelConfig = Field(description="The net for all other input (pretrained:robust's).")
     gate_width: int = Field(8, ge=1, le=64, description="Filters of the gate's convolutions.")
+    gate_stride: int = Field(1, ge=1, le=4, description=(
+        "Stride of the gate's first convolution (each reads whole-resolution 3 x 3 neighbours; "
+        "the rest run on its grid): its cost divided by the square."))
     threshold: float = Field(0.0, description=(
         "The gate's score above which the clean net runs (set on held-out images)."))
 
@@ -149,9 +152,10 @@ class GatedConfig(StrictModel):
 
     @property
     def gate_macs_per_lr_pixel(self) -> int:
-        """The gate's multiply-adds per LR pixel it reads (three 3 x 3 convolutions, a 1 x 1)."""
+        """The gate's multiply-adds per LR pixel it reads (three 3 x 3 convolutions, a 1 x 1,
+        on the first one's grid)."""
         n = self.gate_width
-        return 9 * n + 2 * 9 * n * n + 2 * n
+        return -(-(9 * n + 2 * 9 * n * n + 2 * n) // self.gate_stride**2)
 
     def macs(self, scale: int) -> int:
         """Per output pixel: the costlier net's (only one runs), plus the gate's share when it
@@ -250,6 +254,10 @@ class PatchConfig(StrictModel):
     degradation: DegradationConfig = Field(default_factory=DegradationConfig, description=(
         "How each image's LR image is made (`srcnn.data.degradation`): the papers' bicubic, "
         "or a seeded realistic mixture."))
+    copies: int = Field(1, ge=1, le=64, description=(
+        "Degraded copies of each training image at each of augment_scales, each drawing its "
+        "own degradation (a `real` one only: bicubic copies would be the same); validation "
+        "images keep one."))
 
     @model_validator(mode="after")
     def _check_scales(self) -> PatchConfig:
@@ -257,6 +265,9 @@ class PatchConfig(StrictModel):
             raise ValueError(f"augment_scales {self.augment_scales}: each in [0.2, 1.0]")
         if len(set(self.augment_scales)) != len(self.augment_scales):
             raise ValueError(f"augment_scales {self.augment_scales}: repeated factor")
+        if self.copies > 1 and self.degradation.kind != "real":
+            raise ValueError(f"copies {self.copies}: several copies need a `real` degradation "
+                             f"(with {self.degradation.kind!r} every copy is the same)")
         return self
 
     @property

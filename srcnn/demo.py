@@ -24,9 +24,9 @@ TRAIN_IMAGES = (
 HOLDOUT_IMAGES = ("chelsea.png", "coffee.png", "rocket.jpg")
 # The held-out photos as users' buckets hold them: the evaluation suite's kinds of input.
 USERS_DEGRADATIONS = ("bicubic", "cubic", "area", "bicubic+jpeg75", "cubic+jpeg60", "blur+noise")
-# The shipped kinds the demo compares on them: the gated pair (the default), the robust
-# family and the clean-input one.
-USERS_MODELS = ("auto", "real", "fast")
+# The shipped kinds the demo compares on them: the gated pair `real` (the default), the
+# robust net alone and the clean-input one.
+USERS_MODELS = ("real", "robust", "fast")
 
 
 def _skimage_data() -> Path:

@@ -116,8 +116,9 @@ REAL_WIDTH = {2: 26, 3: 28, 4: 40}
 def real_recipe(scale: int, minutes: float = 50.0) -> Recipe:
     """`fast-xS` on stores made under the realistic degradation mixture (DegradationConfig's
     defaults, seeded by the scale), at the shipped fast net's shape and half its learning
-    rate: the shipped `pretrained:real` weights are these, fine-tuned from `pretrained:fast`
-    (`srcnn train --preset real-xS --init-model pretrained:fast`; see docs/robust-family.md)."""
+    rate: the shipped `pretrained:robust` weights are these, fine-tuned from `pretrained:fast`
+    (`srcnn train --preset real-xS --init-model pretrained:fast`), and `pretrained:real` pairs
+    them with the fast nets (`srcnn gate`; see docs/robust-family.md)."""
     base = fast_recipe(scale, minutes)
     real = DegradationConfig(kind="real", seed=scale)
     width = REAL_WIDTH[scale]

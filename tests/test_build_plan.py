@@ -11,7 +11,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from srcnn.config import PatchConfig
+from srcnn.config import DegradationConfig, PatchConfig
 from srcnn.data.build.plan import ImageSizes, plan_entries, plan_from_sizes, shard_plan
 from srcnn.data.patches import (
     assign_splits,
@@ -114,30 +114,37 @@ def test_vectorised_sizes_and_counts_equal_the_scalar_ones():
                 patch_count(a, b, scale, size, stride) for a, b in zip(w.tolist(), h.tolist())]
 
 
-def _entries(n: int) -> list[SourceEntry]:
+def _entries(n: int, copies: bool = False) -> list[SourceEntry]:
     rng = np.random.default_rng(n)
     factors = (1.0, 0.9, 0.75)
     return [SourceEntry(KEYS[i // 2], f"etag \"{i // 2}\"", int(rng.integers(33, 900)),
                         int(rng.integers(33, 900)), 7 * i, int(rng.integers(1, 99)),
-                        ("train", "val")[i % 3 == 0], factors[i % 3]) for i in range(n)]
+                        ("train", "val")[i % 3 == 0], factors[i % 3],
+                        i % 4 if copies and i % 3 else 0) for i in range(n)]
 
 
-@pytest.mark.parametrize("n", [0, 1, 11])
-def test_sources_digest_is_the_per_entry_json_hash(n, monkeypatch):
-    """The value stores of format 2 carry (so they still resume), here over chunks of 4."""
+@pytest.mark.parametrize("n,copies", [(0, False), (1, False), (11, False), (11, True)])
+def test_sources_digest_is_the_per_entry_json_hash(n, copies, monkeypatch):
+    """The value stores of format 2 carry (so they still resume), here over chunks of 4: each
+    row's JSON, without `copy` where it is 0 (every row of a store before the setting)."""
     monkeypatch.setattr(source_table, "ROWS_PER_HASH", 4)
-    entries = _entries(n)
+    entries = _entries(n, copies)
+    assert any(e.copy for e in entries) == copies
     h = hashlib.sha256()
     for e in entries:
-        h.update(json.dumps(asdict(e), sort_keys=True).encode())
+        row = asdict(e)
+        if not row["copy"]:
+            del row["copy"]
+        h.update(json.dumps(row, sort_keys=True).encode())
     assert sources_digest(SourceTable.from_entries(entries)) == h.hexdigest()
     assert table_attrs(entries) == {"n_sources": n, "n_images": len({e.key for e in entries}),
                                     "sources_digest": h.hexdigest()}
 
 
-def test_source_table_written_in_chunks_reads_back(tmp_path, monkeypatch):
+@pytest.mark.parametrize("copies", [False, True])
+def test_source_table_written_in_chunks_reads_back(tmp_path, monkeypatch, copies):
     monkeypatch.setattr(store, "SOURCE_CHUNK", 4)  # 11 rows: chunks of 4, 4 and 3
-    entries = _entries(11)
+    entries = _entries(11, copies)
     url = str(tmp_path / "s.zarr")
     create_store(url, 10, PatchConfig(), StoreAttrs.of_build(PatchConfig(), "t"),
                  SourceTable.from_entries(entries))
@@ -150,14 +157,18 @@ def test_from_entries_refuses_one_key_with_two_fingerprints():
         SourceTable.from_entries([a, SourceEntry("a.png", "2", 36, 36, 1, 1, "train", 0.9)])
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 40])
-def test_build_fingerprint_is_the_one_shot_json_hash(n, monkeypatch):
-    """Fed in slices of 3 sources, the same bytes as the whole payload's JSON."""
+@pytest.mark.parametrize("n,copies", [(0, 1), (1, 1), (7, 1), (40, 1), (7, 3)])
+def test_build_fingerprint_is_the_one_shot_json_hash(n, copies, monkeypatch):
+    """Fed in slices of 3 sources, the same bytes as the whole payload's JSON; a config of
+    one copy (the default) names no `copies`, as every store before the setting."""
     monkeypatch.setattr(store, "FINGERPRINT_SLICE", 3)
     sources = {k: f"etag-{i}" for i, k in enumerate(reversed(KEYS[:n]))}  # unsorted
-    config = PatchConfig(scale=4, augment_scales=(1.0, 0.8))
-    payload = {"format": store.STORE_FORMAT, "sources": sources,
-               "config": config.model_dump(exclude={"images_per_task"})}
+    config = PatchConfig(scale=4, augment_scales=(1.0, 0.8), copies=copies,
+                         degradation=DegradationConfig(kind="real"))
+    fields = config.model_dump(exclude={"images_per_task"})
+    if copies == 1:
+        del fields["copies"]
+    payload = {"format": store.STORE_FORMAT, "sources": sources, "config": fields}
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     assert build_fingerprint(sources, config) == expected
 

@@ -273,15 +273,22 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     bad = runner.invoke(app, ["patches", str(small_collection), store, "--kind", "real",
                               "--jpeg-quality", "90", "--jpeg-quality", "40"])
     assert bad.exit_code == 2 and "jpeg_quality" in _flat(bad.output)
+    same = runner.invoke(app, ["patches", str(small_collection), store, "--copies", "2"])
+    assert same.exit_code == 2 and "copies 2: several copies need a `real` degradation" in (
+        _flat(same.output))
     assert not (tmp_path / "real.zarr").exists()
     result = subprocess.run(  # the command as a user runs it, in its own process
         [sys.executable, "-m", "flows.cli", "patches", str(small_collection), store, "--kind",
-         "real", "--seed", "5", "--jpeg-prob", "1", "--stride", "33"],
+         "real", "--seed", "5", "--jpeg-prob", "1", "--stride", "33", "--copies", "2"],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    recorded = PatchStore(store).attrs.degradation
+    built = PatchStore(store)
+    recorded = built.attrs.degradation
     assert (recorded.kind, recorded.seed, recorded.jpeg_prob) == ("real", 5, 1.0)
     assert recorded.resize_cubic == DegradationConfig().resize_cubic  # the rest: defaults
+    assert built.attrs.augmentation.degraded_copies == 2
+    copies = {(s.key, s.copy) for s in built.sources if s.split == "train"}
+    assert {c for _, c in copies} == {0, 1} and len(copies) == 2 * len({k for k, _ in copies})
 
 
 @pytest.mark.parametrize("argv, error", [

@@ -105,7 +105,7 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
         trained = client.read_flow_run(UUID(flow_run_id(done.stdout)))
     assert trained.state.is_completed(), (trained.state, wrk.tail())
     assert trained.parameters["preset"] == "real-x3"  # the deployment's, merged in
-    assert trained.parameters["init_model"] == "pretrained:real"
+    assert trained.parameters["init_model"] == "pretrained:robust"
 
     registered = wait_for_run(api, "register-best/x3", 240, wrk)
     assert registered.state.is_completed(), (registered.state, wrk.tail())

@@ -1,5 +1,5 @@
 """Gated pairs (`srcnn.models.gated`): two LR-space nets and a gate that picks one per image,
-trained by `srcnn gate`, shipped as `pretrained:auto`."""
+trained by `srcnn gate`, shipped as `pretrained:real`."""
 
 import io
 import json
@@ -80,16 +80,16 @@ def test_a_gated_model_refuses_to_run_unchosen():
 
 
 @pytest.fixture(scope="module")
-def auto_x3():
-    return load_model(pretrained_dir(3, "auto"))
+def real_x3():
+    return load_model(pretrained_dir(3, "real"))
 
 
 @pytest.mark.parametrize("degradation,expected", [("bicubic", "clean"), ("cubic", "robust"),
                                                   ("cubic+jpeg60", "robust")])
-def test_shipped_gate_runs_the_net_the_input_calls_for(t91, auto_x3, degradation, expected):
+def test_shipped_gate_runs_the_net_the_input_calls_for(t91, real_x3, degradation, expected):
     """On a held-out T91 photograph: the fast net on a clean downscale, the robust net on an
     aliased one; whichever runs, the tiled output is exactly that net's on the whole image."""
-    model = prepare(auto_x3.model, "cpu")
+    model = prepare(real_x3.model, "cpu")
     hr, lr = lr_pair(Image.open(t91 / "t65.png"), 3, SUITE[degradation], key="t65.png")
     chosen = model.choose(luma(lr))
     assert chosen is {"clean": model.clean, "robust": model.robust}[expected]
@@ -98,16 +98,21 @@ def test_shipped_gate_runs_the_net_the_input_calls_for(t91, auto_x3, degradation
     assert np.array_equal(np.asarray(tiled), np.asarray(alone))
 
 
-def test_shipped_auto_records_how_it_was_made(auto_x3):
-    meta, config = auto_x3.metadata, auto_x3.model.config
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shipped_real_records_how_it_was_made(scale):
+    """Each shipped pair: made by `srcnn gate` on T91, better than either net on its held-out
+    images, and holding the shipped fast and robust nets' very weights."""
+    real = load_model(pretrained_dir(scale, "real"))
+    meta, config = real.metadata, real.model.config
     assert meta["recipe"].startswith("srcnn gate") and "T91" in meta["training_data"]
     held = meta["held_out"]  # the threshold's own held-out images: it must have helped there
     assert held["gated"] > held["robust"] and held["gated"] > held["clean"]
     assert {"t65.png", "t3.png"} <= set(meta["held_out_images"])
-    for name, kind in (("clean", "fast"), ("robust", "real")):
-        shipped = load_model(pretrained_dir(3, kind))
+    assert meta["robust_from"] == f"pretrained:robust-x{scale}"
+    for name, kind in (("clean", "fast"), ("robust", "robust")):
+        shipped = load_model(pretrained_dir(scale, kind))
         assert getattr(config, name) == shipped.model.config
-        net = getattr(auto_x3.model, name)
+        net = getattr(real.model, name)
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
                                                       shipped.model.state_dict().values()))
 
@@ -115,7 +120,7 @@ def test_shipped_auto_records_how_it_was_made(auto_x3):
 def test_srcnn_gate_trains_and_writes_a_model_that_evaluates(tmp_path, small_collection, set5):
     """The command as a user runs it: a model folder with the recipe and held-out table,
     which `srcnn evaluate` loads and scores."""
-    out = tmp_path / "auto"
+    out = tmp_path / "pair"
     run = subprocess.run([sys.executable, "-m", "flows.cli", "gate", "--to", str(out),
                           "--images", str(small_collection), "--scale", "3", "--copies", "3",
                           "--steps", "20"], capture_output=True, text=True)

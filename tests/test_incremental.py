@@ -39,18 +39,19 @@ def _shard_of(path: str) -> int | None:
     return int(parts[2]) if parts[0] in ARRAYS and parts[1] == "c" else None
 
 
-def _rows(url: str) -> dict[tuple[str, float], object]:
-    return {(e.key, e.factor): e for e in read_source_entries(url)}
+def _rows(url: str) -> dict[tuple[str, float, int], object]:
+    return {(e.key, e.factor, e.copy): e for e in read_source_entries(url)}
 
 
 def _assert_rows_hold_the_same_patches(url: str, ref_url: str, keys) -> None:
     """Every row of `keys` in `url` holds the patches its row in `ref_url` holds."""
     store, ref = PatchStore(url), PatchStore(ref_url)
     rows, ref_rows = _rows(url), _rows(ref_url)
-    for (key, factor), e in rows.items():
+    for row, e in rows.items():
+        key = row[0]
         if key not in keys:
             continue
-        r = ref_rows[(key, factor)]
+        r = ref_rows[row]
         assert (e.n_patches, e.split, e.width, e.height) == (r.n_patches, r.split, r.width,
                                                              r.height)
         for name in ("bicubic", "hr", "position"):
@@ -128,7 +129,7 @@ def test_removed_and_changed_images(small_collection, t91, tmp_path, dask_cluste
     after, rows = _files(url), _rows(url)
     changed = {p for p in before if after.get(p) != before[p]}
     assert changed <= {"zarr.json"} | {f"{a}/zarr.json" for a in ARRAYS}
-    assert {k for k, _ in rows} == {k for k, _ in rows_before} - {"t30.png"}
+    assert {k[0] for k in rows} == {k[0] for k in rows_before} - {"t30.png"}
     kept = {k: e for k, e in rows_before.items() if k[0] not in ("t30.png", "t2.png")}
     assert {k: rows[k] for k in kept} == kept
     old_t2 = {e.split for k, e in rows_before.items() if k[0] == "t2.png"}
@@ -255,14 +256,15 @@ def test_incremental_build_on_s3(small_collection, t91, tmp_path, s3_bucket):
 
 def test_a_realistic_degradation_gives_the_same_bytes_built_whole_or_incrementally(
         small_collection, t91, tmp_path, dask_cluster):
-    """Each image and downscaled copy draws its degradation from its key and factor: a store
-    updated with new images holds, for every image, the bytes a whole build makes, and these
-    are not the bicubic protocol's."""
+    """Each image, downscaled copy and degraded copy draws its degradation from its key,
+    factor and copy number: a store updated with new images holds, for every image, the bytes
+    a whole build makes, and these are not the bicubic protocol's; a training image has
+    `copies` rows at each factor, each of its own degradation, a validation image one."""
     from srcnn.config import DegradationConfig
     from srcnn.data.degradation import degradation_copy, training_planes
 
     real = DegradationConfig(kind="real", seed=3, jpeg_prob=0.5, noise_prob=0.5)
-    config = _config(degradation=real, augment_scales=(1.0, 0.8))
+    config = _config(degradation=real, augment_scales=(1.0, 0.8), copies=2)
     url, source = str(tmp_path / "store.zarr"), str(small_collection)
     build_patch_store(source, url, config)
     _copy(t91, small_collection, ADDED)
@@ -270,16 +272,28 @@ def test_a_realistic_degradation_gives_the_same_bytes_built_whole_or_incremental
     ref = str(tmp_path / "full.zarr")
     build_patch_store(source, ref, config)
     rows = _rows(url)
-    _assert_rows_hold_the_same_patches(url, ref, {key for key, _ in rows})
+    _assert_rows_hold_the_same_patches(url, ref, {row[0] for row in rows})
     store = PatchStore(url)
     assert store.attrs.degradation == real
-    # The stored SRCNN input of an image's first patch is its degradation's, recomputed here.
-    (key, factor), entry = next((k, e) for k, e in rows.items() if k[1] == 1.0)
-    with Image.open(small_collection / key) as img:
-        _, bic_y, _ = training_planes(img, 3, real, key, degradation_copy(factor))
-    y, x = store.array("position")[entry.offset]
-    stored = store.array("bicubic")[entry.offset]
-    np.testing.assert_array_equal(stored, bic_y[y : y + 33, x : x + 33].astype(np.float16))
+    train = {k for k, e in rows.items() if e.split == "train"}
+    val = {k for k, e in rows.items() if e.split == "val"}
+    assert train and val
+    assert {(f, c) for _, f, c in train} == {(1.0, 0), (1.0, 1), (0.8, 0), (0.8, 1)}
+    assert {(f, c) for _, f, c in val} == {(1.0, 0)}
+    assert len(train) == 4 * len({k for k, _, _ in train})
+    # The stored SRCNN input of each copy's first patch is its degradation's, recomputed here,
+    # and the two copies of an image differ.
+    key = next(k for k, _, _ in train)
+    firsts = []
+    for copy in (0, 1):
+        entry = rows[(key, 1.0, copy)]
+        with Image.open(small_collection / key) as img:
+            _, bic_y, _ = training_planes(img, 3, real, key, degradation_copy(1.0, copy))
+        y, x = store.array("position")[entry.offset]
+        stored = store.array("bicubic")[entry.offset]
+        np.testing.assert_array_equal(stored, bic_y[y : y + 33, x : x + 33].astype(np.float16))
+        firsts.append(stored)
+    assert not np.array_equal(*firsts)
     bicubic = str(tmp_path / "bicubic.zarr")
     build_patch_store(source, bicubic, _config(augment_scales=(1.0, 0.8)))
     assert not np.array_equal(PatchStore(bicubic).array("bicubic")[:50],

@@ -53,19 +53,19 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     assert summary["model"] == f"models:/srcnn-x3/{champion}"  # what upscaled the photos
     assert ("(the shipped weights) stays" in summary["champion"]) != reg["promoted"]
     assert summary["holdout_psnr"]["srcnn"] > summary["holdout_psnr"]["bicubic"]
-    # The held-out photos as users' images are, upscaled by the shipped kinds: the robust one
-    # and the gated pair gain on every kind, the clean-input one loses to bicubic on
+    # The held-out photos as users' images are, upscaled by the shipped kinds: the robust net
+    # and the gated pair (`real`) gain on every kind, the clean-input net loses to bicubic on
     # non-antialiased input; on clean input the pair runs the clean-input net and beats the
     # robust one.
     users = summary["users_images"]
     assert list(users) == list(USERS_DEGRADATIONS)
     for name, row in users.items():
-        assert row["real"] > row["bicubic"] and row["auto"] > row["bicubic"], (name, row)
+        assert row["real"] > row["bicubic"] and row["robust"] > row["bicubic"], (name, row)
         lr = tmp_path / "demo" / "lr-x3-users" / name.replace("+", "_") / "coffee.png"
         out = tmp_path / "demo" / "upscaled-x3-users-real" / lr.parent.name / "coffee.png"
         assert Image.open(out).size == tuple(3 * v for v in Image.open(lr).size)
-    assert users["cubic"]["fast"] < users["cubic"]["bicubic"] < users["cubic"]["real"]
-    assert users["bicubic"]["auto"] > users["bicubic"]["real"]
+    assert users["cubic"]["fast"] < users["cubic"]["bicubic"] < users["cubic"]["robust"]
+    assert users["bicubic"]["real"] > users["bicubic"]["robust"]
     outputs = sorted((tmp_path / "demo" / "upscaled-x3").glob("*.png"))
     assert [p.name for p in outputs] == ["chelsea.png", "coffee.png", "rocket.png"]
     for out in outputs:

@@ -50,10 +50,12 @@ class Steps:
         return "+".join(parts)
 
 
-def degradation_copy(factor: float) -> int:
-    """The copy number of an image's downscaled copy (its factor in thousandths: stable from
-    build to build, whatever other factors a build has)."""
-    return round(factor * 1000)
+def degradation_copy(factor: float, copy: int = 0) -> int:
+    """The copy number that seeds the draws of an image's degraded copy `copy` at downscale
+    `factor` (its factor in thousandths, then 1001 more per copy: distinct for every factor
+    in (0, 1] and copy, and stable from build to build whatever other factors and copies a
+    build has)."""
+    return round(factor * 1000) + 1001 * copy
 
 
 def generator(config: DegradationConfig, key: str, copy: int = 0) -> np.random.Generator:

@@ -37,11 +37,12 @@ _INPUT_GAIN = 10.0  # its input's scale: local structure is a few percent of the
 class Gate(nn.Module):
     """LR Y (B, 1, h, w) in [0, 1] -> (B,) scores: above the threshold, the clean net runs."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, stride: int = 1):
         super().__init__()
-        self.body = nn.ModuleList([nn.Conv2d(1, width, 3), nn.Conv2d(width, width, 3),
+        self.body = nn.ModuleList([nn.Conv2d(1, width, 3, stride), nn.Conv2d(width, width, 3),
                                    nn.Conv2d(width, width, 3)])
         self.head = nn.Conv2d(width, 2, 1)  # per pixel: evidence, weight
+        self.min_side = 4 * stride + 3  # the least input that leaves one output pixel
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         h = (y - F.avg_pool2d(y, _LOCAL_MEAN, 1, _LOCAL_MEAN // 2, count_include_pad=False))
@@ -80,13 +81,13 @@ class GatedNet(nn.Module):
         self.config, self.scale = config, scale
         self.clean = LRNet(config.clean, scale)
         self.robust = LRNet(config.robust, scale)
-        self.gate = Gate(config.gate_width)
+        self.gate = Gate(config.gate_width, config.gate_stride)
 
     @torch.inference_mode()
     def score(self, y_lr: np.ndarray) -> float:
         """The gate's score of an (h, w) LR luma in [0, 1] (its centre window)."""
         window = centre_window(np.asarray(y_lr, dtype=np.float32))
-        if min(window.shape) < 7:  # too small to judge: the safe net
+        if min(window.shape) < self.gate.min_side:  # too small to judge: the safe net
             return float("-inf")
         device = next(self.gate.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(window))[None, None].to(device)

@@ -3,8 +3,8 @@
     champion | challenger      an alias of the scale's registered model (`srcnn-x3`)
     models:/NAME/VERSION       a registry version, `models:/NAME@ALIAS`, or `models:/MODEL_ID`
     runs:/RUN_ID/model         a run's logged model
-    pretrained[:auto|:real|:fast|:srcnn]  weights shipped in the package (`pretrained`: the
-                               best kind)
+    pretrained[:real|:robust|:fast|:srcnn]  weights shipped in the package (`pretrained`:
+                               the best kind)
     anything else              a model folder (path or URL) as `srcnn export` writes it
 
 The local kinds (shipped weights, folders) are read here, from their files' bytes; the
@@ -22,10 +22,11 @@ from srcnn.models.files import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, read_spec
 
 ALIASES = ("champion", "challenger")
 # Shipped kinds: `srcnn` (the paper's pre-upsampling family, folders x2, x3, x4), `fast`
-# (LR-space nets at FSRCNN's cost, folders fast-x2, ...), `real` (the robust family, trained
-# on the `real` degradation mixture) and `auto` (a gated pair: fast or real, chosen per image
-# by a gate that reads the LR image; `srcnn.models.gated`).
-PRETRAINED_KINDS = ("real", "fast", "srcnn", "auto")
+# (LR-space nets at FSRCNN's cost, folders fast-x2, ...), `robust` (the same shapes trained
+# on the `real` degradation mixture: `--preset real-xS`) and `real` (for the images users
+# have: a gated pair that runs the fast net or the robust one, chosen per image by a gate
+# that reads the LR image; `srcnn.models.gated`).
+PRETRAINED_KINDS = ("real", "robust", "fast", "srcnn")
 
 RefKind = Literal["alias", "registry", "run", "pretrained", "folder"]
 

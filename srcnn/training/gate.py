@@ -173,7 +173,7 @@ def held_out_table(scores: np.ndarray, examples: list[Example], threshold: float
 def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: LoadedModel,
                scale: int, *, mixture: DegradationConfig = MIXTURE, copies: int = 12,
                steps: int = 3000, seed: int = 0, val_fraction: float = 0.1,
-               gate_width: int = 8, crop: int = CROP) -> tuple[GatedNet, dict]:
+               gate_width: int = 8, gate_stride: int = 1, crop: int = CROP) -> tuple[GatedNet, dict]:
     """A gated pair of `clean` and `robust` with a trained gate, and its held-out table."""
     for name, net in (("clean", clean), ("robust", robust)):
         if net.scale != scale or not getattr(net.model, "upsamples", False) or isinstance(
@@ -191,7 +191,7 @@ def train_gate(images: dict[str, Image.Image], clean: LoadedModel, robust: Loade
     val = make_examples(held_out, scale, nets, mixture, copies * 3)
     rows = suite_examples(held_out, scale, nets)
     config = GatedConfig(clean=clean.model.config, robust=robust.model.config,
-                         gate_width=gate_width)
+                         gate_width=gate_width, gate_stride=gate_stride)
     model = GatedNet(config, scale)
     model.clean.load_state_dict(clean.model.state_dict())
     model.robust.load_state_dict(robust.model.state_dict())

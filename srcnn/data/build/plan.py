@@ -83,9 +83,9 @@ def plan_shards(counts: Sequence[int], shard_patches: int) -> list[ShardPlan]:
 def plan_entries(sizes: ImageSizes, keys: Sequence[str], fingerprints: Sequence[str],
                  config: PatchConfig, val: np.ndarray | None = None, start: int = 0,
                  ) -> SourceTable:
-    """One row per (usable image, factor), image-major in listing order, factors in
-    `augment_scales` order for training images and 1.0 alone for validation ones; rows
-    without a patch are left out. The split is `val` ((n,) bool, by listing index) where
+    """One row per (usable image, factor, copy), image-major in listing order, factors in
+    `augment_scales` order and `copies` copies of each for training images, and 1.0 (copy 0)
+    alone for validation ones; rows without a patch are left out. The split is `val` ((n,) bool, by listing index) where
     given, else `assign_splits` over the usable keys; patch offsets start at `start`."""
     usable = np.ones(len(keys), dtype=bool)
     usable[list(sizes.errors)] = False
@@ -95,15 +95,19 @@ def plan_entries(sizes: ImageSizes, keys: Sequence[str], fingerprints: Sequence[
         val[good] = val_mask(list(compress(keys, usable)), config.val_fraction)
     augment = tuple(config.augment_scales)
     factors = augment if 1.0 in augment else augment + (1.0,)
-    # which (image, factor) pairs become rows: (m, F) per step of images
-    train_factor = np.arange(len(factors)) < len(augment)
-    val_factor = np.asarray(factors) == 1.0
+    # which (image, variant) pairs become rows: (m, V) per step of images, variant v being
+    # factor v // copies, copy v % copies
+    copies = config.copies
+    variant_factor = np.repeat(np.arange(len(factors)), copies)
+    variant_copy = np.tile(np.arange(copies), len(factors))
+    train_factor = variant_factor < len(augment)
+    val_factor = (np.asarray(factors)[variant_factor] == 1.0) & (variant_copy == 0)
 
     def step(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         w, h = sizes.width[images], sizes.height[images]
         sized = [resized_sizes(w, h, f) for f in factors]
-        width = np.stack([s[0] for s in sized], axis=1)
-        height = np.stack([s[1] for s in sized], axis=1)
+        width = np.stack([sized[f][0] for f in variant_factor], axis=1)
+        height = np.stack([sized[f][1] for f in variant_factor], axis=1)
         n = patch_counts(width, height, config.scale, config.patch_size, config.stride)
         wanted = np.where(val[images][:, None], val_factor, train_factor)
         return width, height, n, wanted & (n > 0)
@@ -111,16 +115,17 @@ def plan_entries(sizes: ImageSizes, keys: Sequence[str], fingerprints: Sequence[
     steps = [good[i : i + IMAGES_PER_STEP] for i in range(0, len(good), IMAGES_PER_STEP)]
     n_rows = sum(int(step(images)[3].sum()) for images in steps)  # count, then fill in place
     columns = {"image": np.int32, "factor": np.int8, "width": np.int32, "height": np.int32,
-               "offset": np.int64, "n_patches": np.int32, "val": bool}
+               "offset": np.int64, "n_patches": np.int32, "val": bool, "copy": np.int8}
     out = {name: np.empty(n_rows, dtype=dtype) for name, dtype in columns.items()}
     at, offset = 0, start
     for images in steps:
         width, height, n, keep = step(images)
-        rows, factor = np.nonzero(keep)  # row-major: image by image, factors in order
-        k, counts = len(rows), n[rows, factor]
-        part = {"image": images[rows], "factor": factor, "width": width[rows, factor],
-                "height": height[rows, factor], "n_patches": counts, "val": val[images[rows]],
-                "offset": offset + np.cumsum(counts) - counts}
+        rows, variant = np.nonzero(keep)  # row-major: image by image, variants in order
+        k, counts = len(rows), n[rows, variant]
+        part = {"image": images[rows], "factor": variant_factor[variant],
+                "copy": variant_copy[variant], "width": width[rows, variant],
+                "height": height[rows, variant], "n_patches": counts,
+                "val": val[images[rows]], "offset": offset + np.cumsum(counts) - counts}
         for name, values in part.items():
             out[name][at : at + k] = values
         at, offset = at + k, offset + int(counts.sum())

@@ -64,9 +64,9 @@ def piece_patches(img: Image.Image, entry: SourceEntry, piece: Piece, config: Pa
     """
     if entry.factor != 1.0:
         img = bicubic_resize(img.convert("RGB"), resized_size(img.width, img.height, entry.factor))
-    # each (image, downscaled copy) draws its own degradation, the same in every build
+    # each (image, factor, copy) draws its own degradation, the same in every build
     lr_y, bic_y, hr_y = training_planes(img, config.scale, config.degradation, entry.key,
-                                        copy=degradation_copy(entry.factor))
+                                        copy=degradation_copy(entry.factor, entry.copy))
     positions = grid_positions(*hr_y.shape, config.patch_size, config.stride)
     if len(positions) != entry.n_patches:  # the header lied, or the image changed since
         raise BadImageError(entry.key, f"{len(positions)} patches when decoded, "

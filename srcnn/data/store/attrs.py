@@ -29,6 +29,8 @@ class Augmentation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     downscaled_copies: list[float]
+    degraded_copies: int = Field(1, description=(
+        "Copies of each training image at each downscale, each of its own degradation."))
     note: str = "flips/rotations are applied at training time"
 
 
@@ -45,8 +47,8 @@ class StoreAttrs(BaseModel):
     val_fraction: float
     color_space: str = "Y of ITU-R BT.601 YCbCr, float in [0, 1]"
     degradation: DegradationConfig = Field(default_factory=DegradationConfig, description=(
-        "How the LR images were made (each image and downscaled copy seeded by its key and "
-        "factor); SRCNN's input is their PIL bicubic upscale."))
+        "How the LR images were made (each image, downscaled and degraded copy seeded by its "
+        "key, factor and copy); SRCNN's input is their PIL bicubic upscale."))
     augmentation: Augmentation
     fingerprint: str
     has_lr: bool = Field(description="Whether the store holds the LR patches (`lr`), which "
@@ -70,7 +72,8 @@ class StoreAttrs(BaseModel):
         """The attributes of a build with `config`, plus `fields`."""
         return cls(scale=config.scale, patch_size=config.patch_size, stride=config.stride,
                    val_fraction=config.val_fraction,
-                   augmentation=Augmentation(downscaled_copies=list(config.augment_scales)),
+                   augmentation=Augmentation(downscaled_copies=list(config.augment_scales),
+                                             degraded_copies=config.copies),
                    fingerprint=fingerprint, has_lr=config.lr_native,
                    degradation=config.degradation, **fields)
 

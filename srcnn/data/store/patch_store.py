@@ -109,7 +109,9 @@ def build_fingerprint(sources: dict[str, str], config: PatchConfig) -> str:
     sort_keys=True)`, fed to the hash a slice of sources at a time: the same bytes, but a
     million sources never become one 140 MB string (and its bytes) in the driver.
     """
-    head = json.dumps({"config": config.model_dump(exclude={"images_per_task"}),
+    # one copy (the default, and every store before the setting) leaves the identity as it was
+    unnamed = {"images_per_task"} | ({"copies"} if config.copies == 1 else set())
+    head = json.dumps({"config": config.model_dump(exclude=unnamed),
                        "format": STORE_FORMAT}, sort_keys=True)
     h = hashlib.sha256(head[:-1].encode() + b', "sources": {')  # keys sort: config, format, sources
     keys = sorted(sources)
@@ -137,15 +139,17 @@ def input_name(family: str) -> str:
 
 def _write_sources(root: zarr.Group, table: SourceTable, path: str = SOURCES) -> None:
     """Three arrays (few objects on S3): `key` and `fingerprint` (strings) and `table`
-    (n, 6) float64, the columns NUMERIC_FIELDS; written a chunk at a time from the columns,
-    so a table of millions of rows never exists as one array of strings or rows."""
-    group = root.create_group(path, attributes={"columns": list(NUMERIC_FIELDS)})
+    (n, 6) float64, the columns NUMERIC_FIELDS (and `copy`, a 7th, where the table has
+    degraded copies); written a chunk at a time from the columns, so a table of millions of
+    rows never exists as one array of strings or rows."""
+    names = NUMERIC_FIELDS + (("copy",) if table.has_copies else ())
+    group = root.create_group(path, attributes={"columns": list(names)})
     n = len(table)
     chunk = max(1, min(SOURCE_CHUNK, n))
     strings = {name: group.create_array(name, shape=(n,), dtype=str, chunks=(chunk,))
                for name in ("key", "fingerprint")}
-    numeric = group.create_array("table", shape=(n, len(NUMERIC_FIELDS)), dtype="float64",
-                                 chunks=(chunk, len(NUMERIC_FIELDS)))
+    numeric = group.create_array("table", shape=(n, len(names)), dtype="float64",
+                                 chunks=(chunk, len(names)))
     for lo, hi in table.chunks(chunk):  # whole chunks: one object written per call
         for name, array in strings.items():
             array[lo:hi] = table.strings(name, lo, hi)
@@ -153,7 +157,8 @@ def _write_sources(root: zarr.Group, table: SourceTable, path: str = SOURCES) ->
 
 
 def _read_sources(root: zarr.Group, attrs: StoreAttrs) -> dict[str, np.ndarray]:
-    """{field: (n,) array} of the source table that `attrs` name."""
+    """{field: (n,) array} of the source table that `attrs` name (`copy` 0 where the table
+    stores none)."""
     path = attrs.sources_path
     try:
         group = root[path]
@@ -163,7 +168,8 @@ def _read_sources(root: zarr.Group, attrs: StoreAttrs) -> dict[str, np.ndarray]:
                        f"the store") from None
     table = group["table"][:]
     out = {name: table[:, i] for i, name in enumerate(group.attrs["columns"])}
-    for name in ("width", "height", "offset", "n_patches"):
+    out.setdefault("copy", np.zeros(len(table)))
+    for name in ("width", "height", "offset", "n_patches", "copy"):
         out[name] = out[name].astype(np.int64)
     out["split"] = np.array(SPLITS, dtype=object)[out["split"].astype(np.int64)]
     out["key"], out["fingerprint"] = group["key"][:], group["fingerprint"][:]

@@ -1,4 +1,5 @@
-"""The source table of a patch store, in columns: one row per (usable image, downscaled copy).
+"""The source table of a patch store, in columns: one row per usable image and copy of it
+(a downscale factor of `augment_scales`, and a degraded copy number where `copies` > 1).
 
 At a million images a build has ~5 million rows. As one `SourceEntry` object each, the driver
 held gigabytes; here the rows are numpy columns (~26 bytes a row) and each image's key and
@@ -32,6 +33,7 @@ class SourceEntry:
     n_patches: int
     split: str  # "train" or "val"
     factor: float = 1.0  # downscale applied before cutting patches (augmentation)
+    copy: int = 0  # which degraded copy at that factor (PatchConfig.copies)
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +50,16 @@ class SourceTable:
     offset: np.ndarray  # (n,) int64, first patch of the row in the store
     n_patches: np.ndarray  # (n,) int32
     val: np.ndarray  # (n,) bool, the split (True: val)
+    copy: np.ndarray | None = None  # (n,) int8, the degraded copy (None: all 0)
+
+    def __post_init__(self) -> None:
+        if self.copy is None:
+            object.__setattr__(self, "copy", np.zeros(len(self.image), dtype=np.int8))
+
+    @property
+    def has_copies(self) -> bool:
+        """Whether any row is a degraded copy after the first (the index then stores `copy`)."""
+        return bool(self.copy.any())
 
     def __len__(self) -> int:
         return len(self.image)
@@ -67,10 +79,10 @@ class SourceTable:
         """The `rows` as SourceEntry objects (a shard's few: what its task receives)."""
         rows = np.asarray(rows, dtype=np.int64)
         return [SourceEntry(self.keys[i], self.fingerprints[i], w, h, o, n, SPLITS[v],
-                            self.factors[f])
-                for i, w, h, o, n, v, f in zip(*(column[rows].tolist() for column in (
+                            self.factors[f], c)
+                for i, w, h, o, n, v, f, c in zip(*(column[rows].tolist() for column in (
                     self.image, self.width, self.height, self.offset, self.n_patches,
-                    self.val, self.factor)))]
+                    self.val, self.factor, self.copy)))]
 
     def without_keys(self, keys: set[str]) -> SourceTable:
         """The table less every row of the images `keys` (offsets kept: their patches stay
@@ -80,19 +92,23 @@ class SourceTable:
         rows = ~drop[self.image]
         return SourceTable(self.keys, self.fingerprints, self.factors, self.image[rows],
                            self.factor[rows], self.width[rows], self.height[rows],
-                           self.offset[rows], self.n_patches[rows], self.val[rows])
+                           self.offset[rows], self.n_patches[rows], self.val[rows],
+                           self.copy[rows])
 
     def chunks(self, size: int = ROWS_PER_CHUNK) -> Iterator[tuple[int, int]]:
         """(lo, hi) row ranges of at most `size` rows (aligned to `size`)."""
         return ((lo, min(lo + size, len(self))) for lo in range(0, len(self), size))
 
     def numeric(self, lo: int, hi: int) -> np.ndarray:
-        """(hi - lo, 6) float64 rows of width, height, offset, n_patches, split, factor: the
-        store's `sources/table` (integers exact below 2^53; split 0 = train)."""
+        """(hi - lo, 6) float64 rows of width, height, offset, n_patches, split, factor, and a
+        7th, copy, where the table has copies: the store's `sources/table` (integers exact
+        below 2^53; split 0 = train)."""
         factors = np.asarray(self.factors, dtype=np.float64)
-        return np.stack([self.width[lo:hi], self.height[lo:hi], self.offset[lo:hi],
-                         self.n_patches[lo:hi], self.val[lo:hi], factors[self.factor[lo:hi]]],
-                        axis=1).astype(np.float64)
+        columns = [self.width[lo:hi], self.height[lo:hi], self.offset[lo:hi],
+                   self.n_patches[lo:hi], self.val[lo:hi], factors[self.factor[lo:hi]]]
+        if self.has_copies:
+            columns.append(self.copy[lo:hi])
+        return np.stack(columns, axis=1).astype(np.float64)
 
     def strings(self, name: str, lo: int, hi: int) -> np.ndarray:
         """(hi - lo,) object array of the rows' `key` or `fingerprint`."""
@@ -102,7 +118,8 @@ class SourceTable:
     @classmethod
     def from_columns(cls, columns: dict[str, np.ndarray]) -> SourceTable:
         """The table of an index read back (`srcnn.data.store.patch_store`'s columns: key, fingerprint, width,
-        height, offset, n_patches, split, factor), without a Python object per row."""
+        height, offset, n_patches, split, factor, and copy where stored), without a Python
+        object per row."""
         index: dict[str, int] = {}
         image = np.fromiter(
             (index.setdefault(k, len(index)) for k in columns["key"].tolist()),
@@ -126,6 +143,7 @@ class SourceTable:
             columns["offset"].astype(np.int64),
             columns["n_patches"].astype(np.int32),
             np.asarray(columns["split"]) == SPLITS[1],
+            np.asarray(columns["copy"]).astype(np.int8) if "copy" in columns else None,
         )
 
     def columns(self) -> dict[str, np.ndarray]:
@@ -141,6 +159,7 @@ class SourceTable:
             "n_patches": self.n_patches,
             "split": np.array(SPLITS, dtype=object)[self.val.astype(np.int64)],
             "factor": np.asarray(self.factors, dtype=np.float64)[self.factor],
+            "copy": self.copy,
         }
 
     @classmethod
@@ -172,6 +191,7 @@ class SourceTable:
             column((e.offset for e in entries), np.int64),
             column((e.n_patches for e in entries), np.int32),
             column((SPLITS.index(e.split) for e in entries), bool),
+            column((e.copy for e in entries), np.int8),
         )
 
 
@@ -179,13 +199,18 @@ def as_table(entries: SourceTable | Sequence[SourceEntry]) -> SourceTable:
     return entries if isinstance(entries, SourceTable) else SourceTable.from_entries(entries)
 
 
+def _copy_field(copy: int) -> str:
+    """A row's `copy` in the digest's JSON: absent for copy 0 (what rows always were)."""
+    return f'"copy": {copy}, ' if copy else ""
+
+
 def sources_digest(table: SourceTable) -> str:
     """A hash of the source table (what a resumed build must agree on).
 
     The value format 2 has always had: sha256 over each row's `json.dumps(asdict(entry),
-    sort_keys=True)`. The JSON is formatted here from the columns, a chunk at a time (the same
-    text: json.dumps of each string, repr of each float), so stores built before keep their
-    digest and still resume.
+    sort_keys=True)`, less `copy` where it is 0. The JSON is formatted here from the columns, a
+    chunk at a time (the same text: json.dumps of each string, repr of each float), so stores
+    built before (every row copy 0) keep their digest and still resume.
     """
     h = hashlib.sha256()
     factors = [json.dumps(f) for f in table.factors]
@@ -202,14 +227,16 @@ def sources_digest(table: SourceTable) -> str:
             table.offset[lo:hi].tolist(),
             table.val[lo:hi].tolist(),
             table.width[lo:hi].tolist(),
+            table.copy[lo:hi].tolist(),
         )
         h.update(
             "".join(
                 [
-                    f'{{"factor": {factors[f]}, "fingerprint": {fps[i]}, "height": {height}, '
-                    f'"key": {keys[i]}, "n_patches": {n}, "offset": {offset}, "split": {splits[val]}, '
+                    f'{{{_copy_field(c)}"factor": {factors[f]}, '
+                    f'"fingerprint": {fps[i]}, "height": {height}, "key": {keys[i]}, '
+                    f'"n_patches": {n}, "offset": {offset}, "split": {splits[val]}, '
                     f'"width": {width}}}'
-                    for i, f, height, n, offset, val, width in rows
+                    for i, f, height, n, offset, val, width, c in rows
                 ]
             ).encode()
         )
