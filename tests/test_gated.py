@@ -180,3 +180,35 @@ def test_a_lossy_jpeg_runs_the_robust_net_whatever_the_gate_says(t91):
                         for name, net in (("clean", model.clean), ("robust", model.robust))}
     assert outputs == {"JPEG": {"clean": False, "robust": True},
                        "PNG": {"clean": True, "robust": False}}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_run_report_says_which_net_ran_on_each_image(t91, tmp_path):
+    """`upscale-bucket` with the shipped pair over users' kinds of input: its report line for
+    each image names the net that ran (the clean one on a clean downscale, the robust one on
+    an aliased downscale and on a JPEG of quality 75), and each output is that net's."""
+    from flows.upscale_bucket import REPORT_KEY, upscale_bucket
+    from srcnn.batch.job import UpscaleOptions, report_lines
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    hr = Image.open(t91 / "t65.png")
+    lr_pair(hr, 3, SUITE["bicubic"], key="t65.png")[1].save(inp / "clean.png")
+    lr_pair(hr, 3, SUITE["cubic"], key="t65.png")[1].save(inp / "aliased.png")
+    lr_pair(hr, 3, SUITE["bicubic"], key="t65.png")[1].save(inp / "web.jpg", quality=75)
+    report = upscale_bucket(str(inp), str(out), "pretrained:real", UpscaleOptions(scale=3))
+    assert report["done"] == 3
+    assert json.loads((out / REPORT_KEY).read_text())["flow_run_id"] == report["flow_run_id"]
+    nets = {line["key"]: line["net"] for line in report_lines(str(out), report["flow_run_id"])}
+    assert nets == {"clean.png": "clean", "aliased.png": "robust", "web.jpg": "robust"}
+    pair = prepare(load_model(pretrained_dir(3, "real")).model, "cpu")
+    for key, net in nets.items():
+        with Image.open(inp / key) as img:
+            alone = {name: np.asarray(upscale_rgb_tiled(getattr(pair, name), img.convert("RGB"),
+                                                        3, tile_size=1000), dtype=np.float32)
+                     for name in ("clean", "robust")}
+        got = np.asarray(Image.open(out / key).convert("RGB"), dtype=np.float32)
+        error = {name: float(np.abs(got - a).mean()) for name, a in alone.items()}
+        if key.endswith(".png"):  # lossless: exactly that net's
+            assert error[net] == 0, key
+        assert error[net] < error[{"clean": "robust", "robust": "clean"}[net]], (key, error)

@@ -150,16 +150,29 @@ def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
     """Super-resolve one decoded image of any common kind, keeping its kind:
     RGB, L, P (as RGB/RGBA), RGBA/LA (alpha upscaled bicubically and kept), 16-bit grey
     (stays 16-bit), CMYK (converted for the net and back)."""
-    from srcnn.inference.tiling import upscale_grey_float, upscale_rgb_tiled
-    from srcnn.models.gated import for_file
+    return upscale_chosen(model, img, scale, tile_size, bf16)[0]
 
+
+def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
+                   bf16: bool = False) -> tuple[Image.Image, str | None]:
+    """`upscale_pil`, and which of a gated pair's nets ran on the image ("clean" or
+    "robust"; None for any other model): what the file says (a JPEG's quality), else what
+    the gate reads in the LR luma the net gets."""
+    from srcnn.data.color import luma
+    from srcnn.inference.tiling import grey_luma, upscale_grey_float, upscale_rgb_tiled
+    from srcnn.models.gated import GatedNet, for_file, role
+
+    pair = model
     model = for_file(model, img)  # a gated pair's choice where the file tells (a JPEG's quality)
     if getattr(img, "n_frames", 1) > 1:
         raise ValueError(f"animated image ({img.n_frames} frames) not supported")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = np.asarray(img, dtype=np.float32) / 65535.0
+        if isinstance(model, GatedNet):
+            model = model.choose(grey_luma(grey))
         out = upscale_grey_float(model, grey, scale, tile_size, bf16)
-        return Image.fromarray(np.round(out * 65535.0).astype(np.uint16))  # mode I;16
+        # mode I;16
+        return Image.fromarray(np.round(out * 65535.0).astype(np.uint16)), role(pair, model)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode == "1":
@@ -168,12 +181,15 @@ def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
     base = {"RGBA": "RGB", "LA": "L", "PA": "RGB"}.get(img.mode, img.mode)
     if base not in ("RGB", "L", "CMYK", "YCbCr"):
         raise ValueError(f"unsupported image mode {img.mode}")
-    out = upscale_rgb_tiled(model, img.convert("RGB"), scale, tile_size, bf16)
+    rgb = img.convert("RGB")
+    if isinstance(model, GatedNet):
+        model = model.choose(luma(rgb))
+    out = upscale_rgb_tiled(model, rgb, scale, tile_size, bf16)
     if base in ("L", "CMYK"):
         out = out.convert(base)
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.Resampling.BICUBIC))
-    return out
+    return out, role(pair, model)
 
 
 def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
@@ -273,16 +289,16 @@ def upscale_chunk(model: nn.Module, job: Job, chunk: Chunk) -> ChunkResult:
     depth = max(PREFETCH, (os.cpu_count() or 1) // 4) if on_gpu else PREFETCH
     if todo:
         with ThreadPoolExecutor(max_workers=2 * depth) as pool:
-            writes: deque[tuple[str, float, Future]] = deque()
+            writes: deque[tuple[str, float, Future, str | None]] = deque()
             for key, read in ahead(pool, lambda k: _read(job, k), todo, depth):
                 t0 = time.perf_counter()
                 try:
                     img, fmt = read.result()
-                    out = upscale_pil(model, img, opts.scale, opts.tile_size,
-                                      opts.precision == "bf16")
+                    out, net = upscale_chosen(model, img, opts.scale, opts.tile_size,
+                                              opts.precision == "bf16")
                     result.pixels += out.width * out.height
                     write = pool.submit(_write, job, key, img, out, fmt, on_gpu)
-                    writes.append((key, t0, write))
+                    writes.append((key, t0, write, net))
                 except Exception as exc:  # one bad input fails only itself, with its reason
                     _fail(result, key, exc, t0)
                 while len(writes) > depth or (writes and writes[0][2].done()):
@@ -306,7 +322,7 @@ def _fail(result: ChunkResult, key: str, exc: Exception, t0: float) -> None:
 
 
 def _finish(result: ChunkResult, current: dict, tokens: dict, key: str, t0: float,
-            write: Future) -> None:
+            write: Future, net: str | None) -> None:
     try:
         dst = write.result()
     except Exception as exc:
@@ -314,8 +330,9 @@ def _finish(result: ChunkResult, current: dict, tokens: dict, key: str, t0: floa
         return
     result.done += 1
     current[key] = tokens[key]
-    result.lines.append({"key": key, "status": "done", "output": dst,
-                         "seconds": round(time.perf_counter() - t0, 4)})
+    line = {"key": key, "status": "done", "output": dst,
+            "seconds": round(time.perf_counter() - t0, 4)}
+    result.lines.append(line | ({"net": net} if net else {}))
 
 
 @dataclass(frozen=True)

@@ -235,12 +235,17 @@ def upscale_rgb_tiled(
     return Image.fromarray(out, "RGB")
 
 
+def grey_luma(grey: np.ndarray) -> np.ndarray:
+    """The BT.601 Y (in [0, 1]) of (H, W) grey in [0, 1]: what a net reads of a grey image."""
+    return grey.astype(np.float32) * _Y_SPAN + _Y_LO
+
+
 def upscale_grey_float(
     model: nn.Module, lr: np.ndarray, scale: int, tile_size: int = 512, bf16: bool = False
 ) -> np.ndarray:
     """(H, W) float32 grey in [0, 1] (e.g. 16-bit data / 65535) -> (sH, sW) float32 in [0, 1]."""
     if model.upsamples:
-        out = upscale_luma_lr(model, lr.astype(np.float32) * _Y_SPAN + _Y_LO, tile_size, bf16)
+        out = upscale_luma_lr(model, grey_luma(lr), tile_size, bf16)
         return np.clip((out - _Y_LO) / _Y_SPAN, 0.0, 1.0)
     b = model.border
     img = Image.fromarray(lr.astype(np.float32), "F")

@@ -71,6 +71,14 @@ def for_file(model: nn.Module, img: Image.Image) -> nn.Module:
     return model
 
 
+def role(model: nn.Module, net: nn.Module) -> str | None:
+    """Which of gated pair `model`'s nets `net` is ("clean" or "robust"); None when `model` is
+    not a pair."""
+    if not isinstance(model, GatedNet):
+        return None
+    return "clean" if net is model.clean else "robust"
+
+
 class GatedNet(nn.Module):
     """`clean` or `robust` (LRNet), chosen per image by `gate` (see the module's doc)."""
 
