@@ -16,7 +16,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast lint deploy clean browser
+.PHONY: setup demo ui test test-fast lint deploy clean browser
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/srcnn pipeline
+
+# The MLflow and Prefect UIs over what `make demo` recorded (its PREFECT_HOME, ./.prefect).
+ui: $(STAMP)
+	$(VENV)/bin/srcnn ui
 
 # Two test processes (pytest-xdist), a file each at a time: most of the suite waits on real
 # servers and subprocesses, so two keep both cores busy. TEST_WORKERS=0 runs in one process.

@@ -49,8 +49,11 @@ def pipeline_report(s: dict, scale: int, tracking: str) -> str:
         for name, row in users.items():
             lines.append(f"{name:<16}{row['bicubic']:>9.2f}" + "".join(
                 f"{row[k] - row['bicubic']:>+18.2f}" for k in kinds))
-    lines += ["", f"Browse it     : .venv/bin/srcnn ui   (MLflow on http://127.0.0.1:5000 over "
-              f"{tracking}, Prefect on http://127.0.0.1:4200)"]
+    # the flow runs are in this PREFECT_HOME's history: `srcnn ui` must be given the same one
+    home = os.environ.get("PREFECT_HOME")
+    command = f"PREFECT_HOME={home} .venv/bin/srcnn ui" if home else ".venv/bin/srcnn ui"
+    lines += ["", f"Browse it     : {command}   (MLflow on http://127.0.0.1:5000 over "
+              f"{tracking}, Prefect on http://127.0.0.1:4200; after `make demo`: make ui)"]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
+from flows.cli_output import pipeline_report
 from flows.pipeline import srcnn_pipeline
 from srcnn.config import TrainOverrides
 from srcnn.data.degradation import SUITE
@@ -15,7 +16,7 @@ from srcnn.presets import DEMO_TRAINING
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
-def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
+def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5, monkeypatch):
     # The demo's settings on two of its epochs instead of its four-minute budget: a step
     # count, not a time, so a busy machine (the suite runs on two processes) trains the same
     # net. The fast preset is ~2 dB over bicubic on Set5 after its first epoch already.
@@ -71,3 +72,11 @@ def test_demo_pipeline_beats_bicubic_on_set5_x3(tmp_path, mlflow_home, set5):
     for out in outputs:
         lr = Image.open(tmp_path / "demo" / "lr-x3" / out.name)
         assert Image.open(out).size == (lr.width * 3, lr.height * 3)
+    # The closing report the CLI prints: the users' table, and a `srcnn ui` over the same
+    # Prefect history as the flows ran in (the demo's PREFECT_HOME, not ~/.prefect).
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    text = pipeline_report(summary, 3, "sqlite:///mlflow.db")
+    assert f"PREFECT_HOME={tmp_path / 'prefect-home'} .venv/bin/srcnn ui" in text
+    users_table = text.split("Held-out photos as users' buckets hold them")[1]
+    row = next(line for line in users_table.splitlines() if line.startswith("cubic "))
+    assert f"{users['cubic']['real'] - users['cubic']['bicubic']:+.2f}" in row
