@@ -187,6 +187,7 @@ def _run(
         "worker_seconds": 0.0,
         "shards": 0,
         "listed": 0,
+        "nets": {},  # a gated pair's: {net: images it ran on}
     }
     failures: list[str] = []
     samples: list[tuple[str, str]] = []
@@ -251,6 +252,8 @@ def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:
     totals["pixels"] += s.pixels
     totals["worker_seconds"] = round(totals["worker_seconds"] + s.seconds, 3)
     totals["shards"] += 1
+    for net, n in s.nets:
+        totals["nets"][net] = totals["nets"].get(net, 0) + n
     failures.extend(s.failures[: MAX_FAILURES_SHOWN - len(failures)])
     logger.info(
         "%d images so far: %d done, %d current, %d failed",
@@ -270,6 +273,9 @@ def report_rows(summary: dict) -> list[dict[str, str]]:
             ("wall seconds", summary["wall_seconds"]), ("model", summary["model"]),
             ("input", summary["input"]), ("output", summary["output"]),
             ("reports", summary["reports"])]
+    if summary.get("nets"):  # a gated pair: how many images each of its nets upscaled
+        rows.insert(1, ("upscaled by the pair's nets", ", ".join(
+            f"{net} {n}" for net, n in sorted(summary["nets"].items()))))
     rows += [(f"failed: {f.partition(': ')[0]}", f.partition(": ")[2])
              for f in summary["failures"]]
     return [{"item": item, "value": str(value)} for item, value in rows]

@@ -187,7 +187,7 @@ def test_the_run_report_says_which_net_ran_on_each_image(t91, tmp_path):
     """`upscale-bucket` with the shipped pair over users' kinds of input: its report line for
     each image names the net that ran (the clean one on a clean downscale, the robust one on
     an aliased downscale and on a JPEG of quality 75), and each output is that net's."""
-    from flows.upscale_bucket import REPORT_KEY, upscale_bucket
+    from flows.upscale_bucket import REPORT_KEY, report_rows, upscale_bucket
     from srcnn.batch.job import UpscaleOptions, report_lines
 
     inp, out = tmp_path / "in", tmp_path / "out"
@@ -197,7 +197,9 @@ def test_the_run_report_says_which_net_ran_on_each_image(t91, tmp_path):
     lr_pair(hr, 3, SUITE["cubic"], key="t65.png")[1].save(inp / "aliased.png")
     lr_pair(hr, 3, SUITE["bicubic"], key="t65.png")[1].save(inp / "web.jpg", quality=75)
     report = upscale_bucket(str(inp), str(out), "pretrained:real", UpscaleOptions(scale=3))
-    assert report["done"] == 3
+    assert report["done"] == 3 and report["nets"] == {"clean": 1, "robust": 2}
+    rows = {r["item"]: r["value"] for r in report_rows(report)}  # the Prefect artifact's
+    assert rows["upscaled by the pair's nets"] == "clean 1, robust 2"
     assert json.loads((out / REPORT_KEY).read_text())["flow_run_id"] == report["flow_run_id"]
     nets = {line["key"]: line["net"] for line in report_lines(str(out), report["flow_run_id"])}
     assert nets == {"clean.png": "clean", "aliased.png": "robust", "web.jpg": "robust"}

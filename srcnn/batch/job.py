@@ -18,7 +18,7 @@ import logging
 import os
 import posixpath
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -349,6 +349,7 @@ class ShardSummary:
     failures: tuple[str, ...]
     report: str | None  # the shard's JSON Lines report (None: nothing done or failed)
     samples: tuple[tuple[str, str], ...] = ()  # a few (input key, output URL) done here
+    nets: tuple[tuple[str, int], ...] = ()  # a gated pair's: (net, images it ran on) done here
 
 
 def shard_report_url(job: Job, index: int) -> str:
@@ -364,10 +365,11 @@ def write_shard_report(job: Job, index: int, results: list[ChunkResult]) -> Shar
         write_bytes_atomic(url, "".join(json.dumps(line) + "\n" for line in lines).encode())
     failures = tuple(f"{x['key']}: {x['reason']}" for x in lines if x["status"] == "failed")
     samples = tuple((x["key"], x["output"]) for x in lines if x["status"] == "done")
+    nets = Counter(x["net"] for x in lines if x["status"] == "done" and "net" in x)
     return ShardSummary(index, sum(r.done for r in results), sum(r.skipped for r in results),
                         sum(r.failed for r in results), sum(r.pixels for r in results),
                         sum(r.seconds for r in results), failures[:MAX_FAILURES_SHOWN], url,
-                        samples[:PREVIEW_IMAGES])
+                        samples[:PREVIEW_IMAGES], tuple(sorted(nets.items())))
 
 
 def preview_crops(input_url: str, key: str, output: str, scale: int,
