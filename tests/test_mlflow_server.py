@@ -208,7 +208,13 @@ def test_training_rides_out_a_tracking_server_restart(mlflow_server, small_colle
     restarted = Service("mlflow-server-again", server.argv, server.env, tmp_path)
     try:
         restarted.wait_http(f"{url}/health", 120)
-        out, err = proc.communicate(timeout=600)
+        try:  # under the test's own timeout, so that a stall shows what the process printed
+            out, err = proc.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail("srcnn train still running 400 s after the server came back:\n"
+                        + out[-2000:] + err[-6000:] + restarted.tail())
         assert proc.returncode == 0, out + err[-4000:] + restarted.tail()
         assert "not answering" in err and "answers again" in err  # the buffer rode it out
         run = ml.get_run(run_id)
