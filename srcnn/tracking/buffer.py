@@ -29,10 +29,16 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server did not answer for longer than the buffer waits."""
 
 
+# Local errors a retry cannot mend either (a network's errors are other OSErrors).
+LOCAL = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def transient(exc: BaseException) -> bool:
     """Whether a failed call may succeed later (the server or the network was away)."""
     code = getattr(exc, "error_code", None)
-    return code not in PERMANENT if code else isinstance(exc, Exception)
+    if code:
+        return code not in PERMANENT
+    return isinstance(exc, Exception) and not isinstance(exc, LOCAL)
 
 
 class TrackingBuffer:

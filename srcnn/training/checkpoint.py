@@ -87,9 +87,13 @@ class RunCheckpoints:
         self.buffer.submit(f"checkpoint {path.name}", self._upload, path)
 
     def _upload(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path), FOLDER)
-        self.client.set_tag(self.run_id, CHECKPOINT_TAG, f"{FOLDER}/{path.name}")
-        path.unlink()
+        """Upload, tag, then prune: retried whole by the buffer while the server is away, so
+        each step is done once (a retry after the prune failed does not upload again a file
+        already uploaded and removed)."""
+        if path.exists():
+            self.client.log_artifact(self.run_id, str(path), FOLDER)
+            self.client.set_tag(self.run_id, CHECKPOINT_TAG, f"{FOLDER}/{path.name}")
+            path.unlink()
         self.prune(self.keep)
 
     def prune(self, keep: int) -> None:
