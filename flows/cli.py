@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 
 from flows import prefect_defaults
-from flows.cli_fields import Scale, benchmark_folders, field_options, suite_names, validated
+from flows.cli_fields import (
+    Scale,
+    SuiteRows,
+    benchmark_folders,
+    field_options,
+    suite_names,
+    validated,
+)
 from flows.cli_models import evaluate, export, gate
 from flows.cli_output import pipeline_report, serve_uis
 from srcnn.batch.job import BucketOptions, UpscaleOptions
@@ -101,11 +108,7 @@ def train(
             help="Start from these weights (champion, models:/..., runs:/ID/model, folder)."
         ),
     ] = None,
-    degradation: Annotated[
-        list[str] | None,
-        typer.Option(help="Evaluate with the LR images made by these degradations of the suite "
-                          "(repeat; default: all of them)."),
-    ] = None,
+    degradation: SuiteRows = None,
     *,
     model: ModelOverrides,
     training: TrainOverrides,

@@ -27,6 +27,11 @@ from srcnn.data.degradation import SUITE
 
 NONE_WORDS = ("none", "null", "off")
 Scale = Annotated[int, typer.Option("--scale", "-s", help="Upscaling factor.", min=2, max=8)]
+# The rows a model is scored under where it is recorded (train, export, gate); checked by
+# `suite_names`.
+SuiteRows = Annotated[list[str] | None, typer.Option(
+    "--degradation", help="Score with the LR images made by these degradations of the suite "
+                          "(repeat; default: all of them).")]
 
 
 class _Unset:

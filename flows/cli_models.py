@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_fields import Scale, benchmark_folders, suite_names
+from flows.cli_fields import Scale, SuiteRows, benchmark_folders, suite_names
 from srcnn.data.degradation import SUITE
 from srcnn.settings import get_settings
 
@@ -71,11 +71,7 @@ def export(
         str | None,
         typer.Option(help="The `srcnn` commands that made the model, recorded in its config."),
     ] = None,
-    degradation: Annotated[
-        list[str] | None,
-        typer.Option(help="Also score with the LR images made by these degradations of the "
-                          "suite (repeat; default: all of them)."),
-    ] = None,
+    degradation: SuiteRows = None,
 ) -> None:
     """Write a model as an MLflow model folder (pyfunc from code, safetensors + config), with
     its evaluation recorded in the config: `mlflow models serve -m FOLDER` serves it and
@@ -137,8 +133,7 @@ def gate(
         "x2 pair within 6,500 multiply-adds per output pixel)."), min=1, max=4)] = 1,
     dataset: Annotated[list[str] | None, typer.Option(
         help="Benchmark folders to score and record with the model.")] = None,
-    degradation: Annotated[list[str] | None, typer.Option(
-        help="Score with the LR images made by these degradations (default: the suite).")] = None,
+    degradation: SuiteRows = None,
 ) -> None:
     """Pair two LR-space nets with a gate that picks one per image from the LR image itself
     (the clean net where it looks like an antialiased, lossless downscale; the robust one

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from prefect import flow, get_run_logger, runtime
@@ -187,7 +188,7 @@ def _run(
         "worker_seconds": 0.0,
         "shards": 0,
         "listed": 0,
-        "nets": {},  # a gated pair's: {net: images it ran on}
+        "nets": Counter(),  # a gated pair's: {net: images it ran on}
     }
     failures: list[str] = []
     samples: list[tuple[str, str]] = []
@@ -252,8 +253,7 @@ def _add(totals: dict, failures: list[str], s: ShardSummary, logger) -> None:
     totals["pixels"] += s.pixels
     totals["worker_seconds"] = round(totals["worker_seconds"] + s.seconds, 3)
     totals["shards"] += 1
-    for net, n in s.nets:
-        totals["nets"][net] = totals["nets"].get(net, 0) + n
+    totals["nets"].update(dict(s.nets))
     failures.extend(s.failures[: MAX_FAILURES_SHOWN - len(failures)])
     logger.info(
         "%d images so far: %d done, %d current, %d failed",

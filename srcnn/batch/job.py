@@ -159,8 +159,8 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     "robust"; None for any other model): what the file says (a JPEG's quality), else what
     the gate reads in the LR luma the net gets."""
     from srcnn.data.color import luma
-    from srcnn.inference.tiling import grey_luma, upscale_grey_float, upscale_rgb_tiled
-    from srcnn.models.gated import GatedNet, for_file, role
+    from srcnn.inference.tiling import for_image, grey_luma, upscale_grey_float, upscale_rgb_tiled
+    from srcnn.models.gated import for_file, role
 
     pair = model
     model = for_file(model, img)  # a gated pair's choice where the file tells (a JPEG's quality)
@@ -168,8 +168,8 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
         raise ValueError(f"animated image ({img.n_frames} frames) not supported")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = np.asarray(img, dtype=np.float32) / 65535.0
-        if isinstance(model, GatedNet):
-            model = model.choose(grey_luma(grey))
+        if model.upsamples:  # a pair's choice from the luma the net reads (else the net)
+            model = for_image(model, grey_luma(grey))
         out = upscale_grey_float(model, grey, scale, tile_size, bf16)
         # mode I;16
         return Image.fromarray(np.round(out * 65535.0).astype(np.uint16)), role(pair, model)
@@ -182,9 +182,10 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     if base not in ("RGB", "L", "CMYK", "YCbCr"):
         raise ValueError(f"unsupported image mode {img.mode}")
     rgb = img.convert("RGB")
-    if isinstance(model, GatedNet):
-        model = model.choose(luma(rgb))
-    out = upscale_rgb_tiled(model, rgb, scale, tile_size, bf16)
+    lr_y = luma(rgb) if model.upsamples else None  # computed once: the choice and the net's
+    if lr_y is not None:
+        model = for_image(model, lr_y)
+    out = upscale_rgb_tiled(model, rgb, scale, tile_size, bf16, lr_y)
     if base in ("L", "CMYK"):
         out = out.convert(base)
     if alpha is not None:

@@ -204,18 +204,19 @@ def _halo_cut(
 
 
 def upscale_rgb_tiled(
-    model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512, bf16: bool = False
+    model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512, bf16: bool = False,
+    lr_y: np.ndarray | None = None,
 ) -> Image.Image:
     """Exactly `upscale_rgb`, with working memory bounded by the tile size (an LR-space net
-    also holds the LR image's Y). On CUDA an SRCNN's whole pipeline runs on the device, many
-    tiles per forward pass (`srcnn.inference.cuda`)."""
+    also holds the LR image's Y: `lr_y`, `luma(lr)`, where the caller has it already). On CUDA
+    an SRCNN's whole pipeline runs on the device, many tiles per forward pass
+    (`srcnn.inference.cuda`)."""
     if next(model.parameters()).device.type == "cuda" and not model.upsamples:
         from srcnn.inference.cuda import upscale_rgb_cuda
 
         return upscale_rgb_cuda(model, lr, scale, tile_size, bf16)
-    lr_y = None
     if model.upsamples:
-        lr_y = luma(lr)
+        lr_y = luma(lr) if lr_y is None else lr_y
         model = for_image(model, lr_y)
         lr_y = np.pad(lr_y, model.border, mode="edge")
     b = model.border
