@@ -126,3 +126,17 @@ def test_a_score_given_selects_the_best_epoch_and_is_reported(t91):
     for name, value in result.model.state_dict().items():  # epoch 1's weights came back
         assert torch.equal(value, snapshots[0][name].cpu()), name
     assert result.history[2].val_psnr != result.history[0].val_psnr  # it did train on
+
+
+def test_a_runs_initial_weights_are_its_seeds():
+    """The net a training run starts from depends on its seed only, not on what drew from
+    torch's generator earlier in the process (a flow beside others, a test after others)."""
+    from srcnn.training.run import initial_net
+
+    config = ModelConfig(family="espcn", f1=3, f2=3, f3=3, n1=16, n2=16, depth=4)
+    first = initial_net(config, 3, seed=5).state_dict()
+    torch.rand(1000)  # someone else draws in between
+    again = initial_net(config, 3, seed=5).state_dict()
+    other = initial_net(config, 3, seed=6).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

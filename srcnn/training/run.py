@@ -95,6 +95,13 @@ def _resumable(client: MlflowClient, experiment: str, key: str) -> tuple[str | N
     return run_id, state
 
 
+def initial_net(model: ModelConfig, scale: int, seed: int) -> torch.nn.Module:
+    """The net a run starts from, initialised by `seed` alone (TrainConfig.seed seeds the
+    initialisation too), not by whatever drew from torch's generator before in this process."""
+    torch.manual_seed(seed)
+    return build_net(model, scale)
+
+
 def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: str | None = None,
               probe_dataset: str | None = None, init_model: str | None = None,
               tags: dict[str, str] | None = None) -> str:
@@ -163,7 +170,7 @@ def train_run(store: str, model: ModelConfig, training: TrainConfig, run_name: s
         def on_epoch(report, net):
             metrics(report, **({"probe_psnr": probe(net, report.elapsed_s)} if probe else {}))
 
-        net = build_net(model, scale)
+        net = initial_net(model, scale, training.seed)
         if init_model and state is None:  # a resumed run starts from its checkpoint
             if model.expand:
                 raise ValueError(f"init model {init_model}: shipped and logged nets are collapsed;"
