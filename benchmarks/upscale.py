@@ -195,13 +195,22 @@ def _chunk_on_worker(
     from srcnn.batch.planning import Chunk, Item
     from srcnn.cluster import worker_model
 
-    real, encoder = upscale.upscale_pil, images.encode_image
+    real, encoder = upscale.upscale_chosen, images.encode_image
+    swapped = []  # what ran in place of the net or the encoder: checked below (a rename once
+    # left "bicubic" running the net)
+
+    def resize(model, img, scale, tile_size, bf16=False):
+        swapped.append("resize")
+        return img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC), None
+
+    def zlib_encode(img, fmt, **params):
+        swapped.append("zlib")
+        return pillow_encode(img, fmt, **{k: v for k, v in params.items() if k != "threaded"})
+
     if kind.startswith("bicubic"):  # the same decode and encode, a plain resize for the net
-        upscale.upscale_pil = lambda model, img, scale, tile_size, bf16=False: img.resize(
-            (img.width * scale, img.height * scale), Image.Resampling.BICUBIC
-        )
+        upscale.upscale_chosen = resize
     if kind.endswith("zlib"):
-        images.encode_image = pillow_encode
+        images.encode_image = zlib_encode
     try:
         job = upscale.Job(
             photos,
@@ -222,8 +231,10 @@ def _chunk_on_worker(
             Chunk("c" + hashlib.sha256(key.encode()).hexdigest()[:19], (Item(key, "etag"),)),
         )
     finally:
-        upscale.upscale_pil, images.encode_image = real, encoder
+        upscale.upscale_chosen, images.encode_image = real, encoder
     assert result.done == 1, result.lines
+    assert ("resize" in swapped) == kind.startswith("bicubic"), (kind, swapped)
+    assert ("zlib" in swapped) == kind.endswith("zlib"), (kind, swapped)
     return result.pixels, torch.get_num_threads()
 
 

@@ -6,9 +6,11 @@ import torch
 from PIL import Image
 
 from srcnn.config import ModelConfig
+from srcnn.data.color import rgb_to_ycbcr
 from srcnn.inference.tiling import (
     plan_tiles,
     prepare,
+    replace_luma,
     upscale_grey_float,
     upscale_luma,
     upscale_rgb,
@@ -35,6 +37,24 @@ def test_plan_tiles_cover_exactly_once(h, w, tile):
     assert len(tiles) == -(-h // tile) * -(-w // tile)
     heights, widths = {t.y1 - t.y0 for t in tiles}, {t.x1 - t.x0 for t in tiles}
     assert max(heights) - min(heights) <= 1 and max(widths) - min(widths) <= 1
+
+
+def test_replace_luma_sets_y_and_keeps_cb_cr():
+    """Against BT.601 in float64: the output's Y is the net's to within half an 8-bit step
+    (R, G and B move by whole levels), its Cb and Cr are the bicubic's wherever no channel
+    clipped, and clipped channels sit at 0 or 255."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (3, 37, 53), dtype=np.uint8)
+    y = rng.uniform(-0.05, 1.05, (37, 53)).astype(np.float32)  # past the range: clipping too
+    out = replace_luma(list(rgb), y).astype(np.float64)
+    before = rgb_to_ycbcr(rgb.transpose(1, 2, 0) / 255.0).astype(np.float64)
+    after = rgb_to_ycbcr(out.transpose(1, 2, 0) / 255.0).astype(np.float64)
+    free = ((out > 0) & (out < 255)).all(axis=0)
+    assert 0.3 < free.mean() < 1.0  # both kinds of pixel are tested
+    step = 219.0 / 255.0 / 255.0  # what one 8-bit level of R, G and B moves Y by
+    assert np.abs(after[..., 0] - y)[free].max() <= step / 2 + 1e-6
+    np.testing.assert_allclose(after[..., 1:][free], before[..., 1:][free], atol=1e-6)
+    assert np.isin(out[:, ~free], (0.0, 255.0)).any(axis=0).all()
 
 
 @pytest.mark.parametrize("tile", [16, 23, 50, 97])
