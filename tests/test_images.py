@@ -81,11 +81,33 @@ def _pixel_stream(png: bytes) -> bytes:
     return zlib.decompress(stream)
 
 
+def _chunk_list(png: bytes) -> list[bytes]:
+    """A PNG's chunks other than its pixel data (IDAT), whole, in order."""
+    pos, chunks = 8, []
+    while pos < len(png):
+        end = pos + 12 + int.from_bytes(png[pos:pos + 4], "big")
+        if png[pos + 4:pos + 8] != b"IDAT":
+            chunks.append(png[pos:end])
+        pos = end
+    return chunks
+
+
+def _row_filters(png: bytes, img: Image.Image) -> np.ndarray:
+    """The filter type of each pixel row of a PNG of `img` (non-interlaced)."""
+    bits = {"1": 1, "P": 8, "L": 8, "LA": 16, "RGB": 24, "RGBA": 32, "I;16": 16}[img.mode]
+    row = 1 + -(-img.width * bits // 8)
+    return np.frombuffer(_pixel_stream(png), np.uint8)[::row]
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16", "1"])
 def test_png_outputs_keep_pixels_chunks_and_level(mode):
-    """A PNG written by `encode_image` (Pillow's chunks, libdeflate's compression) holds the
-    very rows Pillow's own encoder filters, decodes to the same pixels, keeps its colour
-    profile and EXIF, and gets smaller as the level rises."""
+    """A PNG written by `encode_image` (Pillow's chunks; rows filtered by libpng or Pillow,
+    compressed by libdeflate) decodes to the same pixels, holds every chunk Pillow's own
+    encoder writes (colour profile, EXIF) byte for byte and in its order, filters its rows
+    adaptively (several filters; palette and 1-bit images none, as Pillow), is at most 5%
+    larger than Pillow's own PNG at the same level (libdeflate's 16-bit grey at level 6 is
+    3% over zlib's here), and is smaller at levels 6 and 9 than at 1 (libdeflate's 9 is not
+    always smaller than its 6: 2% larger for grey and alpha here)."""
     rng = np.random.default_rng(7)
     ramp = np.add.outer(np.arange(300), np.arange(200)) * 0.4  # compressible, with some noise
     base = np.clip(ramp[..., None] + rng.normal(0, 1.5, (300, 200, 4)), 0, 255).astype(np.uint8)
@@ -97,20 +119,22 @@ def test_png_outputs_keep_pixels_chunks_and_level(mode):
     exif = Image.Exif()
     exif[0x010F] = "camera maker"
     params = {"icc_profile": icc, "exif": exif.tobytes()}
-    pillow = io.BytesIO()
-    img.save(pillow, "PNG", compress_level=6, **params)
     sizes = {}
     for level in (1, 6, 9):
+        pillow = io.BytesIO()
+        img.save(pillow, "PNG", compress_level=level, **params)
         data = encode_image(img, "PNG", compress_level=level, **params)
         sizes[level] = len(data)
-        assert _pixel_stream(data) == _pixel_stream(pillow.getvalue())
+        assert _chunk_list(data) == _chunk_list(pillow.getvalue())
+        assert len(set(_row_filters(data, img))) > 1 or mode in ("P", "1")
+        assert len(data) <= 1.05 * len(pillow.getvalue()), (level, len(pillow.getvalue()))
         with Image.open(io.BytesIO(data)) as out:
             out.load()  # Pillow checks every chunk's CRC
             assert (out.mode, out.size) == (img.mode, img.size)
             assert np.array_equal(np.asarray(out), np.asarray(img)), level
             assert out.info["icc_profile"] == icc
             assert out.getexif()[0x010F] == "camera maker"
-    assert sizes[9] <= sizes[6] < sizes[1]
+    assert max(sizes[6], sizes[9]) < sizes[1]
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])

@@ -10,6 +10,7 @@ import functools
 import io
 import warnings
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -155,6 +156,9 @@ def read_image(url: str, key: str | None = None, max_pixels: int | None = None) 
 
 
 PNG_LEVEL = 6  # zlib's own default, what Pillow writes unless told
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Modes whose arrays libpng writes as Pillow does: 8-bit L, LA, RGB, RGBA and 16-bit grey.
+LIBPNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
 JPEG_FAST = {"quality", "icc_profile", "exif"}  # what libjpeg-turbo's direct path writes
 
@@ -163,10 +167,11 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
     """`img` in `fmt` with Pillow's `params`, as Pillow writes it, faster where a codec
     library gives the same result (benchmarks/upscale.py, sections 5 and 6):
 
-    - PNG: written by Pillow uncompressed (its filters, chunks and metadata, every mode and bit
-      depth), its pixel data compressed by libdeflate at the asked `compress_level`: the same
-      pixels, about three times faster than zlib, files within 1% of its size. Level 0
-      (stored) and `optimize` stay Pillow's.
+    - PNG: Pillow's chunks and metadata, the pixel rows filtered by libpng (8-bit grey, grey
+      and alpha, RGB, RGBA and 16-bit grey; other modes by Pillow) and compressed by
+      libdeflate at the asked `compress_level`: the same pixels, about three times faster
+      than Pillow's zlib, files within 1% of its size. Level 0 (stored) and `optimize` stay
+      Pillow's.
     - JPEG of RGB or grey, `threaded` (other threads encode or feed a GPU meanwhile):
       libjpeg-turbo called directly (imagecodecs), which lets them run while it encodes
       (Pillow's encoder holds the GIL), with Pillow's own EXIF and colour-profile segments:
@@ -178,11 +183,34 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
         return _turbo_jpeg(img, params)
     level = params.get("compress_level", PNG_LEVEL)
     deflated = fmt == "PNG" and level > 0 and not params.get("optimize")
+    if deflated and img.mode in LIBPNG_MODES:
+        return _libpng_rows(img, level, params)
     if deflated:
         params = {**params, "compress_level": 0}
     buf = io.BytesIO()
     img.save(buf, format=fmt, **params)
     return _deflate_png(buf.getvalue(), level) if deflated else buf.getvalue()
+
+
+def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes:
+    """A PNG of `img` with Pillow's chunks for `params` (taken from Pillow's PNG of the first
+    row: colour profile, EXIF, text, resolution, in Pillow's order) and libpng's header and
+    filtered rows, compressed by libdeflate at `level`. Filtering is the slowest part of
+    Pillow's PNG encoder; libpng's takes two thirds of its time. Both pick each row's filter
+    adaptively (Pillow's rule is an older libpng's): on photos upscaled x3 nearly every row
+    gets the same filter, and the files are as large (benchmarks/upscale.py, section 6)."""
+    import imagecodecs
+
+    stored = list(_chunks(imagecodecs.png_encode(np.asarray(img), level=0)))
+    head = io.BytesIO()
+    img.crop((0, 0, img.width, 1)).save(head, "PNG", **{**params, "compress_level": 0})
+    pillows = list(_chunks(head.getvalue()))
+    header = stored[0][1]  # IHDR: length, type, width, height, then depth, colour type, ...
+    if (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
+        raise AssertionError(f"libpng's PNG header for mode {img.mode} is not Pillow's")
+    rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in stored if kind == b"IDAT"))
+    return _with_pixels([(b"IHDR", header), *pillows[1:]],
+                        imagecodecs.deflate_encode(rows, level=level))
 
 
 def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
@@ -215,24 +243,34 @@ def _deflate_png(png: bytes, level: int) -> bytes:
     libdeflate at `level`; every other chunk is kept as it is, in its place."""
     import imagecodecs
 
-    view = memoryview(png)
-    out: list[bytes | memoryview] = [view[:8]]
-    stream: list[memoryview] = []
-    pos = 8
+    chunks = list(_chunks(png))
+    rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in chunks if kind == b"IDAT"))
+    return _with_pixels(chunks, imagecodecs.deflate_encode(rows, level=level))
+
+
+def _chunks(png: bytes) -> Iterator[tuple[bytes, memoryview]]:
+    """(type, the whole chunk: length, type, data, CRC) of each chunk of a PNG, in order."""
+    view, pos = memoryview(png), len(PNG_SIGNATURE)
     while pos < len(png):
-        size = int.from_bytes(view[pos:pos + 4], "big")
-        end = pos + 12 + size
-        if view[pos + 4:pos + 8] != b"IDAT":
-            out.append(view[pos:end])
-        else:
-            stream.append(view[pos + 8:pos + 8 + size])
-            if view[end + 4:end + 8] != b"IDAT":  # the last of the run: its place in the file
-                body = imagecodecs.deflate_encode(zlib.decompress(b"".join(stream)), level=level)
-                for i in range(0, len(body), IDAT_BYTES):
-                    part = b"IDAT" + body[i:i + IDAT_BYTES]
-                    out += [(len(part) - 4).to_bytes(4, "big"), part,
-                            zlib.crc32(part).to_bytes(4, "big")]
+        end = pos + 12 + int.from_bytes(view[pos:pos + 4], "big")
+        yield bytes(view[pos + 4:pos + 8]), view[pos:end]
         pos = end
+
+
+def _with_pixels(chunks: list[tuple[bytes, memoryview]], body: bytes) -> bytes:
+    """The PNG of `chunks` with its IDAT chunks replaced, at the first one's place, by `body`
+    (a zlib stream) in chunks of IDAT_BYTES."""
+    out: list[bytes | memoryview] = [PNG_SIGNATURE]
+    placed = False
+    for kind, chunk in chunks:
+        if kind != b"IDAT":
+            out.append(chunk)
+        elif not placed:
+            for i in range(0, len(body), IDAT_BYTES):
+                part = b"IDAT" + body[i:i + IDAT_BYTES]
+                out += [(len(part) - 4).to_bytes(4, "big"), part,
+                        zlib.crc32(part).to_bytes(4, "big")]
+            placed = True
     return b"".join(out)
 
 
