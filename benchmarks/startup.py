@@ -3,7 +3,15 @@ cold (a temporary Prefect server, the run's own Dask workers) and warm (`srcnn s
 the call runs in its warm process, on its Prefect server and Dask cluster), against the same upscale in one plain Python process (the library, no Prefect, no Dask).
 Wall seconds per call, side by side in one run; medians of `--repeat` calls.
 
-    python benchmarks/startup.py [--repeat 3]
+With `--opencv PYTHON` (a Python with OpenCV and onnx: `python -m venv cv && cv/bin/pip install
+opencv-python-headless onnx`), also OpenCV's FSRCNN x3 (d 56, s 12, m 4, as `dnn_superres`
+ships it) in one process: import, read the model, upscale, write. OpenCV's trained model files
+are downloads from GitHub, which this machine cannot reach: the net here has FSRCNN's layers with
+random weights, written as ONNX, so its time is the architecture's, not the weights'; it runs
+through `cv2.dnn` with the YCrCb steps `dnn_superres` takes for FSRCNN (whose own `readModel`
+reads TensorFlow files only, in OpenCV 4).
+
+    python benchmarks/startup.py [--repeat 3] [--opencv PYTHON]
 """
 
 from __future__ import annotations
@@ -31,6 +39,51 @@ with Image.open(sys.argv[1]) as img:
     upscale_pil(model, img.convert("RGB"), 3, 256).save(sys.argv[2])
 """
 
+# Run by --opencv's Python. "write MODEL": FSRCNN x3's layers (5x5 1->56, 1x1 56->12, four
+# 3x3 12->12, 1x1 12->56, PReLU after each; a 9x9 stride-3 deconvolution) with random weights,
+# as ONNX. "MODEL IN OUT": one upscale, as dnn_superres makes it.
+OPENCV = """
+import sys
+if sys.argv[1] == "write":
+    import numpy as np, onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng, nodes, weights, x = np.random.default_rng(0), [], [], "x"
+    def add(op, inputs, **attrs):
+        global x
+        out = f"t{len(nodes)}"
+        names = []
+        for i, arr in enumerate(inputs):
+            names.append(f"w{len(nodes)}_{i}")
+            weights.append(numpy_helper.from_array(arr.astype(np.float32), names[-1]))
+        nodes.append(helper.make_node(op, [x, *names], [out], **attrs))
+        x = out
+    def conv(c_in, c_out, k):
+        add("Conv", [rng.normal(0, 0.05, (c_out, c_in, k, k)), np.zeros(c_out)],
+            pads=[k // 2] * 4)
+        add("PRelu", [np.full((c_out, 1, 1), 0.25)])
+    for c_in, c_out, k in [(1, 56, 5), (56, 12, 1), *[(12, 12, 3)] * 4, (12, 56, 1)]:
+        conv(c_in, c_out, k)
+    add("ConvTranspose", [rng.normal(0, 0.01, (56, 1, 9, 9)), np.zeros(1)], strides=[3, 3],
+        pads=[4, 4, 4, 4], output_padding=[2, 2])
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, None, None])
+          for n in ("x", x)]
+    graph = helper.make_graph(nodes, "fsrcnn_x3", io[:1], io[1:], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              sys.argv[2])
+else:  # what dnn_superres does for "fsrcnn" (its YCrCb steps), through cv2.dnn itself
+    import cv2, numpy as np
+    net = cv2.dnn.readNet(sys.argv[1])
+    img = cv2.imread(sys.argv[2])
+    ycrcb = cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb).astype(np.float32) / 255.0
+    net.setInput(cv2.dnn.blobFromImage(ycrcb[..., 0]))
+    y = net.forward()[0, 0]
+    big = cv2.resize(ycrcb, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_CUBIC)
+    big[..., 0] = y
+    out = cv2.cvtColor(np.clip(big * 255.0, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR)
+    assert out.shape[:2] == (864, 864), out.shape
+    cv2.imwrite(sys.argv[3], out)
+"""
+
 
 def free_port() -> int:
     import socket
@@ -52,6 +105,7 @@ def timed(argv: list[str], env: dict, cwd: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--opencv", help="a Python with opencv-contrib-python-headless and onnx")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -79,6 +133,12 @@ def main() -> None:
         rows["plain process (library)"] = [
             timed([sys.executable, "-c", PLAIN, str(photo / "one.png"), str(home / "plain.png")],
                   env, ROOT) for _ in range(args.repeat)]
+        if args.opencv:
+            model = str(home / "fsrcnn_x3.onnx")
+            timed([args.opencv, "-c", OPENCV, "write", model], env, ROOT)
+            rows["OpenCV FSRCNN, one process"] = [
+                timed([args.opencv, "-c", OPENCV, model, str(photo / "one.png"),
+                       str(home / "opencv.png")], env, ROOT) for _ in range(args.repeat)]
         served = subprocess.Popen([srcnn, "serve", "--prefect-port",
                                    str(free_port()), "--dask-port", str(free_port())],
                                   env=env, cwd=home,
@@ -106,8 +166,8 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:<34}{median:>8.2f} s  ({median / plain:4.1f}x the plain process)  "
               f"runs: {', '.join(f'{v:.2f}' for v in values)}")
-    print("OpenCV's dnn_superres FSRCNN: not measured here (its model files are downloads "
-          "from GitHub, which this machine cannot reach)")
+    if not args.opencv:
+        print("OpenCV's dnn_superres FSRCNN: not measured (give --opencv PYTHON)")
 
 
 if __name__ == "__main__":
