@@ -196,9 +196,9 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes:
     """A PNG of `img` with Pillow's chunks for `params` (taken from Pillow's PNG of the first
     row: colour profile, EXIF, text, resolution, in Pillow's order) and libpng's header and
     filtered rows, compressed by libdeflate at `level`. Filtering is the slowest part of
-    Pillow's PNG encoder; libpng's takes two thirds of its time. Both pick each row's filter
-    adaptively (Pillow's rule is an older libpng's): on photos upscaled x3 nearly every row
-    gets the same filter, and the files are as large (benchmarks/upscale.py, section 6)."""
+    Pillow's PNG encoder; libpng's takes two thirds of its time. Both choose each row's filter
+    adaptively, by slightly different rules: on photos upscaled x3 nearly every row gets the
+    same filter, and the files are as large (benchmarks/upscale.py, section 6)."""
     import imagecodecs
 
     stored = list(_chunks(imagecodecs.png_encode(np.asarray(img), level=0)))
