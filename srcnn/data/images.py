@@ -183,8 +183,8 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
         return _turbo_jpeg(img, params)
     level = params.get("compress_level", PNG_LEVEL)
     deflated = fmt == "PNG" and level > 0 and not params.get("optimize")
-    if deflated and img.mode in LIBPNG_MODES:
-        return _libpng_rows(img, level, params)
+    if deflated and img.mode in LIBPNG_MODES and (png := _libpng_rows(img, level, params)):
+        return png
     if deflated:
         params = {**params, "compress_level": 0}
     buf = io.BytesIO()
@@ -192,13 +192,14 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
     return _deflate_png(buf.getvalue(), level) if deflated else buf.getvalue()
 
 
-def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes:
+def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes | None:
     """A PNG of `img` with Pillow's chunks for `params` (taken from Pillow's PNG of the first
     row: colour profile, EXIF, text, resolution, in Pillow's order) and libpng's header and
     filtered rows, compressed by libdeflate at `level`. Filtering is the slowest part of
     Pillow's PNG encoder; libpng's takes two thirds of its time. Both choose each row's filter
     adaptively, by slightly different rules: on photos upscaled x3 nearly every row gets the
-    same filter, and the files are as large (benchmarks/upscale.py, section 6)."""
+    same filter, and the files are as large (benchmarks/upscale.py, section 6). None where
+    libpng's header (width, bit depth, colour type, ...) would not be the one Pillow writes."""
     import imagecodecs
 
     stored = list(_chunks(imagecodecs.png_encode(np.asarray(img), level=0)))
@@ -207,7 +208,7 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes:
     pillows = list(_chunks(head.getvalue()))
     header = stored[0][1]  # IHDR: length, type, width, height, then depth, colour type, ...
     if (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
-        raise AssertionError(f"libpng's PNG header for mode {img.mode} is not Pillow's")
+        return None  # libpng would write another kind of PNG: Pillow's filters, then
     rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in stored if kind == b"IDAT"))
     return _with_pixels([(b"IHDR", header), *pillows[1:]],
                         imagecodecs.deflate_encode(rows, level=level))
