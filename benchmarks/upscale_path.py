@@ -196,10 +196,10 @@ def fast_vs_srcnn(photos: str, rounds: int = 2) -> None:
 def stage_costs(photos: str, repeat: int = 3) -> None:
     """Section 6: single-thread milliseconds per output Mpx of each stage over `photos` x3, the
     stages interleaved `repeat` times, best of each."""
-    from srcnn.data.color import luma, rgb_to_ycbcr, to_float
+    from srcnn.data.color import luma, planes_luma
     from srcnn.data.degradation import bicubic_upscale
     from srcnn.data.images import encode_image
-    from srcnn.inference.tiling import upscale_luma, upscale_luma_lr, upscale_rgb_tiled
+    from srcnn.inference.tiling import rgb_planes, upscale_luma, upscale_luma_lr, upscale_rgb_tiled
     from srcnn.registry.champion import resolve_spec
 
     threads = torch.get_num_threads()
@@ -216,7 +216,7 @@ def stage_costs(photos: str, repeat: int = 3) -> None:
         pool = ThreadPoolExecutor(2)  # an encoder that holds the GIL gains nothing from it
         tile = TileConfig().tile_size  # the product's default, as in section 5
         outs = [bicubic_upscale(im, 3) for im in imgs]  # what is encoded; SRCNN reads its Y
-        bic_y = [rgb_to_ycbcr(to_float(up))[..., 0] for up in outs]
+        bic_y = [planes_luma(rgb_planes(up)) for up in outs]  # what the colour path reads
         stages = {
             "decode (PNG)": lambda: [
                 Image.open(io.BytesIO(b)).convert("RGB").load() for b in blobs

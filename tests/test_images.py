@@ -70,26 +70,24 @@ def test_png_exif_orientation_before_the_pixels_counts(tmp_path):
     assert probe_image(str(tmp_path / "turned.png")) == (300, 500)
 
 
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, the whole chunk) of each chunk of a PNG, in order."""
+    pos, chunks = 8, []
+    while pos < len(png):
+        end = pos + 12 + int.from_bytes(png[pos:pos + 4], "big")
+        chunks.append((png[pos + 4:pos + 8], png[pos:end]))
+        pos = end
+    return chunks
+
+
 def _pixel_stream(png: bytes) -> bytes:
     """A PNG's filtered pixel rows: its IDAT chunks joined and inflated by zlib."""
-    pos, stream = 8, b""
-    while pos < len(png):
-        size = int.from_bytes(png[pos:pos + 4], "big")
-        if png[pos + 4:pos + 8] == b"IDAT":
-            stream += png[pos + 8:pos + 8 + size]
-        pos += 12 + size
-    return zlib.decompress(stream)
+    return zlib.decompress(b"".join(c[8:-4] for kind, c in _png_chunks(png) if kind == b"IDAT"))
 
 
 def _chunk_list(png: bytes) -> list[bytes]:
     """A PNG's chunks other than its pixel data (IDAT), whole, in order."""
-    pos, chunks = 8, []
-    while pos < len(png):
-        end = pos + 12 + int.from_bytes(png[pos:pos + 4], "big")
-        if png[pos + 4:pos + 8] != b"IDAT":
-            chunks.append(png[pos:end])
-        pos = end
-    return chunks
+    return [chunk for kind, chunk in _png_chunks(png) if kind != b"IDAT"]
 
 
 def _row_filters(png: bytes, img: Image.Image) -> np.ndarray:

@@ -9,21 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from stores import ARRAYS, awkward_config
 
-from srcnn.config import PatchConfig
 from srcnn.data.build import builder as patch_build
 from srcnn.data.build.builder import build_patch_store
 from srcnn.data.build.shard_writer import ShardWriteError
 from srcnn.data.store.patch_store import PatchStore, read_markers, read_source_entries, store_attrs
 
-ARRAYS = ("bicubic", "hr", "source", "position")
 ADDED = ("t40.png", "t42.png", "t43.png", "t44.png")
-
-
-def _config(**kw):
-    # Awkward sizes: shards straddle images, and the first store ends mid-shard.
-    return PatchConfig(scale=3, chunk_patches=11, shard_chunks=3, images_per_task=2,
-                       val_fraction=0.34, **kw)
 
 
 def _files(url: str) -> dict[str, str]:
@@ -79,7 +72,7 @@ def _copy(t91: Path, folder: Path, names) -> None:
 
 def test_added_images_write_only_new_shards_and_the_index(small_collection, t91, tmp_path,
                                                           dask_cluster):
-    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), _config()
+    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), awkward_config()
     first = build_patch_store(source, url, config)
     before, rows_before = _files(url), _rows(url)
     assert first.n_patches % config.shard_patches  # the store ends mid-shard
@@ -118,7 +111,7 @@ def test_added_images_write_only_new_shards_and_the_index(small_collection, t91,
 
 
 def test_removed_and_changed_images(small_collection, t91, tmp_path, dask_cluster):
-    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), _config()
+    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), awkward_config()
     build_patch_store(source, url, config)
     before, rows_before = _files(url), _rows(url)
     (small_collection / "t30.png").unlink()
@@ -154,7 +147,7 @@ def test_removed_and_changed_images(small_collection, t91, tmp_path, dask_cluste
 
 
 def test_reader_opened_before_keeps_its_version(small_collection, t91, tmp_path, dask_cluster):
-    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), _config()
+    url, source, config = str(tmp_path / "store.zarr"), str(small_collection), awkward_config()
     build_patch_store(source, url, config)
     eager = PatchStore(url)
     splits = {s: eager.split_indices(s) for s in ("train", "val")}
@@ -178,7 +171,7 @@ def test_failed_incremental_build_resumes_only_missing_shards(small_collection, 
     """A new image breaks between planning and writing: its shards fail, the others are
     written and marked, the store still serves the old version; the re-run writes exactly
     the failed shards and equals an uninterrupted incremental build."""
-    source, config = str(small_collection), _config()
+    source, config = str(small_collection), awkward_config()
     url, clean = str(tmp_path / "store.zarr"), str(tmp_path / "clean.zarr")
     build_patch_store(source, url, config)
     build_patch_store(source, clean, config)
@@ -220,8 +213,8 @@ def test_failed_incremental_build_resumes_only_missing_shards(small_collection, 
 
 def test_other_layout_rebuilds_whole(small_collection, tmp_path, dask_cluster):
     url, source = str(tmp_path / "store.zarr"), str(small_collection)
-    build_patch_store(source, url, _config())
-    report = build_patch_store(source, url, _config(stride=20))
+    build_patch_store(source, url, awkward_config())
+    report = build_patch_store(source, url, awkward_config(stride=20))
     assert report.built and not report.incremental
     assert "sources_path" not in store_attrs(url)
 
@@ -232,7 +225,7 @@ def test_incremental_build_on_s3(small_collection, t91, tmp_path, s3_bucket):
     import dask
 
     fs, bucket = s3_bucket
-    url, source, config = f"s3://{bucket}/x3.zarr", str(small_collection), _config()
+    url, source, config = f"s3://{bucket}/x3.zarr", str(small_collection), awkward_config()
     with dask.config.set(scheduler="sync"):  # the S3 endpoint lives in this process's env
         build_patch_store(source, url, config)
         before = {p: fs.info(p)["ETag"] for p in fs.find(f"{bucket}/x3.zarr")}
@@ -264,7 +257,7 @@ def test_a_realistic_degradation_gives_the_same_bytes_built_whole_or_incremental
     from srcnn.data.degradation import degradation_copy, training_planes
 
     real = DegradationConfig(kind="real", seed=3, jpeg_prob=0.5, noise_prob=0.5)
-    config = _config(degradation=real, augment_scales=(1.0, 0.8), copies=2)
+    config = awkward_config(degradation=real, augment_scales=(1.0, 0.8), copies=2)
     url, source = str(tmp_path / "store.zarr"), str(small_collection)
     build_patch_store(source, url, config)
     _copy(t91, small_collection, ADDED)
@@ -295,6 +288,6 @@ def test_a_realistic_degradation_gives_the_same_bytes_built_whole_or_incremental
         firsts.append(stored)
     assert not np.array_equal(*firsts)
     bicubic = str(tmp_path / "bicubic.zarr")
-    build_patch_store(source, bicubic, _config(augment_scales=(1.0, 0.8)))
+    build_patch_store(source, bicubic, awkward_config(augment_scales=(1.0, 0.8)))
     assert not np.array_equal(PatchStore(bicubic).array("bicubic")[:50],
                               store.array("bicubic")[:50])

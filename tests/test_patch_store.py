@@ -1,10 +1,7 @@
 """Patch extraction and the Zarr store, built through a real Dask LocalCluster."""
 
 import io
-import json
 import math
-import os
-from dataclasses import asdict
 from pathlib import Path
 
 import dask
@@ -12,14 +9,13 @@ import numpy as np
 import pytest
 import zarr
 from PIL import Image
+from stores import assert_same_store, awkward_config
 
 from srcnn import concurrency as bounded
 from srcnn.config import PatchConfig
-from srcnn.data.build import builder as patch_build
-from srcnn.data.build import shard_writer
-from srcnn.data.build.builder import build_patch_store, plan_build
+from srcnn.data.build.builder import build_patch_store
 from srcnn.data.build.plan import Piece, plan_shards
-from srcnn.data.build.shard_writer import ShardWriteError, piece_patches, write_shard
+from srcnn.data.build.shard_writer import piece_patches
 from srcnn.data.color import luma
 from srcnn.data.degradation import training_pair
 from srcnn.data.images import HEAD_BYTES
@@ -31,19 +27,12 @@ from srcnn.data.patches import (
     resized_size,
 )
 from srcnn.data.store.attrs import OutdatedStoreError, StoreAttrs
-from srcnn.data.store.markers import marker_url
 from srcnn.data.store.patch_store import (
     IncompleteStoreError,
     PatchStore,
     SourceEntry,
-    build_fingerprint,
     create_store,
-    open_for_build,
-    read_markers,
-    read_source_entries,
-    store_attrs,
 )
-from srcnn.storage import list_images
 
 
 def test_t91_patch_count_matches_paper(t91):
@@ -138,16 +127,10 @@ def test_aligned_patches_carry_the_lr_patch_of_the_same_window(small_collection,
                                       .astype(np.float16))
 
 
-def _config(**kw):
-    # Awkward chunk sizes (pangeo-forge style): shards straddle images.
-    return PatchConfig(scale=3, chunk_patches=11, shard_chunks=3, images_per_task=2,
-                       val_fraction=0.34, **kw)
-
-
 def test_in_memory_patches_equal_the_store(small_collection, tmp_path, dask_cluster):
     """`collection_patches` (GPU machines without Zarr) cuts what `build-patches` stores: the
     same split by source image, the same downscaled copies, the same patches."""
-    config = _config(augment_scales=(1.0, 0.8))
+    config = awkward_config(augment_scales=(1.0, 0.8))
     url = str(tmp_path / "store.zarr")
     build_patch_store(str(small_collection), url, config)
     store = PatchStore(url)
@@ -163,7 +146,7 @@ def test_in_memory_patches_equal_the_store(small_collection, tmp_path, dask_clus
 
 def test_build_store_counts_positions_and_split(small_collection, tmp_path, dask_cluster):
     url = str(tmp_path / "store.zarr")
-    config = _config()
+    config = awkward_config()
     report = build_patch_store(str(small_collection), url, config)
     store = PatchStore(url)
     expected = {}
@@ -201,11 +184,11 @@ def test_build_store_counts_positions_and_split(small_collection, tmp_path, dask
 
 def test_rebuild_is_noop_and_changed_sources_rebuild(small_collection, tmp_path, dask_cluster):
     url = str(tmp_path / "store.zarr")
-    first = build_patch_store(str(small_collection), url, _config())
-    again = build_patch_store(str(small_collection), url, _config())
+    first = build_patch_store(str(small_collection), url, awkward_config())
+    again = build_patch_store(str(small_collection), url, awkward_config())
     assert not again.built and again.fingerprint == first.fingerprint
     (small_collection / "t30.png").unlink()
-    changed = build_patch_store(str(small_collection), url, _config())
+    changed = build_patch_store(str(small_collection), url, awkward_config())
     assert changed.built and changed.n_patches < first.n_patches
     assert len(PatchStore(url)) == changed.n_patches
 
@@ -216,7 +199,7 @@ def test_bad_images_are_skipped_with_reason(small_collection, tmp_path, dask_clu
     data = (small_collection / "t1.png").read_bytes()
     (small_collection / "truncated.png").write_bytes(data[: len(data) // 2])
     Image.new("RGB", (20, 20)).save(small_collection / "tiny.png")
-    report = build_patch_store(str(small_collection), str(tmp_path / "s.zarr"), _config())
+    report = build_patch_store(str(small_collection), str(tmp_path / "s.zarr"), awkward_config())
     reasons = {s["key"]: s["reason"] for s in report.skipped}
     assert set(reasons) == {"empty.png", "notes.png", "truncated.png", "tiny.png"}
     assert "0 bytes" in reasons["empty.png"] and "too small" in reasons["tiny.png"]
@@ -227,12 +210,12 @@ def test_bad_images_are_skipped_with_reason(small_collection, tmp_path, dask_clu
 def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_path,
                                                          dask_cluster):
     clean_url, url = str(tmp_path / "clean.zarr"), str(tmp_path / "s.zarr")
-    clean = build_patch_store(str(small_collection), clean_url, _config())
+    clean = build_patch_store(str(small_collection), clean_url, awkward_config())
     buf = io.BytesIO()  # a header that reads, pixel data cut short: found only by decoding
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)
                     ).save(buf, "PNG")
     (small_collection / "cut.png").write_bytes(buf.getvalue()[: HEAD_BYTES + 4096])
-    report = build_patch_store(str(small_collection), url, _config())
+    report = build_patch_store(str(small_collection), url, awkward_config())
     assert [s["key"] for s in report.skipped] == ["cut.png"]
     assert "not a readable image" in report.skipped[0]["reason"]
     store, ref = PatchStore(url), PatchStore(clean_url)
@@ -243,12 +226,12 @@ def test_pixels_that_do_not_decode_fail_their_image_alone(small_collection, tmp_
     for split in ("train", "val"):  # the other images' patches, exactly the clean build's
         for a, b in zip(store.load(split), ref.load(split)):
             np.testing.assert_array_equal(a, b)
-    assert not build_patch_store(str(small_collection), url, _config()).built  # up to date
+    assert not build_patch_store(str(small_collection), url, awkward_config()).built  # up to date
 
 
 def test_unpublished_store_is_refused(tmp_path):
     url = str(tmp_path / "half.zarr")
-    create_store(url, 10, _config(), StoreAttrs.of_build(_config(), "t"))
+    create_store(url, 10, awkward_config(), StoreAttrs.of_build(awkward_config(), "t"))
     with pytest.raises(IncompleteStoreError, match="not complete"):
         PatchStore(url)
 
@@ -258,7 +241,7 @@ def test_a_store_of_an_older_format_is_refused_with_the_command_that_rebuilds_it
     """Format 2 named the bicubic upscale `lr` and the LR patches `lr_native`; reading it as
     format 3 would feed a net the wrong array, so it is refused, and a build replaces it."""
     url = str(tmp_path / "old.zarr")
-    build_patch_store(str(small_collection), url, _config())
+    build_patch_store(str(small_collection), url, awkward_config())
     root = zarr.open_group(url, mode="r+")
     old = dict(root.attrs)
     old.update(format=2, lr_native=old.pop("has_lr"))
@@ -266,119 +249,8 @@ def test_a_store_of_an_older_format_is_refused_with_the_command_that_rebuilds_it
     with pytest.raises(OutdatedStoreError, match=rf"format 2.*srcnn patches SOURCE {url} "
                                                  rf"--scale 3 --force"):
         PatchStore(url)
-    report = build_patch_store(str(small_collection), url, _config())
+    report = build_patch_store(str(small_collection), url, awkward_config())
     assert report.built and not report.resumed and PatchStore(url).attrs.format == 3
-
-
-def assert_same_store(url: str, ref_url: str) -> None:
-    """Every array and attribute equal (so no duplicates, holes or stale patches)."""
-    store, ref = PatchStore(url), PatchStore(ref_url)
-    assert store.attrs == ref.attrs
-    for name in ("bicubic", "hr", "source", "position"):
-        np.testing.assert_array_equal(store.array(name)[:], ref.array(name)[:], err_msg=name)
-
-
-def _marker_times(url: str) -> dict[int, int]:
-    return {int(p.stem.split("-")[1]): p.stat().st_mtime_ns
-            for p in (Path(url) / "_build").glob("shard-*.json")}
-
-
-def test_failed_build_resumes_only_missing_shards(small_collection, tmp_path, dask_cluster,
-                                                  monkeypatch):
-    """One image becomes unreadable between inspection and writing (as a flaky disk or
-    bucket would do; an image that reads but does not decode fails alone instead): its shards
-    fail, every other shard is written and marked, the store
-    stays unpublished; the re-run writes exactly the failed shards (and one whose marker a
-    crash cut short: a damaged marker counts as missing) and equals a clean build."""
-    victim = small_collection / "t10.png"
-    data, stat = victim.read_bytes(), victim.stat()
-    real_plan = patch_build.plan_from_sizes
-
-    def plan_then_break_image(*args):  # runs in the driver after inspection
-        victim.unlink()  # gone for now (a flaky disk or bucket): its shards fail and retry
-        return real_plan(*args)
-
-    url = str(tmp_path / "store.zarr")
-    monkeypatch.setattr(patch_build, "plan_from_sizes", plan_then_break_image)
-    with pytest.raises(ShardWriteError, match="t10.png"):
-        build_patch_store(str(small_collection), url, _config())
-    monkeypatch.undo()
-    monkeypatch.setattr(shard_writer, "MARKERS_PER_READ", 4)  # the markers read in batches
-    with pytest.raises(IncompleteStoreError):
-        PatchStore(url)
-    attrs = store_attrs(url)
-    (t10,) = [asdict(s) for s in read_source_entries(url) if s.key == "t10.png"]
-    shard = _config().shard_patches
-    n_shards = math.ceil(attrs.n_patches / shard)
-    failed = {i for i in range(n_shards)
-              if i * shard < t10["offset"] + t10["n_patches"] and t10["offset"] < (i + 1) * shard}
-    before = _marker_times(url)
-    assert failed and before and set(before) == set(range(n_shards)) - failed
-    damaged = min(before)
-    marker = Path(marker_url(url, damaged))
-    marker.write_bytes(marker.read_bytes()[:20])  # cut short: its shard is written again
-    del before[damaged]
-
-    victim.write_bytes(data)  # the image is back, unchanged (same size and mtime)
-    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-    def no_second_inspection(*args, **kwargs):
-        raise AssertionError("the re-run inspected the images again")
-
-    monkeypatch.setattr(patch_build, "inspect_images", no_second_inspection)
-    report = build_patch_store(str(small_collection), url, _config())
-    monkeypatch.undo()
-    assert report.built and report.resumed and report.fingerprint == attrs.fingerprint
-    assert (report.shards_written, report.shards_reused) == (len(failed) + 1, len(before))
-    after = _marker_times(url)
-    assert read_markers(url)[damaged]["shard"] == damaged  # whole again
-    assert set(after) == set(range(n_shards))
-    assert {i: after[i] for i in before} == before  # reused shards were not rewritten
-    clean = str(tmp_path / "clean.zarr")
-    build_patch_store(str(small_collection), clean, _config())
-    assert_same_store(url, clean)
-    assert not build_patch_store(str(small_collection), url, _config()).built
-
-
-def test_changed_build_recreates_half_written_store(small_collection, tmp_path):
-    """A half-written store of another build is not resumed: its markers go with it."""
-    url = str(tmp_path / "store.zarr")
-    source = str(small_collection)
-    with dask.config.set(scheduler="sync"):
-        old = _config(stride=20)
-        plan = plan_build(source, list_images(source), old,
-                          build_fingerprint(list_images(source), old))
-        open_for_build(url, plan.n_patches, old, plan.attrs, plan.table)
-        first = plan.shard(0)
-        write_shard(url, source, first, plan.entries_of(first), old, plan.fingerprint)
-        report = build_patch_store(source, url, _config())
-    assert not report.resumed and report.shards_reused == 0
-    markers = read_markers(url)
-    assert {m["fingerprint"] for m in markers.values()} == {report.fingerprint}
-    assert len(markers) == report.shards_written == math.ceil(
-        report.n_patches / _config().shard_patches)
-
-
-def test_killed_build_resumes_on_s3(small_collection, tmp_path, s3_bucket):
-    """A build killed after some shards (the pure pieces called directly, as the workers
-    would) resumes on S3 through the same code path: only the other shards are written."""
-    fs, bucket = s3_bucket
-    url, source, config = f"s3://{bucket}/x3.zarr", str(small_collection), _config()
-    with dask.config.set(scheduler="sync"):  # the S3 endpoint lives in this process's env
-        sources = list_images(source)
-        plan = plan_build(source, sources, config, build_fingerprint(sources, config))
-        assert not open_for_build(url, plan.n_patches, config, plan.attrs, plan.table)
-        for shard in map(plan.shard, range(0, plan.n_shards, 2)):
-            write_shard(url, source, shard, plan.entries_of(shard), config, plan.fingerprint)
-        done = {i: json.loads(fs.cat(f"{bucket}/x3.zarr/_build/shard-{i:06d}.json"))
-                for i in range(0, plan.n_shards, 2)}
-        report = build_patch_store(source, url, config)
-        assert report.resumed and report.shards_reused == len(done)
-        assert report.shards_written == plan.n_shards - len(done)
-        markers = read_markers(url)
-        assert {i: markers[i] for i in done} == done  # untouched: same write time
-        build_patch_store(source, str(tmp_path / "clean.zarr"), config)
-    assert_same_store(url, str(tmp_path / "clean.zarr"))
 
 
 def test_build_in_small_windows_equals_one_window(small_collection, tmp_path, dask_cluster,
@@ -386,7 +258,7 @@ def test_build_in_small_windows_equals_one_window(small_collection, tmp_path, da
     """Both passes with two tasks in flight, on the LocalCluster (a task submitted as each
     ends) and on Dask's local threaded scheduler (two per `dask.compute`), write the store
     that the default window (every task at once here) writes."""
-    config = _config(augment_scales=(1.0, 0.8))
+    config = awkward_config(augment_scales=(1.0, 0.8))
     one = str(tmp_path / "one.zarr")
     report = build_patch_store(str(small_collection), one, config)
     n_shards = math.ceil(report.n_patches / config.shard_patches)

@@ -209,9 +209,7 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes | None:
     header = stored[0][1]  # IHDR: length, type, width, height, then depth, colour type, ...
     if (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
         return None  # libpng would write another kind of PNG: Pillow's filters, then
-    rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in stored if kind == b"IDAT"))
-    return _with_pixels([(b"IHDR", header), *pillows[1:]],
-                        imagecodecs.deflate_encode(rows, level=level))
+    return _with_pixels([(b"IHDR", header), *pillows[1:]], _deflated_rows(stored, level))
 
 
 def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
@@ -242,11 +240,17 @@ def _app_segments(jpeg: bytes) -> bytes:
 def _deflate_png(png: bytes, level: int) -> bytes:
     """A PNG whose pixel data (its IDAT chunks, one zlib stream) is compressed again by
     libdeflate at `level`; every other chunk is kept as it is, in its place."""
+    chunks = list(_chunks(png))
+    return _with_pixels(chunks, _deflated_rows(chunks, level))
+
+
+def _deflated_rows(chunks: list[tuple[bytes, memoryview]], level: int) -> bytes:
+    """The filtered rows in a PNG's IDAT chunks (one zlib stream), compressed by libdeflate
+    at `level`."""
     import imagecodecs
 
-    chunks = list(_chunks(png))
     rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in chunks if kind == b"IDAT"))
-    return _with_pixels(chunks, imagecodecs.deflate_encode(rows, level=level))
+    return imagecodecs.deflate_encode(rows, level=level)
 
 
 def _chunks(png: bytes) -> Iterator[tuple[bytes, memoryview]]:

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import LUMA_ROW, YCBCR_OFFSET, luma
+from srcnn.data.color import LUMA_ROW, luma, planes_luma
 from srcnn.data.degradation import bicubic_resize, bicubic_upscale
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
@@ -38,7 +38,6 @@ _Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0
 # In 8-bit units: Y = RGB . _LUMA + 16, and changing Y alone (Cb, Cr kept) moves R, G and B
 # each by the same 255 / 219 times the change (the Y column of BT.601's inverse).
 _LUMA_GAIN = 1.0 / _Y_SPAN
-_LUMA_01 = [np.float32(v / 255.0) for v in LUMA_ROW]  # 8-bit R, G, B -> Y in [0, 1]
 _LUMA_STEP = [np.float32(v * _LUMA_GAIN) for v in LUMA_ROW]  # ... -> whole-level steps
 
 
@@ -166,16 +165,6 @@ def rgb_planes(img: Image.Image) -> list[np.ndarray]:
 def merge_planes(planes: np.ndarray) -> Image.Image:
     """(3, H, W) uint8 R, G, B -> the 8-bit RGB image."""
     return Image.merge("RGB", [Image.fromarray(plane, "L") for plane in planes])
-
-
-def planes_luma(planes: Sequence[np.ndarray]) -> np.ndarray:
-    """BT.601 Y in [0, 1] ((H, W) float32) of R, G, B uint8 planes: `rgb_to_ycbcr`'s first
-    channel, in float32."""
-    y = np.multiply(planes[0], _LUMA_01[0], dtype=np.float32)
-    y += np.multiply(planes[1], _LUMA_01[1], dtype=np.float32)
-    y += np.multiply(planes[2], _LUMA_01[2], dtype=np.float32)
-    y += np.float32(YCBCR_OFFSET[0])
-    return y
 
 
 def replace_luma(planes: Sequence[np.ndarray], y: np.ndarray,
