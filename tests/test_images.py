@@ -135,6 +135,45 @@ def test_png_outputs_keep_pixels_chunks_and_level(mode):
     assert max(sizes[6], sizes[9]) < sizes[1]
 
 
+def _libpng_filters(img: Image.Image) -> np.ndarray:
+    """The filter libpng's adaptive choice gives each row of `img` (every filter tried)."""
+    import imagecodecs
+
+    return _row_filters(imagecodecs.png_encode(np.asarray(img), level=0), img)
+
+
+def test_png_rows_take_the_one_filter_nearly_all_of_them_would():
+    """Where libpng's adaptive choice gives nearly every row one filter (an upscaled photo:
+    Paeth), every row gets it, and the file is within 0.5% of one filtered adaptively at the
+    same level; where the rows want different filters (top half: columns, which Up zeroes;
+    bottom half: rows rising by a step, which Sub makes constant), each row is still chosen
+    for, as libpng chooses."""
+    import imagecodecs
+
+    ramp = np.add.outer(np.arange(100), np.arange(130)) * 1.2
+    small = np.clip(ramp[..., None] + RNG.normal(0, 20, (100, 130, 3)), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(small).resize((390, 300), Image.BICUBIC)
+    wanted = _libpng_filters(photo)
+    one = np.bincount(wanted).argmax()
+    data = encode_image(photo, "PNG")
+    assert (_row_filters(data, photo) == one).all() and (wanted != one).any()
+    adaptive = imagecodecs.deflate_encode(_pixel_stream(imagecodecs.png_encode(
+        np.asarray(photo), level=0)), level=6)
+    assert len(data) <= 1.005 * (len(adaptive) + 2000)  # chunks around the rows: < 2 kB
+    with Image.open(io.BytesIO(data)) as out:
+        assert np.array_equal(np.asarray(out), np.asarray(photo))
+
+    columns = np.broadcast_to(RNG.integers(0, 256, (1, 300, 3)), (150, 300, 3))
+    steps = (np.arange(300)[None, :, None] * 3 + RNG.integers(0, 256, (150, 1, 3))) % 256
+    mixed = Image.fromarray(np.concatenate([columns, steps]).astype(np.uint8))
+    wanted = _libpng_filters(mixed)
+    assert {1, 2} <= set(wanted)
+    data = encode_image(mixed, "PNG")
+    assert np.array_equal(_row_filters(data, mixed), wanted)
+    with Image.open(io.BytesIO(data)) as out:
+        assert np.array_equal(np.asarray(out), np.asarray(mixed))
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_jpeg_outputs_are_the_bytes_pillow_writes(mode):
     """A JPEG of RGB or grey written by `encode_image` for a worker whose threads encode side

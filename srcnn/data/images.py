@@ -160,6 +160,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Modes whose arrays libpng writes as Pillow does: 8-bit L, LA, RGB, RGBA and 16-bit grey.
 LIBPNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}
 IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
+# libpng's adaptive filter choice, sampled on this many rows (each beside the row before it)
+# spread over the image: where nearly all of them (FILTER_SHARE) take one filter, every row
+# is filtered by it, without trying the other four (images under 4 x that many rows: all).
+FILTER_SAMPLE_ROWS = 32
+FILTER_SHARE = 0.9
 JPEG_FAST = {"quality", "icc_profile", "exif"}  # what libjpeg-turbo's direct path writes
 
 
@@ -168,10 +173,11 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
     library gives the same result (benchmarks/upscale.py, sections 5 and 6):
 
     - PNG: Pillow's chunks and metadata, the pixel rows filtered by libpng (8-bit grey, grey
-      and alpha, RGB, RGBA and 16-bit grey; other modes by Pillow) and compressed by
+      and alpha, RGB, RGBA and 16-bit grey; other modes by Pillow; each row's filter chosen
+      adaptively, or the one filter a sample of rows nearly all choose) and compressed by
       libdeflate at the asked `compress_level`: the same pixels, about three times faster
-      than Pillow's zlib, files within 1% of its size. Level 0 (stored) and `optimize` stay
-      Pillow's.
+      than Pillow's zlib, files of photos within 1% of its size. Level 0 (stored) and
+      `optimize` stay Pillow's.
     - JPEG of RGB or grey, `threaded` (other threads encode or feed a GPU meanwhile):
       libjpeg-turbo called directly (imagecodecs), which lets them run while it encodes
       (Pillow's encoder holds the GIL), with Pillow's own EXIF and colour-profile segments:
@@ -196,13 +202,15 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes | None:
     """A PNG of `img` with Pillow's chunks for `params` (taken from Pillow's PNG of the first
     row: colour profile, EXIF, text, resolution, in Pillow's order) and libpng's header and
     filtered rows, compressed by libdeflate at `level`. Filtering is the slowest part of
-    Pillow's PNG encoder; libpng's takes two thirds of its time. Both choose each row's filter
+    Pillow's PNG encoder; libpng's takes two thirds of its time, and a third of that where
+    `_one_filter` finds the filter nearly every row takes. Both choose each row's filter
     adaptively, by slightly different rules: on photos upscaled x3 nearly every row gets the
     same filter, and the files are as large (benchmarks/upscale.py, section 6). None where
     libpng's header (width, bit depth, colour type, ...) would not be the one Pillow writes."""
     import imagecodecs
 
-    stored = list(_chunks(imagecodecs.png_encode(np.asarray(img), level=0)))
+    pixels = np.asarray(img)
+    stored = list(_chunks(imagecodecs.png_encode(pixels, level=0, filter=_one_filter(pixels))))
     head = io.BytesIO()
     img.crop((0, 0, img.width, 1)).save(head, "PNG", **{**params, "compress_level": 0})
     pillows = list(_chunks(head.getvalue()))
@@ -210,6 +218,32 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes | None:
     if (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
         return None  # libpng would write another kind of PNG: Pillow's filters, then
     return _with_pixels([(b"IHDR", header), *pillows[1:]], _deflated_rows(stored, level))
+
+
+def _one_filter(pixels: np.ndarray) -> int | None:
+    """libpng's flag for the one filter (PNG's filter types 0-4: none, sub, up, average,
+    Paeth) that its adaptive choice gives at least FILTER_SHARE of FILTER_SAMPLE_ROWS rows
+    spread over `pixels` ((H, W) or (H, W, C)); None (all five tried on every row) where no
+    filter does or the image is short. The choice for a row depends on it and the row above
+    only, so each sampled row is filtered beside its own row above, as in the whole image.
+    Upscaled photos take Paeth on nearly every row: their files stay within 0.1% of
+    adaptive filtering's, filtered in a third of its time (benchmarks/upscale.py, section 6)."""
+    import imagecodecs
+
+    n = FILTER_SAMPLE_ROWS
+    if len(pixels) < 4 * n:
+        return None
+    rows = np.linspace(1, len(pixels) - 1, n).astype(int)
+    pairs = np.stack([pixels[rows - 1], pixels[rows]], axis=1).reshape(2 * n, *pixels.shape[1:])
+    chosen = _filter_types(imagecodecs.png_encode(pairs, level=0), pairs)[1::2]
+    counts = np.bincount(chosen, minlength=5)
+    return 8 << int(counts.argmax()) if counts.max() >= FILTER_SHARE * n else None
+
+
+def _filter_types(png: bytes, pixels: np.ndarray) -> np.ndarray:
+    """The filter type (0-4) of each row of a non-interlaced PNG of `pixels`, from its rows."""
+    row = 1 + pixels[0].nbytes
+    return np.frombuffer(_inflated_rows(list(_chunks(png))), np.uint8)[::row]
 
 
 def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
@@ -249,8 +283,12 @@ def _deflated_rows(chunks: list[tuple[bytes, memoryview]], level: int) -> bytes:
     at `level`."""
     import imagecodecs
 
-    rows = zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in chunks if kind == b"IDAT"))
-    return imagecodecs.deflate_encode(rows, level=level)
+    return imagecodecs.deflate_encode(_inflated_rows(chunks), level=level)
+
+
+def _inflated_rows(chunks: list[tuple[bytes, memoryview]]) -> bytes:
+    """The filtered rows in a PNG's IDAT chunks (one zlib stream), inflated."""
+    return zlib.decompress(b"".join(chunk[8:-4] for kind, chunk in chunks if kind == b"IDAT"))
 
 
 def _chunks(png: bytes) -> Iterator[tuple[bytes, memoryview]]:
