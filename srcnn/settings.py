@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # Attempts per S3 request (botocore's standard retry mode: jittered exponential backoff,
     # capped at 20 s): 10 ride out an endpoint that stops answering for about half a minute.
     s3_retry_attempts: int = Field(10, ge=1)
+    # Prefect retries of a task that reads or writes storage or the tracking server, after its
+    # first try, on transient errors (2, 4, 8 s apart, jittered; then 8 s): read again at each
+    # failure, so it can only lower what the process started with.
+    task_retries: int = Field(3, ge=0, le=10)
     dask_address: str | None = None
     # Workers of the LocalCluster started when no scheduler is given (None: one per core).
     dask_workers: int | None = Field(None, ge=1)

@@ -34,3 +34,18 @@ def test_permanent_error_is_not_retried():
     with pytest.raises(LookupError):
         _flaky(calls, LookupError("models:/srcnn-x3@champion: not found"), failures=5)()
     assert len(calls) == 1
+
+
+def test_fewer_retries_asked_for_are_kept(monkeypatch):
+    """SRCNN_TASK_RETRIES lowers the patience of a process's tasks at their next failure
+    (the outage tests give a long outage one retry, where users keep 3)."""
+    monkeypatch.setenv("SRCNN_TASK_RETRIES", "1")
+    calls = []
+    with pytest.raises(ConnectionError):
+        _flaky(calls, ConnectionError("S3 reset the connection"), failures=5)()
+    assert len(calls) == 2
+    monkeypatch.setenv("SRCNN_TASK_RETRIES", "0")
+    calls = []
+    with pytest.raises(ConnectionError):
+        _flaky(calls, ConnectionError("S3 reset the connection"), failures=5)()
+    assert len(calls) == 1

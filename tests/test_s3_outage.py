@@ -99,7 +99,9 @@ def test_a_short_outage_is_ridden_out(bucket):
 
 def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
     fs, name, proxy = bucket
-    monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")  # a short patience: the outage outlasts it
+    # A short patience: the outage outlasts it (2 tries per request, one retry of a task).
+    monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")
+    monkeypatch.setenv("SRCNN_TASK_RETRIES", "1")
     # Large chunks: few shards spend their retries against the endpoint that is away.
     run = lambda: upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",  # noqa: E731
                                  UpscaleOptions(scale=3), BucketOptions(chunk_size=10))
@@ -110,6 +112,7 @@ def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
     assert f"Could not connect to the endpoint URL: \"http://127.0.0.1:{proxy.port}/{name}/" \
         in str(result)
     monkeypatch.delenv("SRCNN_S3_RETRY_ATTEMPTS")
+    monkeypatch.delenv("SRCNN_TASK_RETRIES")
     rerun = upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",
                            UpscaleOptions(scale=3), BucketOptions(chunk_size=2))
     assert rerun["failed"] == 0 and rerun["done"] + rerun["skipped"] == N
@@ -120,7 +123,8 @@ def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
 def test_build_patches_rides_out_a_short_outage_and_a_rerun_finishes_a_long_one(
         s3_bucket, s3_endpoint, small_collection, tmp_path, monkeypatch):
     """The same for `build-patches` from S3 to S3: cut for 4 s once its first shard is marked,
-    the build finishes; cut for the rest of a build (2 attempts per request), it fails and
+    the build finishes; cut for the rest of a build (2 attempts per request, one retry of its
+task), it fails and
     leaves the store unpublished; the re-run writes what was left, and both stores equal a
     build from the local folder."""
     from flows.build_patches import build_patches
@@ -147,11 +151,13 @@ def test_build_patches_rides_out_a_short_outage_and_a_rerun_finishes_a_long_one(
         short = cut("short.zarr", 4)
         assert not isinstance(short, Exception), short
         monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")
+        monkeypatch.setenv("SRCNN_TASK_RETRIES", "1")
         long = cut("long.zarr", None)
         assert isinstance(long, Exception) and "Could not connect to the endpoint" in str(long)
         with pytest.raises(IncompleteStoreError):
             PatchStore(f"s3://{name}/long.zarr")
         monkeypatch.delenv("SRCNN_S3_RETRY_ATTEMPTS")
+        monkeypatch.delenv("SRCNN_TASK_RETRIES")
         rerun = build_patches(f"s3://{name}/images", f"s3://{name}/long.zarr", config)
         assert rerun.built and rerun.resumed
         for store in ("short.zarr", "long.zarr"):
