@@ -150,8 +150,9 @@ def test_png_rows_take_the_one_filter_nearly_all_of_them_would():
     for, as libpng chooses."""
     import imagecodecs
 
+    rng = np.random.default_rng(29)
     ramp = np.add.outer(np.arange(100), np.arange(130)) * 1.2
-    small = np.clip(ramp[..., None] + RNG.normal(0, 20, (100, 130, 3)), 0, 255).astype(np.uint8)
+    small = np.clip(ramp[..., None] + rng.normal(0, 20, (100, 130, 3)), 0, 255).astype(np.uint8)
     photo = Image.fromarray(small).resize((390, 300), Image.BICUBIC)
     wanted = _libpng_filters(photo)
     one = np.bincount(wanted).argmax()
@@ -163,8 +164,8 @@ def test_png_rows_take_the_one_filter_nearly_all_of_them_would():
     with Image.open(io.BytesIO(data)) as out:
         assert np.array_equal(np.asarray(out), np.asarray(photo))
 
-    columns = np.broadcast_to(RNG.integers(0, 256, (1, 300, 3)), (150, 300, 3))
-    steps = (np.arange(300)[None, :, None] * 3 + RNG.integers(0, 256, (150, 1, 3))) % 256
+    columns = np.broadcast_to(rng.integers(0, 256, (1, 300, 3)), (150, 300, 3))
+    steps = (np.arange(300)[None, :, None] * 3 + rng.integers(0, 256, (150, 1, 3))) % 256
     mixed = Image.fromarray(np.concatenate([columns, steps]).astype(np.uint8))
     wanted = _libpng_filters(mixed)
     assert {1, 2} <= set(wanted)
