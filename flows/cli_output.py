@@ -11,6 +11,10 @@ import time
 
 import typer
 
+# Worker processes of the MLflow server `srcnn ui` starts for one reviewer: MLflow's default
+# of 4 starts four copies of its app (~4 s of CPU and ~250 MB each) for pages that two serve.
+UI_WORKERS = 2
+
 
 def pipeline_report(s: dict, scale: int, tracking: str) -> str:
     """The demo's closing report from the pipeline flow's summary (`tracking`: the tracking
@@ -70,7 +74,8 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
     stop_on_signals()
     procs = {"MLflow": subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-         "--default-artifact-root", artifact_root, "--host", host, "--port", str(mlflow_port)],
+         "--default-artifact-root", artifact_root, "--host", host, "--port", str(mlflow_port),
+         "--workers", str(UI_WORKERS)],
         start_new_session=True)}
     if not prefect_api:
         procs["Prefect"] = prefect_server(host, prefect_port, "--no-services")
