@@ -150,12 +150,14 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir):
+def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir, dask_cluster):
+    """Seven runs over one bucket, on one Dask cluster (an existing scheduler, as
+    SRCNN_DASK_ADDRESS gives: each run's model is its own worker plugin)."""
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _kinds(inp)
     bad = _bad_corpus(inp)
     kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2, max_pixels=4000),
-                  bucket=BucketOptions(chunk_size=4))
+                  bucket=BucketOptions(chunk_size=4), dask_address=dask_cluster.scheduler.address)
     with pytest.raises(UpscaleFailures) as failure:
         upscale_bucket(str(inp), str(out), **kwargs)
     assert "6 of 15 images failed" in str(failure.value)
@@ -254,14 +256,15 @@ def test_killed_run_completes_on_restart(tmp_path, model_dir):
             assert img.size == (320, 320)
 
 
-def test_damaged_manifests_and_report_lines_are_work_to_redo(tmp_path, model_dir, caplog):
+def test_damaged_manifests_and_report_lines_are_work_to_redo(tmp_path, model_dir, caplog,
+                                                            dask_cluster):
     """A chunk's manifest cut short by a crash, or altered by hand, counts as missing: the
     re-run redoes that chunk's images (and only those) instead of failing it for good; a
     damaged line of a run's report is skipped with a warning naming it."""
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _kinds(inp)
     kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2),
-                  bucket=BucketOptions(chunk_size=3))
+                  bucket=BucketOptions(chunk_size=3), dask_address=dask_cluster.scheduler.address)
     first = upscale_bucket(str(inp), str(out), **kwargs)
     assert first["done"] == len(good)
     manifests = sorted((out / MANIFESTS).rglob("*.json"))
