@@ -14,6 +14,10 @@ import typer
 # Worker processes of the MLflow server `srcnn ui` starts for one reviewer: MLflow's default
 # of 4 starts four copies of its app (~4 s of CPU and ~250 MB each) for pages that two serve.
 UI_WORKERS = 2
+# MLflow 3's server also starts a job runner of eight processes (huey consumers, for GenAI
+# jobs: judges, trace roll-ups) that this pipeline never submits to: ~11 s of CPU at every
+# start, twice the server's own. Off unless the environment asks for it.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def pipeline_report(s: dict, scale: int, tracking: str) -> str:
@@ -76,7 +80,7 @@ def serve_uis(tracking_uri: str, artifact_root: str, shown_uri: str, mlflow_port
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
          "--default-artifact-root", artifact_root, "--host", host, "--port", str(mlflow_port),
          "--workers", str(UI_WORKERS)],
-        start_new_session=True)}
+        env=MLFLOW_SERVER_ENV | dict(os.environ), start_new_session=True)}
     if not prefect_api:
         procs["Prefect"] = prefect_server(host, prefect_port, "--no-services")
     links = ui_links(f"http://{host}:{mlflow_port}", experiment_id)

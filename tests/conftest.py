@@ -42,20 +42,106 @@ def t91() -> Path:
     return dataset("T91")
 
 
+class Databases:
+    """Empty MLflow and Prefect SQLite databases at their schemas' heads, made once for the
+    whole run (every xdist process) and copied for each test that needs a store of its own:
+    a copy takes milliseconds, where a new file's migrations cost ~6 s of CPU for MLflow and
+    ~14 s for Prefect, paid again by every test and server that started on a new file. The
+    tests that are about a new home (`test_warm.py`) still start on none."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def make(self) -> None:
+        """Both templates, each migrated by its own tool in its own process, side by side."""
+        import subprocess
+        import sys
+
+        mlflow = (f"from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as T\n"
+                  f"from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as R\n"
+                  f"T({self._uri('mlflow.db')!r}, {str(self.root / 'mlruns')!r})\n"
+                  f"R({self._uri('mlflow.db')!r})")
+        env = {**os.environ, "PREFECT_HOME": str(self.root / "prefect-home"),
+               "PREFECT_SERVER_DATABASE_CONNECTION_URL":
+                   f"sqlite+aiosqlite:///{self.root / 'prefect.db'}"}
+        bin_dir = Path(sys.executable).parent
+        procs = [subprocess.Popen([sys.executable, "-c", mlflow], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True),
+                 subprocess.Popen([str(bin_dir / "prefect"), "server", "database", "upgrade",
+                                   "-y"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            if proc.returncode:
+                pytest.fail(f"making the database templates: {proc.args} exited with "
+                            f"{proc.returncode}:\n{out[-3000:]}")
+
+    def _uri(self, name: str) -> str:
+        return f"sqlite:///{self.root / name}"
+
+    def mlflow(self, db: Path, artifact_root: str | None = None) -> str:
+        """An empty MLflow store at `db` (its Default experiment's artifacts under
+        `artifact_root`, as MLflow makes it for a store opened with that root); its URI."""
+        import sqlite3
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.root / "mlflow.db", db)
+        root = artifact_root or (db.parent / "mlruns").as_uri()
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                        (f"{root.rstrip('/')}/0",))
+        con.close()
+        return f"sqlite:///{db}"
+
+    def prefect(self, db: Path) -> str:
+        """An empty Prefect server database at `db`; its connection URL."""
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.root / "prefect.db", db)
+        return f"sqlite+aiosqlite:///{db}"
+
+
 @pytest.fixture(scope="session")
-def prefect_server():
-    """A real (temporary) Prefect API server for the whole session."""
+def databases(tmp_path_factory, worker_id) -> Databases:
+    """The database templates, made by whichever xdist process asks first (under a file lock,
+    in the run's shared temporary folder), keyed by the MLflow and Prefect versions."""
+    from importlib.metadata import version
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # xdist: the run's folder
+    root = shared / f"db-templates-mlflow{version('mlflow')}-prefect{version('prefect')}"
+    root.mkdir(exist_ok=True)
+    dbs = Databases(root)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "made").exists():
+            dbs.make()
+            (root / "made").touch()
+    return dbs
+
+
+@pytest.fixture(scope="session")
+def prefect_server(databases, tmp_path_factory):
+    """A real (temporary) Prefect API server for the whole session, on a copy of the template
+    database (Prefect's harness puts its database in a new temporary folder: this one)."""
+    from unittest import mock
+
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    folder = tmp_path_factory.mktemp("prefect-harness")
+    databases.prefect(folder / "prefect-test.db")  # the file name the harness opens there
+    with (mock.patch("prefect.testing.utilities.mkdtemp", return_value=str(folder)),
+          prefect_test_harness(server_startup_timeout=180)):
         yield
 
 
 @pytest.fixture
-def mlflow_home(tmp_path, monkeypatch, set5) -> Path:
-    """MLflow on a fresh SQLite file and artifact folder; Set5 as the evaluation set."""
+def mlflow_home(tmp_path, monkeypatch, set5, databases) -> Path:
+    """MLflow on its own SQLite file (a copy of the empty template) and artifact folder; Set5
+    as the evaluation set."""
     home = tmp_path / "mlflow"
     home.mkdir()
+    databases.mlflow(home / "mlflow.db", (home / "artifacts").as_uri())
     monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", (home / "artifacts").as_uri())
     monkeypatch.setenv("SRCNN_EVAL_DATASETS", str(set5))

@@ -280,7 +280,7 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     result = subprocess.run(  # the command as a user runs it, in its own process
         [sys.executable, "-m", "flows.cli", "patches", str(small_collection), store, "--kind",
          "real", "--seed", "5", "--jpeg-prob", "1", "--stride", "33", "--copies", "2"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, env=harness_env())
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     built = PatchStore(store)
     recorded = built.attrs.degradation
@@ -291,6 +291,17 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     assert {c for _, c in copies} == {0, 1} and len(copies) == 2 * len({k for k, _ in copies})
 
 
+def harness_env() -> dict[str, str]:
+    """The environment with the session's Prefect server as PREFECT_API_URL, so that a command
+    in its own process uses it instead of starting a temporary one (`test_warm.py` tests that)."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+@pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("argv, error", [
     (["upscale", "{images}", "{file}"], "error: output {file}: is a file, not a folder"),
     (["upscale", "{missing}", "{tmp}/out"], "error: input {missing}: no such folder"),
@@ -308,7 +319,8 @@ def test_a_path_that_cannot_serve_is_one_error_before_any_work(tmp_path, small_c
     names = {"images": small_collection, "file": file, "missing": tmp_path / "nope",
              "tmp": tmp_path}
     result = subprocess.run([sys.executable, "-m", "flows.cli",
-                             *(a.format(**names) for a in argv)], capture_output=True, text=True)
+                             *(a.format(**names) for a in argv)], capture_output=True, text=True,
+                            env=harness_env())
     assert result.returncode == 2, result.stdout + result.stderr[-3000:]
     assert result.stderr.strip() == error.format(**names)
     assert file.read_bytes() == b"an image someone keeps"

@@ -128,7 +128,8 @@ def chain_through_triggers(api, env, worker_env, fs, images, tmp_path, srv, wrk)
     assert report["model"] == f"models:/srcnn-x3/{champion.version}"
 
 
-def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket, small_collection):
+def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket, small_collection,
+                                                        databases):
     fs, bucket = s3_bucket
     put_images(fs, f"{bucket}/in")
     model_dir = tmp_path / "model"
@@ -138,7 +139,7 @@ def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket, sma
     api = f"http://127.0.0.1:{port}/api"
     env = prefect_env(tmp_path / "prefect-home", api)
     server_env = env | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"}
+        "PREFECT_API_DATABASE_CONNECTION_URL": databases.prefect(tmp_path / "prefect.db")}
     # No scheduler service: the nightly schedules are registered but create no runs here.
     server_argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                    str(port), "--no-ui", "--no-scheduler", "--analytics-off"]
@@ -167,7 +168,7 @@ def test_deploy_and_run_upscale_bucket_through_a_worker(tmp_path, s3_bucket, sma
 
         worker_env = env | {
             "SRCNN_PROJECT_DIR": str(ROOT),
-            "SRCNN_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "SRCNN_MLFLOW_TRACKING_URI": databases.mlflow(tmp_path / "mlflow.db"),
             "SRCNN_MLFLOW_ARTIFACT_ROOT": (tmp_path / "mlartifacts").as_uri(),
             "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         }

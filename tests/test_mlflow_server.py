@@ -17,6 +17,7 @@ from servers import BIN, free_port, service
 from test_mlflow_models import reference_upscale, rgb_crop, serve_and_post
 
 from flows.build_patches import build_patches
+from flows.cli_output import MLFLOW_SERVER_ENV
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from srcnn import __version__
@@ -33,14 +34,15 @@ PREFIX = "mlflow"  # artifacts live under s3://<bucket>/mlflow/
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, s3_bucket, monkeypatch, set5):
+def mlflow_server(tmp_path, s3_bucket, monkeypatch, set5, databases):
     """`mlflow server` on a free loopback port; the flows' settings point at it."""
     _, bucket = s3_bucket
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ) | {"MLFLOW_S3_ENDPOINT_URL": os.environ["SRCNN_S3_ENDPOINT_URL"]}
+    env = dict(os.environ) | MLFLOW_SERVER_ENV | {  # started as `srcnn ui` starts it
+        "MLFLOW_S3_ENDPOINT_URL": os.environ["SRCNN_S3_ENDPOINT_URL"]}
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--workers", "1", "--backend-store-uri", databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
             "--artifacts-destination", f"s3://{bucket}/{PREFIX}"]
     with service("mlflow-server", argv, env, tmp_path, f"{url}/health", 120) as server:
         monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", url)

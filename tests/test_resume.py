@@ -34,7 +34,7 @@ def train_command(store: str, set5) -> list[str]:
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch, small_collection, set5):
+def setup(tmp_path, monkeypatch, small_collection, set5, databases):
     from prefect.settings import PREFECT_API_URL
 
     monkeypatch.setenv("SRCNN_HOME", str(tmp_path))
@@ -43,7 +43,7 @@ def setup(tmp_path, monkeypatch, small_collection, set5):
     store = str(tmp_path / "patches.zarr")
     build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1"}
-    ml = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ml = MlflowClient(databases.mlflow(tmp_path / "mlflow.db"))  # SRCNN_HOME's store
     return store, env, ml, train_command(store, set5)
 
 

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from flows.build_patches import build_patches
 from flows.cli import app
+from flows.cli_output import MLFLOW_SERVER_ENV
 from flows.register_best import register_best
 from flows.train_srcnn import train_srcnn
 from srcnn.config import ModelConfig, PatchConfig, TrainConfig
@@ -85,13 +86,13 @@ def test_masked_hides_passwords_and_secret_query_values():
 
 
 def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
-        tmp_path, small_collection, set5, monkeypatch, capfd, caplog):
+        tmp_path, small_collection, set5, monkeypatch, capfd, caplog, databases):
     caplog.set_level(logging.INFO, logger="prefect")  # run logs at INFO, whatever `make` sets
     port = free_port()
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--workers", "1", "--backend-store-uri", databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
             "--artifacts-destination", str(tmp_path / "artifacts")]
-    with service("mlflow-server", argv, dict(os.environ), tmp_path,
+    with service("mlflow-server", argv, dict(os.environ) | MLFLOW_SERVER_ENV, tmp_path,
                  f"http://127.0.0.1:{port}/health", 120):
         uri = f"http://srcnn:{PASSWORD}@127.0.0.1:{port}"
         monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", uri)

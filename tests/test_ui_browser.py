@@ -74,6 +74,19 @@ def page(drv, url: str, *needles: str, shot=None, timeout: float = 60) -> str:
     return text
 
 
+def descendants(pid: int) -> list[str]:
+    """The command lines of every process started under `pid`."""
+    import psutil
+
+    commands = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            commands.append(" ".join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            continue  # gone meanwhile
+    return commands
+
+
 def artifact_id(api: str, key: str) -> str:
     """The id of the newest Prefect artifact under `key` (its page shows it whole)."""
     from prefect.client.orchestration import SyncPrefectClient
@@ -85,24 +98,30 @@ def artifact_id(api: str, key: str) -> str:
     return str(found.latest_id)
 
 
-def test_reviewer_sees_champion_challenger_and_why(tmp_path, browser, small_collection, set5):
+def test_reviewer_sees_champion_challenger_and_why(tmp_path, browser, small_collection, set5,
+                                                   databases):
     """`srcnn ui` over what the flows recorded (SRCNN_HOME's SQLite store and PREFECT_HOME's
     Prefect server, as after `make demo`), seen in the browser: the registry, the challenger's
     version, its logged model, the runs, and the Prefect artifacts of register-best and
-    upscale-bucket."""
+    upscale-bucket. Both stores exist before `srcnn ui` starts, as after a first run (copies
+    of the empty templates)."""
     mlflow_port, prefect_port = free_port(), free_port()
     url, prefect = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}"
     env = {k: v for k, v in os.environ.items() if k not in (
         "SRCNN_MLFLOW_TRACKING_URI", "SRCNN_MLFLOW_ARTIFACT_ROOT", "PREFECT_API_URL")}
     env |= {"SRCNN_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+            "PREFECT_API_DATABASE_CONNECTION_URL": databases.prefect(tmp_path / "p.db")}
+    databases.mlflow(tmp_path / "mlflow.db", (tmp_path / "mlartifacts").as_uri())
     argv = [str(BIN / "srcnn"), "ui", "--mlflow-port", str(mlflow_port), "--prefect-port",
             str(prefect_port)]
     with service("srcnn-ui", argv, env, tmp_path, f"{url}/health", 180) as ui:
         ui.wait_http(f"{prefect}/api/health", 180)
+        # Its MLflow server runs no job runner (huey consumers for MLflow's GenAI jobs).
+        started = [cmd for cmd in descendants(ui.proc.pid) if "mlflow" in cmd]
+        assert any("mlflow server" in cmd for cmd in started), started
+        assert not [cmd for cmd in started if "huey" in cmd or "_job_runner" in cmd], started
         with urllib.request.urlopen(f"{prefect}/ui-settings") as r:  # the UI finds its API
             assert json.load(r)["api_url"] == f"{prefect}/api"
-        assert (tmp_path / "mlflow.db").exists()  # the store the commands write, not another
         # The commands a user runs, each in its own process, their flow runs in that server.
         calls = {**env, "PREFECT_API_URL": f"{prefect}/api"}
 
@@ -128,6 +147,8 @@ def test_reviewer_sees_champion_challenger_and_why(tmp_path, browser, small_coll
         upscaled = json.loads((tmp_path / "upscaled" / REPORT_KEY).read_text())
 
         ml = MlflowClient(url, url)
+        home = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the store the commands wrote: the same
+        assert len(MlflowClient(home, home).search_model_versions("name = 'srcnn-x3'")) == 2
         v1, v2 = (ml.get_model_version("srcnn-x3", v) for v in ("1", "2"))
         model_id = v2.source.removeprefix("models:/")
         experiment = ml.get_experiment_by_name(TRAIN_EXPERIMENT).experiment_id

@@ -64,7 +64,7 @@ def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, sma
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_collection):
+def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_collection, databases):
     """`srcnn serve` runs a Prefect server and a Dask cluster; a later `srcnn upscale` from the
     same SRCNN_HOME finds both (no temporary server, no cluster of its own): its flow run is in
     that Prefect server and its chunks ran on that cluster. The call itself runs in serve's
@@ -81,7 +81,7 @@ def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_colle
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "SRCNN_DASK_ADDRESS")}
     env |= {"SRCNN_HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+            "PREFECT_API_DATABASE_CONNECTION_URL": databases.prefect(tmp_path / "p.db")}
     prefect_port, dask_port = free_port(), free_port()
     argv = [str(BIN / "srcnn"), "serve", "--prefect-port", str(prefect_port), "--dask-port",
             str(dask_port), "--workers", "1"]
