@@ -227,15 +227,15 @@ def s3_bucket(s3_endpoint, request):
     return fs, name
 
 
-# The longest files first, longest first (from `pytest --durations=0 -n 2 -v`, 2026-12-06):
+# The longest files first, longest first (from `pytest --durations=0 -n 2 -v`, 2026-12-06, evening):
 # `make test` runs two processes a file at a time (pytest-xdist's loadfile, with its own
 # reordering off), so the long end-to-end runs start at once instead of ending the suite alone
 # on one process (the last order left 90 s more on one process than on the other).
-SLOW_FIRST = ("test_mlflow_server.py", "test_s3_outage.py", "test_ui_browser.py",
-              "test_warm.py", "test_flows.py", "test_deployment.py", "test_resume.py",
-              "test_upscale.py", "test_cli.py", "test_pipeline.py", "test_secrets.py",
-              "test_incremental.py", "test_pretrained.py", "test_recipe.py",
-              "test_worker_kill.py", "test_training_dispatch.py")
+SLOW_FIRST = ("test_mlflow_server.py", "test_s3_outage.py", "test_deployment.py",
+              "test_ui_browser.py", "test_resume.py", "test_flows.py", "test_warm.py",
+              "test_pipeline.py", "test_incremental.py", "test_pretrained.py", "test_upscale.py",
+              "test_recipe.py", "test_worker_kill.py", "test_training_dispatch.py",
+              "test_cli.py", "test_gated.py", "test_secrets.py", "test_s3.py")
 
 
 def pytest_collection_modifyitems(items):

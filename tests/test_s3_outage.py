@@ -99,8 +99,8 @@ def test_a_short_outage_is_ridden_out(bucket):
 
 def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
     fs, name, proxy = bucket
-    # A short patience: the outage outlasts it (2 tries per request, one retry of a task).
-    monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")
+    # A short patience: the outage outlasts it (one try per request, one retry of a task).
+    monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "1")
     monkeypatch.setenv("SRCNN_TASK_RETRIES", "1")
     # Large chunks: few shards spend their retries against the endpoint that is away.
     run = lambda: upscale_bucket(f"s3://{name}/in", f"s3://{name}/out", "pretrained:fast",  # noqa: E731
@@ -123,10 +123,9 @@ def test_a_long_outage_fails_clearly_and_a_rerun_finishes(bucket, monkeypatch):
 def test_build_patches_rides_out_a_short_outage_and_a_rerun_finishes_a_long_one(
         s3_bucket, s3_endpoint, small_collection, tmp_path, monkeypatch):
     """The same for `build-patches` from S3 to S3: cut for 4 s once its first shard is marked,
-    the build finishes; cut for the rest of a build (2 attempts per request, one retry of its
-task), it fails and
-    leaves the store unpublished; the re-run writes what was left, and both stores equal a
-    build from the local folder."""
+    the build finishes; cut for the rest of a build (one try per request, one retry of its
+    task), it fails and leaves the store unpublished; the re-run writes what was left, and both
+    stores equal a build from the local folder."""
     from flows.build_patches import build_patches
     from srcnn.config import PatchConfig
     from srcnn.data.store.patch_store import IncompleteStoreError, PatchStore
@@ -150,7 +149,7 @@ task), it fails and
     try:
         short = cut("short.zarr", 4)
         assert not isinstance(short, Exception), short
-        monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "2")
+        monkeypatch.setenv("SRCNN_S3_RETRY_ATTEMPTS", "1")
         monkeypatch.setenv("SRCNN_TASK_RETRIES", "1")
         long = cut("long.zarr", None)
         assert isinstance(long, Exception) and "Could not connect to the endpoint" in str(long)
