@@ -23,7 +23,7 @@ from srcnn.training.checkpoint import CHECKPOINT_TAG, FOLDER
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
-EPOCHS = 10
+EPOCHS = 6  # a kill after the checkpoint of epoch 2 leaves four to go
 
 
 def train_command(store: str, set5) -> list[str]:
