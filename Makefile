@@ -24,14 +24,16 @@ setup: $(STAMP)
 # installs in parallel: 25 s against pip's 111 s here, with an empty cache each. The bytecode
 # is written at install time: where PYTHONDONTWRITEBYTECODE is set (as here) nothing else
 # would, and every process of the suite would compile torch, mlflow and prefect again (1.8x
-# its time); uv compiles what it installs, compileall torch, on every core.
+# its time); uv compiles what it installs, compileall torch, on every core. uv trusts the
+# system's certificates as pip does (a TLS proxy's CA); where uv fails, pip installs the rest.
 PIP_FLAGS ?= -q --disable-pip-version-check
 UV_SPEC ?= uv==0.13.9
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --no-compile "$(TORCH_SPEC)" $(TORCH_PIP_ARGS) "$(UV_SPEC)"
-	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -c constraints.txt -e ".[test]"
+	$(VENV)/bin/uv pip install -q --system-certs --python $(PY) --compile-bytecode -c constraints.txt -e ".[test]" || \
+	  $(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[test]"
 	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import importlib.util as u; print(u.find_spec("torch").submodule_search_locations[0])')" >/dev/null || : # as pip: a file that is not 3.11 stays uncompiled
 	touch $(STAMP)
 
