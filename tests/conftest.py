@@ -57,10 +57,11 @@ class Databases:
         import subprocess
         import sys
 
+        uri = f"sqlite:///{self.root / 'mlflow.db'}"
         mlflow = (f"from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as T\n"
                   f"from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as R\n"
-                  f"T({self._uri('mlflow.db')!r}, {str(self.root / 'mlruns')!r})\n"
-                  f"R({self._uri('mlflow.db')!r})")
+                  f"T({uri!r}, {str(self.root / 'mlruns')!r})\n"
+                  f"R({uri!r})")
         env = {**os.environ, "PREFECT_HOME": str(self.root / "prefect-home"),
                "PREFECT_SERVER_DATABASE_CONNECTION_URL":
                    f"sqlite+aiosqlite:///{self.root / 'prefect.db'}"}
@@ -75,9 +76,6 @@ class Databases:
             if proc.returncode:
                 pytest.fail(f"making the database templates: {proc.args} exited with "
                             f"{proc.returncode}:\n{out[-3000:]}")
-
-    def _uri(self, name: str) -> str:
-        return f"sqlite:///{self.root / name}"
 
     def mlflow(self, db: Path, artifact_root: str | None = None) -> str:
         """An empty MLflow store at `db` (its Default experiment's artifacts under
@@ -141,9 +139,10 @@ def mlflow_home(tmp_path, monkeypatch, set5, databases) -> Path:
     as the evaluation set."""
     home = tmp_path / "mlflow"
     home.mkdir()
-    databases.mlflow(home / "mlflow.db", (home / "artifacts").as_uri())
-    monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", (home / "artifacts").as_uri())
+    artifacts = (home / "artifacts").as_uri()
+    uri = databases.mlflow(home / "mlflow.db", artifacts)
+    monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SRCNN_MLFLOW_ARTIFACT_ROOT", artifacts)
     monkeypatch.setenv("SRCNN_EVAL_DATASETS", str(set5))
     return home
 

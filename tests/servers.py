@@ -95,6 +95,15 @@ def service(name: str, argv: list[str], env: dict[str, str], log_dir: Path,
         svc.stop()
 
 
+def harness_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the session's Prefect server (the `prefect_server`
+    fixture's) as PREFECT_API_URL, and `extra`: a command in its own process then uses that
+    server instead of starting a temporary one (`test_warm.py` tests that path)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), **extra}
+
+
 def run(argv: list[str], env: dict[str, str], timeout: float,
         also: tuple[Service, ...] = ()) -> subprocess.CompletedProcess:
     """Run a command from the repository root; if it fails, fail with its output and the log

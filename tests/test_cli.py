@@ -10,6 +10,7 @@ import pytest
 import torch
 import typer
 from PIL import Image
+from servers import harness_env
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -289,16 +290,6 @@ def test_patches_degradation_options_reach_the_store(small_collection, tmp_path,
     assert built.attrs.augmentation.degraded_copies == 2
     copies = {(s.key, s.copy) for s in built.sources if s.split == "train"}
     assert {c for _, c in copies} == {0, 1} and len(copies) == 2 * len({k for k, _ in copies})
-
-
-def harness_env() -> dict[str, str]:
-    """The environment with the session's Prefect server as PREFECT_API_URL, so that a command
-    in its own process uses it instead of starting a temporary one (`test_warm.py` tests that)."""
-    import os
-
-    from prefect.settings import PREFECT_API_URL
-
-    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from servers import BIN, free_port, service
+from servers import BIN, free_port, harness_env, service
 from test_mlflow_models import reference_upscale, rgb_crop, serve_and_post
 
 from flows.build_patches import build_patches
@@ -42,7 +42,8 @@ def mlflow_server(tmp_path, s3_bucket, monkeypatch, set5, databases):
     env = dict(os.environ) | MLFLOW_SERVER_ENV | {  # started as `srcnn ui` starts it
         "MLFLOW_S3_ENDPOINT_URL": os.environ["SRCNN_S3_ENDPOINT_URL"]}
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
+            "--workers", "1", "--backend-store-uri",
+            databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
             "--artifacts-destination", f"s3://{bucket}/{PREFIX}"]
     with service("mlflow-server", argv, env, tmp_path, f"{url}/health", 120) as server:
         monkeypatch.setenv("SRCNN_MLFLOW_TRACKING_URI", url)
@@ -146,8 +147,6 @@ def test_two_registrations_at_once_end_with_the_better_champion(mlflow_server, s
     import subprocess
     import sys
 
-    from prefect.settings import PREFECT_API_URL
-
     url, server = mlflow_server
     store = str(tmp_path / "patches.zarr")
     build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
@@ -156,7 +155,7 @@ def test_two_registrations_at_once_end_with_the_better_champion(mlflow_server, s
     bad = train_srcnn(store, TINY, TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-7),
                       [str(set5)], run_name="bad", degradations=["bicubic"])
     assert bad["selection_psnr"] < good["selection_psnr"]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = harness_env()
     procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "register", "--scale",
                                "3", "--run-id", run["run_id"], "--rank-by", "mean"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -182,15 +181,14 @@ def test_training_rides_out_a_tracking_server_restart(mlflow_server, small_colle
     import sys
     import time
 
-    from prefect.settings import PREFECT_API_URL
     from servers import ROOT, Service
 
     url, server = mlflow_server
     store = str(tmp_path / "patches.zarr")
     build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
     epochs = 12  # with 100 steps each, training outlasts the outage (8 s, then a restart)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1",
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # the buffer, not MLflow's client, waits
+    # the buffer, not MLflow's client, waits
+    env = harness_env(OMP_NUM_THREADS="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "train", store, "--arch", "9-1-5", "--n1", "16",
          "--n2", "8", "--epochs", str(epochs), "--steps-per-epoch", "100", "--batch-size", "32",

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from mlflow import MlflowClient
-from servers import ROOT
+from servers import ROOT, harness_env
 
 from flows.build_patches import build_patches
 from flows.register_best import register_best
@@ -35,14 +35,12 @@ def train_command(store: str, set5) -> list[str]:
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch, small_collection, set5, databases):
-    from prefect.settings import PREFECT_API_URL
-
     monkeypatch.setenv("SRCNN_HOME", str(tmp_path))
     for name in ("SRCNN_MLFLOW_TRACKING_URI", "SRCNN_MLFLOW_ARTIFACT_ROOT"):
         monkeypatch.delenv(name, raising=False)
     store = str(tmp_path / "patches.zarr")
     build_patches(str(small_collection), store, PatchConfig(scale=3, val_fraction=0.34))
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OMP_NUM_THREADS": "1"}
+    env = harness_env(OMP_NUM_THREADS="1")
     ml = MlflowClient(databases.mlflow(tmp_path / "mlflow.db"))  # SRCNN_HOME's store
     return store, env, ml, train_command(store, set5)
 

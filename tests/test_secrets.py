@@ -90,7 +90,8 @@ def test_no_credentials_in_mlflow_prefect_logs_cli_or_command_lines(
     caplog.set_level(logging.INFO, logger="prefect")  # run logs at INFO, whatever `make` sets
     port = free_port()
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
+            "--workers", "1", "--backend-store-uri",
+            databases.mlflow(tmp_path / "mlflow.db", "mlflow-artifacts:/"),
             "--artifacts-destination", str(tmp_path / "artifacts")]
     with service("mlflow-server", argv, dict(os.environ) | MLFLOW_SERVER_ENV, tmp_path,
                  f"http://127.0.0.1:{port}/health", 120):

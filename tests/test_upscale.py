@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageCms
+from servers import harness_env
 
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
 from srcnn.batch.job import (
@@ -222,14 +223,12 @@ def recorded(out: Path) -> set[str]:
 
 @pytest.mark.usefixtures("prefect_server")
 def test_killed_run_completes_on_restart(tmp_path, model_dir):
-    from prefect.settings import PREFECT_API_URL
-
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     n = 40
     for i in range(n):
         Image.fromarray(rand(160, 160, 3)).save(inp / f"img{i:02d}.png")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = harness_env()
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "upscale", str(inp), str(out),
                              "--scale", "2", "--model", model_dir, "--chunk-size", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
