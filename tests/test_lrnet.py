@@ -1,6 +1,7 @@
 """LR-space nets (family espcn): shapes, cost per output pixel counted from the real
 convolutions, the collapsed (inference) net equal to the re-parameterised one, the in-net
-bicubic equal to PIL's, and exact tiling at x2/x3/x4 for RGB, grey, 16-bit and alpha."""
+bicubic equal to PIL's, and exact tiling at x2/x3/x4 for RGB, grey, 16-bit and alpha; the JPEG
+path's Y and chroma samples against the RGB path's and against a ramp's exact values."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,14 @@ from torch import nn
 
 from srcnn.batch.job import upscale_pil
 from srcnn.config import ModelConfig
-from srcnn.inference.tiling import prepare, upscale_grey_float, upscale_rgb, upscale_rgb_tiled
+from srcnn.inference.tiling import (
+    chroma_420,
+    prepare,
+    upscale_for_jpeg,
+    upscale_grey_float,
+    upscale_rgb,
+    upscale_rgb_tiled,
+)
 from srcnn.models.build import build_net
 from srcnn.models.lrnet import LinearBlock, LRNet, bicubic_upscale_y
 
@@ -134,3 +142,69 @@ def test_every_image_kind_tiles_exactly(mode):
     b = upscale_pil(net, img, 3, 4096, False)
     assert a.mode == b.mode and a.size == (78, 57)
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def keys_bicubic_at(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bicubic (Keys, a = -0.5, PIL's kernel) of `plane` at the pixel-index positions ys x xs
+    (all at least 2 pixels inside), written out here, apart from PIL's resampling."""
+    def weights(pos: np.ndarray, n: int) -> np.ndarray:
+        d = np.abs(pos[:, None] - np.arange(n)[None, :])
+        w = np.where(d < 1, (1.5 * d - 2.5) * d * d + 1,
+                     np.where(d < 2, (((d - 5) * d + 8) * d - 4) * -0.5, 0.0))
+        return w / w.sum(1, keepdims=True)
+
+    return weights(ys, plane.shape[0]) @ plane @ weights(xs, plane.shape[1]).T
+
+
+@pytest.mark.parametrize("scale,size", [(2, (23, 16)), (3, (23, 16)), (3, (16, 23)), (4, (21, 17))])
+def test_chroma_420_samples_the_bicubic_at_each_samples_centre(scale, size):
+    """Each 4:2:0 chroma sample of the x`scale` upscale is the bicubic of the LR Cb (Cr) at
+    the sample's centre, the middle of its 2 x 2 output pixels: LR index (2 j + 1) / s - 1/2;
+    it is repeated over those pixels; odd output sizes too. On noise, a sample taken half an
+    output pixel off its centre misses by tens of levels."""
+    w, h = size
+    lr = Image.fromarray(np.random.default_rng(scale).integers(0, 256, (h, w, 3), np.uint8))
+    out = [np.asarray(p, np.float64) for p in chroma_420(lr, (w * scale, h * scale), scale)]
+    assert all(p.shape == (h * scale, w * scale) for p in out)
+    for p in out:
+        padded = np.pad(p, ((0, p.shape[0] % 2), (0, p.shape[1] % 2)), mode="edge")
+        blocks = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2)
+        assert (blocks == blocks[:, :1, :, :1]).all()  # one sample per 2 x 2 pixels
+    jx = (2 * np.arange(-(-w * scale // 2)) + 1) / scale - 0.5
+    jy = (2 * np.arange(-(-h * scale // 2)) + 1) / scale - 0.5
+    ix, iy = (jx >= 2) & (jx <= w - 3), (jy >= 2) & (jy <= h - 3)  # PIL's window is whole
+    assert ix.sum() > 5 and iy.sum() > 5
+    lr_ycc = np.asarray(lr.convert("YCbCr"), np.float64)
+    for band, p in zip((1, 2), out):
+        want = np.clip(keys_bicubic_at(lr_ycc[..., band], jy[iy], jx[ix]), 0, 255)
+        np.testing.assert_allclose(p[::2, ::2][np.ix_(iy, ix)], want, atol=1.5)  # 2 roundings
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_path_is_the_nets_y_and_tiles_exactly(mode):
+    """`upscale_for_jpeg`: the same for any tile size; its Y is the RGB path's Y (JFIF
+    levels) to within one level wherever the RGB path clipped no channel; its chroma, the
+    RGB path's averaged over 2 x 2, within a few levels (bicubic at the sample's centre
+    against the mean of four bicubic samples)."""
+    rng = np.random.default_rng(11)
+    smooth = Image.fromarray(rng.integers(40, 216, (9, 12, 3), dtype=np.uint8)).resize(
+        (37, 29), Image.Resampling.BICUBIC)  # a photo-like image: few channels clip
+    lr = smooth.convert(mode)
+    net = random_net(3, depth=3)
+    with torch.no_grad():
+        net.body[-1].weight *= 0.2  # a residual of a few levels, as a trained net's
+    a, b = upscale_for_jpeg(net, lr, 3, 5), upscale_for_jpeg(net, lr, 3, 4096)
+    assert a.mode == b.mode == {"RGB": "YCbCr", "L": "L"}[mode] and a.size == (111, 87)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    rgb = upscale_rgb_tiled(net, lr.convert("RGB"), 3, 4096)
+    free = ((np.asarray(rgb) > 0) & (np.asarray(rgb) < 255)).all(-1)
+    assert free.mean() > 0.5
+    theirs = np.asarray(rgb.convert("YCbCr"), np.int16)
+    ours = np.asarray(a.convert("YCbCr") if mode == "RGB" else a, np.int16)
+    y = ours[..., 0] if mode == "RGB" else ours
+    assert np.abs(y - theirs[..., 0])[free].max() <= 1
+    if mode == "RGB":
+        mean = theirs[:86, :110, 1:].reshape(43, 2, 55, 2, 2).mean((1, 3))
+        whole = free[:86, :110].reshape(43, 2, 55, 2).all((1, 3))  # no pixel of it clipped
+        assert whole.mean() > 0.3
+        assert np.abs(ours[:86:2, :110:2, 1:] - mean)[whole].max() <= 4

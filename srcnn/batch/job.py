@@ -154,12 +154,20 @@ def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
 
 
 def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
-                   bf16: bool = False) -> tuple[Image.Image, str | None]:
+                   bf16: bool = False, jpeg: bool = False) -> tuple[Image.Image, str | None]:
     """`upscale_pil`, and which of a gated pair's nets ran on the image ("clean" or
     "robust"; None for any other model): what the file says (a JPEG's quality), else what
-    the gate reads in the LR luma the net gets."""
+    the gate reads in the LR luma the net gets. `jpeg`: the output is for a JPEG encoder
+    only; an LR-space net's of an RGB or grey image (alpha aside: JPEG drops it) is then
+    `upscale_for_jpeg`'s, the same upscale at a fraction of the colour work."""
     from srcnn.data.color import luma
-    from srcnn.inference.tiling import for_image, grey_luma, upscale_grey_float, upscale_rgb_tiled
+    from srcnn.inference.tiling import (
+        for_image,
+        grey_luma,
+        upscale_for_jpeg,
+        upscale_grey_float,
+        upscale_rgb_tiled,
+    )
     from srcnn.models.gated import for_file, role
 
     pair = model
@@ -185,6 +193,9 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     lr_y = luma(rgb) if model.upsamples else None  # computed once: the choice and the net's
     if lr_y is not None:
         model = for_image(model, lr_y)
+    if jpeg and lr_y is not None and base in ("RGB", "L", "YCbCr"):
+        lr = img.convert("L") if base == "L" else rgb
+        return upscale_for_jpeg(model, lr, scale, tile_size, bf16, lr_y), role(pair, model)
     out = upscale_rgb_tiled(model, rgb, scale, tile_size, bf16, lr_y)
     if base in ("L", "CMYK"):
         out = out.convert(base)
@@ -208,7 +219,7 @@ def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
 
 
 def _fit_format(out: Image.Image, fmt: str) -> Image.Image:
-    if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK"):
+    if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK", "YCbCr"):
         return out.convert("RGB")  # JPEG has no alpha
     if fmt in ("AVIF", "HEIF") and out.mode not in ("RGB", "RGBA", "L"):
         return out.convert("RGBA" if "A" in out.mode else "RGB")
@@ -296,7 +307,7 @@ def upscale_chunk(model: nn.Module, job: Job, chunk: Chunk) -> ChunkResult:
                 try:
                     img, fmt = read.result()
                     out, net = upscale_chosen(model, img, opts.scale, opts.tile_size,
-                                              opts.precision == "bf16")
+                                              opts.precision == "bf16", fmt == "JPEG")
                     result.pixels += out.width * out.height
                     write = pool.submit(_write, job, key, img, out, fmt, on_gpu)
                     writes.append((key, t0, write, net))

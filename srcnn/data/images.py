@@ -166,6 +166,8 @@ IDAT_BYTES = 1 << 20  # the pixel data's chunks, as written again
 FILTER_SAMPLE_ROWS = 32
 FILTER_SHARE = 0.9
 JPEG_FAST = {"quality", "icc_profile", "exif"}  # what libjpeg-turbo's direct path writes
+# What it takes: RGB, grey, and YCbCr as JPEG stores it (written as it is, 4:2:0 as RGB is)
+JPEG_MODES = {"RGB": None, "L": None, "YCbCr": "YCbCr"}
 
 
 def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params) -> bytes:
@@ -178,14 +180,14 @@ def encode_image(img: Image.Image, fmt: str, *, threaded: bool = False, **params
       libdeflate at the asked `compress_level`: the same pixels, about four times faster
       than Pillow's zlib, files of photos within 1% of its size. Level 0 (stored) and
       `optimize` stay Pillow's.
-    - JPEG of RGB or grey, `threaded` (other threads encode or feed a GPU meanwhile):
+    - JPEG of RGB, grey or YCbCr, `threaded` (other threads encode or feed a GPU meanwhile):
       libjpeg-turbo called directly (imagecodecs), which lets them run while it encodes
       (Pillow's encoder holds the GIL), with Pillow's own EXIF and colour-profile segments:
       the very bytes Pillow writes. On its own Pillow's is faster (no copy of the pixels).
     """
     _own_bomb_check()  # the HEIF plugin, for writing too
     fmt = fmt.upper()
-    if threaded and fmt == "JPEG" and img.mode in ("RGB", "L") and set(params) <= JPEG_FAST:
+    if threaded and fmt == "JPEG" and img.mode in JPEG_MODES and set(params) <= JPEG_FAST:
         return _turbo_jpeg(img, params)
     level = params.get("compress_level", PNG_LEVEL)
     deflated = fmt == "PNG" and level > 0 and not params.get("optimize")
@@ -247,13 +249,15 @@ def _filter_types(png: bytes, pixels: np.ndarray) -> np.ndarray:
 
 
 def _turbo_jpeg(img: Image.Image, params: dict) -> bytes:
-    """Pillow's JPEG of an RGB or L image (4:2:0 chroma, its default), encoded by
+    """Pillow's JPEG of an RGB, L or YCbCr image (4:2:0 chroma, its default), encoded by
     libjpeg-turbo without holding the GIL; the EXIF and ICC segments Pillow writes for
     `params` (taken from Pillow's JPEG of one pixel) go where Pillow puts them, after JFIF's."""
     import imagecodecs
 
+    space = JPEG_MODES[img.mode]
     data = imagecodecs.jpeg8_encode(np.asarray(img), level=params.get("quality", 75),
-                                    subsampling=(2, 2) if img.mode == "RGB" else None)
+                                    colorspace=space, outcolorspace=space,
+                                    subsampling=None if img.mode == "L" else (2, 2))
     meta = {k: v for k, v in params.items() if k != "quality" and v}
     if not meta:
         return data

@@ -262,6 +262,63 @@ def upscale_rgb_tiled(
     return merge_planes(out)
 
 
+def jpeg_luma(y: np.ndarray) -> np.ndarray:
+    """The net's Y ((H, W) float32, BT.601 studio swing in [0, 1]) as a JPEG stores Y: JFIF's
+    full-swing 8-bit levels, rounded and clipped. Works in place on `y`."""
+    y *= np.float32(255.0 / _Y_SPAN)
+    y -= np.float32(255.0 * _Y_LO / _Y_SPAN)
+    np.rint(y, out=y)
+    np.clip(y, 0.0, 255.0, out=y)
+    return y.astype(np.uint8)
+
+
+def chroma_420(lr: Image.Image, size: tuple[int, int], scale: int) -> list[Image.Image]:
+    """Cb and Cr (JFIF) of an 8-bit RGB LR image at the chroma samples of a 4:2:0 JPEG of its
+    `size` (width, height) upscale: bicubic at each sample's place, the centre of its 2 x 2
+    output pixels, i.e. LR x = (2 j + 1) / s in pixel-edge units (past the image, the edge
+    pixel repeated); each sample then repeated over its 2 x 2 pixels, which a 4:2:0
+    encoder's averaging gives back exactly. What the RGB path's encoder keeps of its chroma is
+    the average of four bicubic samples instead."""
+    w, h = size
+    cw, ch = -(-w // 2), -(-h // 2)
+    box = (0.0, 0.0, 2 * cw / scale, 2 * ch / scale)
+    ycc = lr.convert("YCbCr")
+    need = (math.ceil(box[2]), math.ceil(box[3]))
+    if need[0] > lr.width or need[1] > lr.height:  # an odd size: the last sample's place
+        pad = ((0, max(0, need[1] - lr.height)), (0, max(0, need[0] - lr.width)), (0, 0))
+        ycc = Image.fromarray(np.pad(np.asarray(ycc), pad, mode="edge"), "YCbCr")
+    half = ycc.resize((cw, ch), Image.Resampling.BICUBIC, box=box)
+    return [plane.resize((2 * cw, 2 * ch), Image.Resampling.NEAREST).crop((0, 0, w, h))
+            for plane in half.split()[1:]]
+
+
+def upscale_for_jpeg(
+    model: nn.Module, lr: Image.Image, scale: int, tile_size: int = 512, bf16: bool = False,
+    lr_y: np.ndarray | None = None,
+) -> Image.Image:
+    """An LR-space net's upscale of an 8-bit RGB or grey image, made for a 4:2:0 JPEG encoder
+    (what `upscale-bucket` writes as JPEG): a "YCbCr" image of the net's Y in JFIF levels
+    (`jpeg_luma`) and `chroma_420`'s Cb and Cr, or an "L" image of the Y for a grey one.
+    The RGB path (`upscale_rgb_tiled`) computes full-size R, G and B, whose Y and Cb, Cr the
+    encoder then computes again and whose Cb, Cr it averages four to one; this path computes
+    what the encoder keeps, at under half the cost outside the net and a JPEG as good
+    (benchmarks/upscale.py, section 6). Only for such an encoder: the chroma is blocky."""
+    if not model.upsamples:
+        raise ValueError("upscale_for_jpeg: an LR-space net (an SRCNN reads the bicubic upscale)")
+    if lr.mode not in ("RGB", "L"):
+        raise ValueError(f"upscale_for_jpeg: expected an RGB or L image, got mode {lr.mode}")
+    lr_y = luma(lr.convert("RGB")) if lr_y is None else lr_y
+    model = for_image(model, lr_y)
+    padded = np.pad(lr_y, model.border, mode="edge")
+    size = (lr.width * scale, lr.height * scale)
+    y = np.empty(size[::-1], dtype=np.uint8)
+    for t in plan_tiles(*y.shape, tile_size * scale):
+        y[t.y0 : t.y1, t.x0 : t.x1] = jpeg_luma(_lr_tile(model, padded, t, scale, bf16))
+    if lr.mode == "L":
+        return Image.fromarray(y, "L")
+    return Image.merge("YCbCr", [Image.fromarray(y, "L"), *chroma_420(lr, size, scale)])
+
+
 def grey_luma(grey: np.ndarray) -> np.ndarray:
     """The BT.601 Y (in [0, 1]) of (H, W) grey in [0, 1]: what a net reads of a grey image."""
     return grey.astype(np.float32) * _Y_SPAN + _Y_LO
