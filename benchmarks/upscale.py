@@ -10,10 +10,13 @@
    output Mpx/s of the shipped fast x3 against the shipped SRCNN x3 (fp32 and bf16 each) and
    against a plain bicubic resize with the same decode and encode, for PNG (level 6, the
    default, and 1: `--png-compress-level 1`) and JPEG outputs, with output bytes per Mpx; for
-   PNG also as before issue 29 (Pillow's zlib encoder, "zlib" rows) beside libdeflate's;
+   PNG also as before issue 29 (Pillow's zlib encoder, "zlib" rows) beside libdeflate's, for
+   JPEG the fast net's outputs also through full RGB ("fast via RGB"), as before their JPEG
+   path (`upscale_for_jpeg`);
 6. where section 5's time goes, on one thread in this process: per output Mpx, decode, JPEG
    encode, a plain bicubic resize, and for each net its Y pass alone and its whole colour path
-   (`upscale_rgb_tiled`); what the nets' ratio is with and without the work both pay.
+   (`upscale_rgb_tiled`; the fast net's JPEG path too); what the nets' ratio is with and
+   without the work both pay.
    Sections 5 and 6 are in benchmarks/upscale_path.py.
 
     python benchmarks/upscale.py [--skip-big] [--images 200] [--only-fast] [--only-stages]

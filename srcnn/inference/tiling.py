@@ -17,6 +17,10 @@ whole for any tile size here too. The tile size bounds what the net runs on, so 
 counts LR pixels: an output tile is `tile_size` x scale (the same activation memory per tile as
 SRCNN's, and a border of b LR pixels costs a 256-pixel tile 40% more work at x3, a 768 one 14%). Their Cb and Cr are the bicubic upscale's, as for SRCNN; the
 LR Y plane they read is 1/s^2 of the output's size.
+
+For JPEG outputs an LR-space net's image skips R, G and B (`upscale_for_jpeg`): its Y goes out
+in JPEG's levels and its Cb, Cr are taken at the 4:2:0 samples' places, which is all the
+encoder keeps.
 """
 
 from __future__ import annotations
