@@ -122,7 +122,7 @@ def test_every_kind_of_image_becomes_a_jpeg_by_an_lr_net(tmp_path):
     result = upscale_chunk(lr_net(), job(tmp_path, scale=2, tile_size=16, output_format="JPEG"),
                            chunk(*expected))
     assert (result.done, result.failed) == (len(expected), 0), result.lines
-    modes = {"L": "L", "LA": "L", "CMYK": "CMYK"}
+    modes = {"L": "L", "LA": "L", "I;16": "L", "CMYK": "CMYK"}
     for key, (size, mode, _) in expected.items():
         with Image.open(tmp_path / "out" / key.replace(".png", ".jpg")) as out:
             assert (out.size, out.mode, out.format) == (size, modes.get(mode, "RGB"), "JPEG")
@@ -160,6 +160,32 @@ def test_jpeg_outputs_of_an_lr_net_are_as_good_as_through_rgb(t91):
     assert len(psnr["rgb"]) >= 7
     assert np.mean(psnr["jpeg"]) >= np.mean(psnr["rgb"]) - 0.01, psnr
     assert abs(size["jpeg"] / size["rgb"] - 1) < 0.015, size
+
+
+def test_16_bit_grey_into_8_bit_formats_keeps_its_levels(tmp_path):
+    """A 16-bit grey input written as an 8-bit format is its 16-bit output (PNG, TIFF) scaled
+    by 1/257: exactly for BMP and GIF, within the codec's error for the lossy ones (Pillow's
+    own conversion had clipped every level above 255 to white, and BMP had failed)."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rand(12, 17, dtype=np.uint16, high=65535)).save(tmp_path / "in" / "deep.png")
+    outputs = {}
+    for fmt in ("PNG", "TIFF", "BMP", "GIF", "JPEG", "WEBP", "AVIF"):
+        result = upscale_chunk(lr_net(), job(tmp_path, fmt, scale=2, output_format=fmt),
+                               chunk("deep.png"))
+        assert result.done == 1, result.lines
+        (path,) = (p for p in (tmp_path / fmt).iterdir() if p.is_file())
+        with Image.open(path) as img:
+            outputs[fmt] = np.asarray(img.convert("L") if img.mode == "P" else img)
+    deep = outputs["PNG"].astype(np.float64)
+    assert outputs["PNG"].dtype == np.uint16 and np.array_equal(outputs["TIFF"], deep)
+    want = np.rint(deep / 257)
+    assert 60 < want.mean() < 200  # mid-grey noise: clipping would show
+    for fmt in ("BMP", "GIF"):
+        assert np.array_equal(outputs[fmt], want), fmt
+    for fmt in ("JPEG", "WEBP", "AVIF"):
+        got = outputs[fmt].astype(np.float64)
+        got = got if got.ndim == 2 else got.mean(-1)
+        assert np.abs(got - want).mean() < 12 and abs(got.mean() - want.mean()) < 3, fmt
 
 
 def test_bf16_precision_is_an_option_of_its_own(tmp_path):

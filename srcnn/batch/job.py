@@ -49,6 +49,7 @@ EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIF
                               "WEBP": ".webp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
 LOSSY = ("JPEG", "WEBP", "AVIF", "HEIF")  # the formats `jpeg_quality` sets the quality of
 EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF")  # outputs that carry EXIF
+DEEP_FORMATS = ("PNG", "TIFF")  # outputs that keep 16-bit grey as it is
 JPEG_EXIF_BYTES = 65533
 PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
 MAX_FAILURES_SHOWN = 20
@@ -219,6 +220,10 @@ def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
 
 
 def _fit_format(out: Image.Image, fmt: str) -> Image.Image:
+    if out.mode == "I;16" and fmt not in DEEP_FORMATS:  # 16-bit grey into an 8-bit format:
+        # scaled, not clipped (Pillow's own conversion clips every level above 255 to white)
+        levels = np.asarray(out, dtype=np.float32) / np.float32(257.0)
+        out = Image.fromarray(np.rint(levels).astype(np.uint8), "L")
     if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK", "YCbCr"):
         return out.convert("RGB")  # JPEG has no alpha
     if fmt in ("AVIF", "HEIF") and out.mode not in ("RGB", "RGBA", "L"):
