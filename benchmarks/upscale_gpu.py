@@ -2,10 +2,11 @@
 
     python benchmarks/upscale_gpu.py [--images 256]
 
-The shipped x3 net's bare forward rate (batched 512-px tiles) against the worker path of
-upscale-bucket (`upscale_chunk` through Dask workers with the GPU resource: decode and encode
-in threads, the pipeline on the GPU) on ~2-Mpx outputs, the time of each stage, and the CPU
-path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
+The shipped x3 nets' bare forward rates (SRCNN's, then the fast net's; batched 512-px tiles)
+against the worker path of upscale-bucket (`upscale_chunk` through Dask workers with the GPU
+resource: decode and encode in threads, the net on the GPU; SRCNN's whole pipeline there, the
+fast net's JPEG outputs through its JPEG path) on ~2-Mpx outputs, the time of each stage, and
+the CPU path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
 """
 
 from __future__ import annotations
@@ -22,6 +23,25 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bare_rate(model, bf16: bool) -> float:
+    """Output Mpx/s of the bare forward pass: batches of 32 tiles of 512 input pixels (LR
+    pixels for an LR-space net), fp32 without TF32 as upscale-bucket runs it."""
+    import torch
+
+    b, s = model.config.border, model.scale if model.upsamples else 1
+    x = torch.rand(32, 1, 512 + 2 * b, 512 + 2 * b, device="cuda").contiguous(
+        memory_format=torch.channels_last)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for _ in range(3):
+            model.infer(x, bf16)
+        torch.cuda.synchronize()
+        t0, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            model.infer(x, bf16)
+        torch.cuda.synchronize()
+    return reps * 32 * (512 * s) ** 2 / (time.perf_counter() - t0) / 1e6
+
+
 def gpu(n_images: int) -> None:
     import torch
 
@@ -32,36 +52,27 @@ def gpu(n_images: int) -> None:
 
     assert torch.cuda.is_available(), "the gpu section needs CUDA"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
-    model = prepare(load_model(pretrained_dir(3)).model, "cuda")
-    b = model.config.border
-    rates = {}
-    for bf16 in (False, True):
-        x = torch.rand(32, 1, 512 + 2 * b, 512 + 2 * b, device="cuda").contiguous(
-            memory_format=torch.channels_last)
-        # as upscale-bucket runs it: fp32 without TF32
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            for _ in range(3):
-                model.infer(x, bf16)
-            torch.cuda.synchronize()
-            t0, reps = time.perf_counter(), 20
-            for _ in range(reps):
-                model.infer(x, bf16)
-            torch.cuda.synchronize()
-        rates[bf16] = reps * 32 * 512 * 512 / (time.perf_counter() - t0) / 1e6
-        print(f"  bare forward, {'bf16' if bf16 else 'fp32'}: {rates[bf16]:,.0f} output Mpx/s "
-              f"(batches of 32 tiles of 512 px)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = _gpu_inputs(Path(tmp) / "in", n_images)
-        _stages(model, Path(tmp) / "in", src[:16])
-        for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
-            r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda")
-            print(f"  upscale-bucket worker path, GPU ({GPU_PROCESSES} worker processes), {fmt}, "
-                  f"{'bf16' if bf16 else 'fp32'}: "
-                  f"{r:,.1f} output Mpx/s = {r / rates[bf16]:.2f} of the bare forward rate",
-                  flush=True)
-        cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu")
-        print("  CPU path, one Dask worker process (one thread), JPEG, fp32: "
-              f"{cpu:.2f} output Mpx/s", flush=True)
+        # the shipped SRCNN x3 (its whole pipeline on the GPU), then the fast x3 (an LR-space
+        # net: its JPEG outputs through the JPEG path, the colour work on the CPU)
+        for kind in ("srcnn", "fast"):
+            ref = f"pretrained:{kind}"  # (plain "pretrained" is the default kind, real)
+            model = prepare(load_model(pretrained_dir(3, kind)).model, "cuda")
+            rates = {bf16: bare_rate(model, bf16) for bf16 in (False, True)}
+            for bf16, rate in rates.items():
+                print(f"  {kind}: bare forward, {'bf16' if bf16 else 'fp32'}: {rate:,.0f} "
+                      "output Mpx/s (batches of 32 tiles of 512 input px)", flush=True)
+            if kind == "srcnn":
+                _stages(model, Path(tmp) / "in", src[:16])
+            for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
+                r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda", ref)
+                print(f"  {kind}: upscale-bucket worker path, GPU ({GPU_PROCESSES} worker "
+                      f"processes), {fmt}, {'bf16' if bf16 else 'fp32'}: {r:,.1f} output Mpx/s"
+                      f" = {r / rates[bf16]:.2f} of the bare forward rate", flush=True)
+            cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu", ref)
+            print(f"  {kind}: CPU path, one Dask worker process (one thread), JPEG, fp32: "
+                  f"{cpu:.2f} output Mpx/s", flush=True)
 
 
 def _stages(model, folder: Path, keys: list[str]) -> None:
@@ -112,16 +123,17 @@ def _gpu_inputs(folder: Path, n: int) -> list[str]:
     return keys
 
 
-def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str) -> float:
+def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str,
+              ref: str = "pretrained:srcnn") -> float:
     """Output Mpx/s of the worker path: chunks of 16 through a one-worker LocalCluster (with
-    the GPU resource on CUDA), the model held by the worker plugin."""
+    the GPU resource on CUDA), the model (`ref`, x3) held by the worker plugin."""
     from srcnn.batch.job import Job, UpscaleOptions
     from srcnn.batch.planning import Chunk, Item
     from srcnn.cluster import dask_client, model_on_workers
     from srcnn.models.reference import read_local
     from srcnn.worker_tasks import upscale_chunk_task
 
-    spec = read_local("pretrained", 3)
+    spec = read_local(ref, 3)
     out = tmp / f"out-{fmt}-{bf16}-{device}-{time.time_ns()}"
     job = Job(str(tmp / "in"), str(out), UpscaleOptions(
         scale=3, output_format=fmt, precision="bf16" if bf16 else "fp32"), spec.source,
