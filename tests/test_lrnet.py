@@ -208,3 +208,11 @@ def test_jpeg_path_is_the_nets_y_and_tiles_exactly(mode):
         whole = free[:86, :110].reshape(43, 2, 55, 2).all((1, 3))  # no pixel of it clipped
         assert whole.mean() > 0.3
         assert np.abs(ours[:86:2, :110:2, 1:] - mean)[whole].max() <= 4
+
+
+@pytest.mark.parametrize("scale,size", [(2, (1, 1)), (3, (1, 1)), (3, (3, 1)), (4, (1, 2))])
+def test_jpeg_path_takes_images_of_one_pixel(scale, size):
+    """Down to one LR pixel, where a chroma sample's place lies past the image."""
+    lr = Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size[::-1], 3), np.uint8))
+    out = upscale_for_jpeg(random_net(scale, depth=3), lr, scale, 512)
+    assert out.size == (size[0] * scale, size[1] * scale) and out.mode == "YCbCr"
