@@ -30,6 +30,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from srcnn.batch.formats import output_key
 from srcnn.batch.job import (
     MAX_FAILURES_SHOWN,
     PREVIEW_IMAGES,
@@ -38,7 +39,6 @@ from srcnn.batch.job import (
     Job,
     ShardSummary,
     UpscaleOptions,
-    output_key,
 )
 from srcnn.batch.planning import plan
 from srcnn.cluster import dask_client, gpu_workers, model_on_workers

@@ -177,9 +177,10 @@ def test_png_rows_take_the_one_filter_nearly_all_of_them_would():
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "YCbCr"])
 def test_jpeg_outputs_are_the_bytes_pillow_writes(mode):
-    """A JPEG of RGB, grey or YCbCr (what `upscale_for_jpeg` makes) written by `encode_image` for a worker whose threads encode side
-    by side (libjpeg-turbo called directly, which lets them run) is byte for byte Pillow's, with and without EXIF and colour
-    profile; other modes are Pillow's own."""
+    """A JPEG of RGB, grey or YCbCr (what `upscale_for_jpeg` makes) written by `encode_image`
+    for a worker whose threads encode side by side (libjpeg-turbo called directly, which lets
+    them run) is byte for byte Pillow's, with and without EXIF and colour profile; other modes
+    are Pillow's own."""
     img = noise(150, 230).convert(mode)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()

@@ -1,7 +1,7 @@
 """LR-space nets (family espcn): shapes, cost per output pixel counted from the real
 convolutions, the collapsed (inference) net equal to the re-parameterised one, the in-net
 bicubic equal to PIL's, and exact tiling at x2/x3/x4 for RGB, grey, 16-bit and alpha; the JPEG
-path's Y and chroma samples against the RGB path's and against a ramp's exact values."""
+path's Y against the RGB path's and its chroma samples against a bicubic at their centres."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from srcnn.inference.tiling import (
     upscale_rgb_tiled,
 )
 from srcnn.models.build import build_net
-from srcnn.models.lrnet import LinearBlock, LRNet, bicubic_upscale_y
+from srcnn.models.lrnet import LinearBlock, LRNet, _cubic, bicubic_upscale_y
 
 
 def espcn(depth: int = 5, width: int = 16, **kw) -> ModelConfig:
@@ -145,12 +145,10 @@ def test_every_image_kind_tiles_exactly(mode):
 
 
 def keys_bicubic_at(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bicubic (Keys, a = -0.5, PIL's kernel) of `plane` at the pixel-index positions ys x xs
-    (all at least 2 pixels inside), written out here, apart from PIL's resampling."""
+    """Bicubic (PIL's kernel, the in-net base's `_cubic`) of `plane` at the pixel-index
+    positions ys x xs (all at least 2 pixels inside), apart from PIL's resampling."""
     def weights(pos: np.ndarray, n: int) -> np.ndarray:
-        d = np.abs(pos[:, None] - np.arange(n)[None, :])
-        w = np.where(d < 1, (1.5 * d - 2.5) * d * d + 1,
-                     np.where(d < 2, (((d - 5) * d + 8) * d - 4) * -0.5, 0.0))
+        w = np.vectorize(_cubic)(pos[:, None] - np.arange(n)[None, :])
         return w / w.sum(1, keepdims=True)
 
     return weights(ys, plane.shape[0]) @ plane @ weights(xs, plane.shape[1]).T

@@ -1,4 +1,5 @@
-"""upscale-bucket for an operator: every kind of image, bad inputs, re-runs, kills."""
+"""upscale-bucket for an operator: precision, bad inputs, re-runs, kills, damaged records, the
+formats phones and the web write (each format's outputs: `test_upscale_formats.py`)."""
 
 from __future__ import annotations
 
@@ -13,35 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageCms
 from servers import harness_env
+from upscale_inputs import RNG, chunk, job, kinds, rand, tiny_model
 
 from flows.upscale_bucket import REPORT_KEY, UpscaleFailures, upscale_bucket
 from srcnn.batch.job import (
     MANIFESTS,
     BucketOptions,
-    Job,
     UpscaleOptions,
     report_lines,
     upscale_chunk,
 )
-from srcnn.batch.planning import Chunk, Item
-from srcnn.config import ModelConfig
 from srcnn.models.files import save_model
-from srcnn.models.srcnn import SRCNN
-
-RNG = np.random.default_rng(0)
-
-
-def rand(h, w, c=None, dtype=np.uint8, high=256):
-    shape = (h, w) if c is None else (h, w, c)
-    return RNG.integers(0, high, shape, dtype=dtype)
-
-
-def tiny_model(seed: int = 0) -> SRCNN:
-    torch.manual_seed(seed)
-    return SRCNN(ModelConfig.from_arch("9-1-5", n1=8, n2=4)).eval()
 
 
 @pytest.fixture
@@ -49,143 +34,6 @@ def model_dir(tmp_path) -> str:
     path = str(tmp_path / "model")
     save_model(tiny_model(), 2, path)
     return path
-
-
-def _kinds(folder: Path) -> dict[str, tuple]:
-    """Write one image of each kind; returns {key: (expected size, mode, format)}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rand(12, 17, 3)).save(folder / "rgb.png")
-    Image.fromarray(rand(12, 17)).save(folder / "grey.png")
-    Image.fromarray(rand(12, 17, 4)).save(folder / "rgba.png")
-    Image.merge("LA", [Image.fromarray(rand(12, 17)), Image.fromarray(rand(12, 17))]).save(
-        folder / "la.png")
-    Image.fromarray(rand(12, 17, 3)).convert("P").save(folder / "palette.png")
-    Image.fromarray(rand(12, 17, dtype=np.uint16, high=65535)).save(folder / "deep.png")
-    Image.fromarray(rand(12, 17, 4), "CMYK").save(folder / "cmyk.jpg")
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    Image.fromarray(rand(12, 17, 3)).save(folder / "icc.png", icc_profile=icc)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
-    exif[0x010F] = "camera maker"
-    Image.fromarray(rand(12, 17, 3)).save(folder / "exif.jpg", exif=exif.tobytes())
-    return {
-        "rgb.png": ((34, 24), "RGB", "PNG"), "grey.png": ((34, 24), "L", "PNG"),
-        "rgba.png": ((34, 24), "RGBA", "PNG"), "la.png": ((34, 24), "LA", "PNG"),
-        "palette.png": ((34, 24), "RGB", "PNG"), "deep.png": ((34, 24), "I;16", "PNG"),
-        "cmyk.jpg": ((34, 24), "CMYK", "JPEG"), "icc.png": ((34, 24), "RGB", "PNG"),
-        "exif.jpg": ((24, 34), "RGB", "JPEG"),  # orientation applied: width and height swap
-    }
-
-
-def job(tmp_path, out: str = "out", **options) -> Job:
-    return Job(str(tmp_path / "in"), str(tmp_path / out), UpscaleOptions(**options), "m",
-               "digest", "run")
-
-
-def chunk(*keys: str) -> Chunk:
-    return Chunk("c" + "0" * 19, tuple(Item(k, "etag") for k in keys))
-
-
-def test_every_kind_of_image_round_trips(tmp_path):
-    expected = _kinds(tmp_path / "in")
-    result = upscale_chunk(tiny_model(), job(tmp_path, scale=2, tile_size=16), chunk(*expected))
-    assert (result.done, result.failed) == (len(expected), 0), result.lines
-    for key, (size, mode, fmt) in expected.items():
-        with Image.open(tmp_path / "out" / key) as out:
-            assert (out.size, out.mode, out.format) == (size, mode, fmt), key
-    deep = np.asarray(Image.open(tmp_path / "out" / "deep.png"))
-    assert deep.dtype.kind in "iu" and deep.max() > 255  # still 16-bit data
-    src_alpha = np.asarray(Image.open(tmp_path / "in" / "rgba.png").getchannel("A"))
-    out_alpha = Image.open(tmp_path / "out" / "rgba.png").getchannel("A")
-    bicubic = Image.fromarray(src_alpha).resize(out_alpha.size, Image.Resampling.BICUBIC)
-    assert np.array_equal(np.asarray(out_alpha), np.asarray(bicubic))  # alpha kept, upscaled
-    icc = Image.open(tmp_path / "in" / "icc.png").info["icc_profile"]
-    assert Image.open(tmp_path / "out" / "icc.png").info.get("icc_profile") == icc
-    exif = Image.open(tmp_path / "out" / "exif.jpg").getexif()  # kept, turned once
-    assert exif.get(0x010F) == "camera maker" and exif.get(0x0112, 1) == 1
-
-
-def lr_net(scale: int = 2):
-    """The shipped fast net (an LR-space one) for `scale`, on the CPU."""
-    from srcnn.inference.tiling import prepare
-    from srcnn.registry.champion import resolve_spec
-
-    return prepare(resolve_spec("pretrained:fast", scale).build(), "cpu")
-
-
-def test_every_kind_of_image_becomes_a_jpeg_by_an_lr_net(tmp_path):
-    """Every kind, as JPEG, from an LR-space net (RGB and grey through `upscale_for_jpeg`):
-    sizes, modes, 4:2:0 chroma as Pillow writes it by default, EXIF and colour profile kept."""
-    from PIL import JpegImagePlugin
-
-    expected = _kinds(tmp_path / "in")
-    result = upscale_chunk(lr_net(), job(tmp_path, scale=2, tile_size=16, output_format="JPEG"),
-                           chunk(*expected))
-    assert (result.done, result.failed) == (len(expected), 0), result.lines
-    modes = {"L": "L", "LA": "L", "I;16": "L", "CMYK": "CMYK"}
-    for key, (size, mode, _) in expected.items():
-        with Image.open(tmp_path / "out" / key.replace(".png", ".jpg")) as out:
-            assert (out.size, out.mode, out.format) == (size, modes.get(mode, "RGB"), "JPEG")
-            if out.mode == "RGB":
-                assert JpegImagePlugin.get_sampling(out) == 2, key  # 4:2:0
-    icc = Image.open(tmp_path / "in" / "icc.png").info["icc_profile"]
-    assert Image.open(tmp_path / "out" / "icc.jpg").info.get("icc_profile") == icc
-    exif = Image.open(tmp_path / "out" / "exif.jpg").getexif()
-    assert exif.get(0x010F) == "camera maker" and exif.get(0x0112, 1) == 1
-
-
-def test_jpeg_outputs_of_an_lr_net_are_as_good_as_through_rgb(t91):
-    """The JPEG path (`upscale_for_jpeg`) against the RGB path it replaces for JPEG outputs,
-    on held-out-style T91 images degraded by the protocol's bicubic x3: RGB PSNR of the
-    decoded JPEGs against the originals at least as high (to 0.01 dB) and files within 1.5%."""
-    from srcnn.batch.job import upscale_chosen
-    from srcnn.data.degradation import mod_crop
-    from srcnn.data.images import encode_image
-    from srcnn.inference.tiling import upscale_rgb_tiled
-
-    net = lr_net(3)
-    psnr, size = {"rgb": [], "jpeg": []}, {"rgb": 0, "jpeg": 0}
-    for path in sorted(t91.glob("*.png"))[::12]:
-        hr = mod_crop(Image.open(path).convert("RGB"), 3)
-        lr = hr.resize((hr.width // 3, hr.height // 3), Image.Resampling.BICUBIC)
-        outs = {"rgb": upscale_rgb_tiled(net, lr, 3, 64),
-                "jpeg": upscale_chosen(net, lr, 3, 64, jpeg=True)[0]}
-        assert outs["jpeg"].mode == "YCbCr"
-        for kind, out in outs.items():
-            data = encode_image(out, "JPEG", quality=95)
-            decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float64)
-            mse = np.mean((decoded - np.asarray(hr, np.float64)) ** 2)
-            psnr[kind].append(10 * np.log10(255**2 / mse))
-            size[kind] += len(data)
-    assert len(psnr["rgb"]) >= 7
-    assert np.mean(psnr["jpeg"]) >= np.mean(psnr["rgb"]) - 0.01, psnr
-    assert abs(size["jpeg"] / size["rgb"] - 1) < 0.015, size
-
-
-def test_16_bit_grey_into_8_bit_formats_keeps_its_levels(tmp_path):
-    """A 16-bit grey input written as an 8-bit format is its 16-bit output (PNG, TIFF) scaled
-    by 1/257: exactly for BMP and GIF, within the codec's error for the lossy ones (Pillow's
-    own conversion had clipped every level above 255 to white, and BMP had failed)."""
-    (tmp_path / "in").mkdir()
-    Image.fromarray(rand(12, 17, dtype=np.uint16, high=65535)).save(tmp_path / "in" / "deep.png")
-    outputs = {}
-    for fmt in ("PNG", "TIFF", "BMP", "GIF", "JPEG", "WEBP", "AVIF"):
-        result = upscale_chunk(lr_net(), job(tmp_path, fmt, scale=2, output_format=fmt),
-                               chunk("deep.png"))
-        assert result.done == 1, result.lines
-        (path,) = (p for p in (tmp_path / fmt).iterdir() if p.is_file())
-        with Image.open(path) as img:
-            outputs[fmt] = np.asarray(img.convert("L") if img.mode == "P" else img)
-    deep = outputs["PNG"].astype(np.float64)
-    assert outputs["PNG"].dtype == np.uint16 and np.array_equal(outputs["TIFF"], deep)
-    want = np.rint(deep / 257)
-    assert 60 < want.mean() < 200  # mid-grey noise: clipping would show
-    for fmt in ("BMP", "GIF"):
-        assert np.array_equal(outputs[fmt], want), fmt
-    for fmt in ("JPEG", "WEBP", "AVIF"):
-        got = outputs[fmt].astype(np.float64)
-        got = got if got.ndim == 2 else got.mean(-1)
-        assert np.abs(got - want).mean() < 12 and abs(got.mean() - want.mean()) < 3, fmt
 
 
 def test_bf16_precision_is_an_option_of_its_own(tmp_path):
@@ -199,21 +47,6 @@ def test_bf16_precision_is_an_option_of_its_own(tmp_path):
         assert result.done == 1
     a, b = (np.asarray(Image.open(tmp_path / n / "a.png"), dtype=int) for n in ("fp32", "bf16"))
     assert a.shape == b.shape == (28, 42, 3) and np.abs(a - b).max() <= 8
-
-
-def test_png_compress_level_changes_the_file_not_the_pixels(tmp_path):
-    (tmp_path / "in").mkdir()
-    smooth = np.linspace(0, 255, 40 * 60 * 3).reshape(40, 60, 3).astype(np.uint8)
-    Image.fromarray(smooth).save(tmp_path / "in" / "a.png")
-    fast, default = UpscaleOptions(scale=2, png_compress_level=1), UpscaleOptions(scale=2)
-    assert fast.token("etag", "m") != default.token("etag", "m")  # another file: redone
-    for name, level in (("one", 1), ("six", 6)):
-        result = upscale_chunk(tiny_model(), job(tmp_path, name, scale=2,
-                                                 png_compress_level=level), chunk("a.png"))
-        assert result.done == 1
-    one, six = (tmp_path / n / "a.png" for n in ("one", "six"))
-    assert np.array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(six)))
-    assert one.stat().st_size > six.stat().st_size  # zlib level 1 compresses less
 
 
 def _bad_corpus(folder: Path) -> dict[str, str]:
@@ -238,7 +71,7 @@ def test_bad_inputs_fail_alone_and_rerun_is_idempotent(tmp_path, model_dir, dask
     """Seven runs over one bucket, on one Dask cluster (an existing scheduler, as
     SRCNN_DASK_ADDRESS gives: each run's model is its own worker plugin)."""
     inp, out = tmp_path / "in", tmp_path / "out"
-    good = _kinds(inp)
+    good = kinds(inp)
     bad = _bad_corpus(inp)
     kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2, max_pixels=4000),
                   bucket=BucketOptions(chunk_size=4), dask_address=dask_cluster.scheduler.address)
@@ -344,7 +177,7 @@ def test_damaged_manifests_and_report_lines_are_work_to_redo(tmp_path, model_dir
     re-run redoes that chunk's images (and only those) instead of failing it for good; a
     damaged line of a run's report is skipped with a warning naming it."""
     inp, out = tmp_path / "in", tmp_path / "out"
-    good = _kinds(inp)
+    good = kinds(inp)
     kwargs = dict(model=model_dir, options=UpscaleOptions(scale=2),
                   bucket=BucketOptions(chunk_size=3), dask_address=dask_cluster.scheduler.address)
     first = upscale_bucket(str(inp), str(out), **kwargs)

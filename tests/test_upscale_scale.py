@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from flows.upscale_bucket import UpscaleFailures, check_prefixes, partitions, upscale_bucket
-from srcnn.batch.job import MANIFESTS, BucketOptions, UpscaleOptions, output_key
+from srcnn.batch.formats import output_key
+from srcnn.batch.job import MANIFESTS, BucketOptions, UpscaleOptions
 from srcnn.batch.planning import MAX_CHUNK_FACTOR, is_boundary, plan, shard_count
 from srcnn.config import ModelConfig
 from srcnn.data.images import BadImageError, decode_image

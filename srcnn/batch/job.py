@@ -28,6 +28,13 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
+from srcnn.batch.formats import (
+    OutputFormat,
+    fit_format,
+    output_format_of,
+    output_key,
+    save_params,
+)
 from srcnn.batch.planning import Chunk
 from srcnn.concurrency import ahead
 from srcnn.config import StrictModel, TileConfig
@@ -41,16 +48,6 @@ log = logging.getLogger(__name__)
 
 MANIFESTS = "_srcnn/manifests"
 REPORTS = "_srcnn/reports"
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF", ".avif": "AVIF", ".heic": "HEIF",
-           ".heif": "HEIF"}
-OutputFormat = Literal["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "AVIF", "HEIF"]
-EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif",
-                              "WEBP": ".webp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
-LOSSY = ("JPEG", "WEBP", "AVIF", "HEIF")  # the formats `jpeg_quality` sets the quality of
-EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF")  # outputs that carry EXIF
-DEEP_FORMATS = ("PNG", "TIFF")  # outputs that keep 16-bit grey as it is
-JPEG_EXIF_BYTES = 65533
 PREFETCH = 3  # images read ahead of the net, and encodes/writes behind it, per chunk
 MAX_FAILURES_SHOWN = 20
 PREVIEW_IMAGES = 3  # done images in a run's before/after preview (and offered per shard)
@@ -131,21 +128,6 @@ def check_key(key: str) -> str:
     return key
 
 
-def output_key(key: str, output_format: str | None) -> str:
-    if output_format is None:
-        return key
-    return posixpath.splitext(key)[0] + EXTENSIONS[output_format]
-
-
-def output_format_of(key: str, options: UpscaleOptions) -> str:
-    if options.output_format:
-        return options.output_format
-    ext = posixpath.splitext(key)[1].lower()
-    if ext not in FORMATS:
-        raise BadImageError(key, f"unsupported file type {ext!r}")
-    return FORMATS[ext]
-
-
 def upscale_pil(model: nn.Module, img: Image.Image, scale: int, tile_size: int,
                 bf16: bool = False) -> Image.Image:
     """Super-resolve one decoded image of any common kind, keeping its kind:
@@ -205,34 +187,6 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     return out, role(pair, model)
 
 
-def _save_params(img: Image.Image, fmt: str, options: UpscaleOptions) -> dict:
-    params: dict = {"quality": options.jpeg_quality} if fmt in LOSSY else {}
-    if fmt == "PNG":
-        params["compress_level"] = options.png_compress_level
-    if icc := img.info.get("icc_profile"):
-        params["icc_profile"] = icc
-    # The input's EXIF (camera, time, place), its orientation already applied and removed by
-    # `decode_image`; a JPEG holds at most one 64 kB segment of it.
-    exif = img.info.get("exif")
-    if exif and fmt in EXIF_FORMATS and (fmt != "JPEG" or len(exif) <= JPEG_EXIF_BYTES):
-        params["exif"] = exif
-    return params
-
-
-def _fit_format(out: Image.Image, fmt: str) -> Image.Image:
-    if out.mode == "I;16" and fmt not in DEEP_FORMATS:  # 16-bit grey into an 8-bit format:
-        # scaled, not clipped (Pillow's own conversion clips every level above 255 to white)
-        levels = np.asarray(out, dtype=np.float32) / np.float32(257.0)
-        out = Image.fromarray(np.rint(levels).astype(np.uint8), "L")
-    if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK", "YCbCr"):
-        return out.convert("RGB")  # JPEG has no alpha
-    if fmt in ("AVIF", "HEIF") and out.mode not in ("RGB", "RGBA", "L"):
-        return out.convert("RGBA" if "A" in out.mode else "RGB")
-    if fmt == "GIF" and out.mode not in ("P", "L"):
-        return out.convert("RGB").quantize(256)  # GIF is 8-bit palette
-    return out
-
-
 def manifest_url(output_url: str, chunk_id: str) -> str:
     return join(output_url, MANIFESTS, chunk_id[:2], f"{chunk_id}.json")
 
@@ -252,15 +206,15 @@ def read_manifest(output_url: str, chunk_id: str) -> tuple[dict[str, str], str]:
 
 def _read(job: Job, key: str) -> tuple[Image.Image, str]:
     check_key(key)
-    fmt = output_format_of(key, job.options)
+    fmt = output_format_of(key, job.options.output_format)
     return read_image(join(job.input_url, key), key, max_pixels=job.options.max_pixels), fmt
 
 
 def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str,
            threaded: bool) -> str:
     dst = join(job.output_url, output_key(key, job.options.output_format))
-    write_image(_fit_format(out, fmt), dst, fmt, threaded=threaded,
-                **_save_params(img, fmt, job.options))
+    params = save_params(img, fmt, job.options.jpeg_quality, job.options.png_compress_level)
+    write_image(fit_format(out, fmt), dst, fmt, threaded=threaded, **params)
     return dst
 
 

@@ -26,7 +26,7 @@ encoder keeps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,17 +137,26 @@ def for_image(model: nn.Module, y_lr: np.ndarray) -> nn.Module:
     return choose(y_lr) if choose is not None else model
 
 
+def _lr_tiles(
+    model: nn.Module, y_lr: np.ndarray, tile_size: int, bf16: bool
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Each output tile of an LR-space net (not a pair: `for_image` first) over an (h, w) LR
+    Y image in [0, 1], with its (float32) output, in turn."""
+    s = model.scale
+    padded = np.pad(y_lr.astype(np.float32, copy=False), model.border, mode="edge")
+    for t in plan_tiles(y_lr.shape[0] * s, y_lr.shape[1] * s, tile_size * s):
+        yield t, _lr_tile(model, padded, t, s, bf16)
+
+
 def upscale_luma_lr(
     model: nn.Module, y_lr: np.ndarray, tile_size: int = 512, bf16: bool = False
 ) -> np.ndarray:
     """Run an LR-space net (or a gated pair's choice) over an (h, w) LR Y image in [0, 1];
     returns (s h, s w) float32."""
     model = for_image(model, y_lr)
-    s = model.scale
-    padded = np.pad(y_lr.astype(np.float32, copy=False), model.border, mode="edge")
-    out = np.empty((y_lr.shape[0] * s, y_lr.shape[1] * s), dtype=np.float32)
-    for t in plan_tiles(*out.shape, tile_size * s):
-        out[t.y0 : t.y1, t.x0 : t.x1] = _lr_tile(model, padded, t, s, bf16)
+    out = np.empty((y_lr.shape[0] * model.scale, y_lr.shape[1] * model.scale), np.float32)
+    for t, y in _lr_tiles(model, y_lr, tile_size, bf16):
+        out[t.y0 : t.y1, t.x0 : t.x1] = y
     return out
 
 
@@ -312,12 +321,10 @@ def upscale_for_jpeg(
     if lr.mode not in ("RGB", "L"):
         raise ValueError(f"upscale_for_jpeg: expected an RGB or L image, got mode {lr.mode}")
     lr_y = luma(lr.convert("RGB")) if lr_y is None else lr_y
-    model = for_image(model, lr_y)
-    padded = np.pad(lr_y, model.border, mode="edge")
     size = (lr.width * scale, lr.height * scale)
     y = np.empty(size[::-1], dtype=np.uint8)
-    for t in plan_tiles(*y.shape, tile_size * scale):
-        y[t.y0 : t.y1, t.x0 : t.x1] = jpeg_luma(_lr_tile(model, padded, t, scale, bf16))
+    for t, tile in _lr_tiles(for_image(model, lr_y), lr_y, tile_size, bf16):
+        y[t.y0 : t.y1, t.x0 : t.x1] = jpeg_luma(tile)
     if lr.mode == "L":
         return Image.fromarray(y, "L")
     return Image.merge("YCbCr", [Image.fromarray(y, "L"), *chroma_420(lr, size, scale)])
