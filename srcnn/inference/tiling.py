@@ -314,7 +314,7 @@ def upscale_for_jpeg(
     (`jpeg_luma`) and `chroma_420`'s Cb and Cr, or an "L" image of the Y for a grey one.
     The RGB path (`upscale_rgb_tiled`) computes full-size R, G and B, whose Y and Cb, Cr the
     encoder then computes again and whose Cb, Cr it averages four to one; this path computes
-    what the encoder keeps, at under half the cost outside the net and a JPEG as good
+    what the encoder keeps, at a half to two thirds of the cost outside the net and a JPEG as good
     (benchmarks/upscale.py, section 6). Only for such an encoder: the chroma is blocky."""
     if not model.upsamples:
         raise ValueError("upscale_for_jpeg: an LR-space net (an SRCNN reads the bicubic upscale)")
