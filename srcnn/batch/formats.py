@@ -1,6 +1,7 @@
 """The output formats of upscale-bucket: which format a key is written in and under which
 key, with which save parameters, and how an upscaled image is fitted to its format (JPEG has
-no alpha, GIF is a palette, and only PNG and TIFF hold 16-bit grey).
+no alpha, GIF is a palette, and only PNG and TIFF hold 16-bit grey), and which outputs are
+written deeper than 8 bits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from srcnn.data.deep import Deep, of_grey16, writes_deep
 from srcnn.data.images import BadImageError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
@@ -55,6 +57,20 @@ def save_params(img: Image.Image, fmt: str, jpeg_quality: int, png_level: int) -
     if exif and fmt in EXIF_FORMATS and (fmt != "JPEG" or len(exif) <= JPEG_EXIF_BYTES):
         params["exif"] = exif
     return params
+
+
+def deep_output(out: Image.Image, fmt: str, params: dict) -> Deep | None:
+    """The pixels deeper than 8 bits that an output `out` in `fmt` is written from
+    (`srcnn.data.deep.encode_deep`), or None: 8 bits, by Pillow. A deep input's output keeps
+    its depth in PNG, TIFF, HEIF and AVIF (`writes_deep`); 16-bit grey, which Pillow writes
+    itself in PNG and TIFF, goes into HEIF and AVIF at 12 bits."""
+    if out.mode == "I;16" and fmt not in DEEP_FORMATS:
+        deep = of_grey16(out)
+    else:
+        deep = out.info.get("deep")
+    if deep is None or not writes_deep(fmt, params, deep.levels.shape[2]):
+        return None
+    return deep
 
 
 def fit_format(out: Image.Image, fmt: str) -> Image.Image:

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from srcnn.batch.formats import (
     OutputFormat,
+    deep_output,
     fit_format,
     output_format_of,
     output_key,
@@ -38,6 +39,7 @@ from srcnn.batch.formats import (
 from srcnn.batch.planning import Chunk
 from srcnn.concurrency import ahead
 from srcnn.config import StrictModel, TileConfig
+from srcnn.data.deep import encode_deep
 from srcnn.data.images import PNG_LEVEL, BadImageError, read_image, write_image
 from srcnn.storage import join, parse_record, read_bytes, write_bytes_atomic
 
@@ -147,6 +149,7 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     from srcnn.inference.tiling import (
         for_image,
         grey_luma,
+        upscale_deep,
         upscale_for_jpeg,
         upscale_grey_float,
         upscale_rgb_tiled,
@@ -157,6 +160,11 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     model = for_file(model, img)  # a gated pair's choice where the file tells (a JPEG's quality)
     if getattr(img, "n_frames", 1) > 1:
         raise ValueError(f"animated image ({img.n_frames} frames) not supported")
+    if (deep := img.info.get("deep")) is not None:  # deeper than 8 bits: kept so
+        out, model = upscale_deep(model, deep, scale, tile_size, bf16)
+        view = out.eight_bit()
+        view.info["deep"] = out
+        return view, role(pair, model)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = np.asarray(img, dtype=np.float32) / 65535.0
         if model.upsamples:  # a pair's choice from the luma the net reads (else the net)
@@ -214,7 +222,10 @@ def _write(job: Job, key: str, img: Image.Image, out: Image.Image, fmt: str,
            threaded: bool) -> str:
     dst = join(job.output_url, output_key(key, job.options.output_format))
     params = save_params(img, fmt, job.options.jpeg_quality, job.options.png_compress_level)
-    write_image(fit_format(out, fmt), dst, fmt, threaded=threaded, **params)
+    if (deep := deep_output(out, fmt, params)) is not None:
+        write_bytes_atomic(dst, encode_deep(deep, fmt, params))
+    else:
+        write_image(fit_format(out, fmt), dst, fmt, threaded=threaded, **params)
     return dst
 
 

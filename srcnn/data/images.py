@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from srcnn.data.deep import ORIENTATIONS, Deep, deep_of, transpose
 from srcnn.storage import read_bytes, read_head, write_bytes_atomic
 
 # Pillow's own bomb check reads a process-wide limit (and raises past twice it), which would
@@ -79,10 +80,22 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(key, f"not a readable image ({exc})") from exc
     quality = jpeg_quality(img)
+    deep = _deep_pixels(data, key, img)
+    turn = ORIENTATIONS.get(img.getexif().get(0x0112)) if deep is not None else None
     img = ImageOps.exif_transpose(img)
     if quality is not None:  # what the file says of itself, kept beside the pixels
         img.info["jpeg_quality"] = quality
+    if deep is not None:  # colour deeper than Pillow's 8 bits: the pixels at their depth
+        img.info["deep"] = transpose(deep, turn)
     return img
+
+
+def _deep_pixels(data: bytes, key: str, img: Image.Image) -> Deep | None:
+    """`deep_of`, its failures named as the image's."""
+    try:
+        return deep_of(data, img)
+    except Exception as exc:  # noqa: BLE001  each codec library raises its own kind
+        raise BadImageError(key, f"not a readable image at its bit depth ({exc})") from exc
 
 
 # The IJG's luminance quantisation table (JPEG standard, Annex K), which libjpeg scales by the
@@ -209,15 +222,25 @@ def _libpng_rows(img: Image.Image, level: int, params: dict) -> bytes | None:
     adaptively, by slightly different rules: on photos upscaled x3 nearly every row gets the
     same filter, and the files are as large (benchmarks/upscale.py, section 6). None where
     libpng's header (width, bit depth, colour type, ...) would not be the one Pillow writes."""
+    return libpng_png(np.asarray(img), img.crop((0, 0, img.width, 1)), level, params,
+                      same_header=True)
+
+
+def libpng_png(pixels: np.ndarray, row: Image.Image, level: int, params: dict,
+               same_header: bool = False) -> bytes | None:
+    """A PNG of `pixels` ((H, W) or (H, W, C), 8 or 16 bits) as `_libpng_rows` writes it,
+    with the chunks Pillow writes for `params` and `row` (an image one row high). With
+    `same_header`, None where libpng's header differs from Pillow's; else libpng's header
+    (16 bits and all) is the PNG's."""
     import imagecodecs
 
-    pixels = np.asarray(img)
+    pixels = np.ascontiguousarray(pixels)
     stored = list(_chunks(imagecodecs.png_encode(pixels, level=0, filter=_one_filter(pixels))))
     head = io.BytesIO()
-    img.crop((0, 0, img.width, 1)).save(head, "PNG", **{**params, "compress_level": 0})
+    row.save(head, "PNG", **{**params, "compress_level": 0})
     pillows = list(_chunks(head.getvalue()))
-    header = stored[0][1]  # IHDR: length, type, width, height, then depth, colour type, ...
-    if (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
+    header = stored[0][1]  # IHDR: length, type, width, then height, depth, colour type, ...
+    if same_header and (header[:12], header[16:21]) != (pillows[0][1][:12], pillows[0][1][16:21]):
         return None  # libpng would write another kind of PNG: Pillow's filters, then
     return _with_pixels([(b"IHDR", header), *pillows[1:]], _deflated_rows(stored, level))
 

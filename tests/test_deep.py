@@ -1,0 +1,208 @@
+"""Colour deeper than 8 bits (`srcnn.data.deep`): 16-bit PNG and TIFF, 10- and 12-bit HEIF and
+AVIF read at their depth (orientation applied), upscaled as the 8-bit path upscales, exact
+under tiling, and written back at depth with their colour profile, EXIF and nclx."""
+
+from __future__ import annotations
+
+import io
+
+import imagecodecs
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image, ImageCms, ImageFilter, ImageOps
+from test_upscale_formats import lr_net
+from upscale_inputs import chunk, job, rand, tiny_model
+
+from srcnn.batch.job import upscale_chosen, upscale_chunk
+from srcnn.data.deep import av1_bits, nclx_of
+from srcnn.data.images import BadImageError, decode_image, encode_image, libpng_png
+
+ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def smooth16(h: int, w: int, c: int = 3) -> np.ndarray:
+    """A smooth 16-bit image whose levels are mostly not multiples of 257 (not 8-bit data)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    planes = [(np.sin(xx / 5 + k) * np.cos(yy / 7 - k) + 1) * 30000 + 2000 for k in range(c)]
+    return np.rint(np.stack(planes, axis=-1)).astype(np.uint16)
+
+
+def heif(levels: np.ndarray, bits: int, **save) -> bytes:
+    """A lossless HEIF of (H, W, 3) levels at `bits` (libheif takes them scaled to 16 bits):
+    4:4:4 chroma and the identity matrix, so the levels come back exactly."""
+    h, w, _ = levels.shape
+    image = pillow_heif.from_bytes("RGB;16", (w, h), (levels << (16 - bits)).tobytes())
+    buf = io.BytesIO()
+    image.save(buf, quality=-1, bit_depth=bits, chroma=444, matrix_coefficients=0, **save)
+    return buf.getvalue()
+
+
+def test_deep_inputs_are_read_at_their_depth():
+    a16 = smooth16(20, 30)
+    a4 = smooth16(20, 30, 4)
+    cases = {  # name: (file, bits, the levels it holds)
+        "rgb48.png": (imagecodecs.png_encode(a16), 16, a16),
+        "rgba64.png": (imagecodecs.png_encode(a4), 16, a4),
+        "la32.png": (imagecodecs.png_encode(np.ascontiguousarray(a4[..., :2])), 16, a4[..., :2]),
+        "rgb48.tif": (imagecodecs.tiff_encode(a16, photometric="rgb"), 16, a16),
+        "rgb30.avif": (imagecodecs.avif_encode(a16 >> 6, level=100, bitspersample=10), 10,
+                       a16 >> 6),
+        "rgb36.avif": (imagecodecs.avif_encode(a16 >> 4, level=100, bitspersample=12), 12,
+                       a16 >> 4),
+        "rgb30.heic": (heif(a16 >> 6, 10), 10, a16 >> 6),
+        "rgb36.heic": (heif(a16 >> 4, 12), 12, a16 >> 4),
+    }
+    for name, (data, bits, levels) in cases.items():
+        img = decode_image(data, name)
+        deep = img.info["deep"]
+        assert deep.bits == bits and deep.levels.dtype == np.uint16, name
+        assert deep.levels.shape == (*levels.shape[:2], levels.reshape(20, 30, -1).shape[2])
+        diff = np.abs(deep.levels.astype(int) - levels.reshape(deep.levels.shape)).max()
+        assert diff == 0, (name, diff)
+        assert img.size == (30, 20)
+    eight = Image.fromarray(rand(20, 30, 3))
+    for data in (imagecodecs.png_encode(np.asarray(eight)), encode_image(eight, "HEIF"),
+                 encode_image(eight, "AVIF")):
+        assert "deep" not in decode_image(data, "eight").info  # 8 bits: nothing beside
+
+
+def test_deep_orientation_is_the_one_pillow_applies():
+    """Every EXIF orientation: the 16-bit pixels turned as Pillow turns its 8-bit reading of the
+    same file (which keeps each 16-bit level's high byte)."""
+    a16 = smooth16(12, 17)
+    a16[:3, :5] = 65535  # a corner that shows any wrong turn
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = libpng_png(a16, Image.new("RGB", (17, 1)), 6, {"exif": exif.tobytes()})
+        img = decode_image(data, f"o{orientation}")
+        deep = img.info["deep"].levels
+        assert np.array_equal(deep >> 8, np.asarray(img)), orientation
+        upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        assert deep.shape[:2] == (upright.height, upright.width) and upright.size == img.size
+
+
+def test_deep_upscale_is_the_8bit_path_at_depth():
+    """A 16-bit copy of an 8-bit image upscales to the 8-bit path's output within 2 levels (its
+    rounding steps); alpha is Pillow's bicubic of the 16-bit alpha; a 16-bit image's output
+    holds levels no 8-bit image has; tiling changes no level; SRCNN and an LR-space net."""
+    a8 = rand(14, 19, 4)
+    a8[..., :3] = np.asarray(Image.fromarray(a8[..., :3]).filter(ImageFilter.GaussianBlur(1.5)))
+    eight = decode_image(imagecodecs.png_encode(a8), "eight")
+    copy16 = decode_image(imagecodecs.png_encode(a8.astype(np.uint16) * 257), "copy")
+    true16 = decode_image(imagecodecs.png_encode(smooth16(14, 19, 4)), "true")
+    for net in (tiny_model(), lr_net(3)):
+        ref, _ = upscale_chosen(net, eight, 3, 16)
+        out, _ = upscale_chosen(net, copy16, 3, 16)
+        deep = out.info["deep"]
+        assert deep.bits == 16 and deep.levels.shape == (42, 57, 4)
+        got = deep.levels.astype(np.float64) / 257
+        assert np.abs(got[..., :3] - np.asarray(ref)[..., :3]).max() <= 2.5
+        alpha = Image.fromarray(a8[..., 3].astype(np.float32) * 257 / 65535, "F").resize(
+            (57, 42), Image.Resampling.BICUBIC)
+        want = np.clip(np.asarray(alpha), 0, 1) * 65535
+        assert np.abs(deep.levels[..., 3] - want).max() <= 0.5001
+        whole, _ = upscale_chosen(net, true16, 3, 512)
+        levels = whole.info["deep"].levels
+        assert np.mean(levels % 257 != 0) > 0.9  # not 8-bit data
+        for tile in (5, 13):
+            tiled, _ = upscale_chosen(net, true16, 3, tile)
+            assert np.array_equal(tiled.info["deep"].levels, levels), tile
+
+
+def _read_levels(path) -> tuple[np.ndarray, int]:
+    """(levels, bits) of a written file, by its own codec library (not the code under test)."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return imagecodecs.png_decode(data), data[24]
+    if path.suffix == ".tif":
+        with Image.open(path) as img:
+            bits = img.tag_v2[258][0]
+        return imagecodecs.tiff_decode(data), bits
+    if path.suffix == ".avif":
+        return imagecodecs.avif_decode(data), av1_bits(data)
+    image = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    bits = image.info["bit_depth"]
+    return np.asarray(image) >> (16 - bits), bits
+
+
+@pytest.mark.parametrize("fmt,suffix,bits", [("PNG", ".png", 16), ("TIFF", ".tif", 16),
+                                             ("HEIF", ".heic", 12), ("AVIF", ".avif", 12)])
+def test_deep_outputs_keep_depth_profile_and_exif(tmp_path, fmt, suffix, bits):
+    """A 48-bit PNG with a colour profile and EXIF, upscaled into each deep format: written at
+    depth (PNG, TIFF 16 bits; HEIF, AVIF 12), its levels those of the PNG output within the
+    format's loss, profile and EXIF kept where the writer takes them; AVIF keeps the
+    profile by being written at 8 bits."""
+    (tmp_path / "in").mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    params = {"exif": exif.tobytes(), "icc_profile": ICC}
+    (tmp_path / "in" / "a.png").write_bytes(
+        libpng_png(smooth16(16, 20), Image.new("RGB", (20, 1)), 6, params))
+    net = lr_net(2)
+    for name, out_fmt in (("png", "PNG"), (fmt, fmt)):
+        result = upscale_chunk(net, job(tmp_path, name, scale=2, output_format=out_fmt),
+                               chunk("a.png"))
+        assert (result.done, result.failed) == (1, 0), result.lines
+    reference, ref_bits = _read_levels(tmp_path / "png" / "a.png")
+    path = tmp_path / fmt / f"a{suffix}"
+    with Image.open(path) as img:
+        assert img.size == (40, 32)
+        assert img.info.get("icc_profile") == ICC
+        if fmt in ("PNG", "HEIF"):
+            assert img.getexif().get(0x010F) == "camera maker"
+    if fmt == "AVIF":  # the profile outweighs two bits: Pillow's 8-bit AVIF, profile and all
+        assert av1_bits(path.read_bytes()) == 8
+        return
+    levels, got_bits = _read_levels(path)
+    assert (ref_bits, got_bits) == (16, bits)
+    err = np.abs(levels / ((1 << bits) - 1) - reference / 65535.0)
+    assert err.max() == 0 if fmt in ("PNG", "TIFF") else err.mean() < 0.01
+
+
+def test_hdr_avif_and_heif_keep_depth_and_colour_description(tmp_path):
+    """A 10-bit AVIF declaring BT.2020 primaries and PQ (HDR, nclx 9/16) and a 12-bit grey
+    16-bit PNG: outputs as AVIF and HEIF at depth, the nclx declared again; 16-bit grey goes
+    into AVIF and HEIF at 12 bits (before: 8-bit grey)."""
+    (tmp_path / "in").mkdir()
+    a10 = smooth16(16, 20) >> 6
+    (tmp_path / "in" / "hdr.avif").write_bytes(imagecodecs.avif_encode(
+        a10, level=100, bitspersample=10, primaries=9, transfer=16))
+    Image.fromarray(smooth16(16, 20, 1)[..., 0]).save(tmp_path / "in" / "grey.png")
+    net = lr_net(2)
+    for fmt in ("AVIF", "HEIF"):
+        result = upscale_chunk(net, job(tmp_path, fmt, scale=2, output_format=fmt),
+                               chunk("hdr.avif", "grey.png"))
+        assert (result.done, result.failed) == (2, 0), result.lines
+    avif = (tmp_path / "AVIF" / "hdr.avif").read_bytes()
+    assert av1_bits(avif) == 10 and nclx_of(avif) == (9, 16)
+    hdr_heif = pillow_heif.open_heif(tmp_path / "HEIF" / "hdr.heic", convert_hdr_to_8bit=False)
+    assert hdr_heif.info["bit_depth"] == 10
+    nclx = hdr_heif.info["nclx_profile"]
+    assert (nclx["color_primaries"], nclx["transfer_characteristics"]) == (9, 16)
+    grey_avif = (tmp_path / "AVIF" / "grey.avif").read_bytes()
+    assert av1_bits(grey_avif) == 12
+    grey = pillow_heif.open_heif(tmp_path / "HEIF" / "grey.heic", convert_hdr_to_8bit=False)
+    assert grey.info["bit_depth"] == 12
+    levels, _ = _read_levels(tmp_path / "AVIF" / "hdr.avif")
+    src = imagecodecs.avif_decode((tmp_path / "in" / "hdr.avif").read_bytes()).astype(float)
+    up = Image.fromarray(src[..., 1].astype(np.float32)).resize((40, 32), Image.BICUBIC)
+    # the net changes detail, not the picture: each output near the 10-bit bicubic upscale
+    assert np.abs(levels[..., 1] - np.asarray(up)).mean() < 20 and levels.max() > 255
+
+
+def test_a_bad_deep_file_fails_alone(tmp_path):
+    good = imagecodecs.png_encode(smooth16(16, 20))
+    cut = bytearray(imagecodecs.avif_encode(smooth16(16, 20) >> 6, level=90, bitspersample=10))
+    cut = bytes(cut[: len(cut) - 40])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.png").write_bytes(good)
+    (tmp_path / "in" / "cut.avif").write_bytes(cut)
+    with pytest.raises(BadImageError, match="cut.avif"):
+        decode_image(cut, "cut.avif")
+    result = upscale_chunk(lr_net(2), job(tmp_path, scale=2), chunk("cut.avif", "good.png"))
+    assert (result.done, result.failed) == (1, 1)
+    (failed,) = (line for line in result.lines if line["status"] == "failed")
+    assert failed["key"] == "cut.avif" and failed["reason"]
+    assert _read_levels(tmp_path / "out" / "good.png")[1] == 16
