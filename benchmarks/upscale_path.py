@@ -46,11 +46,11 @@ def pillow_encode(img: Image.Image, fmt: str, **params) -> bytes:
 def pillow_filtered_png(img: Image.Image, level: int) -> bytes:
     """PNG as `encode_image` wrote it before its rows were filtered by libpng: Pillow's
     filters, libdeflate's compression."""
-    from srcnn.data.images import _deflate_png
+    from srcnn.data.png import deflate_png
 
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=0)
-    return _deflate_png(buf.getvalue(), level)
+    return deflate_png(buf.getvalue(), level)
 
 
 def png_variant(img: Image.Image, level: int, *, every_filter: bool = False,

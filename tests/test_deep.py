@@ -16,7 +16,8 @@ from upscale_inputs import chunk, job, rand, tiny_model
 
 from srcnn.batch.job import upscale_chosen, upscale_chunk
 from srcnn.data.deep import av1_bits, nclx_of
-from srcnn.data.images import BadImageError, decode_image, encode_image, libpng_png
+from srcnn.data.images import BadImageError, decode_image, encode_image
+from srcnn.data.png import libpng_png
 
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -206,3 +207,19 @@ def test_a_bad_deep_file_fails_alone(tmp_path):
     (failed,) = (line for line in result.lines if line["status"] == "failed")
     assert failed["key"] == "cut.avif" and failed["reason"]
     assert _read_levels(tmp_path / "out" / "good.png")[1] == 16
+
+
+def test_deep_into_8bit_formats_is_rounded_not_cut(tmp_path):
+    """Into a format of 8 bits (BMP here), a deep image's output is its 16-bit output rounded
+    to 8 bits, where Pillow's own reading keeps each level's high byte."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(imagecodecs.png_encode(smooth16(16, 20)))
+    for name in ("PNG", "BMP"):
+        result = upscale_chunk(lr_net(2), job(tmp_path, name, scale=2, output_format=name),
+                               chunk("a.png"))
+        assert result.done == 1, result.lines
+    deep, _ = _read_levels(tmp_path / "PNG" / "a.png")
+    got = np.asarray(Image.open(tmp_path / "BMP" / "a.bmp")).astype(np.int64)
+    rounded = np.rint(deep / 257.0)
+    assert np.array_equal(got, rounded)
+    assert not np.array_equal(got, deep >> 8)  # the high bytes alone differ: truly rounded

@@ -40,7 +40,8 @@ from srcnn.batch.planning import Chunk
 from srcnn.concurrency import ahead
 from srcnn.config import StrictModel, TileConfig
 from srcnn.data.deep import encode_deep
-from srcnn.data.images import PNG_LEVEL, BadImageError, read_image, write_image
+from srcnn.data.images import BadImageError, read_image, write_image
+from srcnn.data.png import PNG_LEVEL
 from srcnn.storage import join, parse_record, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:  # the flow's driver imports this module and never needs torch

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from srcnn.data.png import PNG_LEVEL, libpng_png
+
 # Pillow's mode for the 8-bit view of 1 to 4 channels.
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # PNG colour types (IHDR) that Pillow narrows to 8 bits at depth 16: RGB, grey + alpha, RGBA.
@@ -169,8 +171,6 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
     AVIF, where the input had one and no ICC profile). PNG and TIFF hold 16 bits; HEIF and
     AVIF 10, or 12 for deeper input."""
     import imagecodecs
-
-    from srcnn.data.images import PNG_LEVEL, libpng_png
 
     levels = deep.levels
     h, w, c = levels.shape
