@@ -128,38 +128,42 @@ def _read_levels(path) -> tuple[np.ndarray, int]:
     return np.asarray(image) >> (16 - bits), bits
 
 
-@pytest.mark.parametrize("fmt,suffix,bits", [("PNG", ".png", 16), ("TIFF", ".tif", 16),
-                                             ("HEIF", ".heic", 12), ("AVIF", ".avif", 12)])
-def test_deep_outputs_keep_depth_profile_and_exif(tmp_path, fmt, suffix, bits):
-    """A 48-bit PNG with a colour profile and EXIF, upscaled into each deep format: written at
-    depth (PNG, TIFF 16 bits; HEIF, AVIF 12), its levels those of the PNG output within the
-    format's loss, profile and EXIF kept where the writer takes them; AVIF keeps the
-    profile by being written at 8 bits."""
+# format: (suffix, bits written for an input with a profile and EXIF, with a profile only)
+DEPTHS = {"PNG": (".png", 16, 16), "HEIF": (".heic", 12, 12), "TIFF": (".tif", 8, 16),
+          "AVIF": (".avif", 8, 8)}
+
+
+@pytest.mark.parametrize("fmt", DEPTHS)
+def test_deep_outputs_keep_depth_profile_and_exif(tmp_path, fmt):
+    """48-bit PNGs with a colour profile (and one with EXIF too), upscaled into each deep
+    format: at depth where the writer keeps the profile and EXIF (PNG, HEIF always; TIFF
+    without EXIF), else at 8 bits, and never without them; deep levels those of the PNG
+    output within the format's loss."""
     (tmp_path / "in").mkdir()
     exif = Image.Exif()
     exif[0x010F] = "camera maker"
-    params = {"exif": exif.tobytes(), "icc_profile": ICC}
-    (tmp_path / "in" / "a.png").write_bytes(
-        libpng_png(smooth16(16, 20), Image.new("RGB", (20, 1)), 6, params))
+    for name, params in (("both", {"exif": exif.tobytes(), "icc_profile": ICC}),
+                         ("icc", {"icc_profile": ICC})):
+        (tmp_path / "in" / f"{name}.png").write_bytes(
+            libpng_png(smooth16(16, 20), Image.new("RGB", (20, 1)), 6, params))
     net = lr_net(2)
-    for name, out_fmt in (("png", "PNG"), (fmt, fmt)):
-        result = upscale_chunk(net, job(tmp_path, name, scale=2, output_format=out_fmt),
-                               chunk("a.png"))
-        assert (result.done, result.failed) == (1, 0), result.lines
-    reference, ref_bits = _read_levels(tmp_path / "png" / "a.png")
-    path = tmp_path / fmt / f"a{suffix}"
-    with Image.open(path) as img:
-        assert img.size == (40, 32)
-        assert img.info.get("icc_profile") == ICC
-        if fmt in ("PNG", "HEIF"):
-            assert img.getexif().get(0x010F) == "camera maker"
-    if fmt == "AVIF":  # the profile outweighs two bits: Pillow's 8-bit AVIF, profile and all
-        assert av1_bits(path.read_bytes()) == 8
-        return
-    levels, got_bits = _read_levels(path)
-    assert (ref_bits, got_bits) == (16, bits)
-    err = np.abs(levels / ((1 << bits) - 1) - reference / 65535.0)
-    assert err.max() == 0 if fmt in ("PNG", "TIFF") else err.mean() < 0.01
+    for out, out_fmt in (("png", "PNG"), (fmt, fmt)):
+        result = upscale_chunk(net, job(tmp_path, out, scale=2, output_format=out_fmt),
+                               chunk("both.png", "icc.png"))
+        assert (result.done, result.failed) == (2, 0), result.lines
+    suffix, *depths = DEPTHS[fmt]
+    for name, bits in zip(("both", "icc"), depths):
+        path = tmp_path / fmt / f"{name}{suffix}"
+        with Image.open(path) as img:
+            assert img.size == (40, 32) and img.info.get("icc_profile") == ICC, name
+            if name == "both":
+                assert img.getexif().get(0x010F) == "camera maker"
+        levels, got_bits = _read_levels(path)
+        assert got_bits == bits, name
+        reference, ref_bits = _read_levels(tmp_path / "png" / f"{name}.png")
+        err = np.abs(levels / ((1 << bits) - 1) - reference / 65535.0)
+        lossless = fmt in ("PNG", "TIFF") and bits == 16
+        assert err.max() == 0 if lossless else err.mean() < 0.01, name
 
 
 def test_hdr_avif_and_heif_keep_depth_and_colour_description(tmp_path):

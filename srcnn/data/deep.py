@@ -14,6 +14,7 @@ whole (mode I;16) need none of this.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -150,26 +151,32 @@ def of_grey16(img: Image.Image) -> Deep:
     return Deep(np.asarray(img, dtype=np.uint16)[..., None], 16)
 
 
+# libavif's encoder speed as Pillow sets it (imagecodecs' default, libaom's slowest but one,
+# took 50 times as long on a photo for a 1.4 times larger file at 4:4:4).
+AVIF_SPEED = 6
 # The formats that hold more than 8 bits a channel, and how many they hold.
 DEEP_BITS = {"PNG": (16,), "TIFF": (16,), "HEIF": HEIF_BITS, "AVIF": HEIF_BITS}
 
 
 def writes_deep(fmt: str, params: dict, channels: int) -> bool:
-    """Whether `encode_deep` writes `fmt` at depth with Pillow's `params`: PNG and HEIF
-    always; TIFF but for grey with alpha (which Pillow cannot read back at 16 bits); AVIF
-    only where there is no colour profile to keep (libavif through imagecodecs writes no ICC
-    profile, and a colour profile outweighs two bits). The others are written at 8 bits."""
+    """Whether `encode_deep` writes `fmt` at depth with Pillow's `params`: only where its
+    writer keeps all that Pillow's 8-bit one would (the colour profile and EXIF outweigh the
+    bits past 8). PNG and HEIF always; TIFF without EXIF to keep (libtiff through imagecodecs
+    writes the profile, not EXIF), and not grey with alpha (which Pillow cannot read back at
+    16 bits); AVIF with neither a profile nor EXIF (libavif through imagecodecs writes
+    neither). The others are written at 8 bits."""
     if fmt == "TIFF":
-        return channels != 2
-    return fmt in DEEP_BITS and not (fmt == "AVIF" and params.get("icc_profile"))
+        return channels != 2 and not params.get("exif")
+    if fmt == "AVIF":
+        return not (params.get("icc_profile") or params.get("exif"))
+    return fmt in DEEP_BITS
 
 
 def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
-    """`deep` as a `fmt` file (`writes_deep`) with what Pillow's `params` ask for: quality
-    (HEIF, AVIF), deflate level (PNG), colour profile (PNG, TIFF, HEIF), EXIF (PNG, HEIF;
-    imagecodecs' TIFF and AVIF writers take none) and the nclx colour description (HEIF,
-    AVIF, where the input had one and no ICC profile). PNG and TIFF hold 16 bits; HEIF and
-    AVIF 10, or 12 for deeper input."""
+    """`deep` as a `fmt` file (where `writes_deep`) with what Pillow's `params` ask for:
+    quality (HEIF, AVIF), deflate level (PNG), colour profile and EXIF, and the nclx colour
+    description (HEIF, AVIF, where the input had one and no ICC profile). PNG and TIFF hold
+    16 bits; HEIF and AVIF 10, or 12 for deeper input."""
     import imagecodecs
 
     levels = deep.levels
@@ -186,10 +193,14 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
         return imagecodecs.tiff_encode(
             levels[..., 0] if c == 1 else levels, photometric="rgb" if c >= 3 else "minisblack",
             extrasample=2 if c in (2, 4) else None, iccprofile=icc)  # 2: unassociated alpha
-    if fmt == "AVIF":
+    if fmt == "AVIF":  # as Pillow's AVIF: speed 6, 4:2:0 chroma (grey: 4:0:0), every core
         primaries, transfer = nclx or (None, None)
-        return imagecodecs.avif_encode(levels, level=params.get("quality"), bitspersample=bits,
-                                       primaries=primaries, transfer=transfer)
+        formats = imagecodecs.AVIF.PIXEL_FORMAT
+        chroma = formats.YUV420 if c >= 3 else formats.YUV400
+        return imagecodecs.avif_encode(
+            levels[..., 0] if c == 1 else levels, level=params.get("quality"), speed=AVIF_SPEED,
+            bitspersample=bits, pixelformat=chroma, primaries=primaries, transfer=transfer,
+            numthreads=len(os.sched_getaffinity(0)))
     import pillow_heif
 
     heif = pillow_heif.from_bytes(f"{MODES[c]};16", (w, h),

@@ -1,0 +1,139 @@
+"""Deep colour (issue 29's bit depth): what keeping 16-bit PNG and 10-bit AVIF and HEIF at
+their depth costs against the same images at 8 bits, and what it keeps.
+
+Inputs: HR photos (Set14 by default: the timing's images, not tuned on) downscaled x3 in
+float (Pillow's antialiased bicubic on each channel), so the LR images hold real detail below
+8 bits; their 8-bit twins are the same LR rounded. Both go through upscale-bucket's own
+steps (`decode_image`, `upscale_chosen`, the output's encoder), fast x3 fp32, one thread.
+
+Prints, per format, ms per output Mpx for decode, upscale and encode (least of `--rounds`
+interleaved rounds), the deep path's total over the 8-bit one, bytes per output Mpx; then the
+PSNR (Y, shave 3, in float) of each path's PNG outputs against the HR.
+
+    python benchmarks/deep.py [--images DIR] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pillow_heif
+import torch
+from PIL import Image
+
+from srcnn.batch.formats import deep_output, fit_format, save_params
+from srcnn.batch.job import upscale_chosen
+from srcnn.data.color import rgb_to_ycbcr
+from srcnn.data.deep import encode_deep
+from srcnn.data.images import decode_image, encode_image
+from srcnn.evaluation.metrics import psnr_y
+from srcnn.inference.tiling import prepare
+from srcnn.registry.champion import resolve_spec
+
+SCALE, QUALITY, LEVEL, TILE = 3, 95, 6, 256
+FORMATS = ("PNG", "AVIF", "HEIF")
+DEEP_BITS = {"PNG": 16, "AVIF": 10, "HEIF": 10}
+
+
+def float_lr(hr: Image.Image) -> np.ndarray:
+    """(h, w, 3) float32 in [0, 1]: the HR (cropped to whole LR pixels, as the evaluation
+    protocol crops it) downscaled x3 in float, channel by channel."""
+    w, h = hr.width // SCALE, hr.height // SCALE
+    hr = hr.crop((0, 0, w * SCALE, h * SCALE))
+    planes = [np.asarray(Image.fromarray(np.asarray(band, np.float32) / 255.0, "F").resize(
+        (w, h), Image.Resampling.BICUBIC)) for band in hr.split()]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
+
+
+def input_file(lr: np.ndarray, fmt: str, bits: int) -> bytes:
+    """The LR image as a `fmt` file at `bits` (8: Pillow's, as the 8-bit path reads today)."""
+    levels = np.rint(lr * ((1 << bits) - 1)).astype(np.uint16 if bits > 8 else np.uint8)
+    if bits == 8:
+        return encode_image(Image.fromarray(levels), fmt, **({"quality": 100} if fmt != "PNG"
+                                                              else {}))
+    if fmt == "PNG":
+        return imagecodecs.png_encode(levels)
+    if fmt == "AVIF":
+        return imagecodecs.avif_encode(levels, level=100, bitspersample=bits)
+    image = pillow_heif.from_bytes("RGB;16", (lr.shape[1], lr.shape[0]),
+                                   (levels << (16 - bits)).tobytes())
+    buf = io.BytesIO()
+    image.save(buf, quality=-1, bit_depth=bits, chroma=444, matrix_coefficients=0)
+    return buf.getvalue()
+
+
+def run(model, data: bytes, fmt: str) -> tuple[list[float], bytes, Image.Image]:
+    """(decode, upscale, encode seconds), the output file, the upscaled image."""
+    t0 = time.perf_counter()
+    img = decode_image(data, "bench")
+    t1 = time.perf_counter()
+    out, _ = upscale_chosen(model, img, SCALE, TILE)
+    t2 = time.perf_counter()
+    params = save_params(img, fmt, QUALITY, LEVEL)
+    deep = deep_output(out, fmt, params)
+    body = encode_deep(deep, fmt, params) if deep else encode_image(fit_format(out, fmt), fmt,
+                                                                    **params)
+    t3 = time.perf_counter()
+    return [t1 - t0, t2 - t1, t3 - t2], body, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    here = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set14"
+    parser.add_argument("--images", default=str(here), help="HR photos")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = prepare(resolve_spec("pretrained:fast", SCALE).build(), "cpu")
+    hrs = [Image.open(p).convert("RGB") for p in sorted(Path(args.images).glob("*.png"))]
+    lrs = [float_lr(hr) for hr in hrs]
+    out_mpx = sum(lr.shape[0] * lr.shape[1] for lr in lrs) * SCALE**2 / 1e6
+    files = {(fmt, bits): [input_file(lr, fmt, bits) for lr in lrs]
+             for fmt in FORMATS for bits in (8, DEEP_BITS[fmt])}
+    stages = {key: np.full((len(lrs), 3), np.inf) for key in files}
+    sizes: dict[tuple[str, int], int] = {}
+    outputs: dict[tuple[str, int], list[Image.Image]] = {}
+    for _ in range(args.rounds):  # interleaved: each round runs every kind once
+        for key, datas in files.items():
+            results = [run(model, data, key[0]) for data in datas]
+            for i, (seconds, _, _) in enumerate(results):
+                stages[key][i] = np.minimum(stages[key][i], seconds)
+            sizes[key] = sum(len(body) for _, body, _ in results)
+            outputs[key] = [out for _, _, out in results]
+    print(f"{len(lrs)} images, {out_mpx:.2f} output Mpx, fast x{SCALE} fp32, one thread, "
+          f"least of {args.rounds} rounds")
+    print(f"{'input -> output':<22}{'decode':>9}{'upscale':>9}{'encode':>9}{'total':>9}"
+          f"{'MB/Mpx':>9}  ms per output Mpx")
+    for fmt in FORMATS:
+        totals = {}
+        for bits in (8, DEEP_BITS[fmt]):
+            per = stages[(fmt, bits)].sum(0) * 1e3 / out_mpx
+            totals[bits] = per.sum()
+            print(f"{f'{fmt} {bits}-bit':<22}" + "".join(f"{v:>9.1f}" for v in per)
+                  + f"{per.sum():>9.1f}{sizes[(fmt, bits)] / 1e6 / out_mpx:>9.3f}")
+        print(f"{'':<22}deep / 8-bit: {totals[DEEP_BITS[fmt]] / totals[8]:.2f}x")
+    quality(hrs, lrs, outputs)
+
+
+def quality(hrs, lrs, outputs) -> None:
+    """Mean PSNR-Y of the PNG outputs against the HR: the 8-bit path from the rounded LR,
+    the deep path from the 16-bit one."""
+    rows = []
+    for i, (hr, lr) in enumerate(zip(hrs, lrs)):
+        ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
+        y_hr = rgb_to_ycbcr(ref)[..., 0]
+        eight = np.asarray(outputs[("PNG", 8)][i], np.float32) / 255.0
+        deep = outputs[("PNG", 16)][i].info["deep"].floats()
+        rows.append([psnr_y(y_hr, rgb_to_ycbcr(x)[..., 0], SCALE) for x in (eight, deep)])
+    mean = np.mean(rows, axis=0)
+    print(f"PSNR-Y against the HR: 8-bit path {mean[0]:.3f} dB, deep path {mean[1]:.3f} dB "
+          f"({mean[1] - mean[0]:+.3f})")
+
+
+if __name__ == "__main__":
+    main()
