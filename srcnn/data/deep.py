@@ -7,8 +7,8 @@ gates and 8-bit outputs use) and puts beside it, in `img.info["deep"]`, the same
 their depth (`Deep`), decoded by the library that reads them whole: imagecodecs (libpng,
 libtiff, libavif) or pillow-heif (libheif). `encode_deep` writes them back at depth: PNG and
 TIFF at 16 bits, HEIF and AVIF at 10 or 12, each with the colour profile and EXIF that Pillow
-would write (AVIF: see `encode_deep`). Only the 16-bit grey PNG and TIFF that Pillow holds
-whole (mode I;16) need none of this.
+would write, where the writer takes them (`writes_deep`). Only the 16-bit grey PNG and TIFF
+that Pillow holds whole (mode I;16) need none of this.
 """
 
 from __future__ import annotations
@@ -58,11 +58,6 @@ class Deep:
     def floats(self) -> np.ndarray:
         """(H, W, C) float32 in [0, 1]."""
         return self.levels.astype(np.float32) * np.float32(1.0 / self.top)
-
-    def with_floats(self, pixels: np.ndarray) -> Deep:
-        """(H, W, C) float values in [0, 1] (clipped) at this depth and colour description."""
-        levels = np.rint(np.clip(pixels, 0.0, 1.0) * np.float32(self.top)).astype(np.uint16)
-        return replace(self, levels=levels)
 
     def at(self, bits: int) -> np.ndarray:
         """The levels rescaled to `bits` (rounded): what a `bits`-deep file holds."""
@@ -179,8 +174,7 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
     16 bits; HEIF and AVIF 10, or 12 for deeper input."""
     import imagecodecs
 
-    levels = deep.levels
-    h, w, c = levels.shape
+    h, w, c = deep.levels.shape
     bits = max(b for b in DEEP_BITS[fmt] if b <= max(deep.bits, DEEP_BITS[fmt][0]))
     levels = deep.at(bits)
     icc = params.get("icc_profile")

@@ -21,6 +21,9 @@ LR Y plane they read is 1/s^2 of the output's size.
 For JPEG outputs an LR-space net's image skips R, G and B (`upscale_for_jpeg`): its Y goes out
 in JPEG's levels and its Cb, Cr are taken at the 4:2:0 samples' places, which is all the
 encoder keeps.
+
+Images deeper than 8 bits (`upscale_deep`) take the same tiles in float32, rounded once to
+their own depth.
 """
 
 from __future__ import annotations
