@@ -23,7 +23,7 @@ EXTENSIONS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIF
                               "WEBP": ".webp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
 LOSSY = ("JPEG", "WEBP", "AVIF", "HEIF")  # the formats `jpeg_quality` sets the quality of
 EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF")  # outputs that carry EXIF
-DEEP_FORMATS = ("PNG", "TIFF")  # outputs that keep 16-bit grey as it is
+GREY16_FORMATS = ("PNG", "TIFF")  # outputs Pillow writes 16-bit grey (I;16) into itself
 JPEG_EXIF_BYTES = 65533
 
 
@@ -64,7 +64,7 @@ def deep_output(out: Image.Image, fmt: str, params: dict) -> Deep | None:
     (`srcnn.data.deep.encode_deep`), or None: 8 bits, by Pillow. A deep input's output keeps
     its depth in PNG, TIFF, HEIF and AVIF (`writes_deep`); 16-bit grey, which Pillow writes
     itself in PNG and TIFF, goes into HEIF and AVIF at 12 bits."""
-    if out.mode == "I;16" and fmt not in DEEP_FORMATS:
+    if out.mode == "I;16" and fmt not in GREY16_FORMATS:
         deep = of_grey16(out)
     else:
         deep = out.info.get("deep")
@@ -75,7 +75,7 @@ def deep_output(out: Image.Image, fmt: str, params: dict) -> Deep | None:
 
 def fit_format(out: Image.Image, fmt: str) -> Image.Image:
     """`out` in a mode `fmt` can hold."""
-    if out.mode == "I;16" and fmt not in DEEP_FORMATS:  # 16-bit grey into an 8-bit format:
+    if out.mode == "I;16" and fmt not in GREY16_FORMATS:  # 16-bit grey into an 8-bit format:
         # scaled, not clipped (Pillow's own conversion clips every level above 255 to white)
         levels = np.asarray(out, dtype=np.float32) / np.float32(257.0)
         out = Image.fromarray(np.rint(levels).astype(np.uint8), "L")
