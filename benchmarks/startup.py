@@ -1,6 +1,9 @@
 """One small image through `srcnn upscale`, end to end, as a person at a terminal waits for it:
-cold (a temporary Prefect server, the run's own Dask workers) and warm (`srcnn serve` running:
-the call runs in its warm process, on its Prefect server and Dask cluster), against the same upscale in one plain Python process (the library, no Prefect, no Dask).
+the first call on a new machine (a new PREFECT_HOME: its Prefect database made from the
+stored schema, and as Prefect's migrations made it before, interleaved), cold (a temporary
+Prefect server, the run's own Dask workers) and warm (`srcnn serve` running: the call runs in
+its warm process, on its Prefect server and Dask cluster), against the same upscale in one
+plain Python process (the library, no Prefect, no Dask).
 Wall seconds per call, side by side in one run; medians of `--repeat` calls.
 
 With `--opencv PYTHON` (a Python with OpenCV and onnx: `python -m venv cv && cv/bin/pip install
@@ -124,6 +127,22 @@ def main() -> None:
             return str(home / f"out-{source.name}-{n}-{time.monotonic_ns()}")
 
         rows = {}
+
+        def new_home(n: int, migrating: bool) -> dict:
+            """A PREFECT_HOME no call has used: a new machine's first call. `migrating`:
+            the database named outright, which Prefect builds by its migrations (before
+            flows/prefect_db.py; the CLI makes only the default database itself)."""
+            prefect = home / f"new-{n}-{migrating}"
+            url = f"sqlite+aiosqlite:///{prefect}/prefect.db"
+            return env | {"PREFECT_HOME": str(prefect)} | (
+                {"PREFECT_API_DATABASE_CONNECTION_URL": url} if migrating else {})
+
+        first = {False: "first call, new PREFECT_HOME", True: "... Prefect migrating (before)"}
+        for i in range(args.repeat):  # the pair interleaved
+            for migrating, name in first.items():
+                rows.setdefault(name, []).append(timed(
+                    [*cli, str(photo), call(photo, 50 + i), "--model", "pretrained:fast"],
+                    new_home(i, migrating), ROOT))
         rows["cold, one image"] = [timed([*cli, str(photo), call(photo, i), "--model",
                                           "pretrained:fast"], env, ROOT)
                                    for i in range(args.repeat)]

@@ -119,6 +119,9 @@ def prefect_server(host: str, port: int, *options: str) -> subprocess.Popen:
     """`prefect server start` with its UI told where its API is (without it the UI calls the
     default port), in a session of its own: a Ctrl-C reaches the command that started it,
     which stops it in order (`stop_group`)."""
+    from flows.prefect_db import create_database
+
+    create_database()  # a new database without Prefect's migrations (flows/prefect_db.py)
     api = f"http://{host}:{port}/api"
     env = {**os.environ, "PREFECT_SERVER_UI_API_URL": api, "PREFECT_API_URL": api}
     return subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,

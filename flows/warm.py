@@ -169,11 +169,13 @@ def temporary_api(argv: list[str]) -> Iterator[None]:
     import importlib.util
 
     from flows.cli_output import stop_group
+    from flows.prefect_db import create_database
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     api = f"http://127.0.0.1:{port}/api"
+    create_database()  # a new database without Prefect's migrations (flows/prefect_db.py)
     prefect = Path(importlib.util.find_spec("prefect").origin).parent
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT__SERVER_FINAL": "1"}  # as Prefect's own temporary server runs
