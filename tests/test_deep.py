@@ -197,20 +197,26 @@ def test_hdr_avif_and_heif_keep_depth_and_colour_description(tmp_path):
     assert np.abs(levels[..., 1] - np.asarray(up)).mean() < 20 and levels.max() > 255
 
 
-def test_a_bad_deep_file_fails_alone(tmp_path):
+def test_a_bad_deep_file_fails_alone_and_a_damaged_end_is_read_at_8_bits(tmp_path, caplog):
+    """A cut 10-bit AVIF fails alone, by name. A 48-bit PNG that ends short after its pixel
+    data (no IEND), which Pillow reads and libpng refuses, is upscaled at 8 bits as before,
+    with a warning that names it."""
     good = imagecodecs.png_encode(smooth16(16, 20))
-    cut = bytearray(imagecodecs.avif_encode(smooth16(16, 20) >> 6, level=90, bitspersample=10))
-    cut = bytes(cut[: len(cut) - 40])
+    cut = imagecodecs.avif_encode(smooth16(16, 20) >> 6, level=90, bitspersample=10)[:-40]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "good.png").write_bytes(good)
     (tmp_path / "in" / "cut.avif").write_bytes(cut)
+    (tmp_path / "in" / "short.png").write_bytes(good[:-20])  # IEND and the last CRC gone
     with pytest.raises(BadImageError, match="cut.avif"):
         decode_image(cut, "cut.avif")
-    result = upscale_chunk(lr_net(2), job(tmp_path, scale=2), chunk("cut.avif", "good.png"))
-    assert (result.done, result.failed) == (1, 1)
+    result = upscale_chunk(lr_net(2), job(tmp_path, scale=2),
+                           chunk("cut.avif", "good.png", "short.png"))
+    assert (result.done, result.failed) == (2, 1)
     (failed,) = (line for line in result.lines if line["status"] == "failed")
     assert failed["key"] == "cut.avif" and failed["reason"]
     assert _read_levels(tmp_path / "out" / "good.png")[1] == 16
+    assert _read_levels(tmp_path / "out" / "short.png")[1] == 8
+    assert any("short.png: read at 8 bits" in r.getMessage() for r in caplog.records)
 
 
 def test_deep_into_8bit_formats_is_rounded_not_cut(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -16,6 +17,8 @@ from PIL import Image, ImageOps
 from srcnn.data.deep import ORIENTATIONS, Deep, deep_of, transpose
 from srcnn.data.png import PNG_LEVEL, deflate_png, libpng_rows
 from srcnn.storage import read_bytes, read_head, write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 # Pillow's own bomb check reads a process-wide limit (and raises past twice it), which would
 # override a caller's larger `max_pixels`. `decode_image` makes the check itself, per call,
@@ -90,11 +93,15 @@ def decode_image(data: bytes, key: str, max_pixels: int | None = None) -> Image.
 
 
 def _deep_pixels(data: bytes, key: str, img: Image.Image) -> Deep | None:
-    """`deep_of`, its failures named as the image's."""
+    """`deep_of`; where its decoder refuses a file that Pillow has read (libpng refuses a PNG
+    cut after its pixel data, which Pillow reads whole), None: the image is used at 8 bits,
+    as before deep pixels were read, with a warning that names it."""
     try:
         return deep_of(data, img)
     except Exception as exc:  # noqa: BLE001  each codec library raises its own kind
-        raise BadImageError(key, f"not a readable image at its bit depth ({exc})") from exc
+        log.warning("%s: read at 8 bits: its pixels did not decode at their depth (%s)", key,
+                    exc)
+        return None
 
 
 # The IJG's luminance quantisation table (JPEG standard, Annex K), which libjpeg scales by the
