@@ -6,9 +6,11 @@ float (Pillow's antialiased bicubic on each channel), so the LR images hold real
 8 bits; their 8-bit twins are the same LR rounded. Both go through upscale-bucket's own
 steps (`decode_image`, `upscale_chosen`, the output's encoder), fast x3 fp32, one thread.
 
-Prints, per format, ms per output Mpx for decode, upscale and encode (least of `--rounds`
-interleaved rounds), the deep path's total over the 8-bit one, bytes per output Mpx; then the
-PSNR (Y, shave 3, in float) of each path's PNG outputs against the HR.
+Prints, per format (AVIF and HEIF at both `encode_speed`s), ms per output Mpx for decode,
+upscale and encode (least of `--rounds` interleaved rounds), bytes per output Mpx and the
+PSNR-Y of the files (decoded at 8 bits) against the HR; the deep path's total over the 8-bit
+one and the fast encoders' speed-up; then the PSNR (Y, shave 3, in float) of each path's PNG
+outputs against the HR, the deep one at its depth.
 
     python benchmarks/deep.py [--images DIR] [--rounds 3]
 """
@@ -38,6 +40,7 @@ from srcnn.registry.champion import resolve_spec
 SCALE, QUALITY, LEVEL, TILE = 3, 95, 6, 256
 FORMATS = ("PNG", "AVIF", "HEIF")
 DEEP_BITS = {"PNG": 16, "AVIF": 10, "HEIF": 10}
+SPEEDS = ("balanced", "fast")  # UpscaleOptions.encode_speed, for AVIF and HEIF
 
 
 def float_lr(hr: Image.Image) -> np.ndarray:
@@ -67,14 +70,14 @@ def input_file(lr: np.ndarray, fmt: str, bits: int) -> bytes:
     return buf.getvalue()
 
 
-def run(model, data: bytes, fmt: str) -> tuple[list[float], bytes, Image.Image]:
+def run(model, data: bytes, fmt: str, speed: str) -> tuple[list[float], bytes, Image.Image]:
     """(decode, upscale, encode seconds), the output file, the upscaled image."""
     t0 = time.perf_counter()
     img = decode_image(data, "bench")
     t1 = time.perf_counter()
     out, _ = upscale_chosen(model, img, SCALE, TILE)
     t2 = time.perf_counter()
-    params = save_params(img, fmt, QUALITY, LEVEL)
+    params = save_params(img, fmt, QUALITY, LEVEL, speed)
     deep = deep_output(out, fmt, params)
     body = encode_deep(deep, fmt, params) if deep else encode_image(fit_format(out, fmt), fmt,
                                                                     **params)
@@ -93,31 +96,54 @@ def main() -> None:
     hrs = [Image.open(p).convert("RGB") for p in sorted(Path(args.images).glob("*.png"))]
     lrs = [float_lr(hr) for hr in hrs]
     out_mpx = sum(lr.shape[0] * lr.shape[1] for lr in lrs) * SCALE**2 / 1e6
-    files = {(fmt, bits): [input_file(lr, fmt, bits) for lr in lrs]
-             for fmt in FORMATS for bits in (8, DEEP_BITS[fmt])}
-    stages = {key: np.full((len(lrs), 3), np.inf) for key in files}
-    sizes: dict[tuple[str, int], int] = {}
-    outputs: dict[tuple[str, int], list[Image.Image]] = {}
+    inputs = {(fmt, bits): [input_file(lr, fmt, bits) for lr in lrs]
+              for fmt in FORMATS for bits in (8, DEEP_BITS[fmt])}
+    kinds = [(fmt, bits, speed) for fmt, bits in inputs
+             for speed in (("balanced",) if fmt == "PNG" else SPEEDS)]
+    stages = {kind: np.full((len(lrs), 3), np.inf) for kind in kinds}
+    bodies: dict[tuple, list[bytes]] = {}
+    outputs: dict[tuple, list[Image.Image]] = {}
     for _ in range(args.rounds):  # interleaved: each round runs every kind once
-        for key, datas in files.items():
-            results = [run(model, data, key[0]) for data in datas]
+        for kind in kinds:
+            fmt, bits, speed = kind
+            results = [run(model, data, fmt, speed) for data in inputs[(fmt, bits)]]
             for i, (seconds, _, _) in enumerate(results):
-                stages[key][i] = np.minimum(stages[key][i], seconds)
-            sizes[key] = sum(len(body) for _, body, _ in results)
-            outputs[key] = [out for _, _, out in results]
+                stages[kind][i] = np.minimum(stages[kind][i], seconds)
+            bodies[kind] = [body for _, body, _ in results]
+            outputs[kind] = [out for _, _, out in results]
     print(f"{len(lrs)} images, {out_mpx:.2f} output Mpx, fast x{SCALE} fp32, one thread, "
-          f"least of {args.rounds} rounds")
-    print(f"{'input -> output':<22}{'decode':>9}{'upscale':>9}{'encode':>9}{'total':>9}"
-          f"{'MB/Mpx':>9}  ms per output Mpx")
+          f"least of {args.rounds} rounds; quality {QUALITY}, PNG level {LEVEL}")
+    print(f"{'input -> output':<26}{'decode':>9}{'upscale':>9}{'encode':>9}{'total':>9}"
+          f"{'MB/Mpx':>9}{'PSNR-Y':>9}  ms per output Mpx; PSNR of the file against the HR")
+    totals = {}
+    for kind in kinds:
+        fmt, bits, speed = kind
+        per = stages[kind].sum(0) * 1e3 / out_mpx
+        totals[kind] = per
+        size = sum(len(b) for b in bodies[kind]) / 1e6 / out_mpx
+        label = f"{fmt} {bits}-bit" + (f", {speed}" if fmt != "PNG" else "")
+        print(f"{label:<26}" + "".join(f"{v:>9.1f}" for v in per)
+              + f"{per.sum():>9.1f}{size:>9.3f}{file_psnr(hrs, lrs, bodies[kind]):>9.3f}")
     for fmt in FORMATS:
-        totals = {}
-        for bits in (8, DEEP_BITS[fmt]):
-            per = stages[(fmt, bits)].sum(0) * 1e3 / out_mpx
-            totals[bits] = per.sum()
-            print(f"{f'{fmt} {bits}-bit':<22}" + "".join(f"{v:>9.1f}" for v in per)
-                  + f"{per.sum():>9.1f}{sizes[(fmt, bits)] / 1e6 / out_mpx:>9.3f}")
-        print(f"{'':<22}deep / 8-bit: {totals[DEEP_BITS[fmt]] / totals[8]:.2f}x")
+        deep = DEEP_BITS[fmt]
+        ratio = totals[(fmt, deep, "balanced")].sum() / totals[(fmt, 8, "balanced")].sum()
+        line = f"{fmt}: deep / 8-bit {ratio:.2f}x end to end"
+        if fmt != "PNG":
+            line += "; encode balanced / fast: " + ", ".join(
+                f"{bits}-bit {totals[(fmt, bits, 'balanced')][2] / totals[(fmt, bits, 'fast')][2]:.2f}x"
+                for bits in (8, deep))
+        print(line)
     quality(hrs, lrs, outputs)
+
+
+def file_psnr(hrs, lrs, bodies) -> float:
+    """Mean PSNR-Y (shave 3) of the written files, decoded at 8 bits, against the HR."""
+    values = []
+    for hr, lr, body in zip(hrs, lrs, bodies):
+        ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
+        got = np.asarray(decode_image(body, "out").convert("RGB"), np.float32) / 255.0
+        values.append(psnr_y(rgb_to_ycbcr(ref)[..., 0], rgb_to_ycbcr(got)[..., 0], SCALE))
+    return float(np.mean(values))
 
 
 def quality(hrs, lrs, outputs) -> None:
@@ -127,8 +153,8 @@ def quality(hrs, lrs, outputs) -> None:
     for i, (hr, lr) in enumerate(zip(hrs, lrs)):
         ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
         y_hr = rgb_to_ycbcr(ref)[..., 0]
-        eight = np.asarray(outputs[("PNG", 8)][i], np.float32) / 255.0
-        deep = outputs[("PNG", 16)][i].info["deep"].floats()
+        eight = np.asarray(outputs[("PNG", 8, "balanced")][i], np.float32) / 255.0
+        deep = outputs[("PNG", 16, "balanced")][i].info["deep"].floats()
         rows.append([psnr_y(y_hr, rgb_to_ycbcr(x)[..., 0], SCALE) for x in (eight, deep)])
     mean = np.mean(rows, axis=0)
     print(f"PSNR-Y against the HR: 8-bit path {mean[0]:.3f} dB, deep path {mean[1]:.3f} dB "

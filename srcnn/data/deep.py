@@ -169,9 +169,9 @@ def writes_deep(fmt: str, params: dict, channels: int) -> bool:
 
 def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
     """`deep` as a `fmt` file (where `writes_deep`) with what Pillow's `params` ask for:
-    quality (HEIF, AVIF), deflate level (PNG), colour profile and EXIF, and the nclx colour
-    description (HEIF, AVIF, where the input had one and no ICC profile). PNG and TIFF hold
-    16 bits; HEIF and AVIF 10, or 12 for deeper input."""
+    quality and speed (HEIF, AVIF), deflate level (PNG), colour profile and EXIF, and the
+    nclx colour description (HEIF, AVIF, where the input had one and no ICC profile). PNG and
+    TIFF hold 16 bits; HEIF and AVIF 10, or 12 for deeper input."""
     import imagecodecs
 
     h, w, c = deep.levels.shape
@@ -192,7 +192,8 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
         formats = imagecodecs.AVIF.PIXEL_FORMAT
         chroma = formats.YUV420 if c >= 3 else formats.YUV400
         return imagecodecs.avif_encode(
-            levels[..., 0] if c == 1 else levels, level=params.get("quality"), speed=AVIF_SPEED,
+            levels[..., 0] if c == 1 else levels, level=params.get("quality"),
+            speed=params.get("speed", AVIF_SPEED),
             bitspersample=bits, pixelformat=chroma, primaries=primaries, transfer=transfer,
             numthreads=len(os.sched_getaffinity(0)))
     import pillow_heif
@@ -202,5 +203,6 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
     extra = dict(zip(("color_primaries", "transfer_characteristics"), nclx or ()))
     buf = io.BytesIO()
     heif.save(buf, format="HEIF", quality=params.get("quality"), bit_depth=bits,
-              exif=params.get("exif"), icc_profile=icc, **extra)
+              exif=params.get("exif"), icc_profile=icc, enc_params=params.get("enc_params", {}),
+              **extra)
     return buf.getvalue()
