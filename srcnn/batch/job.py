@@ -69,8 +69,8 @@ class UpscaleOptions(StrictModel):
         "Deflate level of PNG outputs (libdeflate): 1 encodes ~1.6x faster than the default 6 "
         "for ~5% larger files; same pixels at every level."))
     encode_speed: Literal["balanced", "fast"] = Field("balanced", description=(
-        "Effort of the AVIF and HEIF encoders at the same quality: fast encodes AVIF ~7x "
-        "faster for ~14% larger files (libaom speed 9, not 6), HEIF ~2x faster for 3-6% "
+        "Effort of the AVIF and HEIF encoders at the same quality: fast encodes AVIF ~8x "
+        "faster for ~10% larger files (libaom speed 9, not 6), HEIF ~2x faster for 1-6% "
         "larger ones (x265's fast preset, not medium)."))
     max_pixels: int = Field(100_000_000, ge=1, description=(
         "Inputs larger than this (width x height, read from the header) are refused."))
