@@ -39,7 +39,7 @@ from srcnn.registry.champion import resolve_spec
 
 SCALE, QUALITY, LEVEL, TILE = 3, 95, 6, 256
 FORMATS = ("PNG", "AVIF", "HEIF")
-DEEP_BITS = {"PNG": 16, "AVIF": 10, "HEIF": 10}
+INPUT_BITS = {"PNG": 16, "AVIF": 10, "HEIF": 10}  # the deep inputs' depth, per format
 SPEEDS = ("balanced", "fast")  # UpscaleOptions.encode_speed, for AVIF and HEIF
 
 
@@ -95,9 +95,10 @@ def main() -> None:
     model = prepare(resolve_spec("pretrained:fast", SCALE).build(), "cpu")
     hrs = [Image.open(p).convert("RGB") for p in sorted(Path(args.images).glob("*.png"))]
     lrs = [float_lr(hr) for hr in hrs]
+    y_hrs = [hr_luma(hr, lr) for hr, lr in zip(hrs, lrs)]
     out_mpx = sum(lr.shape[0] * lr.shape[1] for lr in lrs) * SCALE**2 / 1e6
     inputs = {(fmt, bits): [input_file(lr, fmt, bits) for lr in lrs]
-              for fmt in FORMATS for bits in (8, DEEP_BITS[fmt])}
+              for fmt in FORMATS for bits in (8, INPUT_BITS[fmt])}
     kinds = [(fmt, bits, speed) for fmt, bits in inputs
              for speed in (("balanced",) if fmt == "PNG" else SPEEDS)]
     stages = {kind: np.full((len(lrs), 3), np.inf) for kind in kinds}
@@ -123,9 +124,9 @@ def main() -> None:
         size = sum(len(b) for b in bodies[kind]) / 1e6 / out_mpx
         label = f"{fmt} {bits}-bit" + (f", {speed}" if fmt != "PNG" else "")
         print(f"{label:<26}" + "".join(f"{v:>9.1f}" for v in per)
-              + f"{per.sum():>9.1f}{size:>9.3f}{file_psnr(hrs, lrs, bodies[kind]):>9.3f}")
+              + f"{per.sum():>9.1f}{size:>9.3f}{file_psnr(y_hrs, bodies[kind]):>9.3f}")
     for fmt in FORMATS:
-        deep = DEEP_BITS[fmt]
+        deep = INPUT_BITS[fmt]
         ratio = totals[(fmt, deep, "balanced")].sum() / totals[(fmt, 8, "balanced")].sum()
         line = f"{fmt}: deep / 8-bit {ratio:.2f}x end to end"
         if fmt != "PNG":
@@ -133,30 +134,33 @@ def main() -> None:
                 f"{bits}-bit {totals[(fmt, bits, 'balanced')][2] / totals[(fmt, bits, 'fast')][2]:.2f}x"
                 for bits in (8, deep))
         print(line)
-    quality(hrs, lrs, outputs)
+    quality(y_hrs, outputs)
 
 
-def file_psnr(hrs, lrs, bodies) -> float:
-    """Mean PSNR-Y (shave 3) of the written files, decoded at 8 bits, against the HR."""
-    values = []
-    for hr, lr, body in zip(hrs, lrs, bodies):
-        ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
-        got = np.asarray(decode_image(body, "out").convert("RGB"), np.float32) / 255.0
-        values.append(psnr_y(rgb_to_ycbcr(ref)[..., 0], rgb_to_ycbcr(got)[..., 0], SCALE))
-    return float(np.mean(values))
+def hr_luma(hr: Image.Image, lr: np.ndarray) -> np.ndarray:
+    """The HR's Y, cropped to the upscale of `lr` (the evaluation protocol's crop)."""
+    ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
+    return rgb_to_ycbcr(ref)[..., 0]
 
 
-def quality(hrs, lrs, outputs) -> None:
+def psnr_of(y_hr: np.ndarray, rgb: np.ndarray) -> float:
+    """PSNR-Y (shave SCALE) of (H, W, 3) RGB in [0, 1] against the HR's Y."""
+    return psnr_y(y_hr, rgb_to_ycbcr(rgb)[..., 0], SCALE)
+
+
+def file_psnr(y_hrs: list[np.ndarray], bodies: list[bytes]) -> float:
+    """Mean PSNR-Y of the written files, decoded at 8 bits, against the HR."""
+    return float(np.mean([
+        psnr_of(y_hr, np.asarray(decode_image(body, "out").convert("RGB"), np.float32) / 255.0)
+        for y_hr, body in zip(y_hrs, bodies)]))
+
+
+def quality(y_hrs: list[np.ndarray], outputs) -> None:
     """Mean PSNR-Y of the PNG outputs against the HR: the 8-bit path from the rounded LR,
     the deep path from the 16-bit one."""
-    rows = []
-    for i, (hr, lr) in enumerate(zip(hrs, lrs)):
-        ref = np.asarray(hr, np.float32)[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE] / 255.0
-        y_hr = rgb_to_ycbcr(ref)[..., 0]
-        eight = np.asarray(outputs[("PNG", 8, "balanced")][i], np.float32) / 255.0
-        deep = outputs[("PNG", 16, "balanced")][i].info["deep"].floats()
-        rows.append([psnr_y(y_hr, rgb_to_ycbcr(x)[..., 0], SCALE) for x in (eight, deep)])
-    mean = np.mean(rows, axis=0)
+    eight = [np.asarray(out, np.float32) / 255.0 for out in outputs[("PNG", 8, "balanced")]]
+    deep = [out.info["deep"].floats() for out in outputs[("PNG", 16, "balanced")]]
+    mean = [np.mean([psnr_of(y, x) for y, x in zip(y_hrs, xs)]) for xs in (eight, deep)]
     print(f"PSNR-Y against the HR: 8-bit path {mean[0]:.3f} dB, deep path {mean[1]:.3f} dB "
           f"({mean[1] - mean[0]:+.3f})")
 

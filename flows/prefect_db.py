@@ -29,9 +29,9 @@ SCHEMAS = Path(__file__).parent / "prefect_schema"
 DATABASE_URL_KEYS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 
 
-def schema_path(prefect_version: str | None = None) -> Path:
-    """Where the schema of `prefect_version` (default: the installed one) is kept."""
-    return SCHEMAS / f"prefect-{prefect_version or version('prefect')}.sql"
+def schema_path() -> Path:
+    """Where the schema of the installed Prefect is kept."""
+    return SCHEMAS / f"prefect-{version('prefect')}.sql"
 
 
 def default_database() -> Path | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import posixpath
 from typing import Literal
 
-import numpy as np
 from PIL import Image
 
 from srcnn.data.deep import Deep, of_grey16, writes_deep
@@ -83,9 +82,7 @@ def deep_output(out: Image.Image, fmt: str, params: dict) -> Deep | None:
 def fit_format(out: Image.Image, fmt: str) -> Image.Image:
     """`out` in a mode `fmt` can hold."""
     if out.mode == "I;16" and fmt not in GREY16_FORMATS:  # 16-bit grey into an 8-bit format:
-        # scaled, not clipped (Pillow's own conversion clips every level above 255 to white)
-        levels = np.asarray(out, dtype=np.float32) / np.float32(257.0)
-        out = Image.fromarray(np.rint(levels).astype(np.uint8), "L")
+        out = of_grey16(out).eight_bit()  # scaled, not clipped as Pillow's conversion does
     if fmt == "JPEG" and out.mode not in ("RGB", "L", "CMYK", "YCbCr"):
         return out.convert("RGB")  # JPEG has no alpha
     if fmt in ("AVIF", "HEIF") and out.mode not in ("RGB", "RGBA", "L"):

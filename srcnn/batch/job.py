@@ -153,10 +153,10 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     only; an LR-space net's of an RGB or grey image (alpha aside: JPEG drops it) is then
     `upscale_for_jpeg`'s, the same upscale at a fraction of the colour work."""
     from srcnn.data.color import luma
+    from srcnn.inference.deep import upscale_deep
     from srcnn.inference.tiling import (
         for_image,
         grey_luma,
-        upscale_deep,
         upscale_for_jpeg,
         upscale_grey_float,
         upscale_rgb_tiled,

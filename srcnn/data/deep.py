@@ -175,7 +175,8 @@ def encode_deep(deep: Deep, fmt: str, params: dict) -> bytes:
     import imagecodecs
 
     h, w, c = deep.levels.shape
-    bits = max(b for b in DEEP_BITS[fmt] if b <= max(deep.bits, DEEP_BITS[fmt][0]))
+    held = DEEP_BITS[fmt]
+    bits = min(max(deep.bits, held[0]), held[-1])  # 16; or 10 for 10 bits, 12 for more
     levels = deep.at(bits)
     icc = params.get("icc_profile")
     nclx = deep.nclx if not icc else None

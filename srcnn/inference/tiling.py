@@ -22,8 +22,7 @@ For JPEG outputs an LR-space net's image skips R, G and B (`upscale_for_jpeg`): 
 in JPEG's levels and its Cb, Cr are taken at the 4:2:0 samples' places, which is all the
 encoder keeps.
 
-Images deeper than 8 bits (`upscale_deep`) take the same tiles in float32, rounded once to
-their own depth.
+Images deeper than 8 bits take the same tiles in float32 (`srcnn.inference.deep`).
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import LUMA_ROW, YCBCR_OFFSET, luma, planes_luma
-from srcnn.data.deep import Deep
+from srcnn.data.color import luma, planes_luma
 from srcnn.data.degradation import bicubic_resize, bicubic_upscale
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
@@ -356,46 +354,3 @@ def upscale_grey_float(
         out[t.y0 : t.y1, t.x0 : t.x1] = run_net(model, _halo_cut(y, t, oy, ox, b, (h, w)), bf16)
     return np.clip((out - _Y_LO) / _Y_SPAN, 0.0, 1.0)
 
-
-def upscale_deep(
-    model: nn.Module, deep: Deep, scale: int, tile_size: int = 512, bf16: bool = False
-) -> tuple[Deep, nn.Module]:
-    """An image deeper than 8 bits (`srcnn.data.deep`), upscaled as `upscale_rgb_tiled`
-    upscales an 8-bit one, in float32 instead of 8-bit steps: each tile's window of R, G and
-    B (or grey) bicubic-upscaled exactly and clipped, its BT.601 Y replaced by the net's (a
-    grey level maps onto Y), alpha bicubic; the output rounded to the input's depth once.
-    Returns the output and the net that ran (a gated pair's choice, `for_image`)."""
-    pixels = deep.floats()  # (H, W, C)
-    h, w, c = pixels.shape
-    alpha = c in (2, 4)
-    colour = pixels[..., : c - alpha]  # R, G, B or grey: (H, W, 1 or 3)
-    planes = [Image.fromarray(np.ascontiguousarray(pixels[..., k]), "F") for k in range(c)]
-    if model.upsamples:
-        lr_y = _float_luma(colour)
-        model = for_image(model, lr_y)
-        lr_y = np.pad(lr_y, model.border, mode="edge")
-    b, size = model.border, (h * scale, w * scale)
-    out = np.empty((*size, c), np.uint16)
-    for t in plan_tiles(*size, tile_size * scale if model.upsamples else tile_size):
-        ups = [_window(plane, t, scale, 0 if model.upsamples else b) for plane in planes]
-        _, oy, ox = ups[0]
-        window = np.clip(np.stack([np.asarray(up) for up, _, _ in ups], axis=-1), 0.0, 1.0)
-        rows, cols = slice(t.y0 - oy, t.y1 - oy), slice(t.x0 - ox, t.x1 - ox)
-        tile = window[rows, cols]
-        tile_y = _float_luma(tile[..., : c - alpha])
-        if model.upsamples:
-            y = _lr_tile(model, lr_y, t, scale, bf16)
-        else:
-            y = run_net(model, _halo_cut(_float_luma(window[..., : c - alpha]), t, oy, ox, b,
-                                         size), bf16)
-        # Y alone changed: each of R, G, B (or grey) moves by the change over Y's span.
-        tile[..., : c - alpha] += ((y - tile_y) * np.float32(_LUMA_GAIN))[..., None]
-        out[t.y0 : t.y1, t.x0 : t.x1] = np.rint(np.clip(tile, 0.0, 1.0) * np.float32(deep.top))
-    return Deep(out, deep.bits, deep.nclx), model
-
-
-def _float_luma(colour: np.ndarray) -> np.ndarray:
-    """BT.601 Y in [0, 1] of (H, W, 3) RGB or (H, W, 1) grey in [0, 1]: (H, W) float32."""
-    if colour.shape[-1] == 1:
-        return grey_luma(colour[..., 0])
-    return colour @ LUMA_ROW + np.float32(YCBCR_OFFSET[0])
