@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The CUDA upscaling path, verified and measured in one GPU session (issue 11):
+# The CUDA upscaling path, verified and measured in one GPU session (issues 11 and 29):
 #   1. tests/test_gpu.py: PIL-exact bicubic on the GPU, tiled == whole, GPU == CPU path;
-#   2. benchmarks/upscale_gpu.py: bare forward rate vs the upscale-bucket worker path.
-# On a machine with torch, Pillow and numpy; wheels in .whl/ (dask, distributed, pydantic,
-# pydantic-settings, fsspec, ...) are installed to /tmp/site first when present.
+#   2. benchmarks/upscale_gpu.py: bare forward rate vs the upscale-bucket worker path (and on
+#      1 and 2 worker processes; the profile of the GPU pipeline goes to OUT);
+#   3. benchmarks/gpu_jpeg.py: nvJPEG (torchvision, where it loads) vs the CPU JPEG encoders.
+# On a machine with torch, Pillow and numpy; `bash benchmarks/gpu_wheels.sh` gathers the rest
+# here into .whl/ (carried: run(..., carry=[".whl"])), installed to /tmp/site first.
 #   bash benchmarks/gpu_upscale.sh [OUT]
 set -u
-OUT=${1:-${OUT:-/tmp/gpu-out}}
+export OUT=${1:-${OUT:-/tmp/gpu-out}}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -14,8 +16,17 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
+PHOTOS=() && [ -d .whl/photos ] && PHOTOS=(--photos .whl/photos)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 echo "== 1. GPU tests"
 timeout 240 python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-test.log"
 echo "== 2. upscale throughput"
-timeout ${BENCH_S:-300} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} 2>&1 | tee "$OUT/gpu-bench.log"
+timeout ${BENCH_S:-300} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} \
+  --processes ${PROCESSES:-1,2} "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-bench.log"
+echo "== 3. JPEG on the GPU"
+TV=
+if ! python3 -c "import torchvision" 2>/dev/null && ls .whl/torchvision/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/tv \
+    .whl/torchvision/*.whl && TV=/tmp/tv:
+fi
+PYTHONPATH=$TV$PYTHONPATH timeout 120 python3 benchmarks/gpu_jpeg.py "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-jpeg.log"

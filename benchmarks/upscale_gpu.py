@@ -42,7 +42,7 @@ def bare_rate(model, bf16: bool) -> float:
     return reps * 32 * (512 * s) ** 2 / (time.perf_counter() - t0) / 1e6
 
 
-def gpu(n_images: int) -> None:
+def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = ()) -> None:
     import torch
 
     from srcnn.cluster import GPU_PROCESSES
@@ -53,7 +53,7 @@ def gpu(n_images: int) -> None:
     assert torch.cuda.is_available(), "the gpu section needs CUDA"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        src = _gpu_inputs(Path(tmp) / "in", n_images)
+        src = _gpu_inputs(Path(tmp) / "in", n_images, photos)
         # the shipped SRCNN x3 (its whole pipeline on the GPU), then the fast x3 (an LR-space
         # net: its JPEG outputs through the JPEG path, the colour work on the CPU)
         for kind in ("srcnn", "fast"):
@@ -70,6 +70,11 @@ def gpu(n_images: int) -> None:
                 print(f"  {kind}: upscale-bucket worker path, GPU ({GPU_PROCESSES} worker "
                       f"processes), {fmt}, {'bf16' if bf16 else 'fp32'}: {r:,.1f} output Mpx/s"
                       f" = {r / rates[bf16]:.2f} of the bare forward rate", flush=True)
+            for n in processes:  # how many processes should share the GPU, now that JPEG
+                # encodes without the GIL on GPU workers
+                r = _gpu_path(Path(tmp), src, "JPEG", True, "cuda", ref, n)
+                print(f"  {kind}: worker path, {n} worker processes, JPEG, bf16: {r:,.1f} "
+                      f"output Mpx/s = {r / rates[True]:.2f} of the bare forward rate", flush=True)
             cpu = _gpu_path(Path(tmp), src[:8], "JPEG", False, "cpu", ref)
             print(f"  {kind}: CPU path, one Dask worker process (one thread), JPEG, fp32: "
                   f"{cpu:.2f} output Mpx/s", flush=True)
@@ -107,11 +112,13 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
     (Path(os.environ.get("OUT", "/tmp")) / "gpu-profile.txt").write_text(table)
 
 
-def _gpu_inputs(folder: Path, n: int) -> list[str]:
-    """~0.23-Mpx photographs (skimage's samples, cropped), ~2 Mpx each at x3."""
+def _gpu_inputs(folder: Path, n: int, photos: Path | None = None) -> list[str]:
+    """~0.23-Mpx photographs (skimage's samples, or the PNGs in `photos`, resized), ~2 Mpx each
+    at x3."""
     from srcnn.demo import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
 
-    photos = export_photos(folder.parent / "photos", TRAIN_IMAGES + HOLDOUT_IMAGES)
+    photos = sorted(photos.glob("*.png")) if photos else export_photos(
+        folder.parent / "photos", TRAIN_IMAGES + HOLDOUT_IMAGES)
     folder.mkdir(parents=True)
     keys = []
     for i in range(n):
@@ -124,7 +131,7 @@ def _gpu_inputs(folder: Path, n: int) -> list[str]:
 
 
 def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str,
-              ref: str = "pretrained:srcnn") -> float:
+              ref: str = "pretrained:srcnn", processes: int | None = None) -> float:
     """Output Mpx/s of the worker path: chunks of 16 through a one-worker LocalCluster (with
     the GPU resource on CUDA), the model (`ref`, x3) held by the worker plugin."""
     from srcnn.batch.job import Job, UpscaleOptions
@@ -141,7 +148,8 @@ def _gpu_path(tmp: Path, keys: list[str], fmt: str, bf16: bool, device: str,
     chunks = [Chunk(f"c{i:04d}", tuple(Item(k, "e") for k in keys[i : i + 16]))
               for i in range(0, len(keys), 16)]
     resources = {"GPU": 1} if device == "cuda" else None
-    with dask_client(n_workers=None if device == "cuda" else 1, gpu=device == "cuda") as client, \
+    with dask_client(n_workers=processes if device == "cuda" else 1,
+                     gpu=device == "cuda") as client, \
             model_on_workers(client, spec) as plugin:
         client.wait_for_workers(1)
         client.gather([client.submit(upscale_chunk_task, plugin, job, Chunk(
@@ -162,4 +170,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=256)
-    gpu(p.parse_args().images)
+    p.add_argument("--photos", type=Path, help="a folder of PNG photographs (default: skimage's)")
+    p.add_argument("--processes", default="", help="also JPEG bf16 on these numbers of GPU "
+                   "worker processes, comma-separated (default: only GPU_PROCESSES)")
+    a = p.parse_args()
+    gpu(a.images, a.photos, tuple(int(n) for n in a.processes.split(",") if n))

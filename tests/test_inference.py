@@ -130,3 +130,28 @@ def test_the_device_path_keeps_its_taps_on_the_net_it_runs(set5):
         upscale_rgb_cuda(net, lr.resize((w, 12)), 3)
     kept = net.__dict__["_device_taps"]
     assert len(kept) == TAPS_KEPT and (12, 20 + TAPS_KEPT + 2, 3, "cpu") in kept
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_the_device_paths_bicubic_is_pils_in_int32(scale):
+    """The batched path's bicubic (int32 accumulators, run here on the CPU) gives Pillow's
+    bytes, on sizes down to one pixel and on a 0/255 pattern that drives the sums to their
+    extremes; and no accumulator can pass 2**31: 255 times the largest sum of positive
+    fixed-point weights, plus the rounding, for every factor the job takes."""
+    from srcnn.inference.cuda import PRECISION_BITS, _resample, _Taps, pil_taps
+
+    rng = np.random.default_rng(scale)
+    for h, w in [(1, 1), (2, 3), (17, 23), (64, 65)]:
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        a[::2, ::2], a[1::2, 1::2], a[::3, ::2] = 255, 0, 0
+        ref = np.asarray(Image.fromarray(a).resize((w * scale, h * scale),
+                                                   Image.Resampling.BICUBIC))
+        x = torch.from_numpy(a).permute(2, 0, 1).contiguous()
+        taps = _Taps(h, w, scale, x.device)
+        out = _resample(_resample(x, taps.ix, taps.wx, 2), taps.iy, taps.wy, 1)
+        assert np.array_equal(out.permute(1, 2, 0).numpy(), ref), (h, w, scale)
+    for s in range(2, 9):
+        for n in (1, 2, 3, 7, 64, 1000):
+            _, weights = pil_taps(n, n * s)
+            top = int(np.where(weights > 0, weights, 0).sum(1).max())
+            assert 255 * top + (1 << (PRECISION_BITS - 1)) < 2**31, (n, s)

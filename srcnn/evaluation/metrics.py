@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 from srcnn.config import DegradationConfig
 from srcnn.data.color import luma
@@ -50,6 +49,8 @@ def psnr_y(reference: np.ndarray, test: np.ndarray, shave: int = 0) -> float:
 
 def ssim_y(reference: np.ndarray, test: np.ndarray, shave: int = 0) -> float:
     """SSIM (Wang et al. 2004: Gaussian window, sigma 1.5) on the 8-bit scale."""
+    from skimage.metrics import structural_similarity  # (scipy: ~0.3 s, not on the import path)
+
     a = _shave(reference, shave).astype(np.float64) * 255.0
     b = _shave(test, shave).astype(np.float64) * 255.0
     return float(

@@ -69,8 +69,11 @@ def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
-    """One 8-bit pass along `dim` of a (C, H, W) uint8 tensor, in Pillow's integer arithmetic."""
-    taps = x.index_select(dim, idx.reshape(-1)).to(torch.int64)
+    """One 8-bit pass along `dim` of a (C, H, W) uint8 tensor, in Pillow's integer arithmetic.
+    int32 is exact: an upscale's positive weights sum to at most 1.124 * 2**22 (all factors to
+    8; `tests/test_inference.py` checks the bound), so 255 of them plus the rounding stay below
+    2**31; GPUs multiply int32 natively, int64 in several instructions."""
+    taps = x.index_select(dim, idx.reshape(-1)).to(torch.int32)
     if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
         taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
         acc = (taps * w).sum(-1)
@@ -102,8 +105,12 @@ class _Taps:
     def __init__(self, h: int, w: int, scale: int, device: torch.device):
         iy, wy = pil_taps(h, h * scale)
         ix, wx = pil_taps(w, w * scale)
-        self.ix, self.wx = torch.from_numpy(ix).to(device), torch.from_numpy(wx).to(device)
-        self.iy, self.wy = torch.from_numpy(iy).to(device), torch.from_numpy(wy).to(device)
+        self.ix, self.wx = torch.from_numpy(ix).to(device), _weights(wx, device)
+        self.iy, self.wy = torch.from_numpy(iy).to(device), _weights(wy, device)
+
+
+def _weights(w: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(w.astype(np.int32)).to(device)
 
 
 def _matrix(m: np.ndarray, device: torch.device) -> torch.Tensor:
