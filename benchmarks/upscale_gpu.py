@@ -4,9 +4,8 @@
 
 The shipped x3 nets' bare forward rates (SRCNN's, then the fast net's; batched 512-px tiles)
 against the worker path of upscale-bucket (`upscale_chunk` through Dask workers with the GPU
-resource: decode and encode in threads, the net on the GPU; SRCNN's whole pipeline there, the
-fast net's JPEG outputs through its JPEG path) on ~2-Mpx outputs, the time of each stage, and
-the CPU path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
+resource: decode and encode in threads, each net's whole pipeline on the GPU, batched) on
+~2-Mpx outputs, the time of each stage, and the CPU path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
 """
 
 from __future__ import annotations
@@ -54,8 +53,8 @@ def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         src = _gpu_inputs(Path(tmp) / "in", n_images, photos)
-        # the shipped SRCNN x3 (its whole pipeline on the GPU), then the fast x3 (an LR-space
-        # net: its JPEG outputs through the JPEG path, the colour work on the CPU)
+        # the shipped SRCNN x3, then the fast x3 (an LR-space net): each one's whole pipeline
+        # on the GPU (`srcnn.inference.cuda`)
         for kind in ("srcnn", "fast"):
             ref = f"pretrained:{kind}"  # (plain "pretrained" is the default kind, real)
             model = prepare(load_model(pretrained_dir(3, kind)).model, "cuda")

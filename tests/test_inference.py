@@ -8,6 +8,7 @@ from PIL import Image
 from srcnn.config import ModelConfig
 from srcnn.data.color import rgb_to_ycbcr
 from srcnn.inference.tiling import (
+    for_image,
     plan_tiles,
     prepare,
     replace_luma,
@@ -155,3 +156,28 @@ def test_the_device_paths_bicubic_is_pils_in_int32(scale):
             _, weights = pil_taps(n, n * s)
             top = int(np.where(weights > 0, weights, 0).sum(1).max())
             assert 255 * top + (1 << (PRECISION_BITS - 1)) < 2**31, (n, s)
+
+
+@pytest.mark.parametrize("kind", ["srcnn", "fast", "real"])
+def test_the_batched_device_path_gives_the_cpu_paths_bytes(kind, set5, monkeypatch):
+    """The GPU's batched path (`upscale_rgb_cuda`), run on the CPU, against the CPU path
+    (`upscale_rgb_tiled`, one tile per forward): the same bytes for an SRCNN, an LR-space net
+    and a gated pair's choice, whatever the tiles (several per forward, uneven at the edges)
+    and bands of rows (small blocks: several per image, a band's LR rows cut at a multiple of
+    the scale)."""
+    import srcnn.inference.cuda as device_path
+    from srcnn.data.color import luma
+    from srcnn.models.reference import read_local
+
+    net = prepare(read_local(f"pretrained:{kind}", 3).build(), "cpu")
+    with Image.open(sorted(set5.glob("*.png"))[1]) as img:
+        lr = img.convert("RGB").resize((61, 47))
+    lr_y = luma(lr)
+    chosen = for_image(net, lr_y) if net.upsamples else net
+    cpu = np.asarray(upscale_rgb_tiled(net, lr, 3, 40))
+    monkeypatch.setattr(device_path, "MIN_TILE", 8)
+    for tile, block in [(8, 10**9), (13, 2000), (20, 183 * 31)]:
+        monkeypatch.setattr(device_path, "BLOCK_PIXELS", block)
+        out = device_path.upscale_rgb_cuda(chosen, lr, 3, tile, lr_y=lr_y if net.upsamples
+                                           else None)
+        assert np.array_equal(np.asarray(out), cpu), (kind, tile, block)

@@ -191,7 +191,8 @@ def upscale_chosen(model: nn.Module, img: Image.Image, scale: int, tile_size: in
     lr_y = luma(rgb) if model.upsamples else None  # computed once: the choice and the net's
     if lr_y is not None:
         model = for_image(model, lr_y)
-    if jpeg and lr_y is not None and base in ("RGB", "L", "YCbCr"):
+    on_gpu = next(model.parameters()).device.type == "cuda"  # (there, the batched RGB path)
+    if jpeg and lr_y is not None and base in ("RGB", "L", "YCbCr") and not on_gpu:
         lr = img.convert("L") if base == "L" else rgb
         return upscale_for_jpeg(model, lr, scale, tile_size, bf16, lr_y), role(pair, model)
     out = upscale_rgb_tiled(model, rgb, scale, tile_size, bf16, lr_y)

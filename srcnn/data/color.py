@@ -44,15 +44,15 @@ def to_float(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-_LUMA_8BIT = [np.float32(v / 255.0) for v in LUMA_ROW]  # 8-bit R, G, B -> Y in [0, 1]
+LUMA_8BIT = [np.float32(v / 255.0) for v in LUMA_ROW]  # 8-bit R, G, B -> Y in [0, 1]
 
 
 def planes_luma(planes: Sequence[np.ndarray]) -> np.ndarray:
     """BT.601 Y in [0, 1] ((H, W) float32) of 8-bit R, G, B planes ((H, W) uint8 each):
     `luma`, in float32 passes over whole planes (what the inference colour path reads)."""
-    y = np.multiply(planes[0], _LUMA_8BIT[0], dtype=np.float32)
-    y += np.multiply(planes[1], _LUMA_8BIT[1], dtype=np.float32)
-    y += np.multiply(planes[2], _LUMA_8BIT[2], dtype=np.float32)
+    y = np.multiply(planes[0], LUMA_8BIT[0], dtype=np.float32)
+    y += np.multiply(planes[1], LUMA_8BIT[1], dtype=np.float32)
+    y += np.multiply(planes[2], LUMA_8BIT[2], dtype=np.float32)
     y += np.float32(YCBCR_OFFSET[0])
     return y
 

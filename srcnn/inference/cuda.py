@@ -2,21 +2,22 @@
 
 The CPU path (`srcnn.inference.tiling.upscale_rgb_tiled`) upscales each tile's window with PIL and
 runs one tile per forward pass. On a GPU that leaves the device idle, so here the 8-bit LR
-image goes to the GPU once and everything else happens there:
+image goes to the GPU once and everything else happens there, in bands of output rows holding
+at most `BLOCK_PIXELS` (which bounds memory for any image size):
 
 1. PIL's bicubic upscale, reproduced exactly: the same filter taps (a = -0.5, support 2), the
    same 22-bit fixed-point coefficients, horizontal pass then vertical, each rounded and
    clipped to 8 bits as Pillow does (integer arithmetic, so the bytes are PIL's bytes);
-2. BT.601 YCbCr, Y padded once at the border by the receptive-field radius b (as the
-   reference pads the whole image);
-3. Y cut into equal tiles of `tile` with a halo of b, all tiles of a block in one batch
-   through the net (blocks are bands of rows holding at most `BLOCK_PIXELS`, which bounds
-   memory for any image size);
-4. back to RGB, clipped and rounded to 8 bits on the GPU; only the uint8 result returns.
+2. the net's Y, from equal tiles batched per forward: an SRCNN's tiles are the band's bicubic
+   Y (the CPU path's float32 operations, so its values) with a halo of b, edge-replicated at
+   the image border; an LR-space net's are the LR Y, padded once by its border b, and give
+   s x s output pixels per LR pixel;
+3. the band's R, G and B with their Y replaced by the net's: one rounded whole-level step
+   added to each 8-bit plane, as the CPU path does; only the uint8 result returns.
 
 Valid convolutions make every output pixel depend only on its window, so the result does not
 depend on the tile size (up to the rounding of different convolution algorithms for different
-shapes, which the GPU test measures).
+shapes, which the GPU test measures), and it is the CPU path's up to that rounding.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import RGB_TO_YCBCR, YCBCR_OFFSET, YCBCR_TO_RGB
-from srcnn.models.srcnn import SRCNN
+from srcnn.data.color import LUMA_8BIT, YCBCR_OFFSET, luma
+from srcnn.inference.tiling import LUMA_STEP
 
 PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
 BLOCK_PIXELS = 16 * 2**20  # output pixels per block of rows (bounds GPU memory)
@@ -113,49 +115,75 @@ def _weights(w: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(w.astype(np.int32)).to(device)
 
 
-def _matrix(m: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(m, dtype=torch.float32, device=device)
+_LUMA_8BIT = [float(v) for v in LUMA_8BIT]  # float32 values, as the CPU path multiplies
+_LUMA_OFFSET, _LUMA_STEP = float(np.float32(YCBCR_OFFSET[0])), float(LUMA_STEP)
+
+
+def _planes_luma(planes: torch.Tensor) -> torch.Tensor:
+    """`srcnn.data.color.planes_luma` of (3, H, W) uint8 planes: the same float32 operations in
+    the same order (separate kernels, no fused multiply-add), so the same values."""
+    y = planes[0].float().mul_(_LUMA_8BIT[0])
+    y += planes[1].float().mul_(_LUMA_8BIT[1])
+    y += planes[2].float().mul_(_LUMA_8BIT[2])
+    return y.add_(_LUMA_OFFSET)
+
+
+def _replace_luma(planes: torch.Tensor, planes_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`srcnn.inference.tiling.replace_luma` on the device: the planes' Y replaced by the net's
+    `y`, as one rounded whole-level step added to each 8-bit plane; (H, W, 3) uint8."""
+    step = torch.sub(y, planes_y).mul_(_LUMA_STEP).round_().to(torch.int16)
+    return (planes.permute(1, 2, 0).to(torch.int16) + step[..., None]).clamp_(0, 255).to(
+        torch.uint8)
 
 
 @torch.inference_mode()
-def upscale_rgb_cuda(model: SRCNN, lr: Image.Image, scale: int, tile: int = 512,
-                     bf16: bool = False) -> Image.Image:
-    """`srcnn.inference.tiling.upscale_rgb` on the model's (CUDA) device, in batched blocks."""
+def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 512,
+                     bf16: bool = False, lr_y: np.ndarray | None = None) -> Image.Image:
+    """`srcnn.inference.tiling.upscale_rgb` on the model's (CUDA) device, in batched blocks:
+    an SRCNN reads each block's bicubic Y, an LR-space net (not a pair: `for_image` first) the
+    LR Y (`lr_y`, `luma(lr)`, where the caller has it already), padded once by its border."""
     device = next(model.parameters()).device
-    b = model.config.border
-    tile = max(tile, MIN_TILE)
+    b, lr_net = model.border, model.upsamples
+    tile = max(tile, MIN_TILE)  # (an LR-space net's tiles count LR pixels)
     h, w = lr.height * scale, lr.width * scale
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
     taps = _taps(model, lr.height, lr.width, scale, device)
     wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
-    to_ycc, offset = _matrix(RGB_TO_YCBCR, device), _matrix(np.array(YCBCR_OFFSET), device)
-    to_rgb = _matrix(YCBCR_TO_RGB, device)
     # The result goes to pinned host memory block by block, asynchronously.
     cuda = device.type == "cuda"
     out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
-    rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // tile * tile or tile))
-    cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
+    step = tile * scale if lr_net else tile  # output rows of a band of tiles
+    rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // step * step or step))
+    if lr_net:
+        y_lr = torch.from_numpy(luma(lr.convert("RGB")) if lr_y is None else lr_y).to(device)
+        padded = F.pad(y_lr[None, None], (b, b, b, b), mode="replicate")[0, 0]
+    else:
+        cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
-        # Rows [y0 - b, y1 + b) of the bicubic image, edge-replicated at the image border.
-        ry = torch.arange(y0 - b, y1 + b, device=device).clamp_(0, h - 1)
-        band = _resample(wide, taps.iy[ry], taps.wy[ry], 1)  # (3, y1 - y0 + 2b, w) uint8
-        rgb = band.permute(1, 2, 0).float() / 255.0  # (rows + 2b, w, 3)
-        ycc = rgb @ to_ycc.T + offset
-        y = ycc[..., 0][:, cols]  # (rows + 2b, w + 2b)
-        sr = _net_tiles(model, y, tile, b, bf16)  # (rows, w)
-        cbcr = ycc[b : b + y1 - y0, :, 1:]
-        rgb_out = (torch.cat([sr[..., None], cbcr], -1) - offset) @ to_rgb.T
-        out[y0:y1].copy_((rgb_out.clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8),
-                         non_blocking=True)
+        if lr_net:  # y0 is a multiple of the scale: LR rows [y0 / s, ceil(y1 / s)) and b more
+            band = _resample(wide, taps.iy[y0:y1], taps.wy[y0:y1], 1)  # (3, y1 - y0, w)
+            band_y = _planes_luma(band)
+            ly0, ly1 = y0 // scale, -(-y1 // scale)
+            sr = _net_tiles(model, padded[ly0 : ly1 + 2 * b], tile, b, bf16, scale)[: y1 - y0]
+        else:
+            # Rows [y0 - b, y1 + b) of the bicubic image, edge-replicated at the image border.
+            ry = torch.arange(y0 - b, y1 + b, device=device).clamp_(0, h - 1)
+            halo = _resample(wide, taps.iy[ry], taps.wy[ry], 1)  # (3, y1 - y0 + 2b, w) uint8
+            halo_y = _planes_luma(halo)
+            sr = _net_tiles(model, halo_y[:, cols], tile, b, bf16)  # (y1 - y0, w)
+            band, band_y = halo[:, b : b + y1 - y0], halo_y[b : b + y1 - y0]
+        out[y0:y1].copy_(_replace_luma(band, band_y, sr), non_blocking=True)
     if cuda:
         torch.cuda.current_stream(device).synchronize()
     return Image.fromarray(out.numpy(), "RGB")
 
 
-def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> torch.Tensor:
-    """(H + 2b, W + 2b) padded Y -> (H, W) net output, as equal tiles batched per forward."""
+def _net_tiles(model: nn.Module, y: torch.Tensor, tile: int, b: int, bf16: bool,
+               scale: int = 1) -> torch.Tensor:
+    """(H + 2b, W + 2b) padded Y -> (sH, sW) net output (s: 1 for an SRCNN, the scale for an
+    LR-space net), as equal tiles batched per forward."""
     hh, ww = y.shape[0] - 2 * b, y.shape[1] - 2 * b
     ny, nx = -(-hh // tile), -(-ww // tile)
     th, tw = -(-hh // ny), -(-ww // nx)  # near-equal tiles: under ny (nx) pixels of padding
@@ -169,6 +197,7 @@ def _net_tiles(model: SRCNN, y: torch.Tensor, tile: int, b: int, bf16: bool) -> 
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         outs = [model.infer(tiles[i : i + per_batch].contiguous(
             memory_format=torch.channels_last), bf16) for i in range(0, len(tiles), per_batch)]
-    sr = torch.cat(outs)[:, 0].float()  # (ny * nx, th, tw)
-    sr = sr.reshape(ny, nx, th, tw).permute(0, 2, 1, 3).reshape(ny * th, nx * tw)
-    return sr[:hh, :ww]
+    sh, sw = scale * th, scale * tw
+    sr = torch.cat(outs)[:, 0].float()  # (ny * nx, s th, s tw)
+    sr = sr.reshape(ny, nx, sh, sw).permute(0, 2, 1, 3).reshape(ny * sh, nx * sw)
+    return sr[: scale * hh, : scale * ww]

@@ -44,6 +44,7 @@ _Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0
 # Changing Y alone (Cb, Cr kept) moves R, G and B each by the same 255 / 219 times the change
 # (the Y column of BT.601's inverse).
 _LUMA_GAIN = 1.0 / _Y_SPAN
+LUMA_STEP = np.float32(255.0 * _LUMA_GAIN)  # levels of R, G and B per unit of Y
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def replace_luma(planes: Sequence[np.ndarray], y: np.ndarray, out: np.ndarray | 
     net's time per output pixel)."""
     step = np.subtract(y, planes_luma(planes) if planes_y is None else planes_y,
                        dtype=np.float32)
-    step *= np.float32(255.0 * _LUMA_GAIN)
+    step *= LUMA_STEP
     np.rint(step, out=step)
     whole = step.astype(np.int16)
     out = np.empty((3, *whole.shape), dtype=np.uint8) if out is None else out
@@ -248,15 +249,16 @@ def upscale_rgb_tiled(
 ) -> Image.Image:
     """Exactly `upscale_rgb`, with working memory bounded by the tile size (an LR-space net
     also holds the LR image's Y: `lr_y`, `luma(lr)`, where the caller has it already). On CUDA
-    an SRCNN's whole pipeline runs on the device, many tiles per forward pass
+    the whole pipeline runs on the device, many tiles per forward pass
     (`srcnn.inference.cuda`)."""
-    if next(model.parameters()).device.type == "cuda" and not model.upsamples:
-        from srcnn.inference.cuda import upscale_rgb_cuda
-
-        return upscale_rgb_cuda(model, lr, scale, tile_size, bf16)
     if model.upsamples:
         lr_y = luma(lr) if lr_y is None else lr_y
         model = for_image(model, lr_y)
+    if next(model.parameters()).device.type == "cuda":
+        from srcnn.inference.cuda import upscale_rgb_cuda
+
+        return upscale_rgb_cuda(model, lr, scale, tile_size, bf16, lr_y)
+    if model.upsamples:
         lr_y = np.pad(lr_y, model.border, mode="edge")
     b = model.border
     h, w = lr.height * scale, lr.width * scale
