@@ -45,6 +45,9 @@ def to_float(img: Image.Image) -> np.ndarray:
 
 
 LUMA_8BIT = [np.float32(v / 255.0) for v in LUMA_ROW]  # 8-bit R, G, B -> Y in [0, 1]
+# Changing Y alone (Cb, Cr kept) moves R, G and B each by the same 255 / 219 times the change
+# (the Y column of BT.601's inverse): in 8-bit levels per unit of Y,
+LUMA_STEP = np.float32(255.0 * (1.0 / (219.0 / 255.0)))
 
 
 def planes_luma(planes: Sequence[np.ndarray]) -> np.ndarray:

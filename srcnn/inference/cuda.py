@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import LUMA_8BIT, YCBCR_OFFSET, luma
-from srcnn.inference.tiling import LUMA_STEP
+from srcnn.data.color import LUMA_8BIT, LUMA_STEP, YCBCR_OFFSET, luma
 
 PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
 BLOCK_PIXELS = 16 * 2**20  # output pixels per block of rows (bounds GPU memory)

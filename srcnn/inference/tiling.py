@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import luma, planes_luma
+from srcnn.data.color import LUMA_STEP, luma, planes_luma
 from srcnn.data.degradation import bicubic_resize, bicubic_upscale
 
 # Grey images in float ("F" mode, [0, 1]) map onto the Y range the net was trained on.
@@ -44,7 +44,6 @@ _Y_LO, _Y_SPAN = 16.0 / 255.0, 219.0 / 255.0
 # Changing Y alone (Cb, Cr kept) moves R, G and B each by the same 255 / 219 times the change
 # (the Y column of BT.601's inverse).
 _LUMA_GAIN = 1.0 / _Y_SPAN
-LUMA_STEP = np.float32(255.0 * _LUMA_GAIN)  # levels of R, G and B per unit of Y
 
 
 @dataclass(frozen=True)
