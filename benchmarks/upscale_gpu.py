@@ -62,8 +62,7 @@ def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = 
             for bf16, rate in rates.items():
                 print(f"  {kind}: bare forward, {'bf16' if bf16 else 'fp32'}: {rate:,.0f} "
                       "output Mpx/s (batches of 32 tiles of 512 input px)", flush=True)
-            if kind == "srcnn":
-                _stages(model, Path(tmp) / "in", src[:16])
+            _stages(model, Path(tmp) / "in", src[:16], kind)
             for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
                 r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda", ref)
                 print(f"  {kind}: upscale-bucket worker path, GPU ({GPU_PROCESSES} worker "
@@ -79,8 +78,9 @@ def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = 
                   f"{cpu:.2f} output Mpx/s", flush=True)
 
 
-def _stages(model, folder: Path, keys: list[str]) -> None:
-    """Seconds per image of each stage, one at a time in this process: where time goes."""
+def _stages(model, folder: Path, keys: list[str], kind: str) -> None:
+    """Seconds per image of each stage, one at a time in this process: where time goes (and
+    the profile of the GPU pipeline, OUT/gpu-profile-KIND.txt)."""
     import torch
 
     from srcnn.data.images import encode_image, read_image
@@ -100,7 +100,7 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
     for out in outs:
         encode_image(out, "JPEG", quality=95)
     t["JPEG encode"] = time.perf_counter() - t0
-    print("  stages, ms per ~2-Mpx image: " + ", ".join(
+    print(f"  {kind}: stages, ms per ~2-Mpx image: " + ", ".join(
         f"{k} {v / len(keys) * 1e3:.1f}" for k, v in t.items()), flush=True)
     from torch.profiler import ProfilerActivity, profile
 
@@ -108,7 +108,7 @@ def _stages(model, folder: Path, keys: list[str]) -> None:
         for img in imgs[:4]:
             upscale_rgb_cuda(model, img, 3, 256, True)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    (Path(os.environ.get("OUT", "/tmp")) / "gpu-profile.txt").write_text(table)
+    (Path(os.environ.get("OUT", "/tmp")) / f"gpu-profile-{kind}.txt").write_text(table)
 
 
 def _gpu_inputs(folder: Path, n: int, photos: Path | None = None) -> list[str]:
