@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 echo "== 1. GPU tests"
 timeout 240 python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-test.log"
 echo "== 2. upscale throughput"
-timeout ${BENCH_S:-300} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} \
+timeout ${BENCH_S:-400} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} \
   --processes ${PROCESSES:-1,2} "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-bench.log"
 echo "== 3. JPEG on the GPU"
 TV=

@@ -3,14 +3,14 @@
 # ignores it; the device tool carries it, 64 MiB with the tree): the worker path's wheels at
 # the versions of this venv, for the machine's Python 3.12 (PYVER), less what its image already holds
 # (the device library's KINDS.md: torch 2.11 with torchvision 0.26, numpy, scikit-image,
-# pytest, fsspec, psutil, ...). Pillow is carried (AVIF needs 11.3 or later).
+# pytest, safetensors 0.8). What it holds at unknown versions that our pins need (fsspec,
+# Pillow: AVIF needs 11.3, distributed's own needs) is carried too, a few MB.
 #   bash benchmarks/gpu_wheels.sh            then, with the device tool:
 #   run(command="bash benchmarks/gpu_upscale.sh $OUT", carry=[".whl"])
 set -eu
 PY=${PYTHON:-.venv/bin/python}
 PRESENT=${PRESENT:-"torch numpy scipy scikit-image pytest pluggy iniconfig pygments colorama \
-fsspec psutil pyyaml msgpack cloudpickle toolz jinja2 markupsafe sortedcontainers packaging \
-click zipp typing-extensions safetensors importlib-metadata exceptiongroup"}
+exceptiongroup importlib-metadata zipp safetensors"}
 rm -rf .whl && mkdir -p .whl
 WANTED=$(PRESENT="$PRESENT" "$PY" - <<'PY'
 import os

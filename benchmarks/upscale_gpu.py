@@ -41,7 +41,8 @@ def bare_rate(model, bf16: bool) -> float:
     return reps * 32 * (512 * s) ** 2 / (time.perf_counter() - t0) / 1e6
 
 
-def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = ()) -> None:
+def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = (),
+        kinds: tuple[str, ...] = ("srcnn", "fast", "real")) -> None:
     import torch
 
     from srcnn.cluster import GPU_PROCESSES
@@ -53,16 +54,20 @@ def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         src = _gpu_inputs(Path(tmp) / "in", n_images, photos)
-        # the shipped SRCNN x3, then the fast x3 (an LR-space net): each one's whole pipeline
-        # on the GPU (`srcnn.inference.cuda`)
-        for kind in ("srcnn", "fast"):
-            ref = f"pretrained:{kind}"  # (plain "pretrained" is the default kind, real)
+        # the shipped SRCNN x3, the fast x3 (an LR-space net) and the real pair (the default
+        # kind: two LR-space nets, one chosen per image): each one's whole pipeline on the GPU
+        # (`srcnn.inference.cuda`)
+        for kind in kinds:
+            ref = f"pretrained:{kind}"
             model = prepare(load_model(pretrained_dir(3, kind)).model, "cuda")
-            rates = {bf16: bare_rate(model, bf16) for bf16 in (False, True)}
+            # a pair's bare rate: its faster net's (the ratio below is then the lower one)
+            nets = [model.clean, model.robust] if hasattr(model, "choose") else [model]
+            rates = {bf16: max(bare_rate(n, bf16) for n in nets) for bf16 in (False, True)}
             for bf16, rate in rates.items():
                 print(f"  {kind}: bare forward, {'bf16' if bf16 else 'fp32'}: {rate:,.0f} "
                       "output Mpx/s (batches of 32 tiles of 512 input px)", flush=True)
-            _stages(model, Path(tmp) / "in", src[:16], kind)
+            if len(nets) == 1:
+                _stages(model, Path(tmp) / "in", src[:16], kind)
             for fmt, bf16 in (("JPEG", True), ("JPEG", False), ("PNG", True)):
                 r = _gpu_path(Path(tmp), src, fmt, bf16, "cuda", ref)
                 print(f"  {kind}: upscale-bucket worker path, GPU ({GPU_PROCESSES} worker "
@@ -172,5 +177,7 @@ if __name__ == "__main__":
     p.add_argument("--photos", type=Path, help="a folder of PNG photographs (default: skimage's)")
     p.add_argument("--processes", default="", help="also JPEG bf16 on these numbers of GPU "
                    "worker processes, comma-separated (default: only GPU_PROCESSES)")
+    p.add_argument("--kinds", default="srcnn,fast,real", help="shipped kinds, comma-separated")
     a = p.parse_args()
-    gpu(a.images, a.photos, tuple(int(n) for n in a.processes.split(",") if n))
+    gpu(a.images, a.photos, tuple(int(n) for n in a.processes.split(",") if n),
+        tuple(a.kinds.split(",")))
