@@ -7,6 +7,7 @@
 # On a machine with torch, Pillow and numpy; `bash benchmarks/gpu_wheels.sh` gathers the rest
 # here into .whl/ (carried: run(..., carry=[".whl"])), installed to /tmp/site first.
 #   bash benchmarks/gpu_upscale.sh [OUT]
+# Its steps stop at 150 + 330 + 100 s (TEST_S, BENCH_S, JPEG_S): within one device call's 600.
 set -u
 export OUT=${1:-${OUT:-/tmp/gpu-out}}
 mkdir -p "$OUT"
@@ -19,9 +20,9 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 PHOTOS=() && [ -d .whl/photos ] && PHOTOS=(--photos .whl/photos)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 echo "== 1. GPU tests"
-timeout 240 python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-test.log"
+timeout ${TEST_S:-150} python3 -m pytest -q -s --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-test.log"
 echo "== 2. upscale throughput"
-timeout ${BENCH_S:-400} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} \
+timeout ${BENCH_S:-330} python3 benchmarks/upscale_gpu.py --images ${IMAGES:-256} \
   --processes ${PROCESSES:-1,2} "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-bench.log"
 echo "== 3. JPEG on the GPU"
 TV=
@@ -29,4 +30,4 @@ if ! python3 -c "import torchvision" 2>/dev/null && ls .whl/torchvision/*.whl >/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/tv \
     .whl/torchvision/*.whl && TV=/tmp/tv:
 fi
-PYTHONPATH=$TV$PYTHONPATH timeout 120 python3 benchmarks/gpu_jpeg.py "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-jpeg.log"
+PYTHONPATH=$TV$PYTHONPATH timeout ${JPEG_S:-100} python3 benchmarks/gpu_jpeg.py "${PHOTOS[@]}" 2>&1 | tee "$OUT/gpu-jpeg.log"

@@ -2,7 +2,8 @@
 
     python benchmarks/upscale_gpu.py [--images 256]
 
-The shipped x3 nets' bare forward rates (SRCNN's, then the fast net's; batched 512-px tiles)
+The shipped x3 nets' bare forward rates (the real pair's, SRCNN's, the fast net's; batched
+512-px tiles)
 against the worker path of upscale-bucket (`upscale_chunk` through Dask workers with the GPU
 resource: decode and encode in threads, each net's whole pipeline on the GPU, batched) on
 ~2-Mpx outputs, the time of each stage, and the CPU path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
@@ -42,7 +43,7 @@ def bare_rate(model, bf16: bool) -> float:
 
 
 def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = (),
-        kinds: tuple[str, ...] = ("srcnn", "fast", "real")) -> None:
+        kinds: tuple[str, ...] = ("real", "srcnn", "fast")) -> None:
     import torch
 
     from srcnn.cluster import GPU_PROCESSES
@@ -54,9 +55,9 @@ def gpu(n_images: int, photos: Path | None = None, processes: tuple[int, ...] = 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         src = _gpu_inputs(Path(tmp) / "in", n_images, photos)
-        # the shipped SRCNN x3, the fast x3 (an LR-space net) and the real pair (the default
-        # kind: two LR-space nets, one chosen per image): each one's whole pipeline on the GPU
-        # (`srcnn.inference.cuda`)
+        # the real pair (the default kind: two LR-space nets, one chosen per image), the
+        # shipped SRCNN x3 and the fast x3 (an LR-space net): each one's whole pipeline on the
+        # GPU (`srcnn.inference.cuda`)
         for kind in kinds:
             ref = f"pretrained:{kind}"
             model = prepare(load_model(pretrained_dir(3, kind)).model, "cuda")
@@ -177,7 +178,7 @@ if __name__ == "__main__":
     p.add_argument("--photos", type=Path, help="a folder of PNG photographs (default: skimage's)")
     p.add_argument("--processes", default="", help="also JPEG bf16 on these numbers of GPU "
                    "worker processes, comma-separated (default: only GPU_PROCESSES)")
-    p.add_argument("--kinds", default="srcnn,fast,real", help="shipped kinds, comma-separated")
+    p.add_argument("--kinds", default="real,srcnn,fast", help="shipped kinds, comma-separated")
     a = p.parse_args()
     gpu(a.images, a.photos, tuple(int(n) for n in a.processes.split(",") if n),
         tuple(a.kinds.split(",")))
