@@ -3,10 +3,10 @@
     python benchmarks/upscale_gpu.py [--images 256]
 
 The shipped x3 nets' bare forward rates (the real pair's, SRCNN's, the fast net's; batched
-512-px tiles)
-against the worker path of upscale-bucket (`upscale_chunk` through Dask workers with the GPU
-resource: decode and encode in threads, each net's whole pipeline on the GPU, batched) on
-~2-Mpx outputs, the time of each stage, and the CPU path on the same machine. `bash benchmarks/gpu_upscale.sh` runs it with the GPU tests.
+512-px tiles) against the worker path of upscale-bucket (`upscale_chunk` through Dask workers
+with the GPU resource: decode and encode in threads, each net's whole pipeline on the GPU,
+batched) on ~2-Mpx outputs, the time of each stage, and the CPU path on the same machine.
+`bash benchmarks/gpu_upscale.sh` runs it with the GPU tests and the JPEG encoders' figures.
 """
 
 from __future__ import annotations
