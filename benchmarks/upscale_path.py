@@ -60,17 +60,17 @@ def png_variant(img: Image.Image, level: int, *, every_filter: bool = False,
     the rows with zlib-ng instead of libdeflate (the issue's other candidate)."""
     import imagecodecs
 
-    from srcnn.data import images
+    from srcnn.data import images, png
 
-    one_filter, deflate = images._one_filter, imagecodecs.deflate_encode
+    one_filter, deflate = png._one_filter, imagecodecs.deflate_encode
     try:
         if every_filter:
-            images._one_filter = lambda pixels: None
+            png._one_filter = lambda pixels: None
         if zlib_ng:
             imagecodecs.deflate_encode = imagecodecs.zlibng_encode
         return images.encode_image(img, "PNG", compress_level=level)
     finally:
-        images._one_filter, imagecodecs.deflate_encode = one_filter, deflate
+        png._one_filter, imagecodecs.deflate_encode = one_filter, deflate
 
 
 def _chunk_on_worker(
