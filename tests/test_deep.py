@@ -233,3 +233,39 @@ def test_deep_into_8bit_formats_is_rounded_not_cut(tmp_path):
     rounded = np.rint(deep / 257.0)
     assert np.array_equal(got, rounded)
     assert not np.array_equal(got, deep >> 8)  # the high bytes alone differ: truly rounded
+
+
+@pytest.mark.parametrize("kind", ["srcnn", "fast", "real"])
+def test_the_batched_device_path_gives_the_deep_cpu_paths_levels(kind, monkeypatch):
+    """Deep images on a GPU take the batched bands of `srcnn.inference.cuda` (Pillow's float
+    bicubic reproduced with its float64 weights, the same float32 steps). Run on the CPU with
+    many tiles per forward, the device path gives the CPU path's very levels (a whole-image
+    tile), for RGB, RGBA, grey and alpha, and grey; an SRCNN, an LR-space net and a gated
+    pair's choice. Cut into bands of rows, an LR-space net's tiles take other shapes, whose
+    float32 rounding 16 bits show: one level, on a few values in 10^3. (So do the CPU path's
+    own small tiles: a window's float bicubic weights come from its own positions, which
+    round differently in the last bit of a double.)"""
+    import srcnn.inference.cuda as device_path
+    from srcnn.data.deep import Deep
+    from srcnn.inference import deep as deep_path
+    from srcnn.inference.tiling import for_image, prepare
+    from srcnn.models.reference import read_local
+
+    net = prepare(read_local(f"pretrained:{kind}", 3).build(), "cpu")
+    monkeypatch.setattr(device_path, "MIN_TILE", 8)
+    for c, bits in ((3, 16), (4, 16), (2, 16), (1, 12)):
+        deep = Deep(smooth16(23, 29, c) >> (16 - bits), bits, None)
+        want, chosen = deep_path.upscale_deep(net, deep, 3, 1000)
+        pixels = deep.floats()
+        n = c - (c in (2, 4))
+        lr_y = deep_path._float_luma(pixels[..., :n]) if net.upsamples else None
+        assert chosen is (for_image(net, lr_y) if net.upsamples else net)
+        got = deep_path._on_device(chosen, pixels, n, 3, 10, False, lr_y, deep.top)
+        assert got.dtype == np.uint16 and got.shape == (69, 87, c)
+        assert np.array_equal(got, want.levels), (kind, c, bits)
+        monkeypatch.setattr(device_path, "BLOCK_PIXELS", 60 * 45)  # bands of 30 rows
+        banded = deep_path._on_device(chosen, pixels, n, 3, 10, False, lr_y, deep.top)
+        monkeypatch.undo()
+        monkeypatch.setattr(device_path, "MIN_TILE", 8)
+        diff = np.abs(banded.astype(int) - want.levels)
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= 2e-3 * diff.size, (kind, c)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,10 +48,10 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, fixed-point weights), each (out_size, K): Pillow's `precompute_coeffs` and
-    `normalize_coeffs_8bpc` for an upscale (filter scale 1), taps past the edge weighted 0.
-    Cached: a bucket's images share a handful of sizes."""
+def pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, weights), each (out_size, K): Pillow's `precompute_coeffs` for an upscale
+    (filter scale 1), taps past the edge weighted 0; the float64 weights its 32-bit float
+    resampling uses as they are. Cached: a bucket's images share a handful of sizes."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
@@ -63,10 +64,16 @@ def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     k = np.where(valid, _bicubic((x + xmin[:, None] - center[:, None] + 0.5) / filterscale), 0.0)
     total = k.sum(1, keepdims=True)
     k = np.where(total != 0.0, k / np.where(total != 0.0, total, 1.0), k)
+    return np.where(valid, x + xmin[:, None], xmin[:, None]), k
+
+
+@functools.lru_cache(maxsize=64)
+def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, fixed-point weights): `pil_coefficients` as Pillow's `normalize_coeffs_8bpc`
+    rounds them for 8-bit images."""
+    idx, k = pil_coefficients(in_size, out_size)
     one = float(1 << PRECISION_BITS)
-    weights = np.where(k < 0, k * one - 0.5, k * one + 0.5).astype(np.int64)
-    idx = np.where(valid, x + xmin[:, None], xmin[:, None])
-    return idx, weights
+    return idx, np.where(k < 0, k * one - 0.5, k * one + 0.5).astype(np.int64)
 
 
 def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -83,6 +90,22 @@ def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> 
         acc = (taps * w[None, :, :, None]).sum(2)
     acc = (acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS
     return acc.clamp_(0, 255).to(torch.uint8)
+
+
+def _resample_float(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor,
+                    dim: int) -> torch.Tensor:
+    """One pass along `dim` of a (C, H, W) float32 tensor as Pillow resamples 32-bit float
+    images: each tap's product in float64, summed tap by tap in order, stored as float32 (the
+    same operations, so Pillow's values)."""
+    taps = x.index_select(dim, idx.reshape(-1)).double()
+    if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
+        taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
+    else:  # (C, Hout * K, W) -> (C, Hout, W, K)
+        taps, w = taps.reshape(x.shape[0], *idx.shape, x.shape[2]).movedim(2, -1), w[:, None]
+    acc = taps[..., 0] * w[..., 0]
+    for k in range(1, idx.shape[1]):
+        acc += taps[..., k] * w[..., k]
+    return acc.float()
 
 
 TAPS_KEPT = 16  # image sizes whose device taps a net keeps (a bucket's images repeat sizes)
@@ -108,6 +131,9 @@ class _Taps:
         ix, wx = pil_taps(w, w * scale)
         self.ix, self.wx = torch.from_numpy(ix).to(device), _weights(wx, device)
         self.iy, self.wy = torch.from_numpy(iy).to(device), _weights(wy, device)
+        # float64 weights, for images deeper than 8 bits (`srcnn.inference.deep`)
+        self.fx = torch.from_numpy(pil_coefficients(w, w * scale)[1]).to(device)
+        self.fy = torch.from_numpy(pil_coefficients(h, h * scale)[1]).to(device)
 
 
 def _weights(w: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -142,41 +168,55 @@ def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 
     an SRCNN reads each block's bicubic Y, an LR-space net (not a pair: `for_image` first) the
     LR Y (`lr_y`, `luma(lr)`, where the caller has it already), padded once by its border."""
     device = next(model.parameters()).device
-    b, lr_net = model.border, model.upsamples
-    tile = max(tile, MIN_TILE)  # (an LR-space net's tiles count LR pixels)
     h, w = lr.height * scale, lr.width * scale
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
     taps = _taps(model, lr.height, lr.width, scale, device)
     wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
+    if model.upsamples:
+        lr_y = luma(lr.convert("RGB")) if lr_y is None else lr_y
     # The result goes to pinned host memory block by block, asynchronously.
     cuda = device.type == "cuda"
     out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
-    step = tile * scale if lr_net else tile  # output rows of a band of tiles
-    rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // step * step or step))
-    if lr_net:
-        y_lr = torch.from_numpy(luma(lr.convert("RGB")) if lr_y is None else lr_y).to(device)
-        padded = F.pad(y_lr[None, None], (b, b, b, b), mode="replicate")[0, 0]
-    else:
-        cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
-    for y0 in range(0, h, rows):
-        y1 = min(h, y0 + rows)
-        if lr_net:  # y0 is a multiple of the scale: LR rows [y0 / s, ceil(y1 / s)) and b more
-            band = _resample(wide, taps.iy[y0:y1], taps.wy[y0:y1], 1)  # (3, y1 - y0, w)
-            band_y = _planes_luma(band)
-            ly0, ly1 = y0 // scale, -(-y1 // scale)
-            sr = _net_tiles(model, padded[ly0 : ly1 + 2 * b], tile, b, bf16, scale)[: y1 - y0]
-        else:
-            # Rows [y0 - b, y1 + b) of the bicubic image, edge-replicated at the image border.
-            ry = torch.arange(y0 - b, y1 + b, device=device).clamp_(0, h - 1)
-            halo = _resample(wide, taps.iy[ry], taps.wy[ry], 1)  # (3, y1 - y0 + 2b, w) uint8
-            halo_y = _planes_luma(halo)
-            sr = _net_tiles(model, halo_y[:, cols], tile, b, bf16)  # (y1 - y0, w)
-            band, band_y = halo[:, b : b + y1 - y0], halo_y[b : b + y1 - y0]
+    for y0, y1, band, band_y, sr in bands(
+            model, (h, w), scale, tile, bf16, _planes_luma, lr_y,
+            lambda rows: _resample(wide, taps.iy[rows], taps.wy[rows], 1)):
         out[y0:y1].copy_(_replace_luma(band, band_y, sr), non_blocking=True)
     if cuda:
         torch.cuda.current_stream(device).synchronize()
     return Image.fromarray(out.numpy(), "RGB")
+
+
+def bands(model: nn.Module, size: tuple[int, int], scale: int, tile: int, bf16: bool,
+          luma_of: Callable[[torch.Tensor], torch.Tensor], lr_y: np.ndarray | None,
+          vertical: Callable[[torch.Tensor], torch.Tensor]
+          ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The output of size (h, w) in bands of rows [y0, y1) holding at most `BLOCK_PIXELS`,
+    each as (y0, y1, its bicubic pixels (C, y1 - y0, w), their Y, the net's Y), on the
+    model's device. `vertical(rows)`: the bicubic image's rows `rows` (a tensor of indices);
+    `luma_of`: the Y of such pixels. An SRCNN reads that Y with a halo of b rows and columns,
+    edge-replicated at the image border; an LR-space net reads `lr_y` (the LR Y), padded once
+    by its border, a band's LR rows starting at a multiple of the scale."""
+    device = next(model.parameters()).device
+    b, (h, w) = model.border, size
+    tile = max(tile, MIN_TILE)  # (an LR-space net's tiles count LR pixels)
+    step = tile * scale if lr_y is not None else tile  # output rows of a band of tiles
+    rows = max(1, min(h, BLOCK_PIXELS // max(w, 1) // step * step or step))
+    halo = 0 if lr_y is not None else b
+    if lr_y is not None:
+        y_lr = torch.from_numpy(lr_y).to(device)
+        padded = F.pad(y_lr[None, None], (b, b, b, b), mode="replicate")[0, 0]
+    cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        band = vertical(torch.arange(y0 - halo, y1 + halo, device=device).clamp_(0, h - 1))
+        band_y = luma_of(band)
+        if lr_y is not None:  # LR rows [y0 / s, ceil(y1 / s)) and b more each side
+            ly0, ly1 = y0 // scale, -(-y1 // scale)
+            sr = _net_tiles(model, padded[ly0 : ly1 + 2 * b], tile, b, bf16, scale)[: y1 - y0]
+        else:
+            sr = _net_tiles(model, band_y[:, cols], tile, b, bf16)
+        yield y0, y1, band[:, halo : halo + y1 - y0], band_y[halo : halo + y1 - y0], sr
 
 
 def _net_tiles(model: nn.Module, y: torch.Tensor, tile: int, b: int, bf16: bool,

@@ -6,6 +6,7 @@ to the input's own depth.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import nn
 
@@ -13,6 +14,8 @@ from srcnn.data.color import LUMA_ROW, YCBCR_OFFSET
 from srcnn.data.deep import Deep
 from srcnn.inference.tiling import (
     _LUMA_GAIN,
+    _Y_LO,
+    _Y_SPAN,
     _halo_cut,
     _lr_tile,
     _window,
@@ -34,10 +37,15 @@ def upscale_deep(
     pixels = deep.floats()  # (H, W, C)
     h, w, c = pixels.shape
     n = c - (c in (2, 4))  # R, G, B or grey: the channels before alpha
-    planes = [Image.fromarray(np.ascontiguousarray(pixels[..., k]), "F") for k in range(c)]
+    lr_y = None
     if model.upsamples:
         lr_y = _float_luma(pixels[..., :n])
         model = for_image(model, lr_y)
+    if next(model.parameters()).device.type == "cuda":
+        levels = _on_device(model, pixels, n, scale, tile_size, bf16, lr_y, deep.top)
+        return Deep(levels, deep.bits, deep.nclx), model
+    planes = [Image.fromarray(np.ascontiguousarray(pixels[..., k]), "F") for k in range(c)]
+    if lr_y is not None:
         lr_y = np.pad(lr_y, model.border, mode="edge")
     del pixels  # the planes hold the image from here
     b, size = model.border, (h * scale, w * scale)
@@ -60,7 +68,45 @@ def upscale_deep(
 
 
 def _float_luma(colour: np.ndarray) -> np.ndarray:
-    """BT.601 Y in [0, 1] of (H, W, 3) RGB or (H, W, 1) grey in [0, 1]: (H, W) float32."""
+    """BT.601 Y in [0, 1] of (H, W, 3) RGB or (H, W, 1) grey in [0, 1]: (H, W) float32, one
+    float32 operation after another (as the device path computes it, so the same values)."""
     if colour.shape[-1] == 1:
         return grey_luma(colour[..., 0])
-    return colour @ LUMA_ROW + np.float32(YCBCR_OFFSET[0])
+    y = colour[..., 0] * LUMA_ROW[0]
+    y += colour[..., 1] * LUMA_ROW[1]
+    y += colour[..., 2] * LUMA_ROW[2]
+    return y + np.float32(YCBCR_OFFSET[0])
+
+
+def _device_luma(colour: torch.Tensor) -> torch.Tensor:
+    """`_float_luma` of (n, H, W) float32 colour on a device."""
+    if colour.shape[0] == 1:
+        return colour[0] * _Y_SPAN + _Y_LO
+    y = colour[0] * float(LUMA_ROW[0])
+    y += colour[1] * float(LUMA_ROW[1])
+    y += colour[2] * float(LUMA_ROW[2])
+    return y + float(np.float32(YCBCR_OFFSET[0]))
+
+
+@torch.inference_mode()
+def _on_device(model: nn.Module, pixels: np.ndarray, n: int, scale: int, tile: int,
+               bf16: bool, lr_y: np.ndarray | None, top: int) -> np.ndarray:
+    """The loop above on the model's (CUDA) device, in the batched bands of
+    `srcnn.inference.cuda`: Pillow's float bicubic reproduced there, the same float32 steps,
+    (sH, sW, C) uint16 levels back."""
+    from srcnn.inference.cuda import _resample_float, _taps, bands
+
+    device = next(model.parameters()).device
+    h, w, c = pixels.shape
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(device)
+    taps = _taps(model, h, w, scale, device)
+    wide = _resample_float(x, taps.ix, taps.fx, 2)  # (C, h, sw): the horizontal pass, once
+    out = np.empty((h * scale, w * scale, c), np.uint16)
+    gain, levels = float(np.float32(_LUMA_GAIN)), float(np.float32(top))
+    for y0, y1, band, band_y, sr in bands(
+            model, out.shape[:2], scale, tile, bf16, lambda px: _device_luma(px[:n]), lr_y,
+            lambda rows: _resample_float(wide, taps.iy[rows], taps.fy[rows], 1).clamp_(0, 1)):
+        band[:n] += ((sr - band_y) * gain)[None]
+        out[y0:y1] = band.clamp_(0.0, 1.0).mul_(levels).round_().to(torch.int32).permute(
+            1, 2, 0).cpu().numpy()
+    return out
