@@ -254,7 +254,9 @@ def test_the_batched_device_path_gives_the_deep_cpu_paths_levels(kind, monkeypat
     net = prepare(read_local(f"pretrained:{kind}", 3).build(), "cpu")
     monkeypatch.setattr(device_path, "MIN_TILE", 8)
     for c, bits in ((3, 16), (4, 16), (2, 16), (1, 12)):
-        deep = Deep(smooth16(23, 29, c) >> (16 - bits), bits, None)
+        levels = smooth16(23, 29, c) >> (16 - bits)
+        levels[4:10, 6:14], levels[10:16, 6:14] = (1 << bits) - 1, 0  # edges: overshoot
+        deep = Deep(levels, bits, None)
         want, chosen = deep_path.upscale_deep(net, deep, 3, 1000)
         pixels = deep.floats()
         n = c - (c in (2, 4))

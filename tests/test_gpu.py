@@ -102,3 +102,27 @@ def test_cuda_jpeg_outputs_of_lr_space_nets_take_the_batched_rgb_path():
     out, net = upscale_chosen(gpu, lr, 3, 512, False, jpeg=True)
     assert out.mode == "RGB" and net in ("clean", "robust")
     assert np.array_equal(np.asarray(out), np.asarray(upscale_rgb_tiled(gpu, lr, 3, 512)))
+
+
+@pytest.mark.parametrize("kind", ["srcnn", "real"])
+def test_cuda_deep_upscale_matches_the_cpu_path(kind):
+    """A 16-bit image on the GPU (`srcnn.inference.deep`, the batched bands): the CPU path's
+    levels to the convolutions' rounding, one level on a few values in 10^3 (16 bits show
+    float32 rounding that 8 bits hide)."""
+    import numpy as np
+
+    from srcnn.data.deep import Deep
+    from srcnn.inference.deep import upscale_deep
+    from srcnn.inference.tiling import prepare
+    from srcnn.models.reference import read_local
+
+    rgb = np.asarray(_photo(90, 120), dtype=np.uint16) * 257 + 128  # not 8-bit levels
+    deep = Deep(rgb, 16, None)
+    spec = read_local(f"pretrained:{kind}", 3)
+    gpu, _ = upscale_deep(prepare(spec.build(), "cuda"), deep, 3, 512)
+    cpu, _ = upscale_deep(prepare(spec.build(), "cpu"), deep, 3, 4096)
+    diff = np.abs(gpu.levels.astype(int) - cpu.levels)
+    print(f"{kind} deep GPU vs CPU: {np.count_nonzero(diff) / diff.size:.2e} differ, "
+          f"max {diff.max()}")
+    assert gpu.levels.shape == (270, 360, 3) and gpu.bits == 16
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 5e-3 * diff.size
