@@ -181,3 +181,31 @@ def test_the_batched_device_path_gives_the_cpu_paths_bytes(kind, set5, monkeypat
         out = device_path.upscale_rgb_cuda(chosen, lr, 3, tile, lr_y=lr_y if net.upsamples
                                            else None)
         assert np.array_equal(np.asarray(out), cpu), (kind, tile, block)
+
+
+def test_the_device_paths_horizontal_pass_is_bounded_by_its_band(set5, monkeypatch):
+    """Each band's bicubic rows come from a horizontal pass over only the LR rows they read
+    (a few more than the band's own, for the taps), not over the whole image: the memory of
+    that pass (K taps a pixel) is bounded by the band."""
+    import srcnn.inference.cuda as device_path
+    from srcnn.models.reference import read_local
+
+    net = prepare(read_local("pretrained:srcnn", 3).build(), "cpu")
+    with Image.open(sorted(set5.glob("*.png"))[0]) as img:
+        lr = img.convert("RGB").resize((40, 60))
+    whole = np.asarray(device_path.upscale_rgb_cuda(net, lr, 3))
+    heights, resample = [], device_path._resample
+
+    def counted(x, idx, w, dim):
+        if dim == 2:
+            heights.append(x.shape[1])
+        return resample(x, idx, w, dim)
+
+    monkeypatch.setattr(device_path, "_resample", counted)
+    monkeypatch.setattr(device_path, "MIN_TILE", 8)
+    monkeypatch.setattr(device_path, "BLOCK_PIXELS", 120 * 24)  # bands of 24 output rows
+    banded = np.asarray(device_path.upscale_rgb_cuda(net, lr, 3, 8))
+    assert np.array_equal(banded, whole)
+    halo = net.border
+    assert len(heights) == 180 // 24 + 1
+    assert max(heights) <= (24 + 2 * halo) // 3 + 5 < lr.height

@@ -131,6 +131,7 @@ class _Taps:
         ix, wx = pil_taps(w, w * scale)
         self.ix, self.wx = torch.from_numpy(ix).to(device), _weights(wx, device)
         self.iy, self.wy = torch.from_numpy(iy).to(device), _weights(wy, device)
+        self.lr_rows = iy  # (host) the LR rows each output row reads
         # float64 weights, for images deeper than 8 bits (`srcnn.inference.deep`)
         self.fx = torch.from_numpy(pil_coefficients(w, w * scale)[1]).to(device)
         self.fy = torch.from_numpy(pil_coefficients(h, h * scale)[1]).to(device)
@@ -172,7 +173,6 @@ def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 
     x = torch.from_numpy(np.array(lr.convert("RGB"))).to(device, non_blocking=True)
     x = x.permute(2, 0, 1).contiguous()  # (3, h/s, w/s) uint8
     taps = _taps(model, lr.height, lr.width, scale, device)
-    wide = _resample(x, taps.ix, taps.wx, 2)  # (3, h/s, w) uint8: the horizontal pass, once
     if model.upsamples:
         lr_y = luma(lr.convert("RGB")) if lr_y is None else lr_y
     # The result goes to pinned host memory block by block, asynchronously.
@@ -180,7 +180,8 @@ def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 
     out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
     for y0, y1, band, band_y, sr in bands(
             model, (h, w), scale, tile, bf16, _planes_luma, lr_y,
-            lambda rows: _resample(wide, taps.iy[rows], taps.wy[rows], 1)):
+            lambda rows, r0, r1: upscaled_rows(x, taps, rows, r0, r1, _resample, taps.wx,
+                                               taps.wy)):
         out[y0:y1].copy_(_replace_luma(band, band_y, sr), non_blocking=True)
     if cuda:
         torch.cuda.current_stream(device).synchronize()
@@ -189,12 +190,12 @@ def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 
 
 def bands(model: nn.Module, size: tuple[int, int], scale: int, tile: int, bf16: bool,
           luma_of: Callable[[torch.Tensor], torch.Tensor], lr_y: np.ndarray | None,
-          vertical: Callable[[torch.Tensor], torch.Tensor]
+          upscaled: Callable[[torch.Tensor, int, int], torch.Tensor]
           ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The output of size (h, w) in bands of rows [y0, y1) holding at most `BLOCK_PIXELS`,
     each as (y0, y1, its bicubic pixels (C, y1 - y0, w), their Y, the net's Y), on the
-    model's device. `vertical(rows)`: the bicubic image's rows `rows` (a tensor of indices);
-    `luma_of`: the Y of such pixels. An SRCNN reads that Y with a halo of b rows and columns,
+    model's device. `upscaled(rows, r0, r1)`: the bicubic image's rows `rows` (a tensor of
+    indices, all in [r0, r1)), as `upscaled_rows` makes them; `luma_of`: the Y of such pixels. An SRCNN reads that Y with a halo of b rows and columns,
     edge-replicated at the image border; an LR-space net reads `lr_y` (the LR Y), padded once
     by its border, a band's LR rows starting at a multiple of the scale."""
     device = next(model.parameters()).device
@@ -209,7 +210,8 @@ def bands(model: nn.Module, size: tuple[int, int], scale: int, tile: int, bf16: 
     cols = torch.arange(-b, w + b, device=device).clamp_(0, w - 1)  # edge replication
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
-        band = vertical(torch.arange(y0 - halo, y1 + halo, device=device).clamp_(0, h - 1))
+        ry = torch.arange(y0 - halo, y1 + halo, device=device).clamp_(0, h - 1)
+        band = upscaled(ry, max(0, y0 - halo), min(h, y1 + halo))
         band_y = luma_of(band)
         if lr_y is not None:  # LR rows [y0 / s, ceil(y1 / s)) and b more each side
             ly0, ly1 = y0 // scale, -(-y1 // scale)
@@ -217,6 +219,17 @@ def bands(model: nn.Module, size: tuple[int, int], scale: int, tile: int, bf16: 
         else:
             sr = _net_tiles(model, band_y[:, cols], tile, b, bf16)
         yield y0, y1, band[:, halo : halo + y1 - y0], band_y[halo : halo + y1 - y0], sr
+
+
+def upscaled_rows(x: torch.Tensor, taps: _Taps, rows: torch.Tensor, r0: int, r1: int,
+                  resample: Callable, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+    """Rows `rows` (in [r0, r1)) of the bicubic upscale of (C, h, w) `x`: the horizontal pass
+    over only the LR rows they read, then the vertical one (memory bounded by the band, not
+    the image: a whole 100-Mpx input's horizontal taps would not fit a GPU)."""
+    read = taps.lr_rows[r0:r1]
+    lo, hi = int(read.min()), int(read.max()) + 1
+    wide = resample(x[:, lo:hi], taps.ix, wx, 2)
+    return resample(wide, taps.iy[rows] - lo, wy[rows], 1)
 
 
 def _net_tiles(model: nn.Module, y: torch.Tensor, tile: int, b: int, bf16: bool,

@@ -94,18 +94,18 @@ def _on_device(model: nn.Module, pixels: np.ndarray, n: int, scale: int, tile: i
     """The loop above on the model's (CUDA) device, in the batched bands of
     `srcnn.inference.cuda`: Pillow's float bicubic reproduced there, the same float32 steps,
     (sH, sW, C) uint16 levels back."""
-    from srcnn.inference.cuda import _resample_float, _taps, bands
+    from srcnn.inference.cuda import _resample_float, _taps, bands, upscaled_rows
 
     device = next(model.parameters()).device
     h, w, c = pixels.shape
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(device)
     taps = _taps(model, h, w, scale, device)
-    wide = _resample_float(x, taps.ix, taps.fx, 2)  # (C, h, sw): the horizontal pass, once
     out = np.empty((h * scale, w * scale, c), np.uint16)
     gain, levels = float(np.float32(_LUMA_GAIN)), float(np.float32(top))
     for y0, y1, band, band_y, sr in bands(
             model, out.shape[:2], scale, tile, bf16, lambda px: _device_luma(px[:n]), lr_y,
-            lambda rows: _resample_float(wide, taps.iy[rows], taps.fy[rows], 1).clamp_(0, 1)):
+            lambda rows, r0, r1: upscaled_rows(x, taps, rows, r0, r1, _resample_float, taps.fx,
+                                               taps.fy).clamp_(0, 1)):
         band[:n] += ((sr - band_y) * gain)[None]
         out[y0:y1] = band.clamp_(0.0, 1.0).mul_(levels).round_().to(torch.int32).permute(
             1, 2, 0).cpu().numpy()
