@@ -7,13 +7,17 @@ at most `BLOCK_PIXELS` (which bounds memory for any image size):
 
 1. PIL's bicubic upscale, reproduced exactly: the same filter taps (a = -0.5, support 2), the
    same 22-bit fixed-point coefficients, horizontal pass then vertical, each rounded and
-   clipped to 8 bits as Pillow does (integer arithmetic, so the bytes are PIL's bytes);
+   clipped to 8 bits as Pillow does (integer arithmetic, so the bytes are PIL's bytes); each
+   band's horizontal pass covers only the LR rows that band reads;
 2. the net's Y, from equal tiles batched per forward: an SRCNN's tiles are the band's bicubic
    Y (the CPU path's float32 operations, so its values) with a halo of b, edge-replicated at
    the image border; an LR-space net's are the LR Y, padded once by its border b, and give
    s x s output pixels per LR pixel;
 3. the band's R, G and B with their Y replaced by the net's: one rounded whole-level step
    added to each 8-bit plane, as the CPU path does; only the uint8 result returns.
+
+Images deeper than 8 bits take the same bands (`srcnn.inference.deep`), with Pillow's float
+bicubic (`_resample_float`).
 
 Valid convolutions make every output pixel depend only on its window, so the result does not
 depend on the tile size (up to the rounding of different convolution algorithms for different
