@@ -88,10 +88,10 @@ def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> 
     taps = x.index_select(dim, idx.reshape(-1)).to(torch.int32)
     if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
         taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
-        acc = (taps * w).sum(-1)
+        acc = (taps * w).sum(-1, dtype=torch.int32)
     else:  # (C, Hout * K, W) -> (C, Hout, K, W)
         taps = taps.reshape(x.shape[0], *idx.shape, x.shape[2])
-        acc = (taps * w[None, :, :, None]).sum(2)
+        acc = (taps * w[None, :, :, None]).sum(2, dtype=torch.int32)
     acc = (acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS
     return acc.clamp_(0, 255).to(torch.uint8)
 
