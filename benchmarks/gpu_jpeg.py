@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _photos(folder: Path | None, n: int) -> list[np.ndarray]:
-    from srcnn.demo import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
+    from upscale_gpu import photo_paths  # (benchmarks/, this script's folder)
 
-    paths = sorted(folder.glob("*.png")) if folder else export_photos(
-        Path("/tmp/gpu-jpeg-photos"), TRAIN_IMAGES + HOLDOUT_IMAGES)
+    paths = photo_paths(folder, Path("/tmp/gpu-jpeg-photos"))
     out = []
     for i in range(n):  # 544 x 416 LR, x3 bicubic: ~2 Mpx of upscaled-looking pixels
         with Image.open(paths[i % len(paths)]) as img:

@@ -117,13 +117,18 @@ def _stages(model, folder: Path, keys: list[str], kind: str) -> None:
     (Path(os.environ.get("OUT", "/tmp")) / f"gpu-profile-{kind}.txt").write_text(table)
 
 
-def _gpu_inputs(folder: Path, n: int, photos: Path | None = None) -> list[str]:
-    """~0.23-Mpx photographs (skimage's samples, or the PNGs in `photos`, resized), ~2 Mpx each
-    at x3."""
+def photo_paths(photos: Path | None, scratch: Path) -> list[Path]:
+    """The PNG photographs in `photos`, else skimage's samples (exported into `scratch`)."""
     from srcnn.demo import HOLDOUT_IMAGES, TRAIN_IMAGES, export_photos
 
-    photos = sorted(photos.glob("*.png")) if photos else export_photos(
-        folder.parent / "photos", TRAIN_IMAGES + HOLDOUT_IMAGES)
+    if photos:
+        return sorted(photos.glob("*.png"))
+    return export_photos(scratch, TRAIN_IMAGES + HOLDOUT_IMAGES)
+
+
+def _gpu_inputs(folder: Path, n: int, photos: Path | None = None) -> list[str]:
+    """~0.23-Mpx photographs (`photo_paths`, resized), ~2 Mpx each at x3."""
+    photos = photo_paths(photos, folder.parent / "photos")
     folder.mkdir(parents=True)
     keys = []
     for i in range(n):

@@ -50,12 +50,15 @@ LUMA_8BIT = [np.float32(v / 255.0) for v in LUMA_ROW]  # 8-bit R, G, B -> Y in [
 LUMA_STEP = np.float32(255.0 * (1.0 / (219.0 / 255.0)))
 
 
-def planes_luma(planes: Sequence[np.ndarray]) -> np.ndarray:
+def planes_luma(planes: Sequence[np.ndarray], row: Sequence[np.float32] = LUMA_8BIT
+                ) -> np.ndarray:
     """BT.601 Y in [0, 1] ((H, W) float32) of 8-bit R, G, B planes ((H, W) uint8 each):
-    `luma`, in float32 passes over whole planes (what the inference colour path reads)."""
-    y = np.multiply(planes[0], LUMA_8BIT[0], dtype=np.float32)
-    y += np.multiply(planes[1], LUMA_8BIT[1], dtype=np.float32)
-    y += np.multiply(planes[2], LUMA_8BIT[2], dtype=np.float32)
+    `luma`, in float32 passes over whole planes (what the inference colour path reads). With
+    `row=LUMA_ROW`, of planes in [0, 1] (deeper images). `srcnn.inference.cuda` repeats
+    these very operations on a device."""
+    y = np.multiply(planes[0], row[0], dtype=np.float32)
+    y += np.multiply(planes[1], row[1], dtype=np.float32)
+    y += np.multiply(planes[2], row[2], dtype=np.float32)
     y += np.float32(YCBCR_OFFSET[0])
     return y
 

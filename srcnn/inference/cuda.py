@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -136,9 +136,19 @@ class _Taps:
         self.ix, self.wx = torch.from_numpy(ix).to(device), _weights(wx, device)
         self.iy, self.wy = torch.from_numpy(iy).to(device), _weights(wy, device)
         self.lr_rows = iy  # (host) the LR rows each output row reads
-        # float64 weights, for images deeper than 8 bits (`srcnn.inference.deep`)
-        self.fx = torch.from_numpy(pil_coefficients(w, w * scale)[1]).to(device)
-        self.fy = torch.from_numpy(pil_coefficients(h, h * scale)[1]).to(device)
+        self._sizes, self._device = (h, w, scale), device
+
+    @functools.cached_property
+    def fx(self) -> torch.Tensor:
+        """Float64 weights across, for images deeper than 8 bits (`srcnn.inference.deep`)."""
+        _, w, scale = self._sizes
+        return torch.from_numpy(pil_coefficients(w, w * scale)[1]).to(self._device)
+
+    @functools.cached_property
+    def fy(self) -> torch.Tensor:
+        """Float64 weights down, as `fx`."""
+        h, _, scale = self._sizes
+        return torch.from_numpy(pil_coefficients(h, h * scale)[1]).to(self._device)
 
 
 def _weights(w: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -149,12 +159,13 @@ _LUMA_8BIT = [float(v) for v in LUMA_8BIT]  # float32 values, as the CPU path mu
 _LUMA_OFFSET, _LUMA_STEP = float(np.float32(YCBCR_OFFSET[0])), float(LUMA_STEP)
 
 
-def _planes_luma(planes: torch.Tensor) -> torch.Tensor:
-    """`srcnn.data.color.planes_luma` of (3, H, W) uint8 planes: the same float32 operations in
-    the same order (separate kernels, no fused multiply-add), so the same values."""
-    y = planes[0].float().mul_(_LUMA_8BIT[0])
-    y += planes[1].float().mul_(_LUMA_8BIT[1])
-    y += planes[2].float().mul_(_LUMA_8BIT[2])
+def planes_luma(planes: torch.Tensor, row: Sequence[float] = _LUMA_8BIT) -> torch.Tensor:
+    """`srcnn.data.color.planes_luma` of (3, H, W) planes on a device (8-bit; with `row` the
+    float32 values of `LUMA_ROW`, in [0, 1]): the same float32 operations in the same order
+    (separate kernels, no fused multiply-add), so the same values."""
+    y = planes[0].float() * row[0]
+    y += planes[1].float() * row[1]
+    y += planes[2].float() * row[2]
     return y.add_(_LUMA_OFFSET)
 
 
@@ -183,7 +194,7 @@ def upscale_rgb_cuda(model: nn.Module, lr: Image.Image, scale: int, tile: int = 
     cuda = device.type == "cuda"
     out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
     for y0, y1, band, band_y, sr in bands(
-            model, (h, w), scale, tile, bf16, _planes_luma, lr_y,
+            model, (h, w), scale, tile, bf16, planes_luma, lr_y,
             lambda rows, r0, r1: upscaled_rows(x, taps, rows, r0, r1, _resample, taps.wx,
                                                taps.wy)):
         out[y0:y1].copy_(_replace_luma(band, band_y, sr), non_blocking=True)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srcnn.data.color import LUMA_ROW, YCBCR_OFFSET
+from srcnn.data.color import LUMA_ROW, planes_luma
 from srcnn.data.deep import Deep
 from srcnn.inference.tiling import (
     _LUMA_GAIN,
@@ -72,20 +72,16 @@ def _float_luma(colour: np.ndarray) -> np.ndarray:
     float32 operation after another (as the device path computes it, so the same values)."""
     if colour.shape[-1] == 1:
         return grey_luma(colour[..., 0])
-    y = colour[..., 0] * LUMA_ROW[0]
-    y += colour[..., 1] * LUMA_ROW[1]
-    y += colour[..., 2] * LUMA_ROW[2]
-    return y + np.float32(YCBCR_OFFSET[0])
+    return planes_luma(np.moveaxis(colour, -1, 0), LUMA_ROW)
 
 
 def _device_luma(colour: torch.Tensor) -> torch.Tensor:
     """`_float_luma` of (n, H, W) float32 colour on a device."""
+    from srcnn.inference.cuda import planes_luma as device_planes_luma
+
     if colour.shape[0] == 1:
         return colour[0] * _Y_SPAN + _Y_LO
-    y = colour[0] * float(LUMA_ROW[0])
-    y += colour[1] * float(LUMA_ROW[1])
-    y += colour[2] * float(LUMA_ROW[2])
-    return y + float(np.float32(YCBCR_OFFSET[0]))
+    return device_planes_luma(colour, [float(v) for v in LUMA_ROW])
 
 
 @torch.inference_mode()
