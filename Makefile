@@ -14,7 +14,8 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 # warnings only (the CLI prints its own summary).
 export PREFECT_LOGGING_LEVEL ?= INFO
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
-export DO_NOT_TRACK ?= 1
+# No usage reports from Prefect or MLflow (MLflow honours "true", not "1").
+export DO_NOT_TRACK ?= true
 
 .PHONY: setup demo ui test test-fast lint deploy clean browser
 

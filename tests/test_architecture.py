@@ -78,7 +78,10 @@ assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
 assert matplotlib.rcParams._get_backend_or_none() is None, "a backend was chosen"
 print("imported", len({modules!r}))
 """
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    # MLflow's telemetry keeps a session id in the environment (set when mlflow was imported
+    # at collection, unset by an import that finds telemetry off): not the library's doing.
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith(("PREFECT_", "DASK_", "_MLFLOW_TELEMETRY"))}
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
