@@ -158,6 +158,32 @@ def test_the_device_paths_bicubic_is_pils_in_int32(scale):
             assert 255 * top + (1 << (PRECISION_BITS - 1)) < 2**31, (n, s)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_device_paths_float_bicubic_is_pils_bit_for_bit(scale):
+    """Deep images' bicubic on the device (`_resample_float`, float64 taps one by one, run here
+    on the CPU) gives Pillow's 32-bit float resize bit for bit, values past [0, 1] included;
+    in bands of rows (`upscaled_rows`, each band's horizontal pass over only its LR rows) too."""
+    from srcnn.inference.cuda import _resample_float, _Taps, upscaled_rows
+
+    rng = np.random.default_rng(scale)
+    for h, w in [(1, 1), (2, 3), (17, 23), (40, 31)]:
+        a = rng.random((2, h, w), dtype=np.float32)
+        a[:, ::2, ::3] = 1.0
+        ref = np.stack([np.asarray(Image.fromarray(p, "F").resize(
+            (w * scale, h * scale), Image.Resampling.BICUBIC)) for p in a])
+        x = torch.from_numpy(a)
+        taps = _Taps(h, w, scale, x.device)
+        whole = _resample_float(_resample_float(x, taps.ix, taps.fx, 2), taps.iy, taps.fy, 1)
+        assert whole.dtype == torch.float32 and np.array_equal(whole.numpy(), ref), (h, w)
+        assert h < 17 or ref.max() > 1.0  # bicubic overshoot is kept, not clamped
+        step = max(1, h * scale // 3)
+        for r0 in range(0, h * scale, step):
+            r1 = min(h * scale, r0 + step)
+            band = upscaled_rows(x, taps, torch.arange(r0, r1), r0, r1, _resample_float,
+                                 taps.fx, taps.fy)
+            assert np.array_equal(band.numpy(), ref[:, r0:r1]), (h, w, r0)
+
+
 @pytest.mark.parametrize("kind", ["srcnn", "fast", "real"])
 def test_the_batched_device_path_gives_the_cpu_paths_bytes(kind, set5, monkeypatch):
     """The GPU's batched path (`upscale_rgb_cuda`), run on the CPU, against the CPU path

@@ -80,18 +80,26 @@ def pil_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.where(k < 0, k * one - 0.5, k * one + 0.5).astype(np.int64)
 
 
+def _tap_sum(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int,
+             dtype: torch.dtype) -> torch.Tensor:
+    """sum over k of x's entries idx[:, k] along `dim` times weight w[:, k], in `dtype`, tap by
+    tap in order (so float sums round as Pillow's do), with memory of the output's size: a
+    gather of all K taps at once held K times the output (16 M pixels x 5 taps x 8 bytes per
+    channel for a deep band)."""
+    acc = None
+    for k in range(idx.shape[1]):
+        term = x.index_select(dim, idx[:, k].contiguous()).to(dtype)
+        term *= w[:, k] if dim == 2 else w[:, k, None]
+        acc = term if acc is None else acc.add_(term)
+    return acc
+
+
 def _resample(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
     """One 8-bit pass along `dim` of a (C, H, W) uint8 tensor, in Pillow's integer arithmetic.
     int32 is exact: an upscale's positive weights sum to at most 1.124 * 2**22 (all factors to
     8; `tests/test_inference.py` checks the bound), so 255 of them plus the rounding stay below
     2**31; GPUs multiply int32 natively, int64 in several instructions."""
-    taps = x.index_select(dim, idx.reshape(-1)).to(torch.int32)
-    if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
-        taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
-        acc = (taps * w).sum(-1, dtype=torch.int32)
-    else:  # (C, Hout * K, W) -> (C, Hout, K, W)
-        taps = taps.reshape(x.shape[0], *idx.shape, x.shape[2])
-        acc = (taps * w[None, :, :, None]).sum(2, dtype=torch.int32)
+    acc = _tap_sum(x, idx, w, dim, torch.int32)
     acc = (acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS
     return acc.clamp_(0, 255).to(torch.uint8)
 
@@ -101,15 +109,7 @@ def _resample_float(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor,
     """One pass along `dim` of a (C, H, W) float32 tensor as Pillow resamples 32-bit float
     images: each tap's product in float64, summed tap by tap in order, stored as float32 (the
     same operations, so Pillow's values)."""
-    taps = x.index_select(dim, idx.reshape(-1)).double()
-    if dim == 2:  # (C, H, Wout * K) -> (C, H, Wout, K)
-        taps = taps.reshape(x.shape[0], x.shape[1], *idx.shape)
-    else:  # (C, Hout * K, W) -> (C, Hout, W, K)
-        taps, w = taps.reshape(x.shape[0], *idx.shape, x.shape[2]).movedim(2, -1), w[:, None]
-    acc = taps[..., 0] * w[..., 0]
-    for k in range(1, idx.shape[1]):
-        acc += taps[..., k] * w[..., k]
-    return acc.float()
+    return _tap_sum(x, idx, w, dim, torch.float64).float()
 
 
 TAPS_KEPT = 16  # image sizes whose device taps a net keeps (a bucket's images repeat sizes)
