@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -135,6 +137,30 @@ def test_own_loader_reads_new_versions_and_the_old_layout(registry, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         load_model(str(tmp_path))
+
+
+def test_saving_and_loading_the_model_warns_of_nothing(tmp_path):
+    """What a user sees when the model is logged or loaded (in a fresh process, as MLflow's own
+    warning filters show a warning once per process): no warning. MLflow warns that `predict`
+    has no type hints on every execution of the model's code, unless it has ones it infers no
+    schema from; the logged signature stays the tensor one."""
+    folder = tmp_path / "model"
+    script = f"""
+import mlflow, numpy as np
+from srcnn.models.files import load_model
+from srcnn.models.reference import pretrained_dir
+from srcnn.tracking.runs import save_pyfunc
+save_pyfunc(load_model(pretrained_dir(3, "fast")), {str(folder)!r})
+print(mlflow.pyfunc.load_model({str(folder)!r}).predict(np.zeros((4, 5, 3), np.uint8)).shape)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(12, 15, 3)" in out.stdout
+    assert "Warning" not in out.stderr and "type hint" not in out.stderr, out.stderr[-3000:]
+    signature = yaml.safe_load((folder / "MLmodel").read_text())["signature"]
+    assert json.loads(signature["inputs"])[0]["tensor-spec"] == {"dtype": "uint8",
+                                                                 "shape": [-1, -1, 3]}
 
 
 def test_served_champion_answers_a_request(registry, tmp_path, set5):

@@ -4,7 +4,9 @@ MLflow copies this file into every logged model and runs it on load; the weights
 (`model.safetensors`) and the config (`config.json`) travel as the model's artifacts, so
 loading unpickles nothing. `predict` takes one RGB image as a uint8 array (H, W, 3) and returns
 the upscaled uint8 array (sH, sW, 3), through the same code as `srcnn upscale`
-(`srcnn.batch.job.upscale_pil`). Params: `tile_size`, `precision` (fp32 | bf16).
+(`srcnn.batch.job.upscale_pil`). Params: `tile_size`, `precision` (fp32 | bf16). The input's
+hint is `np.ndarray`, from which MLflow infers no schema: the logged tensor signature stands,
+and MLflow does not warn (at logging and at every load) that `predict` has no hints.
 
     mlflow.pyfunc.load_model("models:/srcnn-x3@champion").predict(rgb)
     mlflow models serve -m models:/srcnn-x3@champion --env-manager local
@@ -28,7 +30,8 @@ class SuperResolution(PythonModel):
         self.spec = ModelSpec("mlflow", int(config["scale"]), weights, config["model"])
         self.model = prepare(self.spec.build(), "auto")
 
-    def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None
+                ) -> np.ndarray:
         from PIL import Image
 
         from srcnn.batch.job import UpscaleOptions, upscale_pil

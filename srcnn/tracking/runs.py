@@ -13,7 +13,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -153,17 +152,11 @@ def _input_example() -> np.ndarray:
                      np.broadcast_to(ramp[None, :], grey.shape), grey], axis=-1)
 
 
-# MLflow asks for type hints on `predict`; with them it would infer its own signature in place
-# of the tensor signature above.
-_NO_HINTS = "Add type hints to the `predict` method"
-
-
 @contextlib.contextmanager
 def _pyfunc_args(loaded: LoadedModel):
     """The arguments of an MLflow pyfunc save for `loaded` (its weights and config written to
-    a temporary folder as the model's artifacts), with MLflow's type-hint warning silenced."""
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", _NO_HINTS)
+    a temporary folder as the model's artifacts)."""
+    with tempfile.TemporaryDirectory() as tmp:
         save_model(loaded.model, loaded.scale, tmp, loaded.metadata)
         yield {"python_model": PYFUNC_CODE, "signature": model_signature(),
                "input_example": _input_example(), "pip_requirements": PIP_REQUIREMENTS,
