@@ -14,6 +14,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # Dask configures its loggers when distributed is imported: ask for warnings only.
     "DASK_LOGGING__DISTRIBUTED": "warning",
+    # MLflow configures its loggers when imported, at INFO: its lines (creating its tables,
+    # validating an input example) on a user's terminal say nothing the run's summary does not.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     # The temporary API server an ad hoc run starts: Prefect waits 20 s for it, which a busy
     # 2-core machine can overrun; this waits longer (a setting: raise it on slower machines).
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

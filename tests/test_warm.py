@@ -156,7 +156,8 @@ def test_registering_twice_in_a_fresh_home_is_quiet(tmp_path):
     """`srcnn register` twice with no training runs, each call on its own temporary Prefect
     server over the same database: the first seeds the registry with the shipped weights, the
     second finds no training run (the seeding run is not one) and leaves the champion; neither
-    prints a traceback (a second create of the champion lock made the server log one)."""
+    prints a traceback (a second create of the champion lock made the server log one), nor
+    MLflow's INFO lines (creating its tables, validating the seeded model's input example)."""
     from mlflow import MlflowClient
 
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL",
@@ -168,6 +169,7 @@ def test_registering_twice_in_a_fresh_home_is_quiet(tmp_path):
                                  "3"], capture_output=True, text=True, env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr[-3000:]
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "INFO mlflow" not in result.stderr, result.stderr[-3000:]  # MLflow's own lines
         outputs.append(json.loads(result.stdout))
     assert outputs[0]["version"] == "1" and outputs[0]["promoted"]
     assert outputs[1] == {}  # nothing to register, nothing seeded again
