@@ -204,6 +204,13 @@ class DegradationConfig(StrictModel):
         "Weight of linear without antialiasing (half-pixel centres: OpenCV's INTER_LINEAR)."))
     resize_area: float = Field(0.2, ge=0, description=(
         "Weight of an area (box) average over each s x s block (OpenCV's INTER_AREA)."))
+    resize_nearest: float = Field(0.0, ge=0, description=(
+        "Weight of nearest-neighbour sampling from the corner (OpenCV's INTER_NEAREST: HR "
+        "pixel i s, a shift of (s - 1) / 2 HR pixels from the centred grid)."))
+    resize_nearest_exact: float = Field(0.0, ge=0, description=(
+        "Weight of nearest-neighbour sampling at the centres (Pillow's NEAREST, OpenCV's "
+        "INTER_NEAREST_EXACT: HR pixel i s + s // 2; at odd scales what cubic and linear "
+        "without antialiasing sample)."))
     blur_prob: float = Field(0.15, ge=0, le=1, description=(
         "Probability of a Gaussian blur of the HR image before the resize."))
     blur_sigma: Range = Field((0.3, 1.2), description="Range of the blur's sigma, HR pixels.")
@@ -233,7 +240,8 @@ class DegradationConfig(StrictModel):
 
     def resize_weights(self) -> dict[str, float]:
         return {"bicubic_aa": self.resize_bicubic_aa, "cubic": self.resize_cubic,
-                "linear": self.resize_linear, "area": self.resize_area}
+                "linear": self.resize_linear, "area": self.resize_area,
+                "nearest": self.resize_nearest, "nearest_exact": self.resize_nearest_exact}
 
 
 class PatchConfig(StrictModel):

@@ -124,8 +124,35 @@ def test_real_draws_are_seeded_by_image_and_copy_and_the_same_in_another_process
     assert out.stdout.strip() == hashlib.sha256(once).hexdigest()
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_nearest_neighbour_downscales_equal_opencv_and_pillow(t91, scale):
+    """Both conventions of nearest-neighbour sampling, byte for byte: from the corner as
+    OpenCV's INTER_NEAREST, at the centres as its INTER_NEAREST_EXACT and Pillow's NEAREST."""
+    hr = mod_crop(_photo(t91), scale)
+    size = (hr.width // scale, hr.height // scale)
+    rgb = np.asarray(hr)
+    corner = np.asarray(apply(hr, scale, Steps("nearest")))
+    centred = np.asarray(apply(hr, scale, Steps("nearest_exact")))
+    assert np.array_equal(corner, cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST))
+    assert np.array_equal(centred, cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST_EXACT))
+    assert np.array_equal(centred, np.asarray(hr.resize(size, Image.Resampling.NEAREST)))
+    assert not np.array_equal(corner, centred)
+
+
+def test_resize_kinds_of_weight_zero_leave_every_draw_as_it_was(monkeypatch):
+    """Kinds added to the mixture at weight 0 (the nearest-neighbour ones) change no image's
+    draws: stores built before them keep their bytes and stay current."""
+    config = DegradationConfig(kind="real", seed=3)
+    before = [draw(config, f"img{i}.png", i % 3) for i in range(300)]
+    full = DegradationConfig.resize_weights
+    monkeypatch.setattr(DegradationConfig, "resize_weights",
+                        lambda self: {k: w for k, w in full(self).items() if w > 0})
+    assert len(config.resize_weights()) == 4
+    assert [draw(config, f"img{i}.png", i % 3) for i in range(300)] == before
+
+
 def test_the_real_mixture_draws_every_kind_in_about_its_share():
-    config = DegradationConfig(kind="real")
+    config = DegradationConfig(kind="real", resize_nearest=0.1, resize_nearest_exact=0.05)
     drawn = [draw(config, f"img{i}.png") for i in range(2000)]
     weights = config.resize_weights()
     for kind, weight in weights.items():

@@ -32,7 +32,7 @@ BICUBIC = DegradationConfig()
 class Steps:
     """What one image's degradation does, drawn from its generator (`draw`)."""
 
-    resize: str  # bicubic_aa | cubic | linear | area
+    resize: str  # bicubic_aa | cubic | linear | area | nearest | nearest_exact
     blur: tuple[float, float, float] | None = None  # (sigma_x, sigma_y, angle in radians)
     noise: tuple[float, bool] | None = None  # (sigma in 8-bit levels, colour)
     jpeg: int | None = None  # quality
@@ -112,6 +112,10 @@ def apply(hr: Image.Image, scale: int, steps: Steps) -> Image.Image:
         hr = _blur(hr, *steps.blur)
     if steps.resize == "bicubic_aa":
         lr = bicubic_resize(hr, size)
+    elif steps.resize in ("nearest", "nearest_exact"):
+        first = scale // 2 if steps.resize == "nearest_exact" else 0
+        pixels = np.asarray(hr)[first : size[1] * scale : scale, first : size[0] * scale : scale]
+        lr = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     else:
         lr = _resize_no_antialias(hr, size, steps.resize)
     if steps.noise:
@@ -196,8 +200,7 @@ def training_pair(hr: Image.Image, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _only(resize: str, **fields) -> DegradationConfig:
     """A deterministic `real` degradation: one resize kernel, the steps `fields` switch on."""
-    weights = {f"resize_{k}": float(k == resize) for k in ("bicubic_aa", "cubic", "linear",
-                                                             "area")}
+    weights = {f"resize_{k}": float(k == resize) for k in BICUBIC.resize_weights()}
     off = {"blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0}
     return DegradationConfig(kind="real", **weights, **(off | fields))
 
