@@ -14,6 +14,10 @@ takes HR pixel floor((i + 0.5) s), centred at odd scales; OpenCV's INTER_NEAREST
 shift of (s - 1) / 2 HR pixels from the centred grid.
 
     python benchmarks/unseen.py [--scales 2 3 4] [--kinds real robust fast] [--t91 DIR]
+                                [--model NAME=REF ...] [--suite]
+
+`--model` adds a model by reference (`runs:/ID/model`, `models:/srcnn-x2/3`, a folder; with one
+scale); `--suite` scores the suite's rows on the same images too, above the others.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import numpy as np
 from PIL import Image
 
 from srcnn.data.color import luma
-from srcnn.data.degradation import Steps, apply, bicubic_upscale, mod_crop
+from srcnn.data.degradation import SUITE, Steps, apply, bicubic_upscale, degrade, mod_crop
 from srcnn.data.patches import val_mask
 from srcnn.evaluation.metrics import as_8bit, psnr_y
 from srcnn.inference.tiling import luma_upscaler, prepare
 from srcnn.models.files import load_model
 from srcnn.models.reference import pretrained_dir
+from srcnn.registry.champion import resolve_spec
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -92,28 +97,39 @@ def main() -> None:
                         default=Path(__file__).resolve().parents[2] / "shared/datasets/T91")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--kinds", nargs="+", default=["real", "robust", "fast"])
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=REF")
+    parser.add_argument("--suite", action="store_true")
     args = parser.parse_args()
+    extra = dict(m.split("=", 1) for m in args.model)
+    if extra and len(args.scales) != 1:
+        parser.error("--model takes one --scales")
+    rows = ({f"suite: {n}": (lambda hr, s, c=c: degrade(hr, s, c, key="held-out"))
+             for n, c in SUITE.items()} if args.suite else {}) | DEGRADATIONS
+    names = [*args.kinds, *extra]
     images = held_out(args.t91)
     print(f"held-out T91 images: {', '.join(p.stem for p in images)}")
     for s in args.scales:
         nets = {k: luma_upscaler(prepare(load_model(pretrained_dir(s, k)).model, "cpu"), 1024)
                 for k in args.kinds}
+        nets |= {k: luma_upscaler(prepare(resolve_spec(ref, s).build(), "cpu"), 1024)
+                 for k, ref in extra.items()}
         print(f"x{s}: mean gain over bicubic, dB".ljust(41)
-              + "  ".join(f"{k:>7}" for k in args.kinds))
-        worst = {k: (np.inf, "") for k in args.kinds}
-        for name, degrade in DEGRADATIONS.items():
-            gains = {k: [] for k in args.kinds}
+              + "  ".join(f"{k:>7}" for k in names))
+        worst = {k: (np.inf, "") for k in names}
+        for name, degrade_hr in rows.items():
+            gains = {k: [] for k in names}
             for path in images:
                 with Image.open(path) as img:
                     hr = mod_crop(img.convert("RGB"), s)
-                lr = degrade(hr, s)
+                lr = degrade_hr(hr, s)
                 y_hr, y_bic = luma(hr), luma(bicubic_upscale(lr, s))
                 base = psnr_y(y_hr, y_bic, s)
                 for k, net in nets.items():
                     gains[k].append(psnr_y(y_hr, as_8bit(net(luma(lr), y_bic)), s) - base)
             means = {k: float(np.mean(g)) for k, g in gains.items()}
-            worst = {k: min(worst[k], (means[k], name)) for k in args.kinds}
-            print(f"  {name:38s} " + "  ".join(f"{means[k]:+7.2f}" for k in args.kinds),
+            if name != "suite: bicubic":  # (clean input: the pair's fast net)
+                worst = {k: min(worst[k], (means[k], name)) for k in names}
+            print(f"  {name:38s} " + "  ".join(f"{means[k]:+7.2f}" for k in names),
                   flush=True)
         print("  worst row: " + "; ".join(f"{k} {v:+.2f} ({n})" for k, (v, n) in worst.items()))
 
