@@ -23,14 +23,21 @@ scale); `--suite` scores the suite's rows on the same images too, above the othe
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from srcnn.data.color import luma
-from srcnn.data.degradation import SUITE, Steps, apply, bicubic_upscale, degrade, mod_crop
+from srcnn.data.degradation import (
+    SUITE,
+    Steps,
+    apply,
+    bicubic_upscale,
+    degrade,
+    jpeg_round_trip,
+    mod_crop,
+)
 from srcnn.data.patches import val_mask
 from srcnn.evaluation.metrics import as_8bit, psnr_y
 from srcnn.inference.tiling import luma_upscaler, prepare
@@ -39,21 +46,8 @@ from srcnn.models.reference import pretrained_dir
 from srcnn.registry.champion import resolve_spec
 
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
-    with Image.open(io.BytesIO(buf.getvalue())) as out:
-        return out.convert("RGB")
-
-
 def _pillow(kernel: Image.Resampling):
     return lambda hr, s: hr.resize((hr.width // s, hr.height // s), kernel)
-
-
-def _every_sth(hr: Image.Image, s: int) -> Image.Image:
-    """OpenCV's INTER_NEAREST: HR pixel (i s, j s)."""
-    return Image.fromarray(np.ascontiguousarray(
-        np.asarray(hr)[: hr.height // s * s : s, : hr.width // s * s : s]))
 
 
 def _steps(**fields):
@@ -61,14 +55,14 @@ def _steps(**fields):
 
 
 def _then_jpeg(resize, quality: int):
-    return lambda hr, s: _jpeg(resize(hr, s), quality)
+    return lambda hr, s: jpeg_round_trip(resize(hr, s), quality)
 
 
 DEGRADATIONS = {
-    "nearest (Pillow)": _pillow(Image.Resampling.NEAREST),
-    "nearest (OpenCV)": _every_sth,
-    "nearest (OpenCV), JPEG 75": _then_jpeg(_every_sth, 75),
-    "nearest (Pillow), JPEG 80": _then_jpeg(_pillow(Image.Resampling.NEAREST), 80),
+    "nearest (Pillow)": _steps(resize="nearest_exact"),
+    "nearest (OpenCV)": _steps(resize="nearest"),
+    "nearest (OpenCV), JPEG 75": _steps(resize="nearest", jpeg=75),
+    "nearest (Pillow), JPEG 80": _steps(resize="nearest_exact", jpeg=80),
     "bilinear, antialiased (Pillow)": _pillow(Image.Resampling.BILINEAR),
     "Lanczos, antialiased (Pillow)": _pillow(Image.Resampling.LANCZOS),
     "Lanczos, antialiased, JPEG 70": _then_jpeg(_pillow(Image.Resampling.LANCZOS), 70),

@@ -121,11 +121,16 @@ def apply(hr: Image.Image, scale: int, steps: Steps) -> Image.Image:
     if steps.noise:
         lr = _noise(lr, *steps.noise, np.random.default_rng(steps.noise_seed))
     if steps.jpeg:
-        buf = io.BytesIO()
-        lr.save(buf, format="JPEG", quality=steps.jpeg, subsampling="4:2:0")
-        with Image.open(io.BytesIO(buf.getvalue())) as img:
-            lr = img.convert("RGB")
+        lr = jpeg_round_trip(lr, steps.jpeg)
     return lr
+
+
+def jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
+    """`img` saved as JPEG at `quality` (4:2:0 chroma, as web tools do) and read back, RGB."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
+    with Image.open(io.BytesIO(buf.getvalue())) as out:
+        return out.convert("RGB")
 
 
 def _resize_no_antialias(img: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:

@@ -12,6 +12,8 @@ from torch import nn
 
 from srcnn.data.color import LUMA_ROW, planes_luma
 from srcnn.data.deep import Deep
+from srcnn.inference.cuda import _resample_float, _taps, bands, upscaled_rows
+from srcnn.inference.cuda import planes_luma as device_planes_luma
 from srcnn.inference.tiling import (
     _LUMA_GAIN,
     _Y_LO,
@@ -77,8 +79,6 @@ def _float_luma(colour: np.ndarray) -> np.ndarray:
 
 def _device_luma(colour: torch.Tensor) -> torch.Tensor:
     """`_float_luma` of (n, H, W) float32 colour on a device."""
-    from srcnn.inference.cuda import planes_luma as device_planes_luma
-
     if colour.shape[0] == 1:
         return colour[0] * _Y_SPAN + _Y_LO
     return device_planes_luma(colour, [float(v) for v in LUMA_ROW])
@@ -90,8 +90,6 @@ def _on_device(model: nn.Module, pixels: np.ndarray, n: int, scale: int, tile: i
     """The loop above on the model's (CUDA) device, in the batched bands of
     `srcnn.inference.cuda`: Pillow's float bicubic reproduced there, the same float32 steps,
     (sH, sW, C) uint16 levels back."""
-    from srcnn.inference.cuda import _resample_float, _taps, bands, upscaled_rows
-
     device = next(model.parameters()).device
     h, w, c = pixels.shape
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(device)
