@@ -50,18 +50,25 @@ def _started_under(pid: int, home) -> bool:
 
 def test_a_temporary_prefect_server_too_slow_to_start_is_one_error(tmp_path, small_collection):
     """The start-up wait is a setting; when the ad hoc run's temporary Prefect server does not
-    answer within it, the CLI says what failed and what to do, without a traceback."""
+    answer within it, the CLI says what failed and what to do, without a traceback. The server
+    here never answers (`python -m uvicorn` run from a folder whose `uvicorn.py` only sleeps):
+    a real one can start within the CLI's own imports plus the wait, whatever the wait."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "uvicorn.py").write_text("import time\ntime.sleep(120)\n")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"),
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
     result = subprocess.run([sys.executable, "-m", "flows.cli", "upscale", str(small_collection),
                              str(tmp_path / "out"), "--model", "pretrained"],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=env, cwd=slow)
     assert result.returncode == 3, result.stdout + result.stderr[-3000:]
     assert result.stderr.startswith("error: the temporary Prefect API server this command "
                                     "starts did not answer within 1 s")
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    servers = subprocess.run(["pgrep", "-f", "uvicorn"], capture_output=True, text=True).stdout
+    assert not [p for p in servers.split() if _started_under(int(p), tmp_path)]  # stopped
 
 
 def test_serve_keeps_prefect_and_dask_warm_for_later_calls(tmp_path, small_collection, databases):
